@@ -1,0 +1,1 @@
+"""Stain restoration: data, corruption, U-Net, temporal smoothing, metrics, LightningModule."""

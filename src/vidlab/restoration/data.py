@@ -1,0 +1,185 @@
+"""Clips streamed from video files, stained on the fly, batched for Lightning.
+
+Each video is decoded once per pass, in order, and only one clip is held at a time, so memory does
+not grow with video length. Evaluation stains are fixed per (seed, split, video, clip); training
+stains are new every epoch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import cv2
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from vidlab.config import MovingDigitsConfig, VideoFolderConfig
+from vidlab.restoration.corruption import Corruption
+from vidlab.restoration.sources import SPLITS, ClipRef, build_clips
+from vidlab.video import iter_frames
+
+
+def read_clips(path: str, refs: list[ClipRef], resize: list[int] | None = None) -> Iterator[tuple[ClipRef, np.ndarray]]:
+    """Every clip of one video from a single sequential decode; uint8 (T, H, W, 3) per clip."""
+    refs = sorted(refs, key=lambda r: r.start)
+    frames = iter_frames(path)
+    position = 0
+    for ref in refs:
+        for _ in range(ref.start - position):
+            next(frames)
+        clip = list(itertools.islice(frames, ref.length))
+        position = ref.start + len(clip)
+        if len(clip) < ref.length:
+            raise RuntimeError(f"{path}: clip {ref.clip_idx} needs frames {ref.start}..{ref.start + ref.length - 1}, video ended at {position}")
+        if resize is not None:
+            clip = [cv2.resize(f, (resize[1], resize[0]), interpolation=cv2.INTER_AREA) for f in clip]
+        yield ref, np.stack(clip)
+    frames.close()
+
+
+def neighbour_indices(t: int | np.ndarray, frames: int, length: int) -> np.ndarray:
+    """The ``frames`` indices centred on ``t``, clamped to the clip (edges repeat)."""
+    offsets = np.arange(frames) - frames // 2
+    return np.clip(np.asarray(t)[..., None] + offsets, 0, length - 1)
+
+
+def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+
+
+class StainedClipStream(IterableDataset):
+    """Yields training samples (k stained frames around a centre, its clean frame, the mask) or,
+    with ``train=False``, whole evaluation clips."""
+
+    def __init__(
+        self,
+        clips: list[ClipRef],
+        corruption: Corruption,
+        split: str,
+        seed: int,
+        train: bool,
+        context_frames: int = 1,
+        samples_per_clip: int = 1,
+        shuffle_buffer: int = 1,
+        resize: list[int] | None = None,
+    ):
+        self.clips, self.corruption, self.split, self.seed = clips, corruption, split, seed
+        self.train, self.context_frames = train, context_frames
+        self.samples_per_clip, self.shuffle_buffer, self.resize = samples_per_clip, shuffle_buffer, resize
+
+    def __len__(self) -> int:
+        return len(self.clips) * (self.samples_per_clip if self.train else 1)
+
+    def _videos(self, pass_seed: int) -> list[str]:
+        paths = list(dict.fromkeys(ref.path for ref in self.clips))
+        if self.train:
+            paths = [paths[i] for i in np.random.default_rng(pass_seed).permutation(len(paths))]
+        info = get_worker_info()
+        return paths[info.id :: info.num_workers] if info else paths
+
+    def _pass_seed(self) -> int:
+        # Same for every worker of one pass (so the video permutation shards cleanly), new each
+        # epoch, and reproducible from the run's seed through torch's generator.
+        if not self.train:
+            return 0
+        info = get_worker_info()
+        if info is not None:
+            return int(info.seed - info.id)
+        return int(torch.randint(0, 2**62, (1,)).item())
+
+    def _clips(self, pass_seed: int) -> Iterator[dict]:
+        by_path: dict[str, list[ClipRef]] = {}
+        for ref in self.clips:
+            by_path.setdefault(ref.path, []).append(ref)
+        for path in self._videos(pass_seed):
+            for ref, clean in read_clips(path, by_path[path], self.resize):
+                rng = np.random.default_rng([self.seed, SPLITS.index(self.split), pass_seed % 2**32, ref.video_idx, ref.clip_idx])
+                stain = self.corruption.sample(rng, clean.shape[1], clean.shape[2])
+                yield {"ref": ref, "rng": rng, "clean": clean, "stained": stain.apply(clean), "mask": stain.mask}
+
+    def _samples(self, clip: dict) -> Iterator[dict]:
+        length = clip["clean"].shape[0]
+        rng = clip["rng"]
+        centres = rng.choice(length, size=self.samples_per_clip, replace=self.samples_per_clip > length)
+        mask = torch.from_numpy(clip["mask"])[None]
+        stained, clean = _to_tensor(clip["stained"]), _to_tensor(clip["clean"])
+        for t in centres:
+            yield {"stained": stained[neighbour_indices(int(t), self.context_frames, length)], "clean": clean[t], "mask": mask}
+
+    def __iter__(self) -> Iterator[dict]:
+        pass_seed = self._pass_seed()
+        if not self.train:
+            for clip in self._clips(pass_seed):
+                ref = clip["ref"]
+                yield {
+                    "stained": _to_tensor(clip["stained"]),
+                    "clean": _to_tensor(clip["clean"]),
+                    "mask": torch.from_numpy(clip["mask"])[None],
+                    "video_idx": ref.video_idx,
+                    "clip_idx": ref.clip_idx,
+                }
+            return
+        rng = np.random.default_rng(pass_seed % 2**32)
+        buffer: list[dict] = []
+        for clip in self._clips(pass_seed):
+            for sample in self._samples(clip):
+                buffer.append(sample)
+                if len(buffer) >= self.shuffle_buffer:
+                    yield buffer.pop(int(rng.integers(len(buffer))))
+        rng.shuffle(buffer)
+        yield from buffer
+
+
+class RestorationDataModule(L.LightningDataModule):
+    """Train/val/test streams of stained clips from the configured dataset and corruption."""
+
+    def __init__(self, cfg: MovingDigitsConfig | VideoFolderConfig, corruption: Corruption, context_frames: int):
+        super().__init__()
+        self.cfg, self.corruption, self.context_frames = cfg, corruption, context_frames
+        self.clips: dict[str, list[ClipRef]] = {}
+
+    @property
+    def resize(self) -> list[int] | None:
+        return getattr(self.cfg, "resize", None)
+
+    def prepare_data(self) -> None:
+        build_clips(self.cfg)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.clips:
+            return
+        self.clips = build_clips(self.cfg)
+        first = self.clips["train"][0]
+        _, frames = next(read_clips(first.path, [first], self.resize))
+        try:
+            self.corruption.check_frame(frames.shape[1], frames.shape[2])
+        except ValueError as err:
+            raise ValueError(f"corruption: {err}") from None
+
+    def stream(self, split: str) -> StainedClipStream:
+        train = split == "train"
+        return StainedClipStream(
+            self.clips[split], self.corruption, split, self.cfg.seed, train, self.context_frames,
+            self.cfg.samples_per_clip if train else 1, self.cfg.shuffle_buffer if train else 1, self.resize,
+        )
+
+    def _loader(self, split: str) -> DataLoader:
+        train = split == "train"
+        stream = self.stream(split)
+        workers = min(self.cfg.num_workers, len({r.path for r in self.clips[split]}))
+        return DataLoader(
+            stream, batch_size=self.cfg.batch_size if train else 1, num_workers=workers,
+            persistent_workers=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,171 @@
+"""The restoration LightningModule: per-frame U-Net training, clip-level evaluation with smoothing.
+
+Evaluation runs on whole clips in time order: the model restores every frame (temporal models see
+edge-repeated neighbours), the configured smoothing runs over the restored clip, and the metrics of
+the stained input (baseline), the raw output and the smoothed output are gathered per clip.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from vidlab.config import LossConfig, UNetConfig, build_node, build_smoothing_config, SCHEMAS
+from vidlab.restoration.data import neighbour_indices
+from vidlab.restoration.metrics import METRICS, clip_metrics, per_frame_curves, ssim_map
+from vidlab.restoration.smoothing import Smoother, build_smoothing
+from vidlab.restoration.unet import UNet
+
+VARIANTS = ("stained", "raw", "smoothed")
+
+
+def _as_float(frames: torch.Tensor) -> torch.Tensor:
+    return frames.float() / 255.0
+
+
+def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(T, 3, H, W)`` in [0, 1] -> uint8 ``(T, H, W, 3)``."""
+    return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def aggregate(records: list[dict[str, Any]], prefix: str) -> dict[str, float]:
+    """Mean over clips of every ``variant/metric`` key, ignoring NaN (clips without such pixels)."""
+    keys = [k for k in records[0] if "/" in k] if records else []
+    out = {}
+    for key in keys:
+        values = np.array([r[key] for r in records], dtype=np.float64)
+        if np.isfinite(values).any():
+            out[f"{prefix}/{key}"] = float(np.nanmean(values))
+    return out
+
+
+class RestorationModule(L.LightningModule):
+    def __init__(
+        self,
+        model: dict,
+        smoothing: dict,
+        loss: dict | None = None,
+        compare_smoothing: list[str] | tuple[str, ...] = (),
+        preview_clip: int = 0,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.model_cfg: UNetConfig = build_node("model", UNetConfig, model)
+        self.loss_cfg: LossConfig = build_node("loss", LossConfig, loss or {})
+        self.smoothing_cfg = build_node("smoothing", SCHEMAS["smoothing"][smoothing["name"]], smoothing)
+        self.smoother = build_smoothing(self.smoothing_cfg)
+        self.net = UNet.from_config(self.model_cfg)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.records: list[dict[str, Any]] = []
+        self.preview: dict[str, np.ndarray] = {}
+        self.curves: dict[str, dict[str, list[float]]] = {}
+        self.test_summary: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ model
+    def forward(self, stained: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(stained, mask if self.model_cfg.mask_channel else None)
+
+    @torch.no_grad()
+    def restore_clip(self, clip: torch.Tensor, mask: torch.Tensor | None = None, batch: int = 16) -> torch.Tensor:
+        """Restore every frame of a float clip ``(T, 3, H, W)``; returns it clamped to [0, 1]."""
+        t = clip.shape[0]
+        out = []
+        for start in range(0, t, batch):
+            idx = neighbour_indices(np.arange(start, min(t, start + batch)), self.model_cfg.frames, t)
+            stacks = clip[torch.as_tensor(idx, device=clip.device)]
+            m = None if mask is None else mask.reshape(1, 1, *mask.shape[-2:]).expand(len(idx), -1, -1, -1)
+            out.append(self(stacks, m))
+        return torch.cat(out).clamp(0, 1)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        stained, clean, mask = _as_float(batch["stained"]), _as_float(batch["clean"]), batch["mask"]
+        pred = self(stained, mask)
+        weight = 1 + self.loss_cfg.stain_weight * mask
+        l1 = (weight * (pred - clean).abs()).mean() / weight.mean()
+        loss = l1
+        if self.loss_cfg.ssim_weight > 0:
+            loss = loss + self.loss_cfg.ssim_weight * (1 - ssim_map(pred, clean).mean())
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(pred))
+        self.log("train/l1", l1, on_step=False, on_epoch=True, batch_size=len(pred))
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise RuntimeError("no optimizer configured: pass optimizer= (a partial of a torch optimizer)")
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate_clip(self, batch: dict[str, Any], extra: dict[str, Smoother]) -> dict[str, Any]:
+        clip, clean, mask = _as_float(batch["stained"][0]), _as_float(batch["clean"][0]), batch["mask"][0]
+        restored = self.restore_clip(clip, mask)
+        outputs = {"stained": clip, "raw": restored, "smoothed": self.smoother(restored, clip)}
+        outputs.update({f"smoothing_{name}": smoother(restored, clip) for name, smoother in extra.items()})
+        record: dict[str, Any] = {"video_idx": int(batch["video_idx"][0]), "clip_idx": int(batch["clip_idx"][0])}
+        for variant, frames in outputs.items():
+            for metric, value in clip_metrics(frames, clean, mask).items():
+                record[f"{variant}/{metric}"] = value
+        record["_outputs"] = (clean, outputs)
+        return record
+
+    def on_validation_epoch_start(self) -> None:
+        self.records = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        record = self._evaluate_clip(batch, {})
+        record.pop("_outputs")
+        self.records.append(record)
+
+    def on_validation_epoch_end(self) -> None:
+        for key, value in aggregate(self.records, "val").items():
+            self.log(key, value, prog_bar=key.endswith("smoothed/psnr_content_stain"))
+
+    def _comparison_smoothers(self) -> dict[str, Smoother]:
+        compared = {}
+        for name in self.hparams.compare_smoothing:
+            if name == "none":  # the raw output already is this variant
+                continue
+            cfg = self.smoothing_cfg if name == self.smoothing_cfg.name else build_smoothing_config(name)
+            compared[name] = build_smoothing(cfg)
+        return compared
+
+    def on_test_epoch_start(self) -> None:
+        self.records, self.preview, self.curves = [], {}, {}
+        self._compared = self._comparison_smoothers()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        record = self._evaluate_clip(batch, self._compared)
+        clean, outputs = record.pop("_outputs")
+        if batch_idx == self.hparams.preview_clip:
+            self.preview = {"clean": _to_uint8(clean), **{k: _to_uint8(outputs[k]) for k in VARIANTS}}
+            self.curves = {k: per_frame_curves(outputs[k], clean) for k in VARIANTS}
+        self.records.append(record)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_summary = aggregate(self.records, "test")
+        for key, value in self.test_summary.items():
+            if math.isfinite(value):
+                self.log(key, value)
+
+
+def module_from_spec(spec: Any, optimizer: Callable | None, scheduler: Callable | None) -> RestorationModule:
+    return RestorationModule(
+        model=asdict(spec.model),
+        smoothing=asdict(spec.smoothing),
+        loss=asdict(spec.loss),
+        compare_smoothing=list(spec.top.compare_smoothing),
+        preview_clip=spec.preview.clip,
+        optimizer=optimizer,
+        scheduler=scheduler,
+    )

@@ -1,0 +1,139 @@
+"""MLflow conventions in one place: store, experiment, run name, params, tags, artifacts.
+
+The default store is a SQLite file inside the project with an explicit artifact folder (MLflow >= 3
+refuses the old file store, and with SQLite the artifact root would otherwise be the cwd at creation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
+from mlflow.entities import Param
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+from omegaconf import DictConfig, OmegaConf
+
+from vidlab.config import MlflowLoggerConfig
+
+
+def resolve_tracking_uri(uri: str, root: Path) -> str:
+    """Make a relative ``sqlite:///file.db`` absolute against ``root`` (the project)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str((root / uri[len(prefix):]).resolve())
+    return uri
+
+
+def resolve_artifact_location(location: str, root: Path) -> str:
+    if "://" in location:
+        return location
+    return (root / location).resolve().as_uri()
+
+
+def ensure_experiment(cfg: MlflowLoggerConfig, root: Path) -> str:
+    """Create the store and experiment once (with its artifact location); return its id."""
+    client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri, root))
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(cfg.experiment_name, artifact_location=resolve_artifact_location(cfg.artifact_location, root))
+
+
+def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+class VidlabMLFlowLogger(MLFlowLogger):
+    """Lightning's MLflow logger, but params are logged whole (Lightning cuts them at 250 chars).
+
+    A value longer than MLflow's own limit is cut to it and listed in the ``params_truncated`` tag;
+    the full config is always logged as a YAML artifact as well.
+    """
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        flat = flatten(params)
+        too_long = sorted(k for k, v in flat.items() if len(v) > MAX_PARAM_VAL_LENGTH)
+        items = [Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in flat.items()]
+        for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+            self.experiment.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+        if too_long:
+            self.experiment.set_tag(self.run_id, "params_truncated", ",".join(too_long))
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def hydra_tags() -> dict[str, str]:
+    """Job number, sweep folder and a sweep id shared by every job of one ``-m`` sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    tags = {"hydra_output_dir": str(hc.runtime.output_dir)}
+    if hc.mode == RunMode.MULTIRUN:
+        sweep_dir = str(Path(hc.sweep.dir).resolve())
+        tags.update({
+            "sweep_dir": sweep_dir,
+            "sweep_id": hashlib.sha1(sweep_dir.encode()).hexdigest()[:12],
+            "hydra_job_num": str(hc.job.num),
+            "hydra_overrides": " ".join(hc.overrides.task),
+        })
+    else:
+        tags["hydra_overrides"] = " ".join(hc.overrides.task)
+    return tags
+
+
+def build_logger(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags: dict[str, str]) -> VidlabMLFlowLogger:
+    ensure_experiment(cfg, root)
+    tags = {"output_dir": str(output_dir), **extra_tags, **hydra_tags()}
+    commit = git_commit(root)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git_commit"] = commit
+    return VidlabMLFlowLogger(
+        experiment_name=cfg.experiment_name,
+        run_name=cfg.run_name,
+        tracking_uri=resolve_tracking_uri(cfg.tracking_uri, root),
+        artifact_location=resolve_artifact_location(cfg.artifact_location, root),
+        tags=tags,
+        log_model=False,
+    )
+
+
+def log_config(logger: VidlabMLFlowLogger, cfg: DictConfig, output_dir: Path) -> None:
+    """Params from the resolved config, and the config itself (plus Hydra's overrides) as YAML."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    logger.log_hyperparams(resolved)
+    path = output_dir / "config.yaml"
+    path.write_text(OmegaConf.to_yaml(resolved))
+    logger.experiment.log_artifact(logger.run_id, str(path), "config")
+    hydra_dir = output_dir / ".hydra"
+    for name in ("overrides.yaml", "config.yaml", "hydra.yaml"):
+        if (hydra_dir / name).exists():
+            logger.experiment.log_artifact(logger.run_id, str(hydra_dir / name), "config/hydra")
+
+
+def log_artifacts(logger: VidlabMLFlowLogger, files: list[tuple[str, Path]]) -> None:
+    """Log each ``(artifact folder, file)``."""
+    for folder, path in files:
+        logger.experiment.log_artifact(logger.run_id, str(path), folder)

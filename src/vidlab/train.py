@@ -1,0 +1,130 @@
+"""The restoration task behind ``train.py``: validate, build, fit, test, log; return the metric."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from vidlab import tracking
+from vidlab.config import ConfigError, MlflowLoggerConfig, RunSpec, validate
+from vidlab.restoration.corruption import build_corruption
+from vidlab.restoration.data import RestorationDataModule
+from vidlab.restoration.module import RestorationModule, module_from_spec
+from vidlab.restoration.previews import plot_curves, side_by_side
+from vidlab.video import write_gif, write_video
+
+SUMMARY_METRICS = ("psnr_content_stain", "psnr_stain", "psnr", "ssim", "flicker", "flicker_stain")
+
+
+def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    tmp = path.with_name(f".{path.name}.part")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def smoothing_table(summary: dict[str, float], compared: list[str]) -> list[dict[str, Any]]:
+    """One row per output: the stained input, the raw U-Net, and each compared smoothing."""
+    rows = []
+    for label, variant in [("stained input", "stained"), ("U-Net, smoothing=none", "raw")] + [
+        (f"U-Net, smoothing={name}", f"smoothing_{name}") for name in compared if name != "none"
+    ]:
+        row: dict[str, Any] = {"output": label}
+        for metric in SUMMARY_METRICS:
+            value = summary.get(f"test/{variant}/{metric}", math.nan)
+            row[metric] = round(value, 4)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    header = "| " + " | ".join(rows[0]) + " |"
+    rule = "|" + "---|" * len(rows[0])
+    body = ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def write_test_outputs(module: RestorationModule, spec: RunSpec, output_dir: Path) -> list[tuple[str, Path]]:
+    """Per-clip CSV, smoothing comparison, side-by-side GIF/mp4, per-frame plot, as (artifact folder, file)."""
+    out = output_dir / "test"
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[tuple[str, Path]] = []
+    if module.records:
+        files.append(("test", _write_csv(out / "test_clips.csv", module.records)))
+        rows = smoothing_table(module.test_summary, spec.top.compare_smoothing)
+        files.append(("test", _write_csv(out / "smoothing_comparison.csv", rows)))
+        md = out / "smoothing_comparison.md"
+        md.write_text(markdown_table(rows))
+        files.append(("test", md))
+    if module.preview:
+        panels = {"clean": module.preview["clean"], "stained": module.preview["stained"],
+                  "restored": module.preview["raw"], f"smoothed ({spec.smoothing.name})": module.preview["smoothed"]}
+        video = side_by_side(panels, spec.preview.scale)
+        fps = getattr(spec.dataset, "fps", 24.0)
+        files.append(("previews", write_gif(out / "preview.gif", video, fps)))
+        files.append(("previews", write_video(out / "preview.mp4", video, fps)))
+        files.append(("previews", plot_curves(module.curves, out / "per_frame.png")))
+    return files
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train and test one configuration; returns ``optimized_metric`` (best validation value)."""
+    spec = validate(cfg)
+    root = Path(cfg.paths.root).resolve()
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(spec.top.seed, workers=True)
+    optimizer = instantiate(cfg.optimizer)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
+    module = module_from_spec(spec, optimizer, scheduler)
+    datamodule = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.frames)
+
+    logger = None
+    if isinstance(spec.logger, MlflowLoggerConfig):
+        logger = tracking.build_logger(spec.logger, root, output_dir, {"task": "restoration"})
+    checkpoint = ModelCheckpoint(
+        dirpath=output_dir / "checkpoints", filename="best", monitor=spec.top.optimized_metric,
+        mode=spec.top.optimized_mode, save_last=True,
+    )
+    callbacks = [checkpoint] + ([LearningRateMonitor("epoch")] if logger else [])
+    trainer = L.Trainer(**_trainer_kwargs(cfg), logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
+    if logger is not None:
+        tracking.log_config(logger, cfg, output_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=spec.top.ckpt_path)
+    best = checkpoint.best_model_path if checkpoint.best_model_path and Path(checkpoint.best_model_path).exists() else None
+    trainer.test(module, datamodule=datamodule, ckpt_path=best)
+    files = write_test_outputs(module, spec, output_dir)
+    if logger is not None:
+        if spec.logger.log_checkpoint and best:
+            files.append(("checkpoints", Path(best)))
+        tracking.log_artifacts(logger, files)
+        logger.finalize("success")
+    if checkpoint.best_model_score is not None and math.isfinite(float(checkpoint.best_model_score)):
+        return float(checkpoint.best_model_score)
+    value = trainer.callback_metrics.get(spec.top.optimized_metric)
+    return None if value is None else float(value)
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Entry point for ``train.py``: a bad config is one line on stderr and exit code 2."""
+    try:
+        return run(cfg)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,15 @@
+"""Train and test a restoration model: ``python train.py [group=choice] [key=value] [-m]``."""
+
+import hydra
+from omegaconf import DictConfig
+
+import vidlab.train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return vidlab.train.main(cfg)
+
+
+if __name__ == "__main__":
+    main()
