@@ -58,7 +58,8 @@ def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: 
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> float:
-    return float(ssim_map(pred, target).mean())
+    # float64: the variances are differences of near-equal blurred values
+    return float(ssim_map(pred.double(), target.double()).mean())
 
 
 def flicker(pred: torch.Tensor, target: torch.Tensor, where: torch.Tensor | None = None) -> float:

@@ -2,6 +2,7 @@
 
 from vidlab.video.io import (
     VideoReadError,
+    VideoWriter,
     count_frames,
     iter_frames,
     video_fps,
@@ -9,4 +10,4 @@ from vidlab.video.io import (
     write_video,
 )
 
-__all__ = ["VideoReadError", "count_frames", "iter_frames", "video_fps", "write_gif", "write_video"]
+__all__ = ["VideoReadError", "VideoWriter", "count_frames", "iter_frames", "video_fps", "write_gif", "write_video"]

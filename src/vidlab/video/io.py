@@ -81,29 +81,46 @@ def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
 
 
+class VideoWriter:
+    """Streaming mp4v (MPEG-4 part 2) writer of RGB frames; the file appears only when closed
+    without error (written under a temporary name, then renamed)."""
+
+    def __init__(self, path: str | os.PathLike, fps: float):
+        self.path, self.fps = Path(path), fps
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = _temporary_sibling(self.path)
+        self._writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._writer is None:
+            h, w = frame.shape[:2]
+            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self._writer.isOpened():
+                raise OSError(f"cannot open a video writer for {self.path}")
+        self._writer.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._writer is not None:
+            self._writer.release()
+        if exc_type is None and self.frames > 0:
+            os.replace(self._tmp, self.path)
+            return
+        self._tmp.unlink(missing_ok=True)
+        if exc_type is None:
+            raise ValueError(f"no frames to write to {self.path}")
+
+
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float) -> Path:
-    """Write RGB frames as MPEG-4 part 2 (mp4v); atomic: a temporary file renamed at the end."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
-    writer = None
-    try:
+    """Write RGB frames as an mp4v video, atomically."""
+    with VideoWriter(path, fps) as writer:
         for frame in frames:
-            if writer is None:
-                h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                if not writer.isOpened():
-                    raise OSError(f"cannot open a video writer for {path}")
-            writer.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
-        if writer is None:
-            raise ValueError(f"no frames to write to {path}")
-        writer.release()
-        os.replace(tmp, path)
-    finally:
-        if writer is not None:
-            writer.release()
-        tmp.unlink(missing_ok=True)
-    return path
+            writer.write(frame)
+    return Path(path)
 
 
 def write_gif(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float) -> Path:

@@ -1,0 +1,104 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import moving_square_frames
+from vidlab.config import MovingDigitsConfig, VideoFolderConfig
+from vidlab.restoration.corruption import CircularStain
+from vidlab.restoration.data import StainedClipStream, read_clips
+from vidlab.restoration.digits import MovingDigits
+from vidlab.restoration.sources import build_clips, cut_clips, split_videos
+from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
+
+
+def test_video_round_trip(square_video: Path):
+    frames = moving_square_frames()
+    decoded = np.stack(list(iter_frames(square_video)))
+    assert decoded.shape == frames.shape and count_frames(square_video) == len(frames)
+    # mp4v is lossy: close, and the moving square is where it should be in every frame
+    assert np.abs(decoded.astype(int) - frames).mean() < 4
+    for t in range(len(frames)):
+        assert decoded[t, 18, 10 + 3 * t, 0] > 180 and decoded[t, 34, 10 + 3 * t, 0] < 60
+    middle = list(iter_frames(square_video, start=4, stop=7))
+    np.testing.assert_array_equal(np.stack(middle), decoded[4:7])
+
+
+def test_unreadable_video_names_the_file(tmp_path: Path):
+    bad = tmp_path / "broken clip.mp4"
+    bad.write_bytes(b"\x00not a video" * 100)
+    with pytest.raises(VideoReadError, match="broken clip.mp4"):
+        list(iter_frames(bad))
+    with pytest.raises(VideoReadError, match="missing.mp4"):
+        count_frames(tmp_path / "missing.mp4")
+
+
+def test_writer_is_atomic(tmp_path: Path):
+    target = tmp_path / "out.mp4"
+
+    def frames():
+        yield np.zeros((16, 16, 3), np.uint8)
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        write_video(target, frames(), 24)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_moving_digits_deterministic_by_seed():
+    gen = MovingDigits(72, 128, 10, 1, 3, 28, (1.0, 3.0))
+    a = gen.render(np.random.default_rng([0, 0, 1]))
+    b = gen.render(np.random.default_rng([0, 0, 1]))
+    c = gen.render(np.random.default_rng([1, 0, 1]))
+    assert a.shape == (10, 72, 128, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any()
+    assert a.max() > 200 and (a > 25).mean() < 0.5  # bright strokes on a mostly black background
+    assert (a[0] != a[-1]).any()  # digits move
+
+
+def test_dataset_cached_as_video_files(tmp_path: Path):
+    cfg = MovingDigitsConfig(name="moving_digits", cache_dir=str(tmp_path), train_videos=2, val_videos=1, test_videos=1, frames_per_video=20, clip_frames=8)
+    clips = build_clips(cfg)
+    assert [len(clips[s]) for s in ("train", "val", "test")] == [4, 2, 2]  # 20 frames -> 2 clips of 8
+    path = Path(clips["train"][0].path)
+    assert path.exists() and count_frames(path) == 20
+    mtime = path.stat().st_mtime_ns
+    assert build_clips(cfg) == clips and path.stat().st_mtime_ns == mtime  # cache hit, nothing rewritten
+
+
+def test_clip_cutting_and_video_split():
+    assert [(c.start, c.length) for c in cut_clips(0, "v", 50, 16)] == [(0, 16), (16, 16), (32, 16)]
+    paths = [Path(f"v{i:02d}.mp4") for i in range(20)]
+    a, b = split_videos(paths, [0.6, 0.2, 0.2], 3), split_videos(paths, [0.6, 0.2, 0.2], 3)
+    assert a == b and [len(a[s]) for s in ("train", "val", "test")] == [12, 4, 4]
+    assert not (set(a["train"]) & set(a["val"]) or set(a["train"]) & set(a["test"]) or set(a["val"]) & set(a["test"]))
+    assert split_videos(paths, [0.6, 0.2, 0.2], 4) != a
+
+
+def test_video_folder_clips_by_seconds(tmp_path: Path):
+    for i in range(5):
+        write_video(tmp_path / f"sub/clip_{i}.mp4", moving_square_frames(n=30), fps=10)
+    cfg = VideoFolderConfig(name="video_folder", path=str(tmp_path), clip_seconds=1.0, split_ratios=[0.6, 0.2, 0.2])
+    clips = build_clips(cfg)
+    assert {c.length for split in clips.values() for c in split} == {10}
+    assert sum(len(v) for v in clips.values()) == 15
+    videos = {s: {c.path for c in clips[s]} for s in clips}
+    assert not videos["train"] & videos["test"]
+
+
+def test_stream_reads_clips_sequentially_and_stains_deterministically(tmp_path: Path):
+    cfg = MovingDigitsConfig(name="moving_digits", cache_dir=str(tmp_path), train_videos=2, val_videos=1, test_videos=1, frames_per_video=16, clip_frames=8)
+    clips = build_clips(cfg)
+    ref = clips["val"][1]
+    (got_ref, frames), = list(read_clips(ref.path, [ref]))
+    full = np.stack(list(iter_frames(ref.path)))
+    np.testing.assert_array_equal(frames, full[8:16])
+    stain = CircularStain(20)
+    val = [list(StainedClipStream(clips["val"], stain, "val", 0, train=False)) for _ in range(2)]
+    assert len(val[0]) == 2 and val[0][0]["stained"].shape == (8, 3, 72, 128)
+    for a, b in zip(*val):
+        assert (a["stained"] == b["stained"]).all()
+    train = list(StainedClipStream(clips["train"], stain, "train", 0, train=True, context_frames=3, samples_per_clip=4, shuffle_buffer=5))
+    assert len(train) == 4 * len(clips["train"])
+    assert train[0]["stained"].shape == (3, 3, 72, 128) and train[0]["clean"].shape == (3, 72, 128)
