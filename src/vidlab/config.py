@@ -166,7 +166,7 @@ class UNetConfig:
     name: str = "unet"
     frames: int = 1
     depth: int = 3
-    base_channels: int = 24
+    base_channels: int = 16
     norm: str = "batch"
     mask_channel: bool = False
     residual: bool = True
