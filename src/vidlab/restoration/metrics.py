@@ -38,28 +38,35 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, where: torch.Tensor | None = 
 
 
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Per-pixel SSIM (Wang et al. 2004; Gaussian window, data range 1, K1=0.01, K2=0.03), differentiable."""
+    """Per-pixel SSIM (Wang et al. 2004; Gaussian window, data range 1, K1=0.01, K2=0.03), differentiable.
+
+    The Gaussian is applied as two 1D passes; second moments are taken about 0.5 (variances do not
+    depend on it) to keep float32 cancellation small.
+    """
     c1, c2 = 0.01**2, 0.03**2
+    channels = pred.shape[1]
     coords = torch.arange(window, dtype=pred.dtype, device=pred.device) - window // 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(pred.shape[1], 1, window, window)
+    rows, cols = g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), g.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
 
     def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(x, [window // 2] * 4, mode="replicate"), kernel, groups=x.shape[1])
+        x = F.pad(x, [window // 2] * 4, mode="replicate")
+        return F.conv2d(F.conv2d(x, rows, groups=channels), cols, groups=channels)
 
-    mu_x, mu_y = blur(pred), blur(target)
-    var_x = blur(pred * pred) - mu_x**2
-    var_y = blur(target * target) - mu_y**2
-    cov = blur(pred * target) - mu_x * mu_y
+    x, y = pred - 0.5, target - 0.5
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    mu_x, mu_y = mu_x + 0.5, mu_y + 0.5
     num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
     den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
     return num / den
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> float:
-    # float64: the variances are differences of near-equal blurred values
-    return float(ssim_map(pred.double(), target.double()).mean())
+    return float(ssim_map(pred, target).mean())
 
 
 def flicker(pred: torch.Tensor, target: torch.Tensor, where: torch.Tensor | None = None) -> float:
