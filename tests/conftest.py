@@ -47,3 +47,68 @@ def square_video(tmp_path: Path) -> Path:
     from vidlab.video import write_video
 
     return write_video(tmp_path / "square video é.mp4", moving_square_frames(), fps=24)
+
+
+def write_h264(path: Path, n: int, size: tuple[int, int] = (48, 64), fps: int = 30, gop: int = 250) -> Path:
+    """H.264 with B-frames and a long GOP (PyAV/libx264); frame i is uniformly grey level 4*i mod 256."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"bf": "2", "g": str(gop), "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+        for i in range(n):
+            frame = np.full((*size, 3), (4 * i) % 256, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_mp4v(path: Path, n: int, size: tuple[int, int] = (48, 64), fps: int = 30) -> Path:
+    """MPEG-4 part 2 via OpenCV; frame i is uniformly grey level 4*i mod 256."""
+    from vidlab.video import write_video
+
+    return write_video(path, (np.full((*size, 3), (4 * i) % 256, np.uint8) for i in range(n)), fps)
+
+
+UCF_VIDEOS = {
+    # relative path: (frames, writer)
+    "Anomaly-Videos-Part-1/Abuse/Abuse001_x264.mp4": (40, "h264"),
+    "Anomaly-Videos-Part-1/Abuse/Abuse002_x264.mp4": (50, "mp4v"),
+    "Anomaly-Videos-Part-1/Abuse/Abuse003_x264.mp4": (33, "h264"),
+    "Anomaly-Videos-Part-2/Robbery/Robbery001_x264.mp4": (40, "mp4v"),
+    "Anomaly-Videos-Part-2/Robbery/Robbéry 002 x264.mp4": (41, "h264"),
+    "Anomaly-Videos-Part-2/Robbery/Robbery003_x264.mp4": (24, "mp4v"),
+    "Training-Normal-Videos-Part-1/Normal_Videos001_x264.mp4": (64, "h264"),
+    "Training-Normal-Videos-Part-1/Normal_Videos002_x264.mp4": (48, "mp4v"),
+    "Training-Normal-Videos-Part-1/Normal_Videos004_x264.mp4": (36, "mp4v"),
+    "Training-Normal-Videos-Part-1/Normal_Videos005_x264.mp4": (10, "mp4v"),  # shorter than one clip
+    "Testing_Normal_Videos/Normal_Videos_003_x264.mp4": (40, "h264"),
+}
+UCF_TRAIN_LIST = ["Abuse/Abuse001_x264.mp4", "Abuse/Abuse003_x264.mp4", "Robbery/Robbery001_x264.mp4",
+                  "Robbery/Robbery003_x264.mp4", "Training_Normal_Videos_Anomaly/Normal_Videos001_x264.mp4"]
+UCF_TEST_LIST = ["Abuse/Abuse002_x264.mp4", "Robbery/Robbéry 002 x264.mp4", "Testing_Normal_Videos_Anomaly/Normal_Videos_003_x264.mp4"]
+
+
+@pytest.fixture
+def ucf_tree(tmp_path: Path) -> Path:
+    """A UCF-Crime-like tree of tiny videos (H.264 with B-frames and mp4v) with official split lists."""
+    root = tmp_path / "UCF Crime"
+    for rel, (n, kind) in UCF_VIDEOS.items():
+        (write_h264 if kind == "h264" else write_mp4v)(root / rel, n)
+    (root / "Anomaly_Train.txt").write_text("\n".join(UCF_TRAIN_LIST) + "\n")
+    (root / "Anomaly_Test.txt").write_text("\n".join(UCF_TEST_LIST) + "\n")
+    return root
+
+
+def run_extract(*overrides: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(ROOT / "extract.py"), *overrides], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"extract.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc

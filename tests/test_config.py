@@ -59,6 +59,7 @@ def test_seed_zero_is_kept():
         ("+model.colour=red", "model.colour"),
         ("dataset.batch_size=-1", "dataset.batch_size"),
         ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("+trainer.max_epoch=3", "trainer.max_epoch"),
     ],
 )
 def test_bad_values_name_their_key(override, key):

@@ -345,6 +345,14 @@ def build_smoothing_config(name: str, overrides: Any = None) -> Any:
     return build_node("smoothing", SCHEMAS["smoothing"][name], overrides or {"name": name})
 
 
+def _trainer_arguments() -> set[str]:
+    import inspect
+
+    import lightning
+
+    return set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
+
+
 def _resolved(cfg: DictConfig, key: str) -> Any:
     try:
         node = cfg.get(key)
@@ -354,20 +362,24 @@ def _resolved(cfg: DictConfig, key: str) -> Any:
         raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
 
 
+def _build_choice(cfg: DictConfig, group: str, choices: dict[str, type]) -> Any:
+    node = _resolved(cfg, group)
+    if node is None or "name" not in node:
+        raise ConfigError(f"{group}: missing (choose one of {', '.join(choices)})")
+    if node["name"] not in choices:
+        raise ConfigError(f"{group}.name: unknown choice {node['name']!r} here (choose one of {', '.join(choices)})")
+    return build_node(group, choices[node["name"]], node)
+
+
 def validate(cfg: DictConfig) -> RunSpec:
     """Check the whole composed config; raise :class:`ConfigError` on the first bad value."""
-    nodes: dict[str, Any] = {}
-    for group, choices in SCHEMAS.items():
-        node = _resolved(cfg, group)
-        if node is None or "name" not in node:
-            raise ConfigError(f"{group}: missing (choose one of {', '.join(choices)})")
-        choice = node["name"]
-        if choice not in choices:
-            raise ConfigError(f"{group}.name: unknown choice {choice!r} (choose one of {', '.join(choices)})")
-        nodes[group] = build_node(group, choices[choice], node)
+    nodes: dict[str, Any] = {group: _build_choice(cfg, group, choices) for group, choices in SCHEMAS.items()}
     for key, schema in FIXED_SCHEMAS.items():
         nodes[key] = build_node(key, schema, _resolved(cfg, key) or {})
     trainer_node = _resolved(cfg, "trainer") or {}
+    unknown = sorted(set(trainer_node) - _trainer_arguments())
+    if unknown:
+        raise ConfigError(f"trainer.{unknown[0]}: not an argument of lightning.Trainer")
     known = {k: trainer_node[k] for k in trainer_node if k in TrainerConfig.__dataclass_fields__}
     nodes["trainer"] = build_node("trainer", TrainerConfig, known)
     top = {k: _resolved(cfg, k) for k in TopLevelConfig.__dataclass_fields__ if k in cfg}
@@ -383,3 +395,101 @@ def validate(cfg: DictConfig) -> RunSpec:
                 f"{spec.dataset.height}x{spec.dataset.width} frame (needs 2*radius < {size})"
             )
     return spec
+
+
+# ---------------------------------------------------------------- extract.py: clip index
+VIDEO_EXTENSIONS = [".mp4", ".avi", ".mkv", ".mov", ".mpg"]
+
+
+def _check_ratios(ratios: list[float]) -> None:
+    _require(
+        len(ratios) == 3 and min(ratios) >= 0 and abs(sum(ratios) - 1) < 1e-6,
+        f"split_ratios must be three non-negative numbers (train, val, test) summing to 1 (got {ratios})",
+    )
+
+
+@dataclass
+class UcfCrimeConfig:
+    name: str = "ucf_crime"
+    root: str = "???"
+    extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    split_lists: str = "auto"
+    split_ratios: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    val_ratio: float = 0.15
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.split_lists in ("auto", "official", "none"), f"split_lists must be auto, official or none (got {self.split_lists!r})")
+        _check_ratios(self.split_ratios)
+        _require(0 <= self.val_ratio < 1, f"val_ratio must be in [0, 1) (got {self.val_ratio})")
+
+
+@dataclass
+class VideoTreeConfig:
+    name: str = "video_tree"
+    root: str = "???"
+    extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    normal_categories: list[str] = field(default_factory=lambda: ["Normal"])
+    split_ratios: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_ratios(self.split_ratios)
+
+
+@dataclass
+class IndexConfig:
+    output: str = "???"
+    clip_len: int = 32
+    stride: int = 16
+    short_videos: str = "drop"
+    on_error: str = "fail"
+    paths: str = "relative"
+    frame_count: str = "packets"
+    workers: int = 0
+    probe_cache: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _require(self.clip_len >= 1, f"clip_len must be >= 1 (got {self.clip_len})")
+        _require(self.stride >= 1, f"stride must be >= 1 (got {self.stride})")
+        _require(self.short_videos in ("drop", "pad"), f"short_videos must be drop or pad (got {self.short_videos!r})")
+        _require(self.on_error in ("fail", "skip"), f"on_error must be fail or skip (got {self.on_error!r})")
+        _require(self.paths in ("relative", "absolute"), f"paths must be relative or absolute (got {self.paths!r})")
+        _require(self.frame_count in ("packets", "decode"), f"frame_count must be packets or decode (got {self.frame_count!r})")
+        _require(self.workers >= 0, f"workers must be >= 0 (got {self.workers})")
+
+
+@dataclass
+class IndexCheckConfig:
+    index: str = "???"
+    path_root: Optional[str] = None
+    allow_padded: Optional[bool] = None
+    check_files: bool = True
+
+
+@dataclass
+class ExtractSpec:
+    stage: str
+    dataset: UcfCrimeConfig | VideoTreeConfig | None
+    index: IndexConfig
+    check: IndexCheckConfig
+    logger: MlflowLoggerConfig | NoLoggerConfig
+
+
+EXTRACT_STAGES = ("index", "validate")
+INDEX_DATASETS: dict[str, type] = {"ucf_crime": UcfCrimeConfig, "video_tree": VideoTreeConfig}
+
+
+def validate_extract(cfg: DictConfig) -> ExtractSpec:
+    """Check an ``extract.py`` config; the dataset is only required by the stages that read it."""
+    stage = cfg.get("stage")
+    if stage not in EXTRACT_STAGES:
+        raise ConfigError(f"stage: must be one of {', '.join(EXTRACT_STAGES)} (got {stage!r})")
+    dataset = _build_choice(cfg, "dataset", INDEX_DATASETS) if stage == "index" else None
+    return ExtractSpec(
+        stage=stage,
+        dataset=dataset,
+        index=build_node("index", IndexConfig, _resolved(cfg, "index")),
+        check=build_node("check", IndexCheckConfig, _resolved(cfg, "check")),
+        logger=_build_choice(cfg, "logger", SCHEMAS["logger"]),
+    )

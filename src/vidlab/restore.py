@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vidlab.config import SCHEMAS, build_smoothing_config
-from vidlab.restoration.module import RestorationModule, _to_uint8
+from vidlab.restoration.module import RestorationModule, to_uint8
 from vidlab.restoration.previews import side_by_side
 from vidlab.restoration.smoothing import Smoother, build_smoothing
 from vidlab.video import VideoWriter, iter_frames, video_fps
@@ -27,7 +27,7 @@ CONTEXT = 4
 
 def _restore_block(module: RestorationModule, smoother: Smoother, frames: list[np.ndarray], device: str) -> np.ndarray:
     clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(device).float() / 255
-    return _to_uint8(smoother(module.restore_clip(clip), clip))
+    return to_uint8(smoother(module.restore_clip(clip), clip))
 
 
 def restore_frames(

@@ -55,22 +55,24 @@ def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-class VidlabMLFlowLogger(MLFlowLogger):
-    """Lightning's MLflow logger, but params are logged whole (Lightning cuts them at 250 chars).
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Log a nested dict as flattened params, whole; a value over MLflow's own limit is cut to it
+    and listed in the ``params_truncated`` tag (the full config is also logged as YAML)."""
+    flat = flatten(params)
+    too_long = sorted(k for k, v in flat.items() if len(v) > MAX_PARAM_VAL_LENGTH)
+    items = [Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in flat.items()]
+    for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+    if too_long:
+        client.set_tag(run_id, "params_truncated", ",".join(too_long))
 
-    A value longer than MLflow's own limit is cut to it and listed in the ``params_truncated`` tag;
-    the full config is always logged as a YAML artifact as well.
-    """
+
+class VidlabMLFlowLogger(MLFlowLogger):
+    """Lightning's MLflow logger, but params are logged whole (Lightning cuts them at 250 chars)."""
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any]) -> None:
-        flat = flatten(params)
-        too_long = sorted(k for k, v in flat.items() if len(v) > MAX_PARAM_VAL_LENGTH)
-        items = [Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in flat.items()]
-        for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            self.experiment.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
-        if too_long:
-            self.experiment.set_tag(self.run_id, "params_truncated", ",".join(too_long))
+        log_params(self.experiment, self.run_id, params)
 
 
 def git_commit(root: Path) -> str | None:
@@ -103,37 +105,49 @@ def hydra_tags() -> dict[str, str]:
     return tags
 
 
-def build_logger(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags: dict[str, str]) -> VidlabMLFlowLogger:
-    ensure_experiment(cfg, root)
-    tags = {"output_dir": str(output_dir), **extra_tags, **hydra_tags()}
+def run_tags(root: Path, output_dir: Path, extra: dict[str, str]) -> dict[str, str]:
+    tags = {"output_dir": str(output_dir), **extra, **hydra_tags()}
     commit = git_commit(root)
     if commit:
         tags["mlflow.source.git.commit"] = commit
         tags["git_commit"] = commit
+    return tags
+
+
+def start_run(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags: dict[str, str]) -> tuple[MlflowClient, str]:
+    """A run for jobs outside Lightning (indexing, validation); the caller ends it."""
+    experiment_id = ensure_experiment(cfg, root)
+    client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri, root))
+    run = client.create_run(experiment_id, run_name=cfg.run_name, tags=run_tags(root, output_dir, extra_tags))
+    return client, run.info.run_id
+
+
+def build_logger(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags: dict[str, str]) -> VidlabMLFlowLogger:
+    ensure_experiment(cfg, root)
     return VidlabMLFlowLogger(
         experiment_name=cfg.experiment_name,
         run_name=cfg.run_name,
         tracking_uri=resolve_tracking_uri(cfg.tracking_uri, root),
         artifact_location=resolve_artifact_location(cfg.artifact_location, root),
-        tags=tags,
+        tags=run_tags(root, output_dir, extra_tags),
         log_model=False,
     )
 
 
-def log_config(logger: VidlabMLFlowLogger, cfg: DictConfig, output_dir: Path) -> None:
+def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, output_dir: Path) -> None:
     """Params from the resolved config, and the config itself (plus Hydra's overrides) as YAML."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    logger.log_hyperparams(resolved)
+    log_params(client, run_id, resolved)
     path = output_dir / "config.yaml"
     path.write_text(OmegaConf.to_yaml(resolved))
-    logger.experiment.log_artifact(logger.run_id, str(path), "config")
+    client.log_artifact(run_id, str(path), "config")
     hydra_dir = output_dir / ".hydra"
     for name in ("overrides.yaml", "config.yaml", "hydra.yaml"):
         if (hydra_dir / name).exists():
-            logger.experiment.log_artifact(logger.run_id, str(hydra_dir / name), "config/hydra")
+            client.log_artifact(run_id, str(hydra_dir / name), "config/hydra")
 
 
-def log_artifacts(logger: VidlabMLFlowLogger, files: list[tuple[str, Path]]) -> None:
+def log_artifacts(client: MlflowClient, run_id: str, files: list[tuple[str, Path]]) -> None:
     """Log each ``(artifact folder, file)``."""
     for folder, path in files:
-        logger.experiment.log_artifact(logger.run_id, str(path), folder)
+        client.log_artifact(run_id, str(path), folder)

@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> float | None:
     callbacks = [checkpoint] + ([LearningRateMonitor("epoch")] if logger else [])
     trainer = L.Trainer(**_trainer_kwargs(cfg), logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
     if logger is not None:
-        tracking.log_config(logger, cfg, output_dir)
+        tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=spec.top.ckpt_path)
     best = checkpoint.best_model_path if checkpoint.best_model_path and Path(checkpoint.best_model_path).exists() else None
     trainer.test(module, datamodule=datamodule, ckpt_path=best)
@@ -113,7 +113,7 @@ def run(cfg: DictConfig) -> float | None:
     if logger is not None:
         if spec.logger.log_checkpoint and best:
             files.append(("checkpoints", Path(best)))
-        tracking.log_artifacts(logger, files)
+        tracking.log_artifacts(logger.experiment, logger.run_id, files)
         logger.finalize("success")
     if checkpoint.best_model_score is not None and math.isfinite(float(checkpoint.best_model_score)):
         return float(checkpoint.best_model_score)

@@ -29,7 +29,7 @@ def _as_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.float() / 255.0
 
 
-def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
     """``(T, 3, H, W)`` in [0, 1] -> uint8 ``(T, H, W, 3)``."""
     return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
@@ -148,7 +148,7 @@ class RestorationModule(L.LightningModule):
         record = self._evaluate_clip(batch, self._compared)
         clean, outputs = record.pop("_outputs")
         if batch_idx == self.hparams.preview_clip:
-            self.preview = {"clean": _to_uint8(clean), **{k: _to_uint8(outputs[k]) for k in VARIANTS}}
+            self.preview = {"clean": to_uint8(clean), **{k: to_uint8(outputs[k]) for k in VARIANTS}}
             self.curves = {k: per_frame_curves(outputs[k], clean) for k in VARIANTS}
         self.records.append(record)
 

@@ -1,0 +1,1 @@
+"""Clip embeddings: the clip index of a video collection (and, next, extraction and probes)."""

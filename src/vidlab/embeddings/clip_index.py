@@ -1,0 +1,110 @@
+"""``index_clips.csv``: one row per clip of every video of a collection, in the notebook's format.
+
+Columns, in order: ``split,y,category,path,clip_idx,start_frame,end_frame,clip_len,stride,fps,n_frames``;
+``end_frame`` is exclusive; clips start at 0, stride, 2*stride, ... while they fit. A sidecar JSON
+(``<name>.json``) records the root that relative paths are relative to, the settings and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from vidlab.embeddings.layouts import SPLITS, Video
+from vidlab.video.probe import ProbeCache, VideoProbe, probe_many
+
+COLUMNS = ["split", "y", "category", "path", "clip_idx", "start_frame", "end_frame", "clip_len", "stride", "fps", "n_frames"]
+
+
+class BadVideosError(RuntimeError):
+    """Raised by ``on_error=fail``: the message lists every bad file."""
+
+
+@dataclass
+class IndexSettings:
+    clip_len: int = 32
+    stride: int = 16
+    short_videos: str = "drop"     # drop | pad
+    on_error: str = "fail"         # fail | skip
+    paths: str = "relative"        # relative | absolute
+    frame_count: str = "packets"   # packets | decode
+    workers: int = 0
+    probe_cache: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def clip_starts(n_frames: int, clip_len: int, stride: int, short_videos: str) -> list[int]:
+    if n_frames < clip_len:
+        return [0] if short_videos == "pad" else []
+    return list(range(0, n_frames - clip_len + 1, stride))
+
+
+def index_rows(videos: list[Video], probes: dict[str, VideoProbe], root: Path, s: IndexSettings) -> tuple[list[dict], list[str]]:
+    rows, short = [], []
+    order = {split: i for i, split in enumerate(SPLITS)}
+    for video in sorted(videos, key=lambda v: (order[v.split], str(v.path))):
+        probe = probes.get(str(video.path))
+        if probe is None:
+            continue
+        starts = clip_starts(probe.n_frames, s.clip_len, s.stride, s.short_videos)
+        if probe.n_frames < s.clip_len:
+            short.append(str(video.path))
+        path = os.path.relpath(video.path, root) if s.paths == "relative" else str(video.path.resolve())
+        for clip_idx, start in enumerate(starts):
+            rows.append({
+                "split": video.split, "y": video.y, "category": video.category, "path": path,
+                "clip_idx": clip_idx, "start_frame": start, "end_frame": start + s.clip_len,
+                "clip_len": s.clip_len, "stride": s.stride, "fps": round(probe.fps, 6), "n_frames": probe.n_frames,
+            })
+    return rows, short
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def build_index(videos: list[Video], root: Path, output: Path, s: IndexSettings, layout_report: dict) -> tuple[pd.DataFrame, dict]:
+    """Probe, cut and write the index and its sidecar; returns the table and the report."""
+    started = time.perf_counter()
+    cache = ProbeCache(s.probe_cache)
+    cached_before = sum(cache.get(v.path, s.frame_count) is not None for v in videos)
+    results = probe_many([str(v.path) for v in videos], s.frame_count, s.workers, cache)
+    probe_seconds = time.perf_counter() - started
+    bad = {path: r for path, r in results.items() if isinstance(r, str)}
+    if bad and s.on_error == "fail":
+        lines = "\n".join(f"  {path}: {msg}" for path, msg in sorted(bad.items()))
+        raise BadVideosError(f"{len(bad)} bad video(s) (set index.on_error=skip to leave them out):\n{lines}")
+    probes = {p: r for p, r in results.items() if isinstance(r, VideoProbe)}
+    rows, short = index_rows(videos, probes, root, s)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    write_csv_atomic(table, output)
+    hours = sum(p.n_frames / p.fps for p in probes.values() if p.fps > 0) / 3600
+    report = {
+        "root": str(root.resolve()),
+        "paths": s.paths,
+        "settings": {k: v for k, v in vars(s).items() if k != "extra"} | s.extra,
+        "videos_found": len(videos),
+        "videos_indexed": int(table["path"].nunique()) if len(table) else 0,
+        "clips": len(table),
+        "clips_per_split": {k: int(v) for k, v in table["split"].value_counts().items()},
+        "clips_per_class": {str(k): int(v) for k, v in table["y"].value_counts().items()},
+        "videos_per_split": {k: int(v) for k, v in table.groupby("split")["path"].nunique().items()},
+        "short_videos": {"policy": s.short_videos, "count": len(short), "paths": short},
+        "bad_videos": bad,
+        "probe": {"seconds": round(probe_seconds, 3), "cached_videos": cached_before, "hours_of_video": round(hours, 4),
+                  "seconds_per_hour_of_video": round(probe_seconds / hours, 3) if hours else None},
+        **layout_report,
+    }
+    sidecar = output.with_suffix(".json")
+    tmp = sidecar.with_name(f".{sidecar.name}.part")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(sidecar)
+    return table, report

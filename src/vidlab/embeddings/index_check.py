@@ -1,0 +1,129 @@
+"""Validate an ``index_clips.csv`` made here or elsewhere, before a long extraction.
+
+Checks the column set and types, clip ranges, ``end_frame > n_frames``, clip numbering, missing
+files, duplicate rows, per-video consistency, and videos found in more than one split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from vidlab.embeddings.clip_index import COLUMNS
+
+INT_COLUMNS = ["y", "clip_idx", "start_frame", "end_frame", "clip_len", "stride", "n_frames"]
+EXAMPLES = 5
+
+
+def _common_dir(paths: list[str]) -> str:
+    return os.path.commonpath(paths) if paths else ""
+
+
+def resolve_paths(paths: pd.Series, index_file: Path, path_root: str | None, old_root: str | None = None) -> pd.Series:
+    """Absolute file paths for the ``path`` column.
+
+    Relative paths join the root recorded in the index's sidecar JSON, or ``path_root`` when given.
+    Absolute paths made on another machine are remapped with ``path_root``: their common folder (or
+    ``old_root``) is replaced by it.
+    """
+    sidecar = index_file.with_suffix(".json")
+    recorded = json.loads(sidecar.read_text()).get("root") if sidecar.exists() else None
+    relative = ~paths.map(os.path.isabs)
+    out = paths.copy()
+    base = path_root or recorded or str(index_file.parent)
+    out[relative] = paths[relative].map(lambda p: os.path.join(base, p))
+    if path_root and (~relative).any():
+        absolute = paths[~relative]
+        old = old_root or _common_dir(list(absolute.unique()))
+        if len(absolute.unique()) == 1:
+            old = os.path.dirname(old)
+        out[~relative] = absolute.map(lambda p: os.path.join(path_root, os.path.relpath(p, old)))
+    return out
+
+
+def _violation(name: str, rows: pd.DataFrame, detail: str) -> dict:
+    return {"check": name, "rows": int(len(rows)), "detail": detail,
+            "examples": rows.head(EXAMPLES).astype(str).to_dict(orient="records")}
+
+
+def check_index(index_file: str | Path, path_root: str | None = None, allow_padded: bool = False, check_files: bool = True) -> dict:
+    """A report: ``counts`` (per split and class) and ``violations`` (empty when the index is valid)."""
+    index_file = Path(index_file)
+    if not index_file.is_file():
+        raise FileNotFoundError(f"index not found: {index_file}")
+    table = pd.read_csv(index_file)
+    report: dict = {"index": str(index_file), "rows": int(len(table)), "violations": []}
+    violations = report["violations"]
+    if list(table.columns) != COLUMNS:
+        missing = [c for c in COLUMNS if c not in table.columns]
+        extra = [c for c in table.columns if c not in COLUMNS]
+        violations.append({"check": "columns", "rows": 0, "examples": [],
+                           "detail": f"expected {','.join(COLUMNS)}; missing {missing}, unexpected {extra}, got order {list(table.columns)}"})
+        return report
+    for column in INT_COLUMNS + ["fps"]:
+        numeric = pd.to_numeric(table[column], errors="coerce")
+        bad = table[numeric.isna() | ((numeric != numeric.round()) if column in INT_COLUMNS else False)]
+        if len(bad):
+            violations.append(_violation("types", bad, f"{column} must be {'an integer' if column in INT_COLUMNS else 'a number'}"))
+    if violations:
+        return report
+    bad_split = table[~table["split"].isin(["train", "val", "test"])]
+    if len(bad_split):
+        violations.append(_violation("split", bad_split, "split must be train, val or test"))
+    bad_y = table[~table["y"].isin([0, 1])]
+    if len(bad_y):
+        violations.append(_violation("labels", bad_y, "y must be 0 (normal) or 1 (anomalous)"))
+    checks = [
+        ("invalid_range", (table.start_frame < 0) | (table.end_frame <= table.start_frame), "need 0 <= start_frame < end_frame"),
+        ("clip_len", table.end_frame - table.start_frame != table.clip_len, "end_frame - start_frame must equal clip_len"),
+        ("fps", ~(table.fps > 0), "fps must be > 0"),
+    ]
+    if not allow_padded:
+        checks.append(("past_end", table.end_frame > table.n_frames, "end_frame > n_frames (clip reaches past the video)"))
+    for name, mask, detail in checks:
+        if mask.any():
+            violations.append(_violation(name, table[mask], detail))
+    dup = table[table.duplicated(["path", "start_frame", "end_frame"], keep=False)]
+    if len(dup):
+        violations.append(_violation("duplicates", dup, "the same clip (path, start_frame, end_frame) appears more than once"))
+    per_video = table.groupby("path")
+    leaks = per_video["split"].nunique()
+    if (leaks > 1).any():
+        leaked = table[table.path.isin(leaks[leaks > 1].index)]
+        violations.append(_violation("split_leak", leaked, f"{int((leaks > 1).sum())} video(s) in more than one split"))
+    for column in ("y", "category", "n_frames", "fps"):
+        varying = per_video[column].nunique()
+        if (varying > 1).any():
+            rows = table[table.path.isin(varying[varying > 1].index)]
+            violations.append(_violation("inconsistent_video", rows, f"{column} differs between clips of one video"))
+    numbering = per_video["clip_idx"].transform(lambda s: list(range(len(s))) != sorted(s.tolist()))
+    if numbering.any():
+        violations.append(_violation("clip_idx", table[numbering], "clip_idx must count 0, 1, 2, ... per video"))
+    if check_files:
+        resolved = resolve_paths(table["path"], index_file, path_root)
+        exists = {p: os.path.isfile(p) for p in resolved.unique()}
+        missing = table[~resolved.map(exists)]
+        if len(missing):
+            violations.append(_violation("missing_files", missing, f"{int((~pd.Series(exists)).sum())} video file(s) not found"))
+    counts = table.groupby(["split", "y"]).agg(clips=("path", "size"), videos=("path", "nunique")).reset_index()
+    report["counts"] = counts.to_dict(orient="records")
+    report["videos"] = int(table["path"].nunique())
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"index: {report['index']}  ({report['rows']} clips, {report.get('videos', '?')} videos)"]
+    if report.get("counts"):
+        lines.append(f"{'split':<6} {'y':>2} {'clips':>9} {'videos':>7}")
+        for row in report["counts"]:
+            lines.append(f"{row['split']:<6} {row['y']:>2} {row['clips']:>9} {row['videos']:>7}")
+    if report["violations"]:
+        lines.append(f"{len(report['violations'])} violation(s):")
+        for v in report["violations"]:
+            lines.append(f"  [{v['check']}] {v['rows']} row(s): {v['detail']}")
+    else:
+        lines.append("valid: no violation")
+    return "\n".join(lines)

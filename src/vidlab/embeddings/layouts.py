@@ -1,0 +1,114 @@
+"""Find the videos of a collection, their category and label, and assign whole videos to splits.
+
+``ucf_crime`` knows the public UCF-Crime tree and its official split lists; ``video_tree`` takes any
+``<root>/<category>/**/<video>`` tree with a list of normal categories.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+NORMAL = "Normal"
+
+
+@dataclass(frozen=True)
+class Video:
+    path: Path
+    category: str
+    y: int
+    split: str = ""
+
+
+def find_videos(root: Path, extensions: list[str]) -> list[Path]:
+    suffixes = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+
+
+def stratified_split(videos: list[Video], ratios: list[float], seed: int) -> list[Video]:
+    """Per category, a seeded permutation cut by ``ratios`` (train, val, test); by video, never by clip."""
+    out = []
+    for category in sorted({v.category for v in videos}):
+        members = sorted((v for v in videos if v.category == category), key=lambda v: str(v.path))
+        rng = np.random.default_rng([seed, zlib.crc32(category.encode())])
+        order = rng.permutation(len(members))
+        n_test = int(round(ratios[2] * len(members)))
+        n_val = int(round(ratios[1] * len(members)))
+        for rank, i in enumerate(order):
+            split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            out.append(Video(members[i].path, category, members[i].y, split))
+    return out
+
+
+def carve_val(videos: list[Video], val_ratio: float, seed: int) -> list[Video]:
+    """Move a stratified ``val_ratio`` of the train videos to val (official lists give train/test only)."""
+    train = [v for v in videos if v.split == "train"]
+    rest = [v for v in videos if v.split != "train"]
+    return rest + stratified_split(train, [1 - val_ratio, val_ratio, 0.0], seed)
+
+
+def video_tree(root: Path, extensions: list[str], normal_categories: list[str], ratios: list[float], seed: int) -> tuple[list[Video], dict]:
+    videos = []
+    for path in find_videos(root, extensions):
+        category = path.relative_to(root).parts[0] if len(path.relative_to(root).parts) > 1 else ""
+        if not category:
+            continue
+        videos.append(Video(path, category, 0 if category in normal_categories else 1))
+    return stratified_split(videos, ratios, seed), {"split_source": "stratified", "ratios": ratios}
+
+
+def _folder_kind(name: str) -> str | None:
+    key = re.sub(r"[-_ ]", "", name.lower())
+    if key.startswith("anomalyvideos"):
+        return "anomaly"
+    if key.startswith("trainingnormalvideos"):
+        return "train_normal"
+    if key.startswith("testingnormalvideos"):
+        return "test_normal"
+    return None
+
+
+def _read_list(path: Path) -> set[str]:
+    return {Path(line.strip()).name for line in path.read_text().splitlines() if line.strip()}
+
+
+def ucf_crime(root: Path, extensions: list[str], split_lists: str, ratios: list[float], val_ratio: float, seed: int) -> tuple[list[Video], dict]:
+    """UCF-Crime: ``Anomaly-Videos*/<Category>/`` (y=1), ``Training-Normal-Videos*`` and
+    ``Testing_Normal_Videos*`` (category Normal, y=0); official ``Anomaly_Train.txt`` /
+    ``Anomaly_Test.txt`` when present (matched by file name), val carved from train."""
+    videos, folders = [], {}
+    for path in find_videos(root, extensions):
+        parts = path.relative_to(root).parts
+        for depth, part in enumerate(parts[:-1]):
+            kind = _folder_kind(part)
+            if kind == "anomaly" and depth + 1 < len(parts) - 1:
+                videos.append(Video(path, parts[depth + 1], 1))
+                break
+            if kind in ("train_normal", "test_normal"):
+                videos.append(Video(path, NORMAL, 0))
+                folders[path] = kind
+                break
+    lists = {name: next(root.rglob(f"{name}.txt"), None) for name in ("Anomaly_Train", "Anomaly_Test")}
+    use_lists = split_lists == "official" or (split_lists == "auto" and all(lists.values()))
+    if split_lists == "official" and not all(lists.values()):
+        raise FileNotFoundError(f"dataset.split_lists=official but Anomaly_Train.txt / Anomaly_Test.txt are not under {root}")
+    if not use_lists:
+        return stratified_split(videos, ratios, seed), {"split_source": "stratified", "ratios": ratios}
+    train_names, test_names = _read_list(lists["Anomaly_Train"]), _read_list(lists["Anomaly_Test"])
+    assigned, unlisted = [], []
+    for v in videos:
+        if v.path.name in test_names or folders.get(v.path) == "test_normal":
+            split = "test"
+        elif v.path.name in train_names or folders.get(v.path) == "train_normal":
+            split = "train"
+        else:
+            unlisted.append(str(v.path))
+            continue
+        assigned.append(Video(v.path, v.category, v.y, split))
+    report = {"split_source": "official lists", "val_ratio": val_ratio, "unlisted_videos_left_out": unlisted}
+    return carve_val(assigned, val_ratio, seed), report

@@ -1,0 +1,105 @@
+"""The tasks behind ``extract.py``: ``stage=index`` builds ``index_clips.csv`` from a video collection,
+``stage=validate`` checks an index made here or elsewhere. Both log to MLflow."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from vidlab import tracking
+from vidlab.config import ConfigError, ExtractSpec, MlflowLoggerConfig, UcfCrimeConfig, validate_extract
+from vidlab.embeddings import layouts
+from vidlab.embeddings.clip_index import BadVideosError, IndexSettings, build_index
+from vidlab.embeddings.index_check import check_index, format_report
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def make_index(spec: ExtractSpec) -> tuple[Path, dict]:
+    data = spec.dataset
+    root = Path(data.root)
+    if not root.is_dir():
+        raise ConfigError(f"dataset.root: not a folder: {root}")
+    if isinstance(data, UcfCrimeConfig):
+        videos, layout_report = layouts.ucf_crime(root, data.extensions, data.split_lists, data.split_ratios, data.val_ratio, data.seed)
+    else:
+        videos, layout_report = layouts.video_tree(root, data.extensions, data.normal_categories, data.split_ratios, data.seed)
+    if not videos:
+        raise ConfigError(f"dataset.root: no video of the {data.name} layout under {root}")
+    s = spec.index
+    settings = IndexSettings(s.clip_len, s.stride, s.short_videos, s.on_error, s.paths, s.frame_count, s.workers,
+                             s.probe_cache, {"layout": data.name, "seed": data.seed})
+    output = Path(s.output)
+    _, report = build_index(videos, root, output, settings, layout_report)
+    print(f"wrote {output}: {report['clips']} clips of {report['videos_indexed']} videos "
+          f"(probing {report['probe']['seconds']} s, {report['probe']['cached_videos']} cached)")
+    return output, report
+
+
+def run(cfg: DictConfig) -> int:
+    """Run the configured stage; returns the process exit code (non-zero when the index is invalid)."""
+    spec = validate_extract(cfg)
+    root = Path(cfg.paths.root).resolve()
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    client = run_id = None
+    if isinstance(spec.logger, MlflowLoggerConfig):
+        client, run_id = tracking.start_run(spec.logger, root, output_dir, {"task": "clip_index", "stage": spec.stage})
+        tracking.log_config(client, run_id, cfg, output_dir)
+    status, files, metrics = "FAILED", [], {}
+    try:
+        allow_padded = spec.check.allow_padded
+        if spec.stage == "index":
+            index_file, build_report = make_index(spec)
+            files.append(("index", index_file))
+            files.append(("index", index_file.with_suffix(".json")))
+            metrics.update({"videos_indexed": build_report["videos_indexed"], "clips": build_report["clips"],
+                            "bad_videos": len(build_report["bad_videos"]), "short_videos": build_report["short_videos"]["count"],
+                            "probe_seconds": build_report["probe"]["seconds"]})
+            if allow_padded is None:
+                allow_padded = spec.index.short_videos == "pad"
+        else:
+            index_file = Path(spec.check.index)
+        report = check_index(index_file, spec.check.path_root, bool(allow_padded), spec.check.check_files)
+        report["sha256"] = sha256(index_file)
+        text = format_report(report)
+        print(text)
+        report_file = output_dir / "index_check.json"
+        report_file.write_text(json.dumps(report, indent=2))
+        (output_dir / "index_check.txt").write_text(text + "\n")
+        files += [("check", report_file), ("check", output_dir / "index_check.txt")]
+        metrics.update({"rows": report["rows"], "violations": len(report["violations"])})
+        if client is not None:
+            client.set_tag(run_id, "index_sha256", report["sha256"])
+        status = "FINISHED"
+        return 1 if report["violations"] else 0
+    finally:
+        if client is not None:
+            for key, value in metrics.items():
+                client.log_metric(run_id, key, float(value))
+            tracking.log_artifacts(client, run_id, [(folder, path) for folder, path in files if path.exists()])
+            client.set_terminated(run_id, status)
+
+
+def main(cfg: DictConfig) -> None:
+    """Entry point for ``extract.py``: config and input errors are one line on stderr."""
+    try:
+        code = run(cfg)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (BadVideosError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if code:
+        raise SystemExit(code)

@@ -1,0 +1,123 @@
+"""Exact frame counts and frame rates from the stream (PyAV), in parallel, with a cache.
+
+``CAP_PROP_FRAME_COUNT`` is a header estimate that can be wrong; here ``n_frames`` is the number of
+video packets demuxed (one per frame for the codecs and containers in use, checked by the tests
+against a full decode), or, with ``method="decode"``, the number of frames decoded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+from tqdm import tqdm
+
+from vidlab.video.io import VideoReadError
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    n_frames: int
+    fps: float
+    width: int
+    height: int
+    codec: str
+
+
+def probe_video(path: str | os.PathLike, method: str = "packets") -> VideoProbe:
+    """Count the frames of the first video stream; raise :class:`VideoReadError` naming the file."""
+    if method not in ("packets", "decode"):
+        raise ValueError(f"method must be packets or decode (got {method!r})")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoReadError(f"no video stream: {path}")
+            stream = container.streams.video[0]
+            if method == "packets":
+                n = sum(1 for packet in container.demux(stream) if packet.size > 0)
+            else:
+                n = sum(1 for _ in container.decode(stream))
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            probe = VideoProbe(n, float(rate) if rate else 0.0, stream.codec_context.width,
+                               stream.codec_context.height, stream.codec_context.name)
+    except VideoReadError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise VideoReadError(f"unreadable video {path}: {err}") from None
+    if probe.n_frames == 0:
+        raise VideoReadError(f"no frame in video: {path}")
+    return probe
+
+
+class ProbeCache:
+    """Probes keyed by (absolute path, size, mtime): an unchanged file is never probed twice."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path else None
+        self.entries: dict[str, dict] = {}
+        if self.path and self.path.exists():
+            self.entries = json.loads(self.path.read_text())
+
+    @staticmethod
+    def key(path: str | os.PathLike, method: str) -> str:
+        stat = os.stat(path)
+        return f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{method}"
+
+    def get(self, path: str | os.PathLike, method: str) -> VideoProbe | None:
+        entry = self.entries.get(self.key(path, method))
+        return VideoProbe(**entry) if entry else None
+
+    def put(self, path: str | os.PathLike, method: str, probe: VideoProbe) -> None:
+        self.entries[self.key(path, method)] = asdict(probe)
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
+        tmp.write_text(json.dumps(self.entries))
+        tmp.replace(self.path)
+
+
+def _probe_or_error(args: tuple[str, str]) -> VideoProbe | str:
+    path, method = args
+    try:
+        return probe_video(path, method)
+    except VideoReadError as err:
+        return str(err)
+
+
+def probe_many(
+    paths: list[str], method: str = "packets", workers: int = 0, cache: ProbeCache | None = None, progress: bool = True
+) -> dict[str, VideoProbe | str]:
+    """Probe every path (a :class:`VideoProbe`, or the error message of a bad file), in parallel."""
+    cache = cache or ProbeCache(None)
+    results: dict[str, VideoProbe | str] = {}
+    todo = []
+    for path in paths:
+        cached = cache.get(path, method) if os.path.exists(path) else None
+        if cached is not None:
+            results[path] = cached
+        else:
+            todo.append(path)
+    workers = workers or os.cpu_count() or 1
+    bar = tqdm(total=len(todo), desc="probing videos", unit="video", disable=not progress or not todo)
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for path, result in zip(todo, pool.map(_probe_or_error, [(p, method) for p in todo], chunksize=4)):
+                results[path] = result
+                bar.update()
+    else:
+        for path in todo:
+            results[path] = _probe_or_error((path, method))
+            bar.update()
+    bar.close()
+    for path in todo:
+        if isinstance(results[path], VideoProbe):
+            cache.put(path, method, results[path])
+    cache.save()
+    return {path: results[path] for path in paths}

@@ -1,0 +1,176 @@
+"""The clip index: real video trees (OpenCV mp4v and PyAV H.264 with B-frames), real extract.py runs."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import UCF_VIDEOS, run_extract, write_h264, write_mp4v
+from vidlab.embeddings.clip_index import COLUMNS, clip_starts
+from vidlab.embeddings.index_check import check_index, resolve_paths
+from vidlab.embeddings.layouts import Video, stratified_split
+from vidlab.video.probe import ProbeCache, probe_many, probe_video
+
+
+def _index(root: Path, work: Path, *extra: str, check: bool = True):
+    proc = run_extract(
+        "stage=index", "dataset=ucf_crime", f"dataset.root={root}", f"paths.root={work}",
+        f"hydra.run.dir={work}/out", "index.clip_len=16", "index.stride=8", "index.workers=2", *extra, check=check,
+    )
+    return proc, work / "data/index/ucf_crime/index_clips.csv"
+
+
+def test_clip_arithmetic():
+    assert clip_starts(40, 16, 8, "drop") == [0, 8, 16, 24]
+    assert clip_starts(39, 16, 8, "drop") == [0, 8, 16]
+    assert clip_starts(10, 16, 8, "drop") == [] and clip_starts(10, 16, 8, "pad") == [0]
+
+
+@pytest.mark.parametrize("writer", [write_h264, write_mp4v])
+def test_exact_frame_counts(tmp_path: Path, writer):
+    path = writer(tmp_path / "v.mp4", 77)
+    assert probe_video(path).n_frames == probe_video(path, "decode").n_frames == 77
+    assert probe_video(path).fps == pytest.approx(30.0)
+
+
+def test_ucf_crime_index(ucf_tree: Path, tmp_path: Path):
+    proc, csv = _index(ucf_tree, tmp_path / "work")
+    assert "valid: no violation" in proc.stdout
+    table = pd.read_csv(csv)
+    assert list(table.columns) == COLUMNS
+    assert (table.end_frame == table.start_frame + 16).all() and (table.stride == 8).all()
+    for rel, (n, _) in UCF_VIDEOS.items():
+        rows = table[table.path == rel]
+        expected = clip_starts(n, 16, 8, "drop")
+        assert rows.start_frame.tolist() == expected, rel
+        assert rows.clip_idx.tolist() == list(range(len(expected)))
+        assert (rows.n_frames == n).all() and (rows.fps == 30.0).all()
+    split_of = table.groupby("path").split.agg(set)
+    assert all(len(s) == 1 for s in split_of)
+    assert split_of["Anomaly-Videos-Part-1/Abuse/Abuse002_x264.mp4"] == {"test"}
+    assert split_of["Anomaly-Videos-Part-2/Robbery/Robbéry 002 x264.mp4"] == {"test"}
+    assert split_of["Testing_Normal_Videos/Normal_Videos_003_x264.mp4"] == {"test"}
+    assert {s.pop() for s in split_of} == {"train", "val", "test"}
+    normal = table[table.category == "Normal"]
+    assert (normal.y == 0).all() and (table[table.category != "Normal"].y == 1).all()
+    report = json.loads(csv.with_suffix(".json").read_text())
+    assert report["split_source"] == "official lists"
+    assert report["short_videos"]["count"] == 1 and report["short_videos"]["paths"][0].endswith("Normal_Videos005_x264.mp4")
+    assert report["root"] == str(ucf_tree.resolve())
+    # unlisted anomaly videos are left out and reported, normal folders follow their folder
+    assert any(p.endswith("Normal_Videos002_x264.mp4") for p in table.path)
+
+    # deterministic: a second run (probes cached) writes the identical file
+    first = csv.read_bytes()
+    _, csv2 = _index(ucf_tree, tmp_path / "work")
+    assert csv2.read_bytes() == first
+    assert json.loads(csv.with_suffix(".json").read_text())["probe"]["cached_videos"] == len(UCF_VIDEOS)
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/work/mlruns.db")
+    runs = client.search_runs([client.get_experiment_by_name("clip_index").experiment_id])
+    assert len(runs) == 2 and runs[0].data.metrics["violations"] == 0
+    assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"check", "index", "config"}
+
+
+def test_bad_files_fail_listing_every_file_or_are_skipped(ucf_tree: Path, tmp_path: Path):
+    bad = ucf_tree / "Anomaly-Videos-Part-1/Abuse/Abuse001_x264.mp4"
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated
+    (ucf_tree / "Testing_Normal_Videos/Normal_Videos_009_x264.mp4").write_bytes(b"")  # zero frames
+    proc, csv = _index(ucf_tree, tmp_path / "work", check=False)
+    assert proc.returncode == 1 and not csv.exists()
+    assert "2 bad video(s)" in proc.stderr and "Abuse001_x264.mp4" in proc.stderr and "Normal_Videos_009" in proc.stderr
+    _, csv = _index(ucf_tree, tmp_path / "work", "index.on_error=skip")
+    report = json.loads(csv.with_suffix(".json").read_text())
+    assert len(report["bad_videos"]) == 2
+    assert not pd.read_csv(csv).path.str.contains("Abuse001").any()
+
+
+def test_video_tree_layout_and_stratified_split(tmp_path: Path):
+    root = tmp_path / "tree"
+    for category in ("Normal", "Fight", "Theft"):
+        for i in range(5):
+            write_mp4v(root / category / "nested" / f"{category}_{i}.avi" if i % 2 else root / category / f"{category}_{i}.mp4", 20)
+    proc = run_extract("stage=index", "dataset=video_tree", f"dataset.root={root}", f"paths.root={tmp_path}",
+                       f"hydra.run.dir={tmp_path}/out", "index.clip_len=8", "index.stride=8", "logger=none",
+                       "dataset.split_ratios=[0.6,0.2,0.2]")
+    table = pd.read_csv(tmp_path / "data/index/video_tree/index_clips.csv")
+    assert "valid" in proc.stdout
+    videos = table.groupby("path").first()
+    assert set(videos.category) == {"Normal", "Fight", "Theft"}
+    assert (videos[videos.category == "Normal"].y == 0).all() and (videos[videos.category != "Normal"].y == 1).all()
+    counts = videos.groupby(["category", "split"]).size().unstack()
+    assert (counts["train"] == 3).all() and (counts["val"] == 1).all() and (counts["test"] == 1).all()
+
+
+def test_split_is_deterministic_and_by_video():
+    videos = [Video(Path(f"c{c}/v{i}.mp4"), f"c{c}", 1) for c in range(3) for i in range(20)]
+    a, b = stratified_split(videos, [0.7, 0.15, 0.15], 1), stratified_split(videos, [0.7, 0.15, 0.15], 1)
+    assert a == b and stratified_split(videos, [0.7, 0.15, 0.15], 2) != a
+    assert len({v.path for v in a}) == 60
+
+
+def _valid_index(ucf_tree: Path, tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    _, csv = _index(ucf_tree, tmp_path / "work", "logger=none")
+    return csv, pd.read_csv(csv)
+
+
+VIOLATIONS = {
+    "past_end": lambda t: t.assign(n_frames=np.where(t.index == 0, 10, t.n_frames)),
+    "invalid_range": lambda t: t.assign(start_frame=np.where(t.index == 1, 40, t.start_frame)),
+    "duplicates": lambda t: pd.concat([t, t.iloc[[2]]], ignore_index=True),
+    "split_leak": lambda t: t.assign(split=np.where(t.index == 0, "test" if t.split[0] != "test" else "train", t.split)),
+    "missing_files": lambda t: t.assign(path=np.where(t.index == 3, "nowhere/gone.mp4", t.path)),
+    "clip_idx": lambda t: t.assign(clip_idx=np.where(t.index == 1, 7, t.clip_idx)),
+    "labels": lambda t: t.assign(y=np.where(t.index == 0, 2, t.y)),
+    "types": lambda t: t.assign(start_frame=t.start_frame.astype(object).where(t.index != 0, "x")),
+    "columns": lambda t: t[list(reversed(COLUMNS))],
+}
+
+
+@pytest.mark.parametrize("check", sorted(VIOLATIONS))
+def test_validation_catches_each_violation(ucf_tree: Path, tmp_path: Path, check: str):
+    csv, table = _valid_index(ucf_tree, tmp_path)
+    assert check_index(csv)["violations"] == []
+    broken = csv.with_name("index_clips.csv")
+    VIOLATIONS[check](table).to_csv(broken, index=False)
+    found = {v["check"] for v in check_index(broken)["violations"]}
+    assert check in found, found
+
+
+def test_validate_stage_exit_code_and_path_root_remap(ucf_tree: Path, tmp_path: Path):
+    csv, table = _valid_index(ucf_tree, tmp_path)
+    elsewhere = table.assign(path="/home/someone/tesis/UCF_Crime/" + table.path)
+    foreign = tmp_path / "foreign.csv"
+    elsewhere.to_csv(foreign, index=False)
+    common = ["stage=validate", f"check.index={foreign}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/v"]
+    proc = run_extract(*common, check=False)
+    assert proc.returncode == 1 and "missing_files" in proc.stdout
+    proc = run_extract(*common, f"check.path_root={ucf_tree}")
+    assert "valid: no violation" in proc.stdout and "train" in proc.stdout
+    remapped = resolve_paths(elsewhere.path, foreign, str(ucf_tree))
+    assert all(Path(p).is_file() for p in remapped)
+    report = json.loads((tmp_path / "v/index_check.json").read_text())
+    assert report["violations"] == [] and len(report["sha256"]) == 64
+
+
+def test_clear_errors(tmp_path: Path):
+    proc = run_extract("stage=index", "dataset=ucf_crime", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/o", check=False)
+    assert proc.returncode == 2 and "dataset.root" in proc.stderr
+    proc = run_extract("stage=validate", f"check.index={tmp_path}/none.csv", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
+    assert proc.returncode == 1 and "index not found" in proc.stderr
+    proc = run_extract("stage=index", "index.stride=0", "dataset.root=/x", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
+    assert proc.returncode == 2 and "index.stride" in proc.stderr
+
+
+def test_probe_cache_keys_on_size_and_mtime(tmp_path: Path):
+    path = str(write_mp4v(tmp_path / "a.mp4", 12))
+    cache = ProbeCache(tmp_path / "cache.json")
+    assert probe_many([path], cache=cache, progress=False)[path].n_frames == 12
+    assert ProbeCache(tmp_path / "cache.json").get(path, "packets").n_frames == 12
+    shutil.copy(write_mp4v(tmp_path / "b.mp4", 20), path)
+    assert ProbeCache(tmp_path / "cache.json").get(path, "packets") is None
+    assert probe_many([path], cache=ProbeCache(tmp_path / "cache.json"), progress=False)[path].n_frames == 20
