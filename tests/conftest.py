@@ -94,15 +94,18 @@ UCF_TRAIN_LIST = ["Abuse/Abuse001_x264.mp4", "Abuse/Abuse003_x264.mp4", "Robbery
 UCF_TEST_LIST = ["Abuse/Abuse002_x264.mp4", "Robbery/Robbéry 002 x264.mp4", "Testing_Normal_Videos_Anomaly/Normal_Videos_003_x264.mp4"]
 
 
-@pytest.fixture
-def ucf_tree(tmp_path: Path) -> Path:
+def make_ucf_tree(root: Path) -> Path:
     """A UCF-Crime-like tree of tiny videos (H.264 with B-frames and mp4v) with official split lists."""
-    root = tmp_path / "UCF Crime"
     for rel, (n, kind) in UCF_VIDEOS.items():
         (write_h264 if kind == "h264" else write_mp4v)(root / rel, n)
     (root / "Anomaly_Train.txt").write_text("\n".join(UCF_TRAIN_LIST) + "\n")
     (root / "Anomaly_Test.txt").write_text("\n".join(UCF_TEST_LIST) + "\n")
     return root
+
+
+@pytest.fixture
+def ucf_tree(tmp_path: Path) -> Path:
+    return make_ucf_tree(tmp_path / "UCF Crime")
 
 
 def run_extract(*overrides: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:

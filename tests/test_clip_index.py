@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import UCF_VIDEOS, run_extract, write_h264, write_mp4v
+from conftest import UCF_VIDEOS, make_ucf_tree, run_extract, write_h264, write_mp4v
 from vidlab.embeddings.clip_index import COLUMNS, clip_starts
 from vidlab.embeddings.index_check import check_index, resolve_paths
 from vidlab.embeddings.layouts import Video, stratified_split
@@ -113,9 +113,13 @@ def test_split_is_deterministic_and_by_video():
     assert len({v.path for v in a}) == 60
 
 
-def _valid_index(ucf_tree: Path, tmp_path: Path) -> tuple[Path, pd.DataFrame]:
-    _, csv = _index(ucf_tree, tmp_path / "work", "logger=none")
-    return csv, pd.read_csv(csv)
+@pytest.fixture(scope="module")
+def valid_index(tmp_path_factory) -> tuple[Path, Path]:
+    """One UCF-like tree and its index, shared by the validation tests (which only read them)."""
+    base = tmp_path_factory.mktemp("valid_index")
+    root = make_ucf_tree(base / "UCF Crime")
+    _, csv = _index(root, base / "work", "logger=none")
+    return root, csv
 
 
 VIOLATIONS = {
@@ -132,17 +136,20 @@ VIOLATIONS = {
 
 
 @pytest.mark.parametrize("check", sorted(VIOLATIONS))
-def test_validation_catches_each_violation(ucf_tree: Path, tmp_path: Path, check: str):
-    csv, table = _valid_index(ucf_tree, tmp_path)
+def test_validation_catches_each_violation(valid_index, tmp_path: Path, check: str):
+    _, csv = valid_index
+    table = pd.read_csv(csv)
     assert check_index(csv)["violations"] == []
-    broken = csv.with_name("index_clips.csv")
+    broken = tmp_path / "index_clips.csv"
+    shutil.copy(csv.with_suffix(".json"), broken.with_suffix(".json"))  # the recorded root
     VIOLATIONS[check](table).to_csv(broken, index=False)
     found = {v["check"] for v in check_index(broken)["violations"]}
     assert check in found, found
 
 
-def test_validate_stage_exit_code_and_path_root_remap(ucf_tree: Path, tmp_path: Path):
-    csv, table = _valid_index(ucf_tree, tmp_path)
+def test_validate_stage_exit_code_and_path_root_remap(valid_index, tmp_path: Path):
+    ucf_tree, csv = valid_index
+    table = pd.read_csv(csv)
     elsewhere = table.assign(path="/home/someone/tesis/UCF_Crime/" + table.path)
     foreign = tmp_path / "foreign.csv"
     elsewhere.to_csv(foreign, index=False)

@@ -1,0 +1,85 @@
+"""Frozen torchvision video backbones with the classification head replaced by identity.
+
+A choice carries its own preprocessing: the weights' ``transforms()`` (resize, crop, mean, std), so no
+backbone gets another's statistics. ``weights`` is ``DEFAULT``, an enum member name, ``None``
+(random init: offline tests) or a path to a state_dict file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import get_model_weights
+from torchvision.models import video as tv_video
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    builder: Callable[..., nn.Module]
+    head: str             # attribute replaced by nn.Identity
+    dim: int              # embedding size once the head is gone
+    min_frames: int       # smallest T the architecture accepts
+    exact_frames: bool = False
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "swin3d_t": BackboneSpec(tv_video.swin3d_t, "head", 768, 1),
+    "swin3d_s": BackboneSpec(tv_video.swin3d_s, "head", 768, 1),
+    "swin3d_b": BackboneSpec(tv_video.swin3d_b, "head", 1024, 1),
+    "r3d_18": BackboneSpec(tv_video.r3d_18, "fc", 512, 1),
+    "mc3_18": BackboneSpec(tv_video.mc3_18, "fc", 512, 1),
+    "r2plus1d_18": BackboneSpec(tv_video.r2plus1d_18, "fc", 512, 1),
+    "s3d": BackboneSpec(tv_video.s3d, "classifier", 1024, 14),
+    "mvit_v1_b": BackboneSpec(tv_video.mvit_v1_b, "head", 768, 16, exact_frames=True),
+    "mvit_v2_s": BackboneSpec(tv_video.mvit_v2_s, "head", 768, 16, exact_frames=True),
+}
+
+
+def weights_enum(name: str, weights: str | None):
+    """The weights member that defines preprocessing: the chosen one, or DEFAULT for random/state_dict."""
+    enum = get_model_weights(BACKBONES[name].builder)
+    if weights is None or Path(weights).suffix in (".pt", ".pth", ".bin", ".ckpt") or weights == "DEFAULT":
+        return enum.DEFAULT
+    try:
+        return enum[weights]
+    except KeyError:
+        raise ValueError(f"extractor.weights: {weights!r} is not a weights of {name} (choose DEFAULT, "
+                         f"{', '.join(enum.__members__)}, null or a state_dict path)") from None
+
+
+def check_frames(name: str, frames: int) -> None:
+    spec = BACKBONES[name]
+    if spec.exact_frames and frames != spec.min_frames:
+        raise ValueError(f"extractor.frames: {name} takes exactly {spec.min_frames} frames per clip (got {frames})")
+    if frames < spec.min_frames:
+        raise ValueError(f"extractor.frames: {name} needs at least {spec.min_frames} frames per clip (got {frames})")
+
+
+def load_backbone(name: str, weights: str | None) -> nn.Module:
+    """Build the backbone frozen in eval mode with its head removed. ``DEFAULT`` or an enum name
+    downloads through torchvision (cached in ``$TORCH_HOME``); a path loads a saved state_dict (with or
+    without its head)."""
+    if name not in BACKBONES:
+        raise ValueError(f"extractor.name: unknown backbone {name!r} (choose one of {', '.join(BACKBONES)})")
+    spec = BACKBONES[name]
+    if weights is not None and Path(weights).suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"extractor.weights: state_dict file not found: {weights}")
+        model = spec.builder(weights=None)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        head_keys = [k for k in state if k.startswith(f"{spec.head}.")]
+        if head_keys and not any(k.startswith(f"{spec.head}.") for k in model.state_dict()):
+            state = {k: v for k, v in state.items() if k not in head_keys}
+        model.load_state_dict(state)
+    else:
+        model = spec.builder(weights=None if weights is None else weights_enum(name, weights))
+    setattr(model, spec.head, nn.Identity())
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
