@@ -19,7 +19,7 @@ from vidlab.video.probe import ProbeCache, probe_many, probe_video
 def _index(root: Path, work: Path, *extra: str, check: bool = True):
     proc = run_extract(
         "stage=index", "dataset=ucf_crime", f"dataset.root={root}", f"paths.root={work}",
-        f"hydra.run.dir={work}/out", "index.clip_len=16", "index.stride=8", "index.workers=2", *extra, check=check,
+        f"hydra.run.dir={work}/out", "indexing.clip_len=16", "indexing.stride=8", "indexing.workers=2", *extra, check=check,
     )
     return proc, work / "data/index/ucf_crime/index_clips.csv"
 
@@ -71,7 +71,7 @@ def test_ucf_crime_index(ucf_tree: Path, tmp_path: Path):
     assert json.loads(csv.with_suffix(".json").read_text())["probe"]["cached_videos"] == len(UCF_VIDEOS)
 
     client = MlflowClient(f"sqlite:///{tmp_path}/work/mlruns.db")
-    runs = client.search_runs([client.get_experiment_by_name("clip_index").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("embeddings").experiment_id])
     assert len(runs) == 2 and runs[0].data.metrics["violations"] == 0
     assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"check", "index", "config"}
 
@@ -83,7 +83,7 @@ def test_bad_files_fail_listing_every_file_or_are_skipped(ucf_tree: Path, tmp_pa
     proc, csv = _index(ucf_tree, tmp_path / "work", check=False)
     assert proc.returncode == 1 and not csv.exists()
     assert "2 bad video(s)" in proc.stderr and "Abuse001_x264.mp4" in proc.stderr and "Normal_Videos_009" in proc.stderr
-    _, csv = _index(ucf_tree, tmp_path / "work", "index.on_error=skip")
+    _, csv = _index(ucf_tree, tmp_path / "work", "indexing.on_error=skip")
     report = json.loads(csv.with_suffix(".json").read_text())
     assert len(report["bad_videos"]) == 2
     assert not pd.read_csv(csv).path.str.contains("Abuse001").any()
@@ -95,7 +95,7 @@ def test_video_tree_layout_and_stratified_split(tmp_path: Path):
         for i in range(5):
             write_mp4v(root / category / "nested" / f"{category}_{i}.avi" if i % 2 else root / category / f"{category}_{i}.mp4", 20)
     proc = run_extract("stage=index", "dataset=video_tree", f"dataset.root={root}", f"paths.root={tmp_path}",
-                       f"hydra.run.dir={tmp_path}/out", "index.clip_len=8", "index.stride=8", "logger=none",
+                       f"hydra.run.dir={tmp_path}/out", "indexing.clip_len=8", "indexing.stride=8", "logger=none",
                        "dataset.split_ratios=[0.6,0.2,0.2]")
     table = pd.read_csv(tmp_path / "data/index/video_tree/index_clips.csv")
     assert "valid" in proc.stdout
@@ -153,10 +153,10 @@ def test_validate_stage_exit_code_and_path_root_remap(valid_index, tmp_path: Pat
     elsewhere = table.assign(path="/home/someone/tesis/UCF_Crime/" + table.path)
     foreign = tmp_path / "foreign.csv"
     elsewhere.to_csv(foreign, index=False)
-    common = ["stage=validate", f"check.index={foreign}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/v"]
+    common = ["stage=validate", f"index={foreign}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/v"]
     proc = run_extract(*common, check=False)
     assert proc.returncode == 1 and "missing_files" in proc.stdout
-    proc = run_extract(*common, f"check.path_root={ucf_tree}")
+    proc = run_extract(*common, f"path_root={ucf_tree}")
     assert "valid: no violation" in proc.stdout and "train" in proc.stdout
     remapped = resolve_paths(elsewhere.path, foreign, str(ucf_tree))
     assert all(Path(p).is_file() for p in remapped)
@@ -167,10 +167,10 @@ def test_validate_stage_exit_code_and_path_root_remap(valid_index, tmp_path: Pat
 def test_clear_errors(tmp_path: Path):
     proc = run_extract("stage=index", "dataset=ucf_crime", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/o", check=False)
     assert proc.returncode == 2 and "dataset.root" in proc.stderr
-    proc = run_extract("stage=validate", f"check.index={tmp_path}/none.csv", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
+    proc = run_extract("stage=validate", f"index={tmp_path}/none.csv", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
     assert proc.returncode == 1 and "index not found" in proc.stderr
-    proc = run_extract("stage=index", "index.stride=0", "dataset.root=/x", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
-    assert proc.returncode == 2 and "index.stride" in proc.stderr
+    proc = run_extract("stage=index", "indexing.stride=0", "dataset.root=/x", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
+    assert proc.returncode == 2 and "indexing.stride" in proc.stderr
 
 
 def test_probe_cache_keys_on_size_and_mtime(tmp_path: Path):

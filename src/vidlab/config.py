@@ -461,22 +461,64 @@ class IndexConfig:
 
 @dataclass
 class IndexCheckConfig:
-    index: str = "???"
-    path_root: Optional[str] = None
     allow_padded: Optional[bool] = None
     check_files: bool = True
 
 
 @dataclass
+class ExtractorConfig:
+    name: str = "swin3d_t"
+    weights: Optional[str] = "DEFAULT"
+    frames: int = 8
+
+    def __post_init__(self) -> None:
+        from vidlab.embeddings.backbones import BACKBONES, check_frames
+
+        _require(self.name in BACKBONES, f"name: unknown backbone {self.name!r} (choose one of {', '.join(BACKBONES)})")
+        check_frames(self.name, self.frames)
+
+
+@dataclass
+class ExtractionConfig:
+    output: str = "???"
+    preprocess: str = "weights"
+    notebook_size: int = 224
+    batch_size: int = 16
+    num_workers: int = 2
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    channels_last: bool = False
+    compile: bool = False
+    on_error: str = "fail"
+    overwrite: bool = False
+    max_artifact_mb: float = 512.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.preprocess in ("weights", "notebook"), f"preprocess must be weights or notebook (got {self.preprocess!r})")
+        _require(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
+        _require(self.num_workers >= 0, f"num_workers must be >= 0 (got {self.num_workers})")
+        _require(self.precision in ("32", "32-true", "bf16-mixed", "16-mixed"), f"precision must be 32, bf16-mixed or 16-mixed (got {self.precision!r})")
+        _require(self.on_error in ("fail", "skip"), f"on_error must be fail or skip (got {self.on_error!r})")
+        _require(self.max_artifact_mb >= 0, f"max_artifact_mb must be >= 0 (got {self.max_artifact_mb})")
+
+
+@dataclass
 class ExtractSpec:
     stage: str
+    index_file: str
+    path_root: Optional[str]
     dataset: UcfCrimeConfig | VideoTreeConfig | None
-    index: IndexConfig
+    indexing: IndexConfig
     check: IndexCheckConfig
+    extractor: ExtractorConfig
+    extraction: ExtractionConfig
     logger: MlflowLoggerConfig | NoLoggerConfig
 
 
-EXTRACT_STAGES = ("index", "validate")
+EXTRACT_STAGES = ("extract", "index", "validate")
 INDEX_DATASETS: dict[str, type] = {"ucf_crime": UcfCrimeConfig, "video_tree": VideoTreeConfig}
 
 
@@ -486,10 +528,17 @@ def validate_extract(cfg: DictConfig) -> ExtractSpec:
     if stage not in EXTRACT_STAGES:
         raise ConfigError(f"stage: must be one of {', '.join(EXTRACT_STAGES)} (got {stage!r})")
     dataset = _build_choice(cfg, "dataset", INDEX_DATASETS) if stage == "index" else None
+    index_file = _resolved(cfg, "index")
+    if not isinstance(index_file, str) or not index_file:
+        raise ConfigError(f"index: the path of an index_clips.csv (got {index_file!r})")
     return ExtractSpec(
         stage=stage,
+        index_file=index_file,
+        path_root=_resolved(cfg, "path_root"),
         dataset=dataset,
-        index=build_node("index", IndexConfig, _resolved(cfg, "index")),
+        indexing=build_node("indexing", IndexConfig, _resolved(cfg, "indexing")),
         check=build_node("check", IndexCheckConfig, _resolved(cfg, "check")),
+        extractor=build_node("extractor", ExtractorConfig, _resolved(cfg, "extractor")),
+        extraction=build_node("extraction", ExtractionConfig, _resolved(cfg, "extraction")),
         logger=_build_choice(cfg, "logger", SCHEMAS["logger"]),
     )

@@ -1,5 +1,6 @@
 """The tasks behind ``extract.py``: ``stage=index`` builds ``index_clips.csv`` from a video collection,
-``stage=validate`` checks an index made here or elsewhere. Both log to MLflow."""
+``stage=validate`` checks an index made here or elsewhere, ``stage=extract`` writes clip embeddings.
+Each logs one MLflow run."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from vidlab import tracking
 from vidlab.config import ConfigError, ExtractSpec, MlflowLoggerConfig, UcfCrimeConfig, validate_extract
 from vidlab.embeddings import layouts
 from vidlab.embeddings.clip_index import BadVideosError, IndexSettings, build_index
+from vidlab.embeddings.extraction import IndexFormatError, extract_embeddings, is_child_rank
 from vidlab.embeddings.index_check import check_index, format_report
+from vidlab.video import VideoReadError
 
 
 def sha256(path: Path) -> str:
@@ -36,7 +39,7 @@ def make_index(spec: ExtractSpec) -> tuple[Path, dict]:
         videos, layout_report = layouts.video_tree(root, data.extensions, data.normal_categories, data.split_ratios, data.seed)
     if not videos:
         raise ConfigError(f"dataset.root: no video of the {data.name} layout under {root}")
-    s = spec.index
+    s = spec.indexing
     settings = IndexSettings(s.clip_len, s.stride, s.short_videos, s.on_error, s.paths, s.frame_count, s.workers,
                              s.probe_cache, {"layout": data.name, "seed": data.seed})
     output = Path(s.output)
@@ -53,8 +56,8 @@ def run(cfg: DictConfig) -> int:
     output_dir = Path(cfg.paths.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     client = run_id = None
-    if isinstance(spec.logger, MlflowLoggerConfig):
-        client, run_id = tracking.start_run(spec.logger, root, output_dir, {"task": "clip_index", "stage": spec.stage})
+    if isinstance(spec.logger, MlflowLoggerConfig) and not is_child_rank():
+        client, run_id = tracking.start_run(spec.logger, root, output_dir, {"task": "embeddings", "stage": spec.stage})
         tracking.log_config(client, run_id, cfg, output_dir)
     status, files, metrics = "FAILED", [], {}
     try:
@@ -67,10 +70,18 @@ def run(cfg: DictConfig) -> int:
                             "bad_videos": len(build_report["bad_videos"]), "short_videos": build_report["short_videos"]["count"],
                             "probe_seconds": build_report["probe"]["seconds"]})
             if allow_padded is None:
-                allow_padded = spec.index.short_videos == "pad"
+                allow_padded = spec.indexing.short_videos == "pad"
+        elif spec.stage == "extract":
+            result = extract_embeddings(spec, cfg)
+            files += result.files
+            metrics.update(result.metrics)
+            if client is not None:
+                tracking.log_artifacts(client, run_id, result.artifacts(spec.extraction.max_artifact_mb, client, run_id))
+            status = "FINISHED"
+            return 0
         else:
-            index_file = Path(spec.check.index)
-        report = check_index(index_file, spec.check.path_root, bool(allow_padded), spec.check.check_files)
+            index_file = Path(spec.index_file)
+        report = check_index(index_file, spec.path_root, bool(allow_padded), spec.check.check_files)
         report["sha256"] = sha256(index_file)
         text = format_report(report)
         print(text)
@@ -98,7 +109,7 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    except (BadVideosError, FileNotFoundError) as err:
+    except (BadVideosError, FileNotFoundError, IndexFormatError, VideoReadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     if code:

@@ -81,7 +81,7 @@ def build_index(videos: list[Video], root: Path, output: Path, s: IndexSettings,
     bad = {path: r for path, r in results.items() if isinstance(r, str)}
     if bad and s.on_error == "fail":
         lines = "\n".join(f"  {path}: {msg}" for path, msg in sorted(bad.items()))
-        raise BadVideosError(f"{len(bad)} bad video(s) (set index.on_error=skip to leave them out):\n{lines}")
+        raise BadVideosError(f"{len(bad)} bad video(s) (set indexing.on_error=skip to leave them out):\n{lines}")
     probes = {p: r for p, r in results.items() if isinstance(r, VideoProbe)}
     rows, short = index_rows(videos, probes, root, s)
     table = pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,175 @@
+"""``extract.py stage=extract``: an index in, float16 embeddings, labels, valid masks and a manifest out.
+
+Resumable: the output folder is fixed by the config, rows are marked done as they are written, and a
+rerun of the same command computes only the batches not done, ending with the same files as an
+uninterrupted run. The manifest is written last, atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from vidlab.config import ExtractSpec
+from vidlab.embeddings.backbones import BACKBONES, load_backbone, weights_enum
+from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks
+from vidlab.embeddings.clip_index import COLUMNS
+from vidlab.embeddings.extractor import EmbeddingExtractor, StoreWriter, worker_init
+from vidlab.embeddings.index_check import resolve_paths
+from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess
+from vidlab.embeddings.store import EmbeddingStore, read_jsonl
+
+
+class IndexFormatError(ValueError):
+    """The index file is missing or not in the clip-index format."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_index(path: Path, path_root: str | None) -> pd.DataFrame:
+    """The index with ``row`` (global id, file order), ``pos`` (row within its split), ``abs_path``."""
+    if not path.is_file():
+        raise IndexFormatError(f"index: file not found: {path}")
+    table = pd.read_csv(path)
+    if list(table.columns) != COLUMNS:
+        raise IndexFormatError(f"index: {path} has columns {list(table.columns)}; expected {COLUMNS}")
+    if table.empty:
+        raise IndexFormatError(f"index: {path} has no row")
+    table["row"] = np.arange(len(table))
+    table["pos"] = table.groupby("split").cumcount()
+    table["abs_path"] = resolve_paths(table["path"], path, path_root)
+    return table
+
+
+@dataclass
+class ExtractionResult:
+    folder: Path
+    manifest: dict
+    metrics: dict = field(default_factory=dict)
+    files: list[tuple[str, Path]] = field(default_factory=list)
+
+    def artifacts(self, max_mb: float, client: MlflowClient, run_id: str) -> list[tuple[str, Path]]:
+        """The embedding files themselves when small enough; otherwise a tag with their location."""
+        data = [p for p in sorted(self.folder.glob("*.npy")) if not p.name.startswith("done_")]
+        size_mb = sum(p.stat().st_size for p in data) / 2**20
+        client.set_tag(run_id, "embeddings_dir", str(self.folder))
+        if size_mb <= max_mb:
+            return [("embeddings", p) for p in data]
+        client.set_tag(run_id, "embeddings_not_logged", f"{size_mb:.0f} MB > extraction.max_artifact_mb={max_mb}")
+        return []
+
+
+def _preprocess(spec: ExtractSpec):
+    if spec.extraction.preprocess == "notebook":
+        return NotebookPreprocess(spec.extraction.notebook_size)
+    return WeightsPreprocess(weights_enum(spec.extractor.name, spec.extractor.weights))
+
+
+def _fingerprint(spec: ExtractSpec, index_sha: str, preprocess) -> dict:
+    return {"index_sha256": index_sha, "extractor": asdict(spec.extractor), "preprocess": preprocess.description,
+            "batch_size": spec.extraction.batch_size, "seed": spec.extraction.seed}
+
+
+def is_child_rank() -> bool:
+    # Lightning's DDP launcher re-runs the command for ranks > 0 with these set
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+
+
+def extract_embeddings(spec: ExtractSpec, cfg: DictConfig) -> ExtractionResult:
+    x = spec.extraction
+    index_file = Path(spec.index_file)
+    table = load_index(index_file, spec.path_root)
+    index_sha = file_sha256(index_file)
+    preprocess = _preprocess(spec)
+    folder = Path(x.output).resolve()
+    store = EmbeddingStore(folder, table)
+    dim = BACKBONES[spec.extractor.name].dim
+    resumed = store.create_or_resume(_fingerprint(spec, index_sha, preprocess), dim, x.overwrite and not is_child_rank())
+
+    torch.manual_seed(x.seed)  # random-init weights are the same on every run and rank
+    backbone = load_backbone(spec.extractor.name, spec.extractor.weights)
+    done = store.done_rows()
+    chunks = [c for c in make_chunks(table, spec.extractor.frames, x.batch_size) if not all(done[list(c.rows)])]
+    todo = sum(len(c.rows) for c in chunks)
+    print(f"{'resuming' if resumed else 'starting'} {folder}: {todo} of {len(table)} clips to extract")
+    writer = StoreWriter(store, x.on_error, todo)
+    trainer = L.Trainer(
+        accelerator=x.accelerator, devices=x.devices, strategy=x.strategy, precision=x.precision, logger=False,
+        callbacks=[writer], enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )
+    loader = DataLoader(
+        VideoClipStream(chunks, preprocess), batch_size=None, num_workers=x.num_workers,
+        worker_init_fn=worker_init, pin_memory=torch.cuda.is_available(), prefetch_factor=4 if x.num_workers else None,
+    )
+    if chunks:
+        trainer.predict(EmbeddingExtractor(backbone, x.channels_last, x.compile), dataloaders=loader, return_predictions=False)
+    if not trainer.is_global_zero:
+        return ExtractionResult(folder, {})
+    remaining = int((~store.done_rows()).sum())
+    if remaining:
+        raise RuntimeError(f"{remaining} rows were not extracted; rerun the same command to resume")
+    manifest = write_manifest(spec, cfg, store, table, index_file, index_sha, preprocess, dim, writer)
+    metrics = {"clips_per_second": writer.clips_per_second, "rows_written": writer.rows_written,
+               "rows_failed": len(manifest["failed_rows"]), "rows_total": len(table)}
+    return ExtractionResult(folder, manifest, metrics, [("embeddings", folder / "manifest.json")])
+
+
+def write_manifest(spec: ExtractSpec, cfg: DictConfig, store: EmbeddingStore, table: pd.DataFrame, index_file: Path,
+                   index_sha: str, preprocess, dim: int, writer: StoreWriter) -> dict:
+    failures = {r["row"]: r["reason"] for r in read_jsonl(store.folder / "failures.jsonl")}
+    padded = sorted({r["row"] for r in read_jsonl(store.folder / "padded.jsonl")})
+    splits = {}
+    for split, n in store.counts.items():
+        labels = np.load(store.path("labels", split))
+        splits[split] = {
+            "rows": n,
+            "files": {kind: store.path(kind, split).name for kind in ("embeddings", "labels", "valid")},
+            "statistics": store.statistics(split),
+            "label_counts": {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))},
+        }
+    manifest = {
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "encoder": f"torchvision/{spec.extractor.name}",
+        "weights": spec.extractor.weights,
+        "preprocessing": preprocess.description,
+        "T": spec.extractor.frames,
+        "sampling": "start + round(linspace(0, max(1, end - start) - 1, T)); frames past the video's end repeat its last frame",
+        "img_size": preprocess.description.get("crop_size") or preprocess.description.get("size"),
+        "batch_size": spec.extraction.batch_size,
+        "embedding_dim": dim,
+        "dtype": "float16",
+        "precision": spec.extraction.precision,
+        "index": {"path": str(index_file.resolve()), "sha256": index_sha, "rows": len(table)},
+        "splits": splits,
+        "failed_rows": [{"row": int(r), "split": table.split[r], "path": table.path[r], "reason": reason}
+                        for r, reason in sorted(failures.items())],
+        "padded_rows": padded,
+        "throughput": {"clips_per_second_last_run": writer.clips_per_second, "seconds_last_run": writer.seconds},
+        "software": {"python": platform.python_version(), "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "lightning": L.__version__, "numpy": np.__version__},
+    }
+    path = store.folder / "manifest.json"
+    tmp = path.with_name(".manifest.json.part")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    tmp.replace(path)
+    return manifest

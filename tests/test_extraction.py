@@ -1,0 +1,191 @@
+"""extract.py stage=extract on real generated videos, random-init torchvision weights, CPU."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from torchvision.models.video import R3D_18_Weights, r3d_18
+
+from conftest import ROOT, run_extract, write_h264, write_mp4v
+from vidlab.embeddings.clip_dataset import sample_indices
+from vidlab.embeddings.clip_index import COLUMNS, clip_starts
+from vidlab.video import VideoEndedError, read_frames
+
+
+@pytest.mark.parametrize("writer", [write_h264, write_mp4v])
+def test_read_frames_is_frame_exact(tmp_path: Path, writer):
+    path = writer(tmp_path / "counting.mp4", 60)
+    wanted = [37, 0, 59, 12, 12, 1]
+    frames = read_frames(path, wanted)
+    assert frames.shape == (6, 48, 64, 3) and frames.dtype == np.uint8
+    green = frames[..., 1].reshape(6, -1).mean(1)  # frame i is grey 4*i; green survives YUV best
+    assert np.abs(green - 4 * np.array(wanted)).max() < 1.5
+    with pytest.raises(VideoEndedError, match="counting.mp4"):
+        read_frames(path, [3, 60])
+
+
+def make_index(folder: Path, videos: dict[str, tuple[int, str, str, int]], clip_len: int = 8, stride: int = 8) -> Path:
+    """Write videos and an index_clips.csv for them: name -> (frames, writer, split, y)."""
+    rows = []
+    for name, (n, kind, split, y) in videos.items():
+        path = (write_h264 if kind == "h264" else write_mp4v)(folder / "videos" / name, n)
+        for i, start in enumerate(clip_starts(n, clip_len, stride, "drop")):
+            rows.append([split, y, "Normal" if y == 0 else "Fight", str(path), i, start, start + clip_len, clip_len, stride, 30.0, n])
+    index = folder / "index_clips.csv"
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(index, index=False)
+    return index
+
+
+VIDEOS = {
+    "normal_a.mp4": (40, "h264", "train", 0),
+    "fight b.mp4": (33, "mp4v", "train", 1),
+    "normal_c.mp4": (24, "mp4v", "val", 0),
+    "fight_d.mp4": (32, "h264", "test", 1),
+}
+FAST = ["extractor=r3d_18", "extractor.weights=null", "extractor.frames=4", "extraction.preprocess=notebook",
+        "extraction.notebook_size=32", "extraction.batch_size=3", "extraction.num_workers=1"]
+
+
+def _extract(index: Path, work: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run_extract(f"index={index}", f"paths.root={work}", f"hydra.run.dir={work}/run", *extra, check=check)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.npy"))}
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory) -> tuple[Path, Path, Path]:
+    base = tmp_path_factory.mktemp("extract")
+    index = make_index(base, VIDEOS)
+    _extract(index, base / "work", *FAST)
+    return base, index, base / "work/outputs/embeddings/r3d_18_T4"
+
+
+def test_outputs_manifest_and_mlflow(extracted):
+    base, index, out = extracted
+    table = pd.read_csv(index)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for split in ("train", "val", "test"):
+        emb = np.load(out / f"embeddings_{split}.npy", mmap_mode="r")
+        rows = table[table.split == split]
+        assert emb.shape == (len(rows), 512) and emb.dtype == np.float16
+        np.testing.assert_array_equal(np.load(out / f"labels_{split}.npy"), rows.y.to_numpy(np.int8))
+        assert np.load(out / f"valid_{split}.npy").all()
+        assert np.isfinite(emb).all() and (np.abs(emb).sum(1) > 0).all()
+        stats = manifest["splits"][split]["statistics"]
+        assert all(np.isfinite(stats[k]) for k in ("min", "max", "mean", "std")) and stats["std"] > 0
+        assert manifest["splits"][split]["files"]["embeddings"] == f"embeddings_{split}.npy"
+    assert manifest["embedding_dim"] == 512 and manifest["T"] == 4 and manifest["failed_rows"] == []
+    assert manifest["index"]["rows"] == len(table) and len(manifest["index"]["sha256"]) == 64
+    assert manifest["preprocessing"]["kind"] == "notebook"
+    client = MlflowClient(f"sqlite:///{base}/work/mlruns.db")
+    run = client.search_runs([client.get_experiment_by_name("embeddings").experiment_id])[0]
+    assert run.data.metrics["rows_written"] == len(table) and run.data.metrics["clips_per_second"] > 0
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "embeddings")}
+    assert {"embeddings/manifest.json", "embeddings/embeddings_train.npy", "embeddings/valid_test.npy"} <= logged
+
+
+def test_clips_are_the_sampled_frames(extracted):
+    """Rows written = exact frames through torchvision's own model (same seed), within float16 tolerance."""
+    _, index, out = extracted
+    table = pd.read_csv(index)
+    torch.manual_seed(0)
+    model = r3d_18(weights=None)
+    model.fc = torch.nn.Identity()
+    model.eval()
+    import cv2
+
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    for row in (0, 5, len(table) - 1):
+        r = table.iloc[row]
+        frames = read_frames(r.path, sample_indices(r.start_frame, r.end_frame, 4))
+        x = np.stack([cv2.resize(f, (32, 32), interpolation=cv2.INTER_LINEAR) for f in frames]).astype(np.float32) / 255
+        x = torch.from_numpy(((x - mean) / std).transpose(3, 0, 1, 2))[None]
+        with torch.inference_mode():
+            expected = model(x)[0].numpy()
+        pos = int((table.split[:row] == r.split).sum())
+        got = np.load(out / f"embeddings_{r.split}.npy")[pos].astype(np.float32)
+        np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-3)
+
+
+def test_weights_transforms_and_state_dict_file(tmp_path: Path):
+    index = make_index(tmp_path, {"one.mp4": (16, "h264", "train", 1)})
+    torch.manual_seed(7)
+    model = r3d_18(weights=None)
+    torch.save(model.state_dict(), tmp_path / "r3d.pt")
+    args = ["extractor=r3d_18", f"extractor.weights={tmp_path / 'r3d.pt'}", "extractor.frames=4", "extraction.num_workers=0", "logger=none"]
+    run_extract(f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", *args)
+    got = np.load(tmp_path / "outputs/embeddings/r3d_18_T4/embeddings_train.npy").astype(np.float32)
+    model.fc = torch.nn.Identity()
+    model.eval()
+    transforms = R3D_18_Weights.DEFAULT.transforms()
+    for pos, start in enumerate(clip_starts(16, 8, 8, "drop")):
+        clip = torch.from_numpy(read_frames(index.parent / "videos/one.mp4", sample_indices(start, start + 8, 4))).permute(0, 3, 1, 2)
+        with torch.inference_mode():
+            expected = model(transforms(clip)[None])[0].numpy()
+        np.testing.assert_allclose(got[pos], expected, rtol=2e-2, atol=2e-3)
+
+
+def test_resume_after_kill_gives_identical_files(extracted, tmp_path: Path):
+    _, index, _ = extracted
+    slow = [a for a in FAST if "preprocess" not in a and "batch_size" not in a] + ["extraction.batch_size=2", "logger=none"]
+    _extract(index, tmp_path / "reference", *slow)
+    reference = tmp_path / "reference/outputs/embeddings/r3d_18_T4"
+    work = tmp_path / "work"
+    cmd = [sys.executable, str(ROOT / "extract.py"), f"index={index}", f"paths.root={work}", f"hydra.run.dir={work}/run", *slow]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = work / "outputs/embeddings/r3d_18_T4"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "done_train.npy").exists() and np.load(out / "done_train.npy").sum() >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    total = len(pd.read_csv(index))
+    written = sum(int(np.load(p).sum()) for p in out.glob("done_*.npy"))
+    assert 0 < written < total, "the kill must land mid-run"
+    assert not (out / "manifest.json").exists()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming {out}: {total - written} of {total} clips" in proc.stdout
+    assert _files(out).keys() == _files(reference).keys()
+    for name, data in _files(reference).items():
+        assert _files(out)[name] == data, name
+
+
+def test_skip_policy_and_fail_policy(tmp_path: Path):
+    index = make_index(tmp_path, {"good.mp4": (24, "h264", "train", 0), "bad one.mp4": (24, "mp4v", "train", 1)})
+    bad = tmp_path / "videos/bad one.mp4"
+    bad.write_bytes(bad.read_bytes()[:200])
+    proc = _extract(index, tmp_path / "w1", *FAST, "logger=none", check=False)
+    assert proc.returncode == 1 and "bad one.mp4" in proc.stderr and "rows [3, 4, 5]" in proc.stderr
+    _extract(index, tmp_path / "w2", *FAST, "logger=none", "extraction.on_error=skip")
+    out = tmp_path / "w2/outputs/embeddings/r3d_18_T4"
+    np.testing.assert_array_equal(np.load(out / "valid_train.npy"), [True] * 3 + [False] * 3)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [f["row"] for f in manifest["failed_rows"]] == [3, 4, 5]
+    assert "bad one.mp4" in manifest["failed_rows"][0]["reason"]
+    assert manifest["splits"]["train"]["statistics"]["rows_valid"] == 3
+
+
+def test_clear_errors(tmp_path: Path):
+    proc = _extract(tmp_path / "missing.csv", tmp_path, *FAST, "logger=none", check=False)
+    assert proc.returncode == 1 and "index: file not found" in proc.stderr
+    wrong = tmp_path / "wrong.csv"
+    pd.DataFrame({"path": ["a.mp4"], "start": [0]}).to_csv(wrong, index=False)
+    proc = _extract(wrong, tmp_path, *FAST, "logger=none", check=False)
+    assert proc.returncode == 1 and "expected ['split', 'y'" in proc.stderr
+    proc = _extract(wrong, tmp_path, "logger=none", "extractor=mvit_v2_s", "extractor.frames=8", check=False)
+    assert proc.returncode == 2 and "extractor.frames: mvit_v2_s takes exactly 16 frames" in proc.stderr
