@@ -4,7 +4,6 @@ Each logs one MLflow run."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -15,17 +14,9 @@ from vidlab import tracking
 from vidlab.config import ConfigError, ExtractSpec, MlflowLoggerConfig, UcfCrimeConfig, validate_extract
 from vidlab.embeddings import layouts
 from vidlab.embeddings.clip_index import BadVideosError, IndexSettings, build_index
-from vidlab.embeddings.extraction import IndexFormatError, extract_embeddings, is_child_rank
+from vidlab.embeddings.extraction import IndexFormatError, extract_embeddings, file_sha256, is_child_rank
 from vidlab.embeddings.index_check import check_index, format_report
 from vidlab.video import VideoReadError
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def make_index(spec: ExtractSpec) -> tuple[Path, dict]:
@@ -82,7 +73,7 @@ def run(cfg: DictConfig) -> int:
         else:
             index_file = Path(spec.index_file)
         report = check_index(index_file, spec.path_root, bool(allow_padded), spec.check.check_files)
-        report["sha256"] = sha256(index_file)
+        report["sha256"] = file_sha256(index_file)
         text = format_report(report)
         print(text)
         report_file = output_dir / "index_check.json"

@@ -17,11 +17,11 @@ from vidlab import tracking
 from vidlab.config import ConfigError, MlflowLoggerConfig, RunSpec, validate
 from vidlab.restoration.corruption import build_corruption
 from vidlab.restoration.data import RestorationDataModule
+from vidlab.restoration.metrics import METRICS
 from vidlab.restoration.module import RestorationModule, module_from_spec
 from vidlab.restoration.previews import plot_curves, side_by_side
 from vidlab.video import write_gif, write_video
 
-SUMMARY_METRICS = ("psnr_content_stain", "psnr_stain", "psnr", "ssim", "flicker", "flicker_stain")
 
 
 def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def smoothing_table(summary: dict[str, float], compared: list[str]) -> list[dict
         (f"U-Net, smoothing={name}", f"smoothing_{name}") for name in compared if name != "none"
     ]:
         row: dict[str, Any] = {"output": label}
-        for metric in SUMMARY_METRICS:
+        for metric in METRICS:
             value = summary.get(f"test/{variant}/{metric}", math.nan)
             row[metric] = round(value, 4)
         rows.append(row)

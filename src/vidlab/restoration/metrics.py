@@ -16,7 +16,7 @@ import torch.nn.functional as F
 STAIN_THRESHOLD = 0.5
 CONTENT_LUMA = 0.1
 MAX_PSNR = 100.0
-METRICS = ("psnr", "ssim", "psnr_stain", "psnr_content_stain", "flicker", "flicker_stain")
+METRICS = ("psnr_content_stain", "psnr_stain", "psnr", "ssim", "flicker", "flicker_stain")
 
 
 def luma(frames: torch.Tensor) -> torch.Tensor:

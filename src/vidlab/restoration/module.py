@@ -18,7 +18,7 @@ import torch
 
 from vidlab.config import LossConfig, UNetConfig, build_node, build_smoothing_config, SCHEMAS
 from vidlab.restoration.data import neighbour_indices
-from vidlab.restoration.metrics import METRICS, clip_metrics, per_frame_curves, ssim_map
+from vidlab.restoration.metrics import clip_metrics, per_frame_curves, ssim_map
 from vidlab.restoration.smoothing import Smoother, build_smoothing
 from vidlab.restoration.unet import UNet
 
