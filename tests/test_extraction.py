@@ -189,3 +189,12 @@ def test_clear_errors(tmp_path: Path):
     assert proc.returncode == 1 and "expected ['split', 'y'" in proc.stderr
     proc = _extract(wrong, tmp_path, "logger=none", "extractor=mvit_v2_s", "extractor.frames=8", check=False)
     assert proc.returncode == 2 and "extractor.frames: mvit_v2_s takes exactly 16 frames" in proc.stderr
+
+
+def test_two_ddp_processes_write_the_same_files(extracted, tmp_path: Path):
+    _, index, reference = extracted
+    _extract(index, tmp_path, *FAST, "logger=none", "extraction.accelerator=cpu", "extraction.devices=2", "extraction.strategy=ddp")
+    out = tmp_path / "outputs/embeddings/r3d_18_T4"
+    assert (out / "manifest.json").exists()
+    for name, data in _files(reference).items():
+        assert _files(out)[name] == data, name

@@ -19,7 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from vidlab.video import VideoEndedError, VideoReadError, decode_indexed
 
-Preprocess = Callable[[torch.Tensor], torch.Tensor]
+Spatial = Callable[[torch.Tensor], torch.Tensor]
 
 
 def sample_indices(start: int, end: int, frames: int) -> np.ndarray:
@@ -58,23 +58,24 @@ def make_chunks(table: pd.DataFrame, frames: int, batch_size: int) -> list[Chunk
 
 
 def shard(chunks: list[Chunk], rank: int, world_size: int) -> list[Chunk]:
-    """Whole videos per rank (round robin by video in index order)."""
+    """Whole videos per reader (rank x worker), round robin by video in index order."""
     videos = list(dict.fromkeys(c.path for c in chunks))
     mine = set(videos[rank::world_size])
     return [c for c in chunks if c.path in mine]
 
 
 class VideoClipStream(IterableDataset):
-    """Yields ``{"x": (B, C, T, h, w), "rows", "padded"}`` per chunk, or ``{"failed_rows", "reason"}``
+    """Yields ``{"x": uint8 (B, T, C, h, w), "rows", "padded"}`` per chunk, or ``{"failed_rows", "reason"}``
     for chunks of a video that cannot be read (the extractor applies ``on_error``)."""
 
-    def __init__(self, chunks: list[Chunk], preprocess: Preprocess):
-        self.chunks, self.preprocess = chunks, preprocess
+    def __init__(self, chunks: list[Chunk], spatial: Spatial):
+        self.chunks, self.spatial = chunks, spatial
+        self.rank, self.world_size = 0, 1  # set on every rank once the process group exists
 
     def _clip(self, frames: dict[int, np.ndarray], wanted: tuple[int, ...], last: int) -> tuple[torch.Tensor, bool]:
         padded = any(i > last for i in wanted)
         clip = np.stack([frames[min(i, last)] for i in wanted])
-        return self.preprocess(torch.from_numpy(clip).permute(0, 3, 1, 2)), padded
+        return self.spatial(torch.from_numpy(clip).permute(0, 3, 1, 2)), padded
 
     def _batch(self, chunk: Chunk, frames: dict[int, np.ndarray], last: int) -> dict:
         clips = [self._clip(frames, wanted, last) for wanted in chunk.frames]
@@ -104,7 +105,8 @@ class VideoClipStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        chunks = shard(self.chunks, info.id, info.num_workers) if info else self.chunks
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        chunks = shard(self.chunks, self.rank * workers + worker, self.world_size * workers)
         by_video: dict[str, list[Chunk]] = {}
         for chunk in chunks:
             by_video.setdefault(chunk.path, []).append(chunk)

@@ -34,6 +34,10 @@ from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess
 from vidlab.embeddings.store import EmbeddingStore, read_jsonl
 
 
+# Workers start fresh: forked after OpenCV or torch have started their thread pools, they can hang.
+WORKER_CONTEXT = "spawn"
+
+
 class IndexFormatError(ValueError):
     """The index file is missing or not in the clip-index format."""
 
@@ -112,17 +116,20 @@ def extract_embeddings(spec: ExtractSpec, cfg: DictConfig) -> ExtractionResult:
     chunks = [c for c in make_chunks(table, spec.extractor.frames, x.batch_size) if not all(done[list(c.rows)])]
     todo = sum(len(c.rows) for c in chunks)
     print(f"{'resuming' if resumed else 'starting'} {folder}: {todo} of {len(table)} clips to extract")
-    writer = StoreWriter(store, x.on_error, todo)
+    stream = VideoClipStream(chunks, preprocess.spatial)
+    writer = StoreWriter(store, stream, x.on_error, todo)
     trainer = L.Trainer(
         accelerator=x.accelerator, devices=x.devices, strategy=x.strategy, precision=x.precision, logger=False,
         callbacks=[writer], enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
     )
     loader = DataLoader(
-        VideoClipStream(chunks, preprocess), batch_size=None, num_workers=x.num_workers,
+        stream, batch_size=None, num_workers=x.num_workers,
         worker_init_fn=worker_init, pin_memory=torch.cuda.is_available(), prefetch_factor=4 if x.num_workers else None,
+        multiprocessing_context=WORKER_CONTEXT if x.num_workers else None,
     )
     if chunks:
-        trainer.predict(EmbeddingExtractor(backbone, x.channels_last, x.compile), dataloaders=loader, return_predictions=False)
+        trainer.predict(EmbeddingExtractor(backbone, preprocess.normalize, x.channels_last, x.compile), dataloaders=loader, return_predictions=False)
+        trainer.strategy.barrier("extraction done")  # every rank's rows are on disk before the manifest
     if not trainer.is_global_zero:
         return ExtractionResult(folder, {})
     remaining = int((~store.done_rows()).sum())

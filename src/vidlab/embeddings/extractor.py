@@ -4,7 +4,10 @@ rank, and :class:`StoreWriter` writes each batch's rows into the shared memmaps 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
+
+import cv2
 
 import lightning as L
 import torch
@@ -12,14 +15,16 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import nn
 from tqdm import tqdm
 
+from vidlab.embeddings.clip_dataset import VideoClipStream
 from vidlab.embeddings.store import EmbeddingStore
 from vidlab.video import VideoReadError
 
 
 class EmbeddingExtractor(L.LightningModule):
-    def __init__(self, backbone: nn.Module, channels_last: bool = False, compile: bool = False):
+    def __init__(self, backbone: nn.Module, normalize: Callable[[torch.Tensor], torch.Tensor],
+                 channels_last: bool = False, compile: bool = False):
         super().__init__()
-        self.channels_last = channels_last
+        self.normalize, self.channels_last = normalize, channels_last
         if channels_last:
             backbone = backbone.to(memory_format=torch.channels_last_3d)
         self.backbone = torch.compile(backbone) if compile else backbone
@@ -27,7 +32,7 @@ class EmbeddingExtractor(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         if "failed_rows" in batch:
             return batch
-        x = batch["x"]
+        x = self.normalize(batch["x"])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         return {"rows": batch["rows"], "padded": batch["padded"], "emb": self.backbone(x).float()}
@@ -36,12 +41,16 @@ class EmbeddingExtractor(L.LightningModule):
 class StoreWriter(BasePredictionWriter):
     """Writes rows as batches finish; applies ``on_error`` to rows of unreadable videos."""
 
-    def __init__(self, store: EmbeddingStore, on_error: str, total_rows: int):
+    def __init__(self, store: EmbeddingStore, stream: VideoClipStream, on_error: str, total_rows: int):
         super().__init__(write_interval="batch")
-        self.store, self.on_error, self.total = store, on_error, total_rows
+        self.store, self.stream, self.on_error, self.total = store, stream, on_error, total_rows
         self.rows_written = self.rows_failed = 0
         self.seconds = 0.0
         self._bar: tqdm | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # runs on every rank after the process group exists and before the loader's workers start
+        self.stream.rank, self.stream.world_size = trainer.global_rank, trainer.world_size
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -76,3 +85,4 @@ class StoreWriter(BasePredictionWriter):
 def worker_init(_: int) -> None:
     # decoding and resizing run in the workers; one thread each keeps them from fighting over cores
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)

@@ -1,7 +1,11 @@
-"""Clip preprocessing: uint8 ``(T, C, H, W)`` frames -> float ``(C, T, h, w)`` model input.
+"""Clip preprocessing in two halves, so the data workers move uint8 and the device does the float math.
 
-``weights`` (default) applies the backbone weights' own ``transforms()``; ``notebook`` reproduces
-the embedding notebook: squash each frame to ``size`` x ``size`` (OpenCV bilinear), ImageNet mean/std.
+``spatial``: uint8 ``(T, C, H, W)`` -> uint8 ``(T, C, h, w)`` (resize, crop), in the loader workers.
+``normalize``: uint8 ``(B, T, C, h, w)`` -> float ``(B, C, T, h, w)`` (scale, mean, std), on the device.
+
+``weights`` (default) is the backbone weights' own ``transforms()``, op for op in the same order
+(torchvision resizes the uint8 clip, then converts and normalises); ``notebook`` reproduces the
+embedding notebook: squash each frame to ``size`` x ``size`` (OpenCV bilinear), ImageNet mean/std.
 """
 
 from __future__ import annotations
@@ -9,31 +13,46 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+import torchvision.transforms.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    x = x.float().div_(255)
+    mean_t = torch.tensor(mean, device=x.device).view(1, 1, -1, 1, 1)
+    std_t = torch.tensor(std, device=x.device).view(1, 1, -1, 1, 1)
+    return ((x - mean_t) / std_t).permute(0, 2, 1, 3, 4)
+
+
 class WeightsPreprocess:
     def __init__(self, weights_enum):
-        self.transforms = weights_enum.transforms()
-        self.description = {"kind": "weights", "weights": str(weights_enum), "crop_size": list(self.transforms.crop_size),
-                            "resize_size": list(self.transforms.resize_size), "mean": list(self.transforms.mean),
-                            "std": list(self.transforms.std), "interpolation": str(self.transforms.interpolation)}
+        t = weights_enum.transforms()
+        self.resize_size, self.crop_size, self.interpolation = list(t.resize_size), list(t.crop_size), t.interpolation
+        self.mean, self.std = tuple(t.mean), tuple(t.std)
+        self.description = {"kind": "weights", "weights": str(weights_enum), "resize_size": self.resize_size,
+                            "crop_size": self.crop_size, "mean": list(self.mean), "std": list(self.std),
+                            "interpolation": str(self.interpolation)}
 
-    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
-        return self.transforms(clip)
+    def spatial(self, clip: torch.Tensor) -> torch.Tensor:
+        clip = F.resize(clip, self.resize_size, interpolation=self.interpolation, antialias=False)
+        return F.center_crop(clip, self.crop_size)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return _normalize(x, self.mean, self.std)
 
 
 class NotebookPreprocess:
     def __init__(self, size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        self.size = size
-        self.mean, self.std = np.array(mean, np.float32), np.array(std, np.float32)
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
         self.description = {"kind": "notebook", "size": [size, size], "mean": list(mean), "std": list(std),
                             "interpolation": "cv2.INTER_LINEAR (squash, no crop)"}
 
-    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+    def spatial(self, clip: torch.Tensor) -> torch.Tensor:
         frames = clip.permute(0, 2, 3, 1).numpy()
         resized = np.stack([cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_LINEAR) for f in frames])
-        arr = (resized.astype(np.float32) / 255.0 - self.mean) / self.std
-        return torch.from_numpy(np.ascontiguousarray(arr.transpose(3, 0, 1, 2)))
+        return torch.from_numpy(resized).permute(0, 3, 1, 2)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return _normalize(x, self.mean, self.std)

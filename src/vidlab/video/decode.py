@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Iterator
 
 import av
+import cv2
 import numpy as np
 
 from vidlab.video.io import VideoReadError
@@ -21,6 +22,14 @@ class VideoEndedError(VideoReadError):
     def __init__(self, message: str, frames: int):
         super().__init__(message)
         self.frames = frames
+
+
+def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """RGB uint8 of a decoded frame. For 4:2:0 video, OpenCV's BT.601 conversion of the raw planes is
+    2-3x faster than swscale's (values within a few levels of it); other formats go through swscale."""
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(format="rgb24")
 
 
 def decode_indexed(path: str | os.PathLike, indices: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
@@ -43,7 +52,7 @@ def decode_indexed(path: str | os.PathLike, indices: Iterable[int]) -> Iterator[
             for index, frame in enumerate(container.decode(stream)):
                 decoded = index + 1
                 if index == wanted[position]:
-                    yield index, frame.to_ndarray(format="rgb24")
+                    yield index, frame_to_rgb(frame)
                     position += 1
                     if position == len(wanted):
                         return
