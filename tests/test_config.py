@@ -78,3 +78,13 @@ def test_bad_override_is_one_clear_line_before_any_work(tmp_path: Path):
 def test_schema_defaults_match_shipped_yaml():
     cfg = composed()
     assert OmegaConf.to_object(cfg.model) == {k: v for k, v in vars(UNetConfig()).items()}
+
+
+@pytest.mark.parametrize("extractor", sorted(p.stem for p in (ROOT / "conf/extractor").glob("*.yaml")))
+def test_every_extractor_config_validates(extractor):
+    from vidlab.config import validate_extract
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("extract", overrides=["paths.output_dir=/tmp/unused", f"extractor={extractor}", "index=/data/i.csv"])
+    spec = validate_extract(cfg)
+    assert spec.extractor.name == extractor and spec.stage == "extract"

@@ -188,7 +188,7 @@ def test_clear_errors(tmp_path: Path):
     proc = _extract(wrong, tmp_path, *FAST, "logger=none", check=False)
     assert proc.returncode == 1 and "expected ['split', 'y'" in proc.stderr
     proc = _extract(wrong, tmp_path, "logger=none", "extractor=mvit_v2_s", "extractor.frames=8", check=False)
-    assert proc.returncode == 2 and "extractor.frames: mvit_v2_s takes exactly 16 frames" in proc.stderr
+    assert proc.returncode == 2 and "extractor.frames: mvit_v2_s takes 15 to 16 frames" in proc.stderr
 
 
 def test_two_ddp_processes_write_the_same_files(extracted, tmp_path: Path):
@@ -198,3 +198,23 @@ def test_two_ddp_processes_write_the_same_files(extracted, tmp_path: Path):
     assert (out / "manifest.json").exists()
     for name, data in _files(reference).items():
         assert _files(out)[name] == data, name
+
+
+@pytest.mark.parametrize("name,frames,size,dim", [("r3d_18", 1, 64, 512), ("mc3_18", 4, 64, 512), ("r2plus1d_18", 4, 64, 512), ("swin3d_t", 2, 64, 768)])
+def test_backbones_give_their_dim_with_head_removed(name, frames, size, dim):
+    from vidlab.embeddings.backbones import load_backbone
+
+    model = load_backbone(name, None)
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    with torch.inference_mode():
+        assert model(torch.rand(2, 3, frames, size, size)).shape == (2, dim)
+
+
+def test_frame_limits_are_checked_before_work():
+    from vidlab.embeddings.backbones import check_frames
+
+    check_frames("mvit_v2_s", 16)
+    check_frames("s3d", 13)
+    for name, frames in (("mvit_v1_b", 8), ("mvit_v2_s", 17), ("s3d", 12)):
+        with pytest.raises(ValueError, match=f"extractor.frames: {name}"):
+            check_frames(name, frames)

@@ -22,8 +22,8 @@ class BackboneSpec:
     builder: Callable[..., nn.Module]
     head: str             # attribute replaced by nn.Identity
     dim: int              # embedding size once the head is gone
-    min_frames: int       # smallest T the architecture accepts
-    exact_frames: bool = False
+    min_frames: int                # smallest T the architecture accepts (at its own crop size)
+    max_frames: int | None = None  # largest T, for fixed temporal position embeddings
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -33,9 +33,9 @@ BACKBONES: dict[str, BackboneSpec] = {
     "r3d_18": BackboneSpec(tv_video.r3d_18, "fc", 512, 1),
     "mc3_18": BackboneSpec(tv_video.mc3_18, "fc", 512, 1),
     "r2plus1d_18": BackboneSpec(tv_video.r2plus1d_18, "fc", 512, 1),
-    "s3d": BackboneSpec(tv_video.s3d, "classifier", 1024, 14),
-    "mvit_v1_b": BackboneSpec(tv_video.mvit_v1_b, "head", 768, 16, exact_frames=True),
-    "mvit_v2_s": BackboneSpec(tv_video.mvit_v2_s, "head", 768, 16, exact_frames=True),
+    "s3d": BackboneSpec(tv_video.s3d, "classifier", 1024, 13),
+    "mvit_v1_b": BackboneSpec(tv_video.mvit_v1_b, "head", 768, 15, 16),
+    "mvit_v2_s": BackboneSpec(tv_video.mvit_v2_s, "head", 768, 15, 16),
 }
 
 
@@ -53,8 +53,8 @@ def weights_enum(name: str, weights: str | None):
 
 def check_frames(name: str, frames: int) -> None:
     spec = BACKBONES[name]
-    if spec.exact_frames and frames != spec.min_frames:
-        raise ValueError(f"extractor.frames: {name} takes exactly {spec.min_frames} frames per clip (got {frames})")
+    if spec.max_frames is not None and not spec.min_frames <= frames <= spec.max_frames:
+        raise ValueError(f"extractor.frames: {name} takes {spec.min_frames} to {spec.max_frames} frames per clip (got {frames})")
     if frames < spec.min_frames:
         raise ValueError(f"extractor.frames: {name} needs at least {spec.min_frames} frames per clip (got {frames})")
 
