@@ -542,3 +542,56 @@ def validate_extract(cfg: DictConfig) -> ExtractSpec:
         extraction=build_node("extraction", ExtractionConfig, _resolved(cfg, "extraction")),
         logger=_build_choice(cfg, "logger", SCHEMAS["logger"]),
     )
+
+
+# ---------------------------------------------------------------- train.py experiment=probe
+@dataclass
+class ProbeModelConfig:
+    name: str = "linear_probe"
+    hidden: int = 256
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        _require(self.hidden >= 1, f"hidden must be >= 1 (got {self.hidden})")
+        _require(0 <= self.dropout < 1, f"dropout must be in [0, 1) (got {self.dropout})")
+
+
+@dataclass
+class ProbeConfig:
+    batch_size: int = 256
+    num_workers: int = 0
+    class_weight: str = "auto"
+    annotations: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
+        _require(self.class_weight in ("auto", "none"), f"class_weight must be auto or none (got {self.class_weight!r})")
+
+
+@dataclass
+class ProbeSpec:
+    embeddings: str
+    model: ProbeModelConfig
+    probe: ProbeConfig
+    trainer: TrainerConfig
+    logger: MlflowLoggerConfig | NoLoggerConfig
+    seed: int
+    optimized_metric: str
+    optimizer: DictConfig
+
+
+def validate_probe(cfg: DictConfig) -> ProbeSpec:
+    embeddings = _resolved(cfg, "embeddings")
+    if not isinstance(embeddings, str) or not embeddings:
+        raise ConfigError(f"embeddings: an extraction output folder or its MLflow run id (got {embeddings!r})")
+    model = _build_choice(cfg, "model", {"linear_probe": ProbeModelConfig, "mlp_probe": ProbeModelConfig})
+    trainer_node = _resolved(cfg, "trainer") or {}
+    known = {k: trainer_node[k] for k in trainer_node if k in TrainerConfig.__dataclass_fields__}
+    seed = _resolved(cfg, "seed")
+    if not isinstance(seed, int):
+        raise ConfigError(f"seed: must be an integer (got {seed!r})")
+    return ProbeSpec(
+        embeddings=embeddings, model=model, probe=build_node("probe", ProbeConfig, _resolved(cfg, "probe") or {}),
+        trainer=build_node("trainer", TrainerConfig, known), logger=_build_choice(cfg, "logger", SCHEMAS["logger"]),
+        seed=seed, optimized_metric=str(_resolved(cfg, "optimized_metric")), optimizer=cfg.optimizer,
+    )

@@ -63,7 +63,7 @@ def run(cfg: DictConfig) -> int:
             if allow_padded is None:
                 allow_padded = spec.indexing.short_videos == "pad"
         elif spec.stage == "extract":
-            result = extract_embeddings(spec, cfg)
+            result = extract_embeddings(spec, run_id)
             files += result.files
             metrics.update(result.metrics)
             if client is not None:

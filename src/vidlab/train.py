@@ -124,6 +124,10 @@ def run(cfg: DictConfig) -> float | None:
 def main(cfg: DictConfig) -> float | None:
     """Entry point for ``train.py``: a bad config is one line on stderr and exit code 2."""
     try:
+        if cfg.get("task", "restoration") == "probe":
+            from vidlab.embeddings.probe import main as probe_main
+
+            return probe_main(cfg)
         return run(cfg)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)

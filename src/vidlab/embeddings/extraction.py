@@ -21,7 +21,6 @@ import pandas as pd
 import torch
 import torchvision
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from vidlab.config import ExtractSpec
@@ -99,7 +98,7 @@ def is_child_rank() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
-def extract_embeddings(spec: ExtractSpec, cfg: DictConfig) -> ExtractionResult:
+def extract_embeddings(spec: ExtractSpec, run_id: str | None = None) -> ExtractionResult:
     x = spec.extraction
     index_file = Path(spec.index_file)
     table = load_index(index_file, spec.path_root)
@@ -135,14 +134,14 @@ def extract_embeddings(spec: ExtractSpec, cfg: DictConfig) -> ExtractionResult:
     remaining = int((~store.done_rows()).sum())
     if remaining:
         raise RuntimeError(f"{remaining} rows were not extracted; rerun the same command to resume")
-    manifest = write_manifest(spec, cfg, store, table, index_file, index_sha, preprocess, dim, writer)
+    manifest = write_manifest(spec, store, table, index_file, index_sha, preprocess, dim, writer, run_id)
     metrics = {"clips_per_second": writer.clips_per_second, "rows_written": writer.rows_written,
                "rows_failed": len(manifest["failed_rows"]), "rows_total": len(table)}
     return ExtractionResult(folder, manifest, metrics, [("embeddings", folder / "manifest.json")])
 
 
-def write_manifest(spec: ExtractSpec, cfg: DictConfig, store: EmbeddingStore, table: pd.DataFrame, index_file: Path,
-                   index_sha: str, preprocess, dim: int, writer: StoreWriter) -> dict:
+def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame, index_file: Path,
+                   index_sha: str, preprocess, dim: int, writer: StoreWriter, run_id: str | None) -> dict:
     failures = {r["row"]: r["reason"] for r in read_jsonl(store.folder / "failures.jsonl")}
     padded = sorted({r["row"] for r in read_jsonl(store.folder / "padded.jsonl")})
     splits = {}
@@ -171,6 +170,7 @@ def write_manifest(spec: ExtractSpec, cfg: DictConfig, store: EmbeddingStore, ta
         "failed_rows": [{"row": int(r), "split": table.split[r], "path": table.path[r], "reason": reason}
                         for r, reason in sorted(failures.items())],
         "padded_rows": padded,
+        "mlflow_run_id": run_id,
         "throughput": {"clips_per_second_last_run": writer.clips_per_second, "seconds_last_run": writer.seconds},
         "software": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "lightning": L.__version__, "numpy": np.__version__},

@@ -6,11 +6,8 @@ import math
 from pathlib import Path
 
 import cv2
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def side_by_side(panels: dict[str, np.ndarray], scale: int = 2) -> np.ndarray:
