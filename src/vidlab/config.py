@@ -241,7 +241,7 @@ class MlflowLoggerConfig:
     tracking_uri: str = "sqlite:///mlruns.db"
     artifact_location: str = "mlartifacts"
     experiment_name: str = "restoration"
-    run_name: str = "run"
+    run_name: Optional[str] = None
     log_checkpoint: bool = True
 
 

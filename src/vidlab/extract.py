@@ -5,6 +5,7 @@ Each logs one MLflow run."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -48,7 +49,9 @@ def run(cfg: DictConfig) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     client = run_id = None
     if isinstance(spec.logger, MlflowLoggerConfig) and not is_child_rank():
-        client, run_id = tracking.start_run(spec.logger, root, output_dir, {"task": "embeddings", "stage": spec.stage})
+        name = spec.logger.run_name or (f"extract-{spec.extractor.name}_T{spec.extractor.frames}" if spec.stage == "extract"
+                                        else f"{spec.stage}-{spec.dataset.name if spec.dataset else Path(spec.index_file).stem}")
+        client, run_id = tracking.start_run(replace(spec.logger, run_name=name), root, output_dir, {"task": "embeddings", "stage": spec.stage})
         tracking.log_config(client, run_id, cfg, output_dir)
     status, files, metrics = "FAILED", [], {}
     try:

@@ -9,6 +9,7 @@ on val.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import math
 import sys
 from pathlib import Path
@@ -187,7 +188,8 @@ def run_probe(cfg: DictConfig) -> float | None:
     if isinstance(spec.logger, MlflowLoggerConfig):
         tags = {"task": "probe", "embeddings_dir": str(folder), "backbone": manifest["encoder"],
                 "extraction_run_id": run_ref or manifest.get("mlflow_run_id") or ""}
-        logger = tracking.build_logger(spec.logger, root, output_dir, tags)
+        name = spec.logger.run_name or f"{spec.model.name}-{manifest['encoder'].split('/')[-1]}_T{manifest.get('T', '')}"
+        logger = tracking.build_logger(replace(spec.logger, run_name=name), root, output_dir, tags)
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor=spec.optimized_metric, mode="max")
     trainer_kwargs = {k: v for k, v in dict(cfg.trainer).items() if v is not None}
