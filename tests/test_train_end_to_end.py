@@ -3,7 +3,10 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from conftest import run_train, tiny_overrides
 from vidlab.restore import restore_video
@@ -41,7 +44,7 @@ def test_tiny_run_logs_metrics_params_and_artifacts(tmp_path: Path):
     assert run.data.tags["hydra_overrides"].startswith("debug=limit")
     artifacts = _artifacts(client, run.info.run_id)
     assert {
-        "checkpoints/best.ckpt", "config/config.yaml", "config/hydra/overrides.yaml", "previews/preview.gif",
+        "checkpoints/best.ckpt", "config/config.yaml", "hydra/overrides.yaml", "previews/preview.gif",
         "previews/preview.mp4", "previews/per_frame.png", "test/test_clips.csv", "test/smoothing_comparison.csv",
     } <= artifacts
     preview = Path(client.download_artifacts(run.info.run_id, "previews/preview.mp4", str(tmp_path / "dl")))
@@ -64,3 +67,61 @@ def test_multirun_jobs_share_one_sweep_id(tmp_path: Path):
     assert sorted(r.data.params["smoothing.name"] for r in runs) == ["ema", "none"]
     assert len({r.data.tags["sweep_id"] for r in runs}) == 1
     assert sorted(r.data.tags["hydra_job_num"] for r in runs) == ["0", "1"]
+
+
+def test_sweep_parent_run_and_summary(tmp_path: Path):
+    run_train("-m", *tiny_overrides(tmp_path), "smoothing=none,ema", "model.base_channels=4")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    experiment = client.get_experiment_by_name("restoration")
+    parents = client.search_runs([experiment.experiment_id], "tags.`vidlab.sweep_parent` = 'true'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 2 and parent.data.metrics["jobs"] == 2
+    assert {c.data.tags["sweep_id"] for c in children} == {parent.data.tags["sweep_id"]}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")} == {
+        "sweep/sweep_summary.csv", "sweep/sweep_val_smoothed_psnr_content_stain.png"}
+    summary = pd.read_csv(client.download_artifacts(parent.info.run_id, "sweep/sweep_summary.csv", str(tmp_path)))
+    assert sorted(summary["override.smoothing"]) == ["ema", "none"]
+    assert summary["test/smoothed/psnr_content_stain"].notna().all()
+
+
+def test_four_parallel_jobs_on_a_fresh_store(tmp_path: Path):
+    run_train("-m", *tiny_overrides(tmp_path), "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
+              "seed=0,1,2,3", "model.base_channels=4")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    experiment = client.get_experiment_by_name("restoration")
+    runs = client.search_runs([experiment.experiment_id], "tags.hydra_job_num != ''")
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert "test/raw/psnr_content_stain" in run.data.metrics and "val/raw/psnr" in run.data.metrics
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"checkpoints", "config", "previews", "test"}
+
+
+def test_optuna_sweep_returns_the_metric(tmp_path: Path):
+    run_train("-m", *tiny_overrides(tmp_path), "hparams_search=restoration_optuna", "hydra.sweeper.n_trials=3",
+              "hydra.sweeper.sampler.n_startup_trials=2")
+    results = OmegaConf.load(tmp_path / "outputs/sweep/optimization_results.yaml")
+    assert np.isfinite(results.best_value) and set(results.best_params) >= {"model.base_channels", "optimizer.lr"}
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    experiment = client.get_experiment_by_name("restoration")
+    children = client.search_runs([experiment.experiment_id], "tags.hydra_job_num != ''")
+    assert len(children) == 3
+    best = max(r.data.metrics["val/smoothed/psnr_content_stain"] for r in children)
+    assert results.best_value == pytest.approx(best, abs=1e-3) or results.best_value >= best - 1e-3
+    parent = client.search_runs([experiment.experiment_id], "tags.`vidlab.sweep_parent` = 'true'")[0]
+    assert "sweep/optimization_results.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+
+
+def test_logged_config_reproduces_the_run(tmp_path: Path):
+    run_train(*tiny_overrides(tmp_path), "model.base_channels=4", "seed=0")
+    client, runs = _runs(tmp_path)
+    first = runs[0]
+    folder = Path(client.download_artifacts(first.info.run_id, "config", str(tmp_path / "logged")))
+    run_train("--config-dir", str(folder), "--config-name", "config", "paths.output_dir=${hydra:runtime.output_dir}",
+              f"hydra.run.dir={tmp_path}/outputs/again")
+    _, runs = _runs(tmp_path)
+    again = next(r for r in runs if r.info.run_id != first.info.run_id)
+    for key in ("test/raw/psnr_content_stain", "test/smoothed/flicker", "val/raw/psnr"):
+        assert again.data.metrics[key] == pytest.approx(first.data.metrics[key], abs=1e-9), key
