@@ -88,3 +88,25 @@ def test_every_extractor_config_validates(extractor):
         cfg = compose("extract", overrides=["paths.output_dir=/tmp/unused", f"extractor={extractor}", "index=/data/i.csv"])
     spec = validate_extract(cfg)
     assert spec.extractor.name == extractor and spec.stage == "extract"
+
+
+@pytest.mark.parametrize("overrides", [["hydra/launcher=submitit_slurm", "trainer=ddp"], ["hydra/launcher=joblib"],
+                                       ["hparams_search=restoration_optuna"]])
+def test_cluster_and_sweep_configs_compose(overrides):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides], return_hydra_config=True)
+    spec = validate(cfg)
+    if "trainer=ddp" in overrides:
+        assert cfg.trainer.strategy == "ddp" and spec.trainer.accelerator == "gpu"
+        assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    if "hparams_search=restoration_optuna" in overrides:
+        assert cfg.hydra.sweeper.direction == "maximize" and "optimizer.lr" in cfg.hydra.sweeper.params
+
+
+def test_probe_search_config_composes():
+    from vidlab.config import validate_probe
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=["paths.output_dir=/tmp/unused", "experiment=probe", "embeddings=/x",
+                                          "hparams_search=probe_optuna"], return_hydra_config=True)
+    assert validate_probe(cfg).optimized_metric == "val/roc_auc" and "model" in cfg.hydra.sweeper.params

@@ -137,7 +137,7 @@ def test_worked_example_two_backbones_compared(tmp_path: Path):
               f"hydra.sweep.dir={tmp_path}/ps", *common)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     extractions = client.search_runs([client.get_experiment_by_name("embeddings").experiment_id], "tags.stage = 'extract'")
-    probes = client.search_runs([client.get_experiment_by_name("probe").experiment_id])
+    probes = client.search_runs([client.get_experiment_by_name("probe").experiment_id], "tags.task = 'probe'")
     assert sorted(r.info.run_name for r in extractions) == ["extract-mc3_18_T4", "extract-r3d_18_T4"]
     assert sorted(r.info.run_name for r in probes) == ["linear_probe-mc3_18_T4", "linear_probe-r3d_18_T4"]
     assert len({r.data.tags["sweep_id"] for r in probes}) == 1

@@ -16,7 +16,7 @@ from vidlab.video import count_frames, iter_frames, write_video
 def _runs(root: Path):
     client = MlflowClient(f"sqlite:///{root}/mlruns.db")
     experiment = client.get_experiment_by_name("restoration")
-    return client, client.search_runs([experiment.experiment_id])
+    return client, client.search_runs([experiment.experiment_id], "tags.task = 'restoration'")
 
 
 def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
@@ -125,3 +125,46 @@ def test_logged_config_reproduces_the_run(tmp_path: Path):
     again = next(r for r in runs if r.info.run_id != first.info.run_id)
     for key in ("test/raw/psnr_content_stain", "test/smoothed/flicker", "val/raw/psnr"):
         assert again.data.metrics[key] == pytest.approx(first.data.metrics[key], abs=1e-9), key
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_shared_tracking_server_round_trip(tmp_path: Path):
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
+                time.sleep(0.5)
+        run_train(*tiny_overrides(tmp_path), "model.base_channels=4", f"logger.tracking_uri={uri}")
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("restoration").experiment_id])
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        assert np.isfinite(runs[0].data.metrics["test/raw/psnr_content_stain"])
+        assert "config/config.yaml" in {a.path for a in client.list_artifacts(runs[0].info.run_id, "config")}
+        assert any((tmp_path / "server-artifacts").rglob("config.yaml"))  # stored by the server, not the client
+        assert not (tmp_path / "mlruns.db").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
