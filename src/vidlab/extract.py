@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from vidlab import tracking
 from vidlab.config import ConfigError, ExtractSpec, MlflowLoggerConfig, UcfCrimeConfig, validate_extract
 from vidlab.embeddings import layouts
+from vidlab.jobs import job_dirs
 from vidlab.embeddings.clip_index import BadVideosError, IndexSettings, build_index
 from vidlab.embeddings.extraction import IndexFormatError, extract_embeddings, file_sha256, is_child_rank
 from vidlab.embeddings.index_check import check_index, format_report
@@ -44,9 +45,7 @@ def make_index(spec: ExtractSpec) -> tuple[Path, dict]:
 def run(cfg: DictConfig) -> int:
     """Run the configured stage; returns the process exit code (non-zero when the index is invalid)."""
     spec = validate_extract(cfg)
-    root = Path(cfg.paths.root).resolve()
-    output_dir = Path(cfg.paths.output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    root, output_dir = job_dirs(cfg)
     client = run_id = None
     if isinstance(spec.logger, MlflowLoggerConfig) and not is_child_rank():
         name = spec.logger.run_name or (f"extract-{spec.extractor.name}_T{spec.extractor.frames}" if spec.stage == "extract"

@@ -11,10 +11,11 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from vidlab import tracking
 from vidlab.config import ConfigError, MlflowLoggerConfig, RunSpec, validate
+from vidlab.jobs import job_dirs, trainer_kwargs
 from vidlab.restoration.corruption import build_corruption
 from vidlab.restoration.data import RestorationDataModule
 from vidlab.restoration.metrics import METRICS
@@ -22,11 +23,6 @@ from vidlab.restoration.module import RestorationModule, module_from_spec
 from vidlab.restoration.previews import plot_curves, side_by_side
 from vidlab.video import write_gif, write_video
 
-
-
-def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    return {k: v for k, v in kwargs.items() if v is not None}
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -86,9 +82,7 @@ def write_test_outputs(module: RestorationModule, spec: RunSpec, output_dir: Pat
 def run(cfg: DictConfig) -> float | None:
     """Train and test one configuration; returns ``optimized_metric`` (best validation value)."""
     spec = validate(cfg)
-    root = Path(cfg.paths.root).resolve()
-    output_dir = Path(cfg.paths.output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    root, output_dir = job_dirs(cfg)
     L.seed_everything(spec.top.seed, workers=True)
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
@@ -103,7 +97,7 @@ def run(cfg: DictConfig) -> float | None:
         mode=spec.top.optimized_mode, save_last=True,
     )
     callbacks = [checkpoint] + ([LearningRateMonitor("epoch")] if logger else [])
-    trainer = L.Trainer(**_trainer_kwargs(cfg), logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
+    trainer = L.Trainer(**trainer_kwargs(cfg), logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
     if logger is not None:
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=spec.top.ckpt_path)

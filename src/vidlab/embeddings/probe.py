@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from vidlab import tracking
 from vidlab.config import MlflowLoggerConfig, ProbeModelConfig, validate_probe
 from vidlab.embeddings import probe_metrics as pm
+from vidlab.jobs import job_dirs, trainer_kwargs
 
 SPLITS = ("train", "val", "test")
 
@@ -168,9 +169,7 @@ def _plots(labels: np.ndarray, scores: np.ndarray, threshold: float, folder: Pat
 
 def run_probe(cfg: DictConfig) -> float | None:
     spec = validate_probe(cfg)
-    root = Path(cfg.paths.root).resolve()
-    output_dir = Path(cfg.paths.output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    root, output_dir = job_dirs(cfg)
     uri = tracking.resolve_tracking_uri(getattr(spec.logger, "tracking_uri", "sqlite:///mlruns.db"), root)
     folder, run_ref = resolve_embeddings(spec.embeddings, uri)
     manifest = check_manifest(folder)
@@ -192,13 +191,12 @@ def run_probe(cfg: DictConfig) -> float | None:
         logger = tracking.build_logger(replace(spec.logger, run_name=name), root, output_dir, tags)
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor=spec.optimized_metric, mode="max")
-    trainer_kwargs = {k: v for k, v in dict(cfg.trainer).items() if v is not None}
-    trainer = L.Trainer(**trainer_kwargs, logger=logger or False, callbacks=[checkpoint], default_root_dir=str(output_dir))
+    trainer = L.Trainer(**trainer_kwargs(cfg), logger=logger or False, callbacks=[checkpoint], default_root_dir=str(output_dir))
     loader = lambda split, shuffle: DataLoader(data[split], batch_size=spec.probe.batch_size, shuffle=shuffle,  # noqa: E731
                                               num_workers=spec.probe.num_workers)
     trainer.fit(module, loader("train", True), loader("val", False))
     if checkpoint.best_model_path:
-        module.load_state_dict(torch.load(checkpoint.best_model_path, weights_only=False)["state_dict"])
+        module.load_state_dict(torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"])
 
     scores = {split: predict_scores(module, data[split], spec.probe.batch_size) for split in ("val", "test")}
     labels = {split: np.asarray(data[split].labels)[data[split].rows] for split in ("val", "test")}

@@ -146,11 +146,14 @@ class RestorationDataModule(L.LightningDataModule):
         return getattr(self.cfg, "resize", None)
 
     def prepare_data(self) -> None:
-        build_clips(self.cfg)
+        self._load_clips()
 
     def setup(self, stage: str | None = None) -> None:
-        if self.clips:
-            return
+        if not self.clips:  # on ranks other than 0, which do not run prepare_data
+            self._load_clips()
+
+    def _load_clips(self) -> None:
+        """Generate or probe the videos (once per process) and check the stain fits their frames."""
         self.clips = build_clips(self.cfg)
         first = self.clips["train"][0]
         _, frames = next(read_clips(first.path, [first], self.resize))

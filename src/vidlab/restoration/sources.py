@@ -15,7 +15,8 @@ import numpy as np
 
 from vidlab.config import MovingDigitsConfig, VideoFolderConfig
 from vidlab.restoration.digits import MovingDigits, load_mnist_idx
-from vidlab.video import VideoReadError, count_frames, video_fps, write_video
+from vidlab.video import VideoReadError, write_video
+from vidlab.video.probe import probe_video
 
 SPLITS = ("train", "val", "test")
 
@@ -102,14 +103,14 @@ def video_folder_clips(cfg: VideoFolderConfig) -> dict[str, list[ClipRef]]:
     for split, split_paths in split_videos(paths, cfg.split_ratios, cfg.split_seed).items():
         clips[split] = []
         for idx, path in enumerate(split_paths):
-            length = cfg.clip_frames
-            if cfg.clip_seconds is not None:
-                length = max(2, int(round(cfg.clip_seconds * video_fps(path))))
             try:
-                n_frames = count_frames(path)
+                probe = probe_video(path)  # frame count and fps from one demux, no decode
             except VideoReadError as err:
                 raise VideoReadError(f"dataset.path: {err}") from None
-            clips[split] += cut_clips(idx, str(path), n_frames, length)
+            length = cfg.clip_frames
+            if cfg.clip_seconds is not None:
+                length = max(2, int(round(cfg.clip_seconds * probe.fps)))
+            clips[split] += cut_clips(idx, str(path), probe.n_frames, length)
     for split, refs in clips.items():
         if not refs and split != "val":
             raise ValueError(f"dataset: split {split!r} has no clip; add videos or shorten the clips")
