@@ -1,9 +1,14 @@
 """Clip-embedding jobs: ``python extract.py stage=index|validate [group=choice] [key=value]``."""
 
+import os
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 import vidlab.extract
+
+os.environ["VIDLAB_ROOT"] = str(Path(__file__).resolve().parent)  # paths.root: the project, from any cwd
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="extract")

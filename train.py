@@ -1,9 +1,14 @@
 """Train and test a restoration model: ``python train.py [group=choice] [key=value] [-m]``."""
 
+import os
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 import vidlab.train
+
+os.environ["VIDLAB_ROOT"] = str(Path(__file__).resolve().parent)  # paths.root: the project, from any cwd
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -7,11 +7,16 @@ ranges. Every failure is one :class:`ConfigError` line that names the full key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -231,8 +236,8 @@ class LossConfig:
     ssim_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        _require(self.stain_weight >= 0, f"stain_weight must be >= 0 (got {self.stain_weight})")
-        _require(self.ssim_weight >= 0, f"ssim_weight must be >= 0 (got {self.ssim_weight})")
+        _require(0 <= self.stain_weight < math.inf, f"stain_weight must be a finite number >= 0 (got {self.stain_weight})")
+        _require(0 <= self.ssim_weight < math.inf, f"ssim_weight must be a finite number >= 0 (got {self.ssim_weight})")
 
 
 @dataclass
@@ -294,6 +299,28 @@ class TopLevelConfig:
         _require(self.optimized_mode in ("max", "min"), f"optimized_mode must be max or min (got {self.optimized_mode!r})")
         unknown = set(self.compare_smoothing) - set(SCHEMAS["smoothing"])
         _require(not unknown, f"compare_smoothing: unknown choices {sorted(unknown)}")
+
+
+# A stain metric has no pixel to score without a stain: its whole-frame counterpart stands in.
+STAIN_METRIC_FALLBACK = {"psnr_content_stain": "psnr", "psnr_stain": "psnr", "flicker_stain": "flicker"}
+
+
+def restoration_metric(metric: str, corruption: Any) -> str:
+    """The validation metric to monitor and return: ``val/<variant>/<metric>``, checked here so a typo
+    fails before training, not after the first epoch. With ``corruption=none`` a stain metric is
+    undefined, so its whole-frame counterpart is used (said once in the log)."""
+    from vidlab.restoration.metrics import METRICS, VARIANTS
+
+    parts = metric.split("/")
+    if len(parts) != 3 or parts[0] != "val" or parts[1] not in VARIANTS or parts[2] not in METRICS:
+        raise ConfigError(
+            f"optimized_metric: must be val/<{'|'.join(VARIANTS)}>/<{'|'.join(METRICS)}> (got {metric!r})"
+        )
+    if isinstance(corruption, NoCorruptionConfig) and parts[2] in STAIN_METRIC_FALLBACK:
+        fallback = f"val/{parts[1]}/{STAIN_METRIC_FALLBACK[parts[2]]}"
+        log.warning("optimized_metric: %s is undefined without a stain (corruption=none); using %s", metric, fallback)
+        return fallback
+    return metric
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -386,6 +413,7 @@ def validate(cfg: DictConfig) -> RunSpec:
     nodes["top"] = build_node("", TopLevelConfig, top)
     if "optimizer" not in cfg or "_target_" not in cfg.optimizer:
         raise ConfigError("optimizer: needs a _target_ (e.g. optimizer=adamw)")
+    nodes["top"] = replace(nodes["top"], optimized_metric=restoration_metric(nodes["top"].optimized_metric, nodes["corruption"]))
     spec = RunSpec(**nodes, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"))
     if isinstance(spec.dataset, MovingDigitsConfig):
         size = min(spec.dataset.height, spec.dataset.width)
@@ -495,9 +523,11 @@ class ExtractionConfig:
     overwrite: bool = False
     max_artifact_mb: float = 512.0
     seed: int = 0
+    colour: str = "exact"
 
     def __post_init__(self) -> None:
         _require(self.preprocess in ("weights", "notebook"), f"preprocess must be weights or notebook (got {self.preprocess!r})")
+        _require(self.colour in ("exact", "fast"), f"colour must be exact or fast (got {self.colour!r})")
         _require(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
         _require(self.num_workers >= 0, f"num_workers must be >= 0 (got {self.num_workers})")
         _require(self.precision in ("32", "32-true", "bf16-mixed", "16-mixed"), f"precision must be 32, bf16-mixed or 16-mixed (got {self.precision!r})")

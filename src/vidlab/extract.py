@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from vidlab import tracking
 from vidlab.config import ConfigError, ExtractSpec, MlflowLoggerConfig, UcfCrimeConfig, validate_extract
 from vidlab.embeddings import layouts
-from vidlab.jobs import job_dirs
+from vidlab.jobs import allow_worker_processes, job_dirs
 from vidlab.embeddings.clip_index import BadVideosError, IndexSettings, build_index
 from vidlab.embeddings.extraction import IndexFormatError, extract_embeddings, file_sha256, is_child_rank
 from vidlab.embeddings.index_check import check_index, format_report
@@ -97,6 +97,7 @@ def run(cfg: DictConfig) -> int:
 
 def main(cfg: DictConfig) -> None:
     """Entry point for ``extract.py``: config and input errors are one line on stderr."""
+    allow_worker_processes()
     try:
         code = run(cfg)
     except ConfigError as err:

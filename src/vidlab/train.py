@@ -8,14 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import logging
+
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
 from vidlab import tracking
 from vidlab.config import ConfigError, MlflowLoggerConfig, RunSpec, validate
-from vidlab.jobs import job_dirs, trainer_kwargs
+from vidlab.jobs import allow_worker_processes, job_dirs, trainer_kwargs
 from vidlab.restoration.corruption import build_corruption
 from vidlab.restoration.data import RestorationDataModule
 from vidlab.restoration.metrics import METRICS
@@ -23,6 +25,22 @@ from vidlab.restoration.module import RestorationModule, module_from_spec
 from vidlab.restoration.previews import plot_curves, side_by_side
 from vidlab.video import write_gif, write_video
 
+log = logging.getLogger(__name__)
+
+
+class UndefinedMetricWarning(Callback):
+    """Says once, in words, why the optimized metric is NaN: the validation clips hold no pixel it
+    scores (e.g. no digit stroke inside a stain in a one-batch validation set)."""
+
+    def __init__(self, metric: str):
+        self.metric, self.warned = metric, False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.metric)
+        if not self.warned and not trainer.sanity_checking and value is not None and math.isnan(float(value)):
+            log.warning("%s is undefined this epoch: no validation pixel is content inside a stain (more "
+                        "validation clips, or another optimized_metric); the epoch ranks last", self.metric)
+            self.warned = True
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -96,7 +114,7 @@ def run(cfg: DictConfig) -> float | None:
         dirpath=output_dir / "checkpoints", filename="best", monitor=spec.top.optimized_metric,
         mode=spec.top.optimized_mode, save_last=True,
     )
-    callbacks = [checkpoint] + ([LearningRateMonitor("epoch")] if logger else [])
+    callbacks = [checkpoint, UndefinedMetricWarning(spec.top.optimized_metric)] + ([LearningRateMonitor("epoch")] if logger else [])
     trainer = L.Trainer(**trainer_kwargs(cfg), logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
     if logger is not None:
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
@@ -117,6 +135,7 @@ def run(cfg: DictConfig) -> float | None:
 
 def main(cfg: DictConfig) -> float | None:
     """Entry point for ``train.py``: a bad config is one line on stderr and exit code 2."""
+    allow_worker_processes()
     try:
         if cfg.get("task", "restoration") == "probe":
             from vidlab.embeddings.probe import main as probe_main

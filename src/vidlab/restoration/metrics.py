@@ -16,6 +16,7 @@ import torch.nn.functional as F
 STAIN_THRESHOLD = 0.5
 CONTENT_LUMA = 0.1
 MAX_PSNR = 100.0
+VARIANTS = ("stained", "raw", "smoothed")  # the input (baseline), the network's output, after smoothing
 METRICS = ("psnr_content_stain", "psnr_stain", "psnr", "ssim", "flicker", "flicker_stain")
 
 

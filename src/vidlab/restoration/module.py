@@ -18,11 +18,10 @@ import torch
 
 from vidlab.config import LossConfig, UNetConfig, build_node, build_smoothing_config, SCHEMAS
 from vidlab.restoration.data import neighbour_indices
-from vidlab.restoration.metrics import clip_metrics, per_frame_curves, ssim_map
+from vidlab.restoration.metrics import VARIANTS, clip_metrics, per_frame_curves, ssim_map
 from vidlab.restoration.smoothing import Smoother, build_smoothing
 from vidlab.restoration.unet import UNet
 
-VARIANTS = ("stained", "raw", "smoothed")
 
 
 def _as_float(frames: torch.Tensor) -> torch.Tensor:
@@ -35,13 +34,13 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
 
 
 def aggregate(records: list[dict[str, Any]], prefix: str) -> dict[str, float]:
-    """Mean over clips of every ``variant/metric`` key, ignoring NaN (clips without such pixels)."""
+    """Mean over clips of every ``variant/metric`` key, ignoring NaN (clips without such pixels); NaN
+    when no clip has such pixels (no stain, or no content inside one)."""
     keys = [k for k in records[0] if "/" in k] if records else []
     out = {}
     for key in keys:
         values = np.array([r[key] for r in records], dtype=np.float64)
-        if np.isfinite(values).any():
-            out[f"{prefix}/{key}"] = float(np.nanmean(values))
+        out[f"{prefix}/{key}"] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
     return out
 
 
@@ -74,12 +73,16 @@ class RestorationModule(L.LightningModule):
         return self.net(stained, mask if self.model_cfg.mask_channel else None)
 
     @torch.no_grad()
-    def restore_clip(self, clip: torch.Tensor, mask: torch.Tensor | None = None, batch: int = 16) -> torch.Tensor:
-        """Restore every frame of a float clip ``(T, 3, H, W)``; returns it clamped to [0, 1]."""
+    def restore_clip(
+        self, clip: torch.Tensor, mask: torch.Tensor | None = None, batch: int = 16, centres: range | None = None
+    ) -> torch.Tensor:
+        """Restore every frame of a float clip ``(T, 3, H, W)`` (or only ``centres``, so a streamed block
+        can carry neighbours as context without restoring them); returns it clamped to [0, 1]."""
         t = clip.shape[0]
+        centres = np.arange(t) if centres is None else np.asarray(centres)
         out = []
-        for start in range(0, t, batch):
-            idx = neighbour_indices(np.arange(start, min(t, start + batch)), self.model_cfg.frames, t)
+        for start in range(0, len(centres), batch):
+            idx = neighbour_indices(centres[start : start + batch], self.model_cfg.frames, t)
             stacks = clip[torch.as_tensor(idx, device=clip.device)]
             m = None if mask is None else mask.reshape(1, 1, *mask.shape[-2:]).expand(len(idx), -1, -1, -1)
             out.append(self(stacks, m))
@@ -128,6 +131,8 @@ class RestorationModule(L.LightningModule):
         self.records.append(record)
 
     def on_validation_epoch_end(self) -> None:
+        # Every key is logged, NaN included: a monitor or sweeper always finds its metric (a NaN
+        # epoch ranks last in ModelCheckpoint), and the run shows the metric was undefined.
         for key, value in aggregate(self.records, "val").items():
             self.log(key, value, prog_bar=key.endswith("smoothed/psnr_content_stain"))
 
