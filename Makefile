@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
+PORT ?= 5000
 
 .PHONY: install train test test-all bench ui clean
 
@@ -27,7 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py $(ARGS)
 
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port $(PORT)
 
 clean:
 	rm -rf outputs data mlruns.db mlartifacts

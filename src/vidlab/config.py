@@ -15,12 +15,9 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from vidlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A config value rejected before any work starts; the message names the key."""
 
 
 def _require(ok: bool, message: str) -> None:
@@ -491,6 +488,7 @@ class IndexConfig:
 class IndexCheckConfig:
     allow_padded: Optional[bool] = None
     check_files: bool = True
+    allow_outside_root: bool = False
 
 
 @dataclass

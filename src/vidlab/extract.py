@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -14,11 +13,10 @@ from omegaconf import DictConfig
 from vidlab import tracking
 from vidlab.config import ConfigError, ExtractSpec, MlflowLoggerConfig, UcfCrimeConfig, validate_extract
 from vidlab.embeddings import layouts
-from vidlab.jobs import allow_worker_processes, job_dirs
-from vidlab.embeddings.clip_index import BadVideosError, IndexSettings, build_index
-from vidlab.embeddings.extraction import IndexFormatError, extract_embeddings, file_sha256, is_child_rank
+from vidlab.embeddings.clip_index import IndexSettings, build_index
+from vidlab.embeddings.extraction import extract_embeddings, file_sha256, is_child_rank
 from vidlab.embeddings.index_check import check_index, format_report
-from vidlab.video import VideoReadError
+from vidlab.jobs import job_dirs, run_job
 
 
 def make_index(spec: ExtractSpec) -> tuple[Path, dict]:
@@ -74,7 +72,7 @@ def run(cfg: DictConfig) -> int:
             return 0
         else:
             index_file = Path(spec.index_file)
-        report = check_index(index_file, spec.path_root, bool(allow_padded), spec.check.check_files)
+        report = check_index(index_file, spec.path_root, bool(allow_padded), spec.check.check_files, spec.check.allow_outside_root)
         report["sha256"] = file_sha256(index_file)
         text = format_report(report)
         print(text)
@@ -87,24 +85,17 @@ def run(cfg: DictConfig) -> int:
             client.set_tag(run_id, "index_sha256", report["sha256"])
         status = "FINISHED"
         return 1 if report["violations"] else 0
-    finally:
+    finally:  # what was done is logged either way; a failure's end status is set by run_job
         if client is not None:
             for key, value in metrics.items():
                 client.log_metric(run_id, key, float(value))
             tracking.log_artifacts(client, run_id, [(folder, path) for folder, path in files if path.exists()])
-            client.set_terminated(run_id, status)
+            if status == "FINISHED":
+                client.set_terminated(run_id, status)
 
 
 def main(cfg: DictConfig) -> None:
-    """Entry point for ``extract.py``: config and input errors are one line on stderr."""
-    allow_worker_processes()
-    try:
-        code = run(cfg)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (BadVideosError, FileNotFoundError, IndexFormatError, VideoReadError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    """Entry point for ``extract.py``; exit 1 when ``stage=validate`` finds violations."""
+    code = run_job(run, cfg)
     if code:
         raise SystemExit(code)

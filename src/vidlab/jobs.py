@@ -1,13 +1,27 @@
-"""What every ``train.py`` / ``extract.py`` task starts from: the project root, the run's output
-folder, the Lightning Trainer arguments of the config, and a process that can start loader workers."""
+"""What every ``train.py`` / ``extract.py`` task starts from and ends with: the project root, the
+run's output folder, the Lightning Trainer arguments of the config, a process that can start loader
+workers, clean stops on signals, one-line errors and an end status for every MLflow run."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import signal
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar
 
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from vidlab import tracking
+from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, InputError
+from vidlab.video import VideoReadError
+
+T = TypeVar("T")
 
 
 def job_dirs(cfg: DictConfig) -> tuple[Path, Path]:
@@ -15,12 +29,6 @@ def job_dirs(cfg: DictConfig) -> tuple[Path, Path]:
     output_dir = Path(cfg.paths.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     return Path(cfg.paths.root).resolve(), output_dir
-
-
-def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved ``trainer`` node, unset (null) arguments left to Lightning's defaults."""
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    return {k: v for k, v in kwargs.items() if v is not None}
 
 
 def allow_worker_processes() -> None:
@@ -37,3 +45,124 @@ def allow_worker_processes() -> None:
     current = multiprocessing.current_process()
     if current.daemon:
         current.daemon = False
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGINT arrived. A KeyboardInterrupt, so Lightning shuts its loops down gracefully
+    (``on_exception`` callbacks, loggers, loader workers) as it does for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_received: list[int] = []
+_in_loop: list[bool] = []  # inside a Lightning loop that checks for signals at batch boundaries
+_resume_hint: list[str] = []
+
+
+def on_stop_say(hint: str) -> None:
+    """What the task tells a user whose job was stopped by a signal (how to resume it)."""
+    _resume_hint[:] = [hint]
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """Outside Lightning's loops, stop at once (Python's own Ctrl-C); inside them, at the next batch
+    boundary (:class:`StopOnSignal`): an exception raised at an arbitrary point can be swallowed
+    (in a fork handler) or cut a checkpoint or a row of embeddings in half."""
+    _received.append(signum)
+    if not _in_loop:
+        raise Stopped(signum)
+
+
+class StopOnSignal(Callback):
+    """Acts on SIGTERM/SIGINT between batches, where checkpoints and written rows are whole."""
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        _in_loop.append(True)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if _in_loop:
+            _in_loop.pop()
+
+    def _check(self, *args: Any) -> None:
+        if _received:
+            raise Stopped(_received[0])
+
+    on_train_batch_start = on_train_batch_end = _check
+    on_validation_batch_start = on_validation_batch_end = _check
+    on_test_batch_start = on_test_batch_end = _check
+    on_predict_batch_start = on_predict_batch_end = _check
+
+
+def _one_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """Run a task the way every entry point does: loader workers allowed under any launcher; SIGTERM
+    and SIGINT stop it cleanly; expected failures are one line on stderr with their exit code
+    (:mod:`vidlab.errors`); and every MLflow run it opened ends FINISHED, FAILED or KILLED."""
+    allow_worker_processes()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    _received.clear()
+    _in_loop.clear()
+    _resume_hint.clear()
+    try:
+        result = task(cfg)
+    except BaseException as err:  # noqa: BLE001 - every way out ends the runs, then re-raises or exits
+        if _received:  # Lightning turns the interrupt into SystemExit(1): the signal decides the code
+            name = signal.Signals(_received[0]).name
+            tracking.end_open_runs("KILLED", f"stopped by {name}")
+            hint = _resume_hint[0] if _resume_hint else "what was written is kept"
+            print(f"stopped by {name}: {hint}", file=sys.stderr)
+            raise SystemExit(128 + _received[0]) from None
+        if isinstance(err, SystemExit) and not err.code:
+            tracking.end_open_runs("FINISHED")
+            raise
+        expected = isinstance(err, (ConfigError, InputError, VideoReadError, FileNotFoundError))
+        tracking.end_open_runs("FAILED", _one_line(err))
+        if not expected:
+            raise
+        label = "config error" if isinstance(err, ConfigError) else "error"
+        print(f"{label}: {_one_line(err)}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_INPUT) from None
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    tracking.end_open_runs("FINISHED")
+    return result
+
+
+def trainer_kwargs(cfg: DictConfig, key: str = "trainer") -> dict[str, Any]:
+    """The Trainer arguments (unset ones left to Lightning's defaults), tried on a throwaway Trainer before any work: a value Lightning would
+    reject (``precision=7``, ``devices=0``, ``accelerator=tpu``) is a one-line config error now, not
+    a traceback after data and model were built. Building a Trainer touches no file."""
+    import lightning as L
+
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg[key], resolve=True).items() if v is not None}
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)  # the real Trainer says what devices it found
+    try:
+        L.Trainer(**kwargs, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    except Exception as err:  # Lightning raises ValueError, TypeError, MisconfigurationException, RuntimeError
+        raise ConfigError(f"{key}: {_one_line(err)}") from None
+    finally:
+        lightning_log.setLevel(level)
+    return kwargs
+
+
+def checked_optimizer(cfg: DictConfig) -> Callable:
+    """The optimizer factory, tried on one parameter so ``optimizer.lr=abc`` fails before any work."""
+    import torch
+    from hydra.utils import instantiate
+
+    try:
+        factory = instantiate(cfg.optimizer)
+        factory([torch.nn.Parameter(torch.zeros(1))])
+    except Exception as err:
+        raise ConfigError(f"optimizer: {cfg.optimizer.get('_target_')} rejects {dict(cfg.optimizer)}: {_one_line(err)}") from None
+    return factory

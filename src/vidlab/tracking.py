@@ -6,12 +6,16 @@ refuses the old file store, and with SQLite the artifact root would otherwise be
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
+from hydra.experimental.callback import Callback as HydraCallback
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow.entities import Param
@@ -36,14 +40,32 @@ def resolve_artifact_location(location: str, root: Path) -> str:
     return (root / location).resolve().as_uri()
 
 
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An OS lock beside a SQLite store while it is created or migrated: processes creating a fresh
+    store at once corrupt it (``duplicate column name: step``). Released on any exit, even a kill."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_experiment(cfg: MlflowLoggerConfig, root: Path) -> str:
     """Create the store and experiment once (with its artifact location); return its id."""
     uri = resolve_tracking_uri(cfg.tracking_uri, root)
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(cfg.experiment_name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(cfg.experiment_name, artifact_location=_artifact_location(cfg, uri, root))
+    with _store_lock(uri):
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(cfg.experiment_name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return client.create_experiment(cfg.experiment_name, artifact_location=_artifact_location(cfg, uri, root))
 
 
 def _artifact_location(cfg: MlflowLoggerConfig, uri: str, root: Path) -> str | None:
@@ -66,10 +88,15 @@ def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
     """Log a nested dict as flattened params, whole; a value over MLflow's own limit is cut to it
-    and listed in the ``params_truncated`` tag (the full config is also logged as YAML)."""
-    flat = flatten(params)
-    too_long = sorted(k for k, v in flat.items() if len(v) > MAX_PARAM_VAL_LENGTH)
-    items = [Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in flat.items()]
+    and listed in the ``params_truncated`` tag (the full config is also logged as YAML). On a
+    resumed run, values that differ from the first logging go to the ``vidlab.resumed_with`` tag."""
+    flat = {k: v[:MAX_PARAM_VAL_LENGTH] for k, v in flatten(params).items()}
+    too_long = sorted(k for k, v in flatten(params).items() if len(v) > MAX_PARAM_VAL_LENGTH)
+    logged = client.get_run(run_id).data.params  # a resumed run has them: MLflow params never change
+    changed = sorted(f"{k}={v}" for k, v in flat.items() if k in logged and logged[k] != v)
+    if changed:
+        client.set_tag(run_id, "vidlab.resumed_with", " ".join(changed)[:5000])
+    items = [Param(k, v) for k, v in flat.items() if k not in logged]
     for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
         client.log_batch(run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
     if too_long:
@@ -126,24 +153,88 @@ def run_tags(root: Path, output_dir: Path, extra: dict[str, str]) -> dict[str, s
     return tags
 
 
+# Runs this process opened and has not ended: whatever stops the job, each gets an end status.
+_OPEN_RUNS: list[tuple[MlflowClient, str]] = []
+
+
+def end_open_runs(status: str, reason: str | None = None) -> None:
+    """End every run this process opened that is still RUNNING with ``status`` (FINISHED, FAILED,
+    KILLED), the one-line reason as the ``vidlab.error`` tag."""
+    while _OPEN_RUNS:
+        client, run_id = _OPEN_RUNS.pop()
+        current = client.get_run(run_id).info.status
+        # a run the task ended stays as it is; Lightning ends an interrupted run FAILED: KILLED wins
+        if current == "FINISHED" or (status == "FINISHED" and current != "RUNNING"):
+            continue
+        if reason:
+            client.set_tag(run_id, "vidlab.error", reason[:5000])
+        client.set_terminated(run_id, status)
+
+
 def start_run(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags: dict[str, str]) -> tuple[MlflowClient, str]:
     """A run for jobs outside Lightning (indexing, validation); the caller ends it."""
     experiment_id = ensure_experiment(cfg, root)
     client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri, root))
     run = client.create_run(experiment_id, run_name=cfg.run_name, tags=run_tags(root, output_dir, extra_tags))
+    _OPEN_RUNS.append((client, run.info.run_id))
     return client, run.info.run_id
 
 
-def build_logger(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags: dict[str, str]) -> VidlabMLFlowLogger:
+def build_logger(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags: dict[str, str],
+                 run_id: str | None = None) -> VidlabMLFlowLogger:
+    """Lightning's MLflow logger on a new run, or on ``run_id`` (a resumed training continues its run)."""
     ensure_experiment(cfg, root)
-    return VidlabMLFlowLogger(
+    logger = VidlabMLFlowLogger(
         experiment_name=cfg.experiment_name,
         run_name=cfg.run_name,
         tracking_uri=resolve_tracking_uri(cfg.tracking_uri, root),
         artifact_location=_artifact_location(cfg, resolve_tracking_uri(cfg.tracking_uri, root), root),
-        tags=run_tags(root, output_dir, extra_tags),
+        tags=None if run_id else run_tags(root, output_dir, extra_tags),
         log_model=False,
+        run_id=run_id,
     )
+    _OPEN_RUNS.append((logger.experiment, logger.run_id))  # .experiment creates (or reopens) the run
+    if run_id:
+        logger.experiment.update_run(run_id, status="RUNNING")
+    return logger
+
+
+class RunIdInCheckpoint(Callback):
+    """Stores the MLflow run id in every checkpoint, so resuming from it continues the same run."""
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        if isinstance(trainer.logger, MLFlowLogger):
+            checkpoint["mlflow_run_id"] = trainer.logger.run_id
+
+
+def checkpoint_run_id(path: str) -> str | None:
+    """Check ``ckpt_path`` is a readable Lightning checkpoint (before any work); its MLflow run id."""
+    import torch
+
+    from vidlab.errors import ConfigError
+
+    if not Path(path).is_file():
+        raise ConfigError(f"ckpt_path: no such file: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ConfigError(f"ckpt_path: not a readable checkpoint: {path} ({str(err).splitlines()[0][:200]})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "epoch" not in checkpoint:
+        raise ConfigError(f"ckpt_path: not a Lightning checkpoint of train.py: {path}")
+    return checkpoint.get("mlflow_run_id")
+
+
+def reusable_run(cfg: MlflowLoggerConfig, root: Path, run_id: str | None) -> str | None:
+    """``run_id`` if it is a run of this store's experiment (a resumed training continues it), else None."""
+    if not run_id:
+        return None
+    client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri, root))
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # another store, or deleted: the resumed training gets a new run
+        return None
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    return run_id if experiment is not None and run.info.experiment_id == experiment.experiment_id else None
 
 
 def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, output_dir: Path) -> None:
@@ -178,7 +269,7 @@ def _sweep_logger(config: DictConfig) -> tuple[MlflowLoggerConfig, Path] | None:
     return build_node("logger", MlflowLoggerConfig, resolved), Path(str(config.paths.root)).resolve()
 
 
-class MlflowSweepCallback(Callback):
+class MlflowSweepCallback(HydraCallback):
     """Groups a ``-m`` sweep in MLflow: the store and experiment are prepared once, before any job
     starts (parallel processes creating a fresh SQLite store corrupt it), a parent run is opened and
     every job becomes its child; at the end the parent gets a summary CSV (each job's overrides and

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
-import logging
-
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
 from omegaconf import DictConfig
 
 from vidlab import tracking
-from vidlab.config import ConfigError, MlflowLoggerConfig, RunSpec, validate
-from vidlab.jobs import allow_worker_processes, job_dirs, trainer_kwargs
+from vidlab.config import MlflowLoggerConfig, RunSpec, validate
+from vidlab.jobs import StopOnSignal, checked_optimizer, job_dirs, on_stop_say, run_job, trainer_kwargs
 from vidlab.restoration.corruption import build_corruption
 from vidlab.restoration.data import RestorationDataModule
 from vidlab.restoration.metrics import METRICS
@@ -99,23 +97,30 @@ def write_test_outputs(module: RestorationModule, spec: RunSpec, output_dir: Pat
 
 def run(cfg: DictConfig) -> float | None:
     """Train and test one configuration; returns ``optimized_metric`` (best validation value)."""
-    spec = validate(cfg)
+    spec = validate(cfg)  # everything a user can get wrong fails here, before any file or run exists
+    kwargs = trainer_kwargs(cfg)
+    optimizer = checked_optimizer(cfg)
+    resumed_run = tracking.checkpoint_run_id(spec.top.ckpt_path) if spec.top.ckpt_path else None
     root, output_dir = job_dirs(cfg)
     L.seed_everything(spec.top.seed, workers=True)
-    optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
     module = module_from_spec(spec, optimizer, scheduler)
     datamodule = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.frames)
 
     logger = None
     if isinstance(spec.logger, MlflowLoggerConfig):
-        logger = tracking.build_logger(spec.logger, root, output_dir, {"task": "restoration"})
+        logger = tracking.build_logger(spec.logger, root, output_dir, {"task": "restoration"},
+                                       tracking.reusable_run(spec.logger, root, resumed_run))
     checkpoint = ModelCheckpoint(
         dirpath=output_dir / "checkpoints", filename="best", monitor=spec.top.optimized_metric,
         mode=spec.top.optimized_mode, save_last=True,
     )
-    callbacks = [checkpoint, UndefinedMetricWarning(spec.top.optimized_metric)] + ([LearningRateMonitor("epoch")] if logger else [])
-    trainer = L.Trainer(**trainer_kwargs(cfg), logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
+    callbacks = [checkpoint, OnExceptionCheckpoint(output_dir / "checkpoints", "interrupted"), StopOnSignal(),
+                 UndefinedMetricWarning(spec.top.optimized_metric), tracking.RunIdInCheckpoint()]
+    if logger:
+        callbacks.append(LearningRateMonitor("epoch"))
+    trainer = L.Trainer(**kwargs, logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
+    on_stop_say(f"resume with ckpt_path={output_dir / 'checkpoints' / 'interrupted.ckpt'}")
     if logger is not None:
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=spec.top.ckpt_path)
@@ -134,14 +139,9 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Entry point for ``train.py``: a bad config is one line on stderr and exit code 2."""
-    allow_worker_processes()
-    try:
-        if cfg.get("task", "restoration") == "probe":
-            from vidlab.embeddings.probe import main as probe_main
+    """Entry point for ``train.py``: the restoration task, or the probe with ``experiment=probe``."""
+    if cfg.get("task", "restoration") == "probe":
+        from vidlab.embeddings.probe import run_probe
 
-            return probe_main(cfg)
-        return run(cfg)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return run_job(run_probe, cfg)
+    return run_job(run, cfg)

@@ -16,6 +16,8 @@ from torch import nn
 from torchvision.models import get_model_weights
 from torchvision.models import video as tv_video
 
+from vidlab.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -47,7 +49,7 @@ def weights_enum(name: str, weights: str | None):
     try:
         return enum[weights]
     except KeyError:
-        raise ValueError(f"extractor.weights: {weights!r} is not a weights of {name} (choose DEFAULT, "
+        raise ConfigError(f"extractor.weights: {weights!r} is not a weights of {name} (choose DEFAULT, "
                          f"{', '.join(enum.__members__)}, null or a state_dict path)") from None
 
 
@@ -68,7 +70,7 @@ def load_backbone(name: str, weights: str | None) -> nn.Module:
     spec = BACKBONES[name]
     if weights is not None and Path(weights).suffix in (".pt", ".pth", ".bin", ".ckpt"):
         if not Path(weights).is_file():
-            raise FileNotFoundError(f"extractor.weights: state_dict file not found: {weights}")
+            raise ConfigError(f"extractor.weights: state_dict file not found: {weights}")
         model = spec.builder(weights=None)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)

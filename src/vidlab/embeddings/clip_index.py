@@ -16,12 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 from vidlab.embeddings.layouts import SPLITS, Video
+from vidlab.errors import InputError
 from vidlab.video.probe import ProbeCache, VideoProbe, probe_many
 
 COLUMNS = ["split", "y", "category", "path", "clip_idx", "start_frame", "end_frame", "clip_len", "stride", "fps", "n_frames"]
 
 
-class BadVideosError(RuntimeError):
+class BadVideosError(InputError):
     """Raised by ``on_error=fail``: the message lists every bad file."""
 
 

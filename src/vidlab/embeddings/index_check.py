@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from vidlab.embeddings.clip_index import COLUMNS
+from vidlab.errors import InputError
 
 INT_COLUMNS = ["y", "clip_idx", "start_frame", "end_frame", "clip_len", "stride", "n_frames"]
 EXAMPLES = 5
@@ -22,6 +23,19 @@ def _common_dir(paths: list[str]) -> str:
     return os.path.commonpath(paths) if paths else ""
 
 
+def video_root(index_file: Path, path_root: str | None) -> str:
+    """Where the index's videos live: ``path_root``, else the root its sidecar JSON records, else
+    the index's own folder."""
+    sidecar = index_file.with_suffix(".json")
+    recorded = None
+    if sidecar.exists():
+        try:
+            recorded = json.loads(sidecar.read_text()).get("root")
+        except (json.JSONDecodeError, AttributeError):
+            recorded = None
+    return path_root or recorded or str(index_file.parent)
+
+
 def resolve_paths(paths: pd.Series, index_file: Path, path_root: str | None, old_root: str | None = None) -> pd.Series:
     """Absolute file paths for the ``path`` column.
 
@@ -29,11 +43,9 @@ def resolve_paths(paths: pd.Series, index_file: Path, path_root: str | None, old
     Absolute paths made on another machine are remapped with ``path_root``: their common folder (or
     ``old_root``) is replaced by it.
     """
-    sidecar = index_file.with_suffix(".json")
-    recorded = json.loads(sidecar.read_text()).get("root") if sidecar.exists() else None
     relative = ~paths.map(os.path.isabs)
     out = paths.copy()
-    base = path_root or recorded or str(index_file.parent)
+    base = video_root(index_file, path_root)
     out[relative] = paths[relative].map(lambda p: os.path.join(base, p))
     if path_root and (~relative).any():
         absolute = paths[~relative]
@@ -49,12 +61,18 @@ def _violation(name: str, rows: pd.DataFrame, detail: str) -> dict:
             "examples": rows.head(EXAMPLES).astype(str).to_dict(orient="records")}
 
 
-def check_index(index_file: str | Path, path_root: str | None = None, allow_padded: bool = False, check_files: bool = True) -> dict:
-    """A report: ``counts`` (per split and class) and ``violations`` (empty when the index is valid)."""
+def check_index(index_file: str | Path, path_root: str | None = None, allow_padded: bool = False, check_files: bool = True,
+                allow_outside_root: bool = False) -> dict:
+    """A report: ``counts`` (per split and class) and ``violations`` (empty when the index is valid).
+    The one validation of an index: ``stage=validate`` prints it, ``stage=extract`` refuses to start
+    on any violation."""
     index_file = Path(index_file)
     if not index_file.is_file():
-        raise FileNotFoundError(f"index not found: {index_file}")
-    table = pd.read_csv(index_file)
+        raise InputError(f"index: file not found: {index_file}")
+    try:
+        table = pd.read_csv(index_file, dtype={"path": str, "split": str, "category": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(f"index: {index_file} is not a readable CSV ({str(err).splitlines()[0]})") from None
     report: dict = {"index": str(index_file), "rows": int(len(table)), "violations": []}
     violations = report["violations"]
     if list(table.columns) != COLUMNS:
@@ -102,12 +120,21 @@ def check_index(index_file: str | Path, path_root: str | None = None, allow_padd
     numbering = per_video["clip_idx"].transform(lambda s: list(range(len(s))) != sorted(s.tolist()))
     if numbering.any():
         violations.append(_violation("clip_idx", table[numbering], "clip_idx must count 0, 1, 2, ... per video"))
+    resolved = resolve_paths(table["path"].fillna(""), index_file, path_root)
+    if not allow_outside_root:
+        root = os.path.realpath(video_root(index_file, path_root))
+        outside = resolved.map(lambda p: os.path.commonpath([root, os.path.realpath(p)]) != root)
+        if outside.any():
+            violations.append(_violation("outside_root", table[outside], f"path leaves the video root {root} "
+                                         "(check.allow_outside_root=true accepts it)"))
     if check_files:
-        resolved = resolve_paths(table["path"], index_file, path_root)
-        exists = {p: os.path.isfile(p) for p in resolved.unique()}
-        missing = table[~resolved.map(exists)]
+        size = {p: os.path.getsize(p) if os.path.isfile(p) else -1 for p in resolved.unique()}
+        missing = table[resolved.map(size) < 0]
         if len(missing):
-            violations.append(_violation("missing_files", missing, f"{int((~pd.Series(exists)).sum())} video file(s) not found"))
+            violations.append(_violation("missing_files", missing, f"{int((pd.Series(size) < 0).sum())} video file(s) not found"))
+        empty = table[resolved.map(size) == 0]
+        if len(empty):
+            violations.append(_violation("empty_files", empty, f"{int((pd.Series(size) == 0).sum())} video file(s) are empty (0 bytes)"))
     counts = table.groupby(["split", "y"]).agg(clips=("path", "size"), videos=("path", "nunique")).reset_index()
     report["counts"] = counts.to_dict(orient="records")
     report["videos"] = int(table["path"].nunique())

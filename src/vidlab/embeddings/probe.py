@@ -9,9 +9,8 @@ on val.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import math
-import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,13 @@ from torch.utils.data import DataLoader, Dataset
 from vidlab import tracking
 from vidlab.config import MlflowLoggerConfig, ProbeModelConfig, validate_probe
 from vidlab.embeddings import probe_metrics as pm
+from vidlab.errors import InputError
 from vidlab.jobs import job_dirs, trainer_kwargs
 
 SPLITS = ("train", "val", "test")
 
 
-class ProbeInputError(ValueError):
+class ProbeInputError(InputError):
     """The embeddings to probe are missing or inconsistent; the message says which file."""
 
 
@@ -232,10 +232,3 @@ def run_probe(cfg: DictConfig) -> float | None:
     best = checkpoint.best_model_score
     return float(best) if best is not None else metrics["val/roc_auc"]
 
-
-def main(cfg: DictConfig) -> float | None:
-    try:
-        return run_probe(cfg)
-    except ProbeInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None

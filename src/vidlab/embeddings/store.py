@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from vidlab.embeddings.layouts import SPLITS
+from vidlab.errors import ConfigError
 
 
 def _append_jsonl(path: Path, records: list[dict]) -> None:
@@ -54,7 +55,7 @@ class EmbeddingStore:
             recorded = json.loads(progress.read_text())
             if recorded != fingerprint:
                 changed = sorted(k for k in set(recorded) | set(fingerprint) if recorded.get(k) != fingerprint.get(k))
-                raise ValueError(f"{self.folder} holds another extraction (differs in {', '.join(changed)}); "
+                raise ConfigError(f"extraction.output: {self.folder} holds another extraction (differs in {', '.join(changed)}); "
                                  "set overwrite=true to start over, or choose another output")
             return True
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -30,9 +30,14 @@ def render(category: str, index: int, frames: int, seed: int) -> np.ndarray:
     return video
 
 
+ANNOTATIONS = "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
+
+
 def make_tree(root: Path, videos: int = 6, frames: int = 96, seed: int = 0) -> Path:
     """``<root>/Anomaly-Videos/<Flash|Crowd>/`` and ``Training-Normal-Videos`` /
-    ``Testing_Normal_Videos`` mp4 files; existing files are kept."""
+    ``Testing_Normal_Videos`` mp4 files (existing files are kept), and UCF-Crime's temporal
+    annotation file: every frame of an anomalous video is anomalous."""
+    annotations = []
     for category in CATEGORIES:
         for i in range(videos):
             if category == "Normal":
@@ -40,8 +45,10 @@ def make_tree(root: Path, videos: int = 6, frames: int = 96, seed: int = 0) -> P
                 path = root / folder / f"Normal_Videos{i:03d}_x264.mp4"
             else:
                 path = root / "Anomaly-Videos" / category / f"{category}{i:03d}_x264.mp4"
+                annotations.append(f"{path.name}  {category}  0  {frames - 1}  -1  -1")
             if not path.exists():
                 write_video(path, render(category, i, frames, seed), fps=30)
+    (root / ANNOTATIONS).write_text("\n".join(annotations) + "\n")
     return root
 
 

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vidlab.config import MovingDigitsConfig, VideoFolderConfig
+from vidlab.errors import ConfigError, InputError
 from vidlab.restoration.corruption import Corruption
 from vidlab.restoration.sources import SPLITS, ClipRef, build_clips
 from vidlab.video import iter_frames
@@ -33,7 +34,7 @@ def read_clips(path: str, refs: list[ClipRef], resize: list[int] | None = None) 
         clip = list(itertools.islice(frames, ref.length))
         position = ref.start + len(clip)
         if len(clip) < ref.length:
-            raise RuntimeError(f"{path}: clip {ref.clip_idx} needs frames {ref.start}..{ref.start + ref.length - 1}, video ended at {position}")
+            raise InputError(f"{path}: clip {ref.clip_idx} needs frames {ref.start}..{ref.start + ref.length - 1}, video ended at {position}")
         if resize is not None:
             clip = [cv2.resize(f, (resize[1], resize[0]), interpolation=cv2.INTER_AREA) for f in clip]
         yield ref, np.stack(clip)
@@ -160,7 +161,7 @@ class RestorationDataModule(L.LightningDataModule):
         try:
             self.corruption.check_frame(frames.shape[1], frames.shape[2])
         except ValueError as err:
-            raise ValueError(f"corruption: {err}") from None
+            raise ConfigError(f"corruption: {err}") from None
 
     def stream(self, split: str) -> StainedClipStream:
         train = split == "train"

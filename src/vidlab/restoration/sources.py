@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vidlab.config import MovingDigitsConfig, VideoFolderConfig
+from vidlab.errors import InputError
 from vidlab.restoration.digits import MovingDigits, load_mnist_idx
 from vidlab.video import VideoReadError, write_video
 from vidlab.video.probe import probe_video
@@ -38,10 +39,6 @@ def cut_clips(video_idx: int, path: str, n_frames: int, clip_frames: int) -> lis
         ClipRef(path, video_idx, i, start, clip_frames)
         for i, start in enumerate(range(0, n_frames - clip_frames + 1, clip_frames))
     ]
-
-
-def _split_seed(seed: int, split: str) -> int:
-    return seed * 10 + SPLITS.index(split)
 
 
 def moving_digits_clips(cfg: MovingDigitsConfig) -> dict[str, list[ClipRef]]:
@@ -98,7 +95,7 @@ def video_folder_clips(cfg: VideoFolderConfig) -> dict[str, list[ClipRef]]:
     """Cut every video of a folder or glob into clips of ``clip_seconds`` or ``clip_frames``."""
     paths = list_videos(cfg.path, [e.lower() for e in cfg.extensions])
     if not paths:
-        raise FileNotFoundError(f"dataset.path: no video ({', '.join(cfg.extensions)}) matches {cfg.path}")
+        raise InputError(f"dataset.path: no video ({', '.join(cfg.extensions)}) matches {cfg.path}")
     clips: dict[str, list[ClipRef]] = {}
     for split, split_paths in split_videos(paths, cfg.split_ratios, cfg.split_seed).items():
         clips[split] = []
@@ -113,7 +110,7 @@ def video_folder_clips(cfg: VideoFolderConfig) -> dict[str, list[ClipRef]]:
             clips[split] += cut_clips(idx, str(path), probe.n_frames, length)
     for split, refs in clips.items():
         if not refs and split != "val":
-            raise ValueError(f"dataset: split {split!r} has no clip; add videos or shorten the clips")
+            raise InputError(f"dataset: split {split!r} has no clip; add videos or shorten the clips")
     return clips
 
 

@@ -1,0 +1,20 @@
+"""The failures every entry point turns into one line on stderr, and their exit codes.
+
+Exit codes (the same for ``train.py``, ``extract.py`` and ``python -m vidlab.restore``):
+0 done; 1 bad input data (a file, an index, embeddings; or an invalid index with ``stage=validate``);
+2 bad config or command line, refused before any work; 128 + N stopped by signal N (130 Ctrl-C,
+143 SIGTERM). Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_INPUT = 1
+EXIT_CONFIG = 2
+
+
+class ConfigError(ValueError):
+    """A config value rejected before any work starts; the message names the key."""
+
+
+class InputError(ValueError):
+    """Input data that cannot be used (a video, an index, embeddings); the message names the file."""

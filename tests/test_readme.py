@@ -1,0 +1,296 @@
+"""Every command in the README's ``bash`` blocks, run as written, in a copy of the project.
+
+A command is only shrunk the way a user trying it would shrink it: fewer epochs and batches
+(appended overrides), a smaller generated data set, random-init weights (nothing can be downloaded
+here). Loader workers, launchers, precision and decoders stay the defaults'. ``COMMANDS`` lists
+every command exactly as the README writes it, so a README edit shows up as a diff here; paths that
+stand for a user's own files (``/data/UCF_Crime``, ``<date>``, ``stained.mp4``) are filled with
+files made here. The commands run in ``COMMANDS`` order, each on what the earlier ones left.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT
+
+QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
+         "trainer.limit_test_batches=2"]
+OFFLINE = ["extractor.weights=null"]  # DEFAULT weights need a download
+
+
+def _store(project: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{project}/mlruns.db")
+
+
+def _runs(project: Path, experiment: str) -> list:
+    client = _store(project)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], max_results=1000) if found else []
+
+
+def _ui_answers(proc: subprocess.Popen, port: int) -> None:
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3) as page:
+                assert page.status == 200
+                return
+        except OSError:
+            assert proc.poll() is None and time.time() < deadline, "make ui did not serve the UI"
+            time.sleep(1)
+
+
+@dataclass
+class Command:
+    shrink: list[str] = field(default_factory=list)       # overrides appended, as a user trying it would
+    replace: dict[str, str] = field(default_factory=dict)  # literal substitutions that shrink it
+    exit_code: int = 0
+    check: Callable[[Path, subprocess.CompletedProcess], None] | None = None
+    not_run: str | None = None                             # why it cannot run on this machine
+    after: int = 1                                         # runs after the commands with a lower number
+
+
+def _has_runs(experiment: str) -> Callable[[Path, subprocess.CompletedProcess], None]:
+    def check(project: Path, proc: subprocess.CompletedProcess) -> None:
+        assert _runs(project, experiment), f"no runs in experiment {experiment}"
+    return check
+
+
+def _config_error(project: Path, proc: subprocess.CompletedProcess) -> None:
+    assert proc.stderr.strip().splitlines() == ["config error: model.base_channels must be >= 1 (got -3)"]
+
+
+def _help(project: Path, proc: subprocess.CompletedProcess) -> None:
+    assert "dataset: moving_digits, video_folder" in proc.stdout
+
+
+def _joblib_sweep(project: Path, proc: subprocess.CompletedProcess) -> None:
+    parent = next(r for r in _runs(project, "restoration") if "hydra/launcher=joblib" in r.data.tags.get("sweep_overrides", ""))
+    jobs = [r for r in _runs(project, "restoration") if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.params["seed"] for r in jobs) == ["0", "1", "2", "3"]
+
+
+def _restored(project: Path, proc: subprocess.CompletedProcess) -> None:
+    from vidlab.video.probe import probe_video
+
+    assert probe_video(project / "restored.mp4").n_frames == probe_video(project / "stained.mp4").n_frames
+    assert (project / "compare.mp4").is_file()
+
+
+def _probes_linked(project: Path, proc: subprocess.CompletedProcess) -> None:
+    """The worked example: one probe per backbone, one sweep, each linked to its extraction run."""
+    extractions = {r.info.run_id: r.info.run_name for r in _runs(project, "embeddings") if r.data.tags.get("stage") == "extract"}
+    probes = [r for r in _runs(project, "probe") if r.data.tags.get("task") == "probe"]
+    assert sorted(r.info.run_name for r in probes) == ["linear_probe-mc3_18_T8", "linear_probe-r3d_18_T8"]
+    assert len({r.data.tags["sweep_id"] for r in probes}) == 1
+    for probe in probes:
+        assert extractions[probe.data.tags["extraction_run_id"]] == "extract-" + probe.info.run_name.split("-", 1)[1]
+        assert np.isfinite(probe.data.metrics["test/roc_auc"])
+
+
+def _probe_frame_auc(project: Path, proc: subprocess.CompletedProcess) -> None:
+    runs = [r for r in _runs(project, "probe") if r.info.run_name.startswith("mlp_probe")]
+    assert runs and np.isfinite(runs[0].data.metrics["test/frame_roc_auc"])
+
+
+COMMANDS: dict[str, Command] = {
+    # Quick start
+    "make train": Command(shrink=[f'ARGS="{" ".join(QUICK)}"'], check=_has_runs("restoration")),
+    "make test": Command(not_run="it is this test suite; CI runs it (.ci/run)"),
+    "make ui": Command(),  # started, fetched over HTTP and stopped by the test itself
+    # Everyday use
+    ".venv/bin/python train.py model.base_channels=16 corruption.radius=20 smoothing=ema smoothing.alpha=0.6 trainer.max_epochs=3":
+        Command(shrink=QUICK),
+    ".venv/bin/python train.py experiment=temporal": Command(shrink=QUICK),
+    ".venv/bin/python train.py -m smoothing=none,ema,masked": Command(shrink=QUICK),
+    ".venv/bin/python train.py debug=limit": Command(),
+    ".venv/bin/python train.py debug=fast_dev_run": Command(),
+    ".venv/bin/python train.py debug=overfit": Command(shrink=["trainer.max_epochs=5", "trainer.limit_test_batches=2"]),
+    ".venv/bin/python train.py ckpt_path=outputs/restoration/runs/<date>/checkpoints/last.ckpt":
+        Command(shrink=[*QUICK, "trainer.max_epochs=2"]),
+    ".venv/bin/python train.py --help": Command(check=_help),
+    ".venv/bin/python train.py model.base_channels=-3": Command(exit_code=2, check=_config_error),
+    ".venv/bin/python train.py corruption=none": Command(shrink=QUICK),
+    ".venv/bin/python train.py dataset=video_folder dataset.path=/data/mmnist-medium dataset.clip_seconds=5":
+        Command(shrink=QUICK),
+    # Sweeps
+    ".venv/bin/python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=4 seed=0,1,2,3":
+        Command(shrink=QUICK, check=_joblib_sweep),
+    ".venv/bin/python train.py -m hparams_search=restoration_optuna hydra.sweeper.n_trials=30":
+        Command(replace={"n_trials=30": "n_trials=2"}, shrink=QUICK),
+    ".venv/bin/python train.py -m experiment=probe embeddings=outputs/embeddings/swin3d_t_T8 hparams_search=probe_optuna":
+        Command(shrink=["hydra.sweeper.n_trials=2"], after=2),
+    ".venv/bin/python train.py -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=4 "
+    "hydra.launcher.tasks_per_node=4 hydra.launcher.timeout_min=240 trainer=ddp trainer.devices=4 model.depth=3,4":
+        Command(not_run="needs a Slurm cluster and GPUs; its config is composed in tests/test_config.py"),
+    "mlflow server --backend-store-uri postgresql://mlflow:PASSWORD@dbhost/mlflow "
+    "--artifacts-destination s3://team-bucket/mlflow --host 0.0.0.0 --port 5000":
+        Command(not_run="needs PostgreSQL and S3; a real mlflow server on SQLite is tested in test_train_end_to_end.py"),
+    # Worked example (it makes the data the clip-index and embedding commands read)
+    ".venv/bin/python -m vidlab.embeddings.synthetic data/synthetic_ucf": Command(shrink=["--frames", "40"], after=0),
+    ".venv/bin/python extract.py stage=index dataset.root=data/synthetic_ucf": Command(check=_has_runs("embeddings"), after=0),
+    ".venv/bin/python extract.py -m extractor=r3d_18,mc3_18 extractor.weights=null index=data/index/ucf_crime/index_clips.csv":
+        Command(after=0),
+    ".venv/bin/python train.py -m experiment=probe embeddings=outputs/embeddings/r3d_18_T8,outputs/embeddings/mc3_18_T8 "
+    "probe.batch_size=16 trainer.max_epochs=40 optimizer.lr=0.01": Command(check=_probes_linked, after=0),
+    # Clip index
+    ".venv/bin/python extract.py stage=index dataset=ucf_crime dataset.root=/data/UCF_Crime": Command(),
+    ".venv/bin/python extract.py stage=index dataset=video_tree dataset.root=/data/clips dataset.normal_categories=[Normal,Walking]":
+        Command(),
+    ".venv/bin/python extract.py stage=validate index=processed/index_clips.csv path_root=/data/UCF_Crime": Command(),
+    # Clip embeddings
+    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv extractor=swin3d_t": Command(shrink=OFFLINE),
+    ".venv/bin/python extract.py -m index=data/index/ucf_crime/index_clips.csv extractor=swin3d_t,r3d_18":
+        Command(shrink=OFFLINE),
+    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv extractor=r3d_18 extractor.weights=null": Command(),
+    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv extractor.weights=/models/swin3d_t.pt "
+    "extraction.output=outputs/embeddings/swin3d_t_mine": Command(),
+    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv extractor=r3d_18 extractor.weights=null "
+    "extraction.precision=bf16-mixed extraction.channels_last=true extraction.compile=true "
+    "extraction.output=outputs/embeddings/r3d_18_fast": Command(),
+    # Anomaly probe
+    ".venv/bin/python train.py experiment=probe embeddings=outputs/embeddings/swin3d_t_T8": Command(after=2),
+    ".venv/bin/python train.py experiment=probe embeddings=outputs/embeddings/swin3d_t_T8 model=mlp_probe "
+    "probe.annotations=/data/UCF_Crime/Temporal_Anomaly_Annotation_for_Testing_Videos.txt":
+        Command(check=_probe_frame_auc, after=2),
+    # Restore a video
+    ".venv/bin/python -m vidlab.restore outputs/restoration/runs/<date>/checkpoints/best.ckpt stained.mp4 restored.mp4 "
+    "--side-by-side compare.mp4 --smoothing masked": Command(check=_restored),
+}
+ORDER = sorted(COMMANDS, key=lambda c: COMMANDS[c].after)  # stable: README order within a step
+
+
+def readme_commands() -> list[str]:
+    """The commands of the README's ``bash`` blocks: continuation lines joined, comments dropped."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL):
+        for line in re.sub(r"\\\n\s*", "", block).splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def test_commands_are_the_readme_commands():
+    assert sorted(set(readme_commands())) == sorted(COMMANDS)
+    assert set(ORDER) == set(COMMANDS) and len(ORDER) == len(COMMANDS)
+
+
+@dataclass
+class Sandbox:
+    root: Path   # the copy of the project the commands run in
+    users: Path  # a user's own files: videos, weights
+
+
+def _write_h264(path: Path, frames: np.ndarray, fps: int) -> None:
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width, stream.pix_fmt = frames.shape[1], frames.shape[2], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
+    """A copy of the project (configs, entry points, Makefile; the installed .venv linked) and the
+    files the README's commands stand for: a user's videos, weights, a stained video."""
+    import torch
+    import torchvision
+
+    from vidlab.embeddings.synthetic import render
+    from vidlab.restoration.corruption import apply_stain, circular_stain_mask
+    from vidlab.restoration.digits import MovingDigits
+    from vidlab.video import write_video
+
+    root = tmp_path_factory.mktemp("project")
+    for name in ("train.py", "extract.py", "Makefile", "pyproject.toml"):
+        shutil.copy2(ROOT / name, root / name)  # mtimes kept: make sees the install as up to date
+    shutil.copytree(ROOT / "conf", root / "conf")
+    (root / ".venv").symlink_to(ROOT / ".venv")
+    users = tmp_path_factory.mktemp("user files")
+    for category, count in (("Normal", 3), ("Walking", 2), ("Fight", 3)):
+        for i in range(count):
+            video = render("Flash" if category == "Fight" else "Normal", i, 40, 0)
+            write_video(users / "clips" / category / f"{category}{i}.mp4", video, 30)
+    for i in range(10):  # 130 frames at 24 fps, one 5-second clip each: H.264 mp4 and MPEG-4 part 2 avi
+        video = MovingDigits(64, 64, 130, 1, 2, 28, (1.0, 3.0)).render(np.random.default_rng(i))
+        if i % 2:
+            write_video(users / "mmnist-medium" / f"video{i}.avi", video, 24)
+        else:
+            _write_h264(users / "mmnist-medium" / f"video{i}.mp4", video, 24)
+    torch.manual_seed(0)
+    (users / "models").mkdir()
+    torch.save(torchvision.models.video.swin3d_t(weights=None).state_dict(), users / "models" / "swin3d_t.pt")
+    clean = MovingDigits(72, 128, 30, 1, 3, 28, (1.0, 3.0)).render(np.random.default_rng(99))
+    write_video(root / "stained.mp4", apply_stain(clean, circular_stain_mask(72, 128, (60, 36), 25)), 24)
+    return Sandbox(root, users)
+
+
+def _concrete(command: str, sandbox: Sandbox) -> str:
+    """The command with a user's files filled in, and shrunk."""
+    spec = COMMANDS[command]
+    for old, new in spec.replace.items():
+        command = command.replace(old, new)
+    runs = sorted((sandbox.root / "outputs/restoration/runs").glob("*/checkpoints/best.ckpt"))
+    places = {
+        "/data/UCF_Crime": sandbox.root / "data/synthetic_ucf",
+        "/data/clips": sandbox.users / "clips",
+        "/data/mmnist-medium": sandbox.users / "mmnist-medium",
+        "/models/swin3d_t.pt": sandbox.users / "models" / "swin3d_t.pt",
+        "<date>": runs[-1].parent.parent.name if runs else "<date>",
+    }
+    for old, new in places.items():
+        command = command.replace(old, f"'{new}'")
+    return " ".join([command, *spec.shrink])
+
+
+@pytest.mark.parametrize("command", ORDER)
+def test_readme_command(sandbox: Sandbox, command: str):
+    spec = COMMANDS[command]
+    if spec.not_run:
+        pytest.skip(spec.not_run)
+    project = sandbox.root
+    if "stage=validate index=processed/" in command:  # an index made elsewhere, copied here
+        (project / "processed").mkdir(exist_ok=True)
+        for suffix in (".csv", ".json"):
+            shutil.copy(project / f"data/index/ucf_crime/index_clips{suffix}", project / f"processed/index_clips{suffix}")
+    line = _concrete(command, sandbox)
+    if command == "make ui":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(f"{line} PORT={port}", shell=True, cwd=project, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _ui_answers(proc, port)
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=60)
+        return
+    done = subprocess.run(line, shell=True, cwd=project, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == spec.exit_code, f"{line}\nexit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    if spec.check:
+        spec.check(project, done)
+    if (project / "mlruns.db").exists():  # every run this command started has ended, and ended well
+        client = _store(project)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        statuses = {r.info.run_name: r.info.status for r in client.search_runs(experiments, max_results=5000)}
+        assert set(statuses.values()) <= {"FINISHED"}, statuses

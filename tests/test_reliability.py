@@ -1,0 +1,117 @@
+"""Nothing lost, nothing silent: real signals on real processes, a real SQLite store, bad values
+refused in one line before any work (docs/reliability.md lists what these tests guarantee)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, run_train
+
+TRAIN_QUICK = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+
+
+def _runs(root: Path, experiment: str = "restoration") -> list:
+    client = MlflowClient(f"sqlite:///{root}/mlruns.db")
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found else []
+
+
+def _start_train(root: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
+    """``train.py`` in the background, its output in files (a full pipe would block it)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), f"paths.root={root}", f"hydra.run.dir={root}/run", *overrides],
+        stdout=(root / "stdout.txt").open("w"), stderr=(root / "stderr.txt").open("w"), text=True,
+    )
+    return proc, root
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not path.exists():
+        assert proc.poll() is None, f"ended before {path} appeared: {(path.parents[2] / 'stderr.txt').read_text()[-3000:]}"
+        assert time.time() < deadline, f"no {path} after {seconds} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_training_stopped_by_a_signal_exits_non_zero_killed_and_resumes_the_same_run(tmp_path: Path, signum: int):
+    proc, _ = _start_train(tmp_path, "trainer.max_epochs=50", *TRAIN_QUICK)
+    _wait_for(tmp_path / "run/checkpoints/last.ckpt", proc)  # an epoch is done: training is under way
+    proc.send_signal(signum)
+    proc.wait(timeout=300)
+    err = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 128 + signum
+    assert err.strip().splitlines()[-1].startswith(f"stopped by {signal.Signals(signum).name}: resume with ckpt_path=")
+    checkpoint = tmp_path / "run/checkpoints/interrupted.ckpt"
+    assert checkpoint.is_file()
+    (run,) = _runs(tmp_path)
+    assert run.info.status == "KILLED" and run.data.tags["vidlab.error"] == f"stopped by {signal.Signals(signum).name}"
+
+    run_train(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/again", f"ckpt_path={checkpoint}",
+              "trainer.max_epochs=3", *TRAIN_QUICK)
+    (resumed,) = _runs(tmp_path)  # the same run, continued to its end
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    assert "test/raw/psnr" in resumed.data.metrics
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optimizer.lr=abc", "config error: optimizer: torch.optim.AdamW rejects"),
+    ("trainer.precision=7", "config error: trainer: Precision 7 is invalid"),
+    ("trainer.devices=0", "config error: trainer: `Trainer(devices=0)` value is not a valid input"),
+    ("trainer.accelerator=tpu", "config error: trainer:"),
+    ("ckpt_path=/nonexistent/last.ckpt", "config error: ckpt_path: no such file: /nonexistent/last.ckpt"),
+    ("loss.stain_weight=inf", "config error: loss.stain_weight must be a finite number >= 0 (got inf)"),
+    ("optimized_metric=val/raw/psnr_typo", "config error: optimized_metric: must be val/"),
+])
+def test_values_lightning_or_torch_would_reject_are_one_line_before_any_work(tmp_path: Path, override: str, message: str):
+    proc = run_train(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", override, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr[-2000:]
+    assert len([line for line in proc.stderr.splitlines() if "error" in line]) == 1
+    assert not (tmp_path / "mlruns.db").exists() and not (tmp_path / "data").exists()
+    assert not (tmp_path / "run/checkpoints").exists()
+
+
+def test_a_checkpoint_that_is_not_one_is_refused(tmp_path: Path):
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_text("not a checkpoint")
+    proc = run_train(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", f"ckpt_path={bogus}", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(f"config error: ckpt_path: not a readable checkpoint: {bogus}")
+
+
+def test_concurrent_first_runs_share_one_fresh_store(tmp_path: Path):
+    """Two processes creating the same fresh SQLite store at once: both get the experiment."""
+    code = ("import sys; from pathlib import Path; from vidlab.config import MlflowLoggerConfig; "
+            "from vidlab.tracking import ensure_experiment; "
+            "print(ensure_experiment(MlflowLoggerConfig(experiment_name='restoration'), Path(sys.argv[1])))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+    assert len({out.strip() for out, _ in outputs}) == 1
+
+
+def test_a_failure_after_the_run_was_created_ends_it_failed_with_the_reason(tmp_path: Path):
+    """A data error found once the run exists (a folder of videos with too few frames): one line,
+    exit 1, and the MLflow run ends FAILED with the line as its ``vidlab.error`` tag."""
+    import numpy as np
+
+    from vidlab.video import write_video
+
+    for i in range(3):
+        write_video(tmp_path / "videos" / f"v{i}.mp4", np.zeros((4, 32, 32, 3), np.uint8), 24)
+    proc = run_train(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", "dataset=video_folder",
+                     f"dataset.path={tmp_path / 'videos'}", "corruption.radius=5", check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: dataset:") and "Traceback" not in proc.stderr
+    for run in _runs(tmp_path):
+        assert run.info.status == "FAILED" and run.data.tags["vidlab.error"] == line.removeprefix("error: ")
+
