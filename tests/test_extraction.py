@@ -52,7 +52,7 @@ VIDEOS = {
     "fight_d.mp4": (32, "h264", "test", 1),
 }
 FAST = ["extractor=r3d_18", "extractor.weights=null", "extractor.frames=4", "extraction.preprocess=notebook",
-        "extraction.notebook_size=32", "extraction.batch_size=3", "extraction.num_workers=1"]
+        "extraction.notebook_size=32", "extraction.batch_size=3"]
 
 
 def _extract(index: Path, work: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -123,7 +123,7 @@ def test_weights_transforms_and_state_dict_file(tmp_path: Path):
     torch.manual_seed(7)
     model = r3d_18(weights=None)
     torch.save(model.state_dict(), tmp_path / "r3d.pt")
-    args = ["extractor=r3d_18", f"extractor.weights={tmp_path / 'r3d.pt'}", "extractor.frames=4", "extraction.num_workers=0", "logger=none"]
+    args = ["extractor=r3d_18", f"extractor.weights={tmp_path / 'r3d.pt'}", "extractor.frames=4", "logger=none"]
     run_extract(f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", *args)
     got = np.load(tmp_path / "outputs/embeddings/r3d_18_T4/embeddings_train.npy").astype(np.float32)
     model.fc = torch.nn.Identity()

@@ -116,33 +116,3 @@ def test_frame_level_auc_matches_hand_computation(tmp_path: Path):
     wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
     auc, videos = pm.frame_level_auc(clips, pm.read_temporal_annotations(annotations))
     assert videos == 2 and auc == pytest.approx(wins / (len(positives) * len(negatives)))
-
-
-def test_worked_example_two_backbones_compared(tmp_path: Path):
-    """The README's worked example, shrunk: generated tree, index, a 2-backbone extraction sweep,
-    a probe sweep over both, runs linked and grouped in MLflow."""
-    from conftest import run_extract
-    from vidlab.embeddings.synthetic import make_tree
-
-    make_tree(tmp_path / "ucf", videos=3, frames=48)
-    common = [f"paths.root={tmp_path}"]
-    run_extract("stage=index", f"dataset.root={tmp_path / 'ucf'}", "dataset.split_ratios=[0.34,0.33,0.33]",
-                f"hydra.run.dir={tmp_path}/o", *common)
-    index = tmp_path / "data/index/ucf_crime/index_clips.csv"
-    run_extract("-m", "extractor=r3d_18,mc3_18", "extractor.weights=null", "extractor.frames=4", f"index={index}",
-                "extraction.preprocess=notebook", "extraction.notebook_size=32", "extraction.num_workers=0",
-                f"hydra.sweep.dir={tmp_path}/xs", *common)
-    folders = ",".join(str(tmp_path / f"outputs/embeddings/{b}_T4") for b in ("r3d_18", "mc3_18"))
-    run_train("-m", "experiment=probe", f"embeddings={folders}", "probe.batch_size=8", "trainer.max_epochs=3",
-              f"hydra.sweep.dir={tmp_path}/ps", *common)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
-    extractions = client.search_runs([client.get_experiment_by_name("embeddings").experiment_id], "tags.stage = 'extract'")
-    probes = client.search_runs([client.get_experiment_by_name("probe").experiment_id], "tags.task = 'probe'")
-    assert sorted(r.info.run_name for r in extractions) == ["extract-mc3_18_T4", "extract-r3d_18_T4"]
-    assert sorted(r.info.run_name for r in probes) == ["linear_probe-mc3_18_T4", "linear_probe-r3d_18_T4"]
-    assert len({r.data.tags["sweep_id"] for r in probes}) == 1
-    by_id = {r.info.run_id: r.data.tags["mlflow.runName"] for r in extractions}
-    for probe in probes:
-        linked = by_id[probe.data.tags["extraction_run_id"]]
-        assert linked.split("-")[1] == probe.info.run_name.split("-")[1]
-        assert np.isfinite(probe.data.metrics["test/roc_auc"])

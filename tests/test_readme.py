@@ -75,7 +75,7 @@ def _config_error(project: Path, proc: subprocess.CompletedProcess) -> None:
 
 
 def _help(project: Path, proc: subprocess.CompletedProcess) -> None:
-    assert "dataset: moving_digits, video_folder" in proc.stdout
+    assert "corruption: circular_stain, multi_stain, none" in proc.stdout and "== Config ==" in proc.stdout
 
 
 def _joblib_sweep(project: Path, proc: subprocess.CompletedProcess) -> None:

@@ -54,6 +54,8 @@ def test_training_stopped_by_a_signal_exits_non_zero_killed_and_resumes_the_same
     (run,) = _runs(tmp_path)
     assert run.info.status == "KILLED" and run.data.tags["vidlab.error"] == f"stopped by {signal.Signals(signum).name}"
 
+    if signum == signal.SIGINT:
+        return  # resuming is the same after either signal
     run_train(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/again", f"ckpt_path={checkpoint}",
               "trainer.max_epochs=3", *TRAIN_QUICK)
     (resumed,) = _runs(tmp_path)  # the same run, continued to its end
@@ -115,3 +117,120 @@ def test_a_failure_after_the_run_was_created_ends_it_failed_with_the_reason(tmp_
     for run in _runs(tmp_path):
         assert run.info.status == "FAILED" and run.data.tags["vidlab.error"] == line.removeprefix("error: ")
 
+
+
+# ---------------------------------------------------------------- extraction
+def _index(tmp_path: Path) -> Path:
+    from test_extraction import VIDEOS, make_index
+
+    return make_index(tmp_path, VIDEOS)
+
+
+EXTRACT = ["extractor=r3d_18", "extractor.weights=null", "extractor.frames=4", "extraction.batch_size=2"]
+
+
+def _extract(index: Path, root: Path, *extra: str) -> subprocess.CompletedProcess:
+    from conftest import run_extract
+
+    return run_extract(f"index={index}", f"paths.root={root}", f"hydra.run.dir={root}/run", *EXTRACT, *extra, check=False)
+
+
+def test_overwrite_never_removes_what_vidlab_did_not_write(tmp_path: Path):
+    index = _index(tmp_path)
+    mine = tmp_path / "my folder"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("three years of work")
+    for overwrite in ("false", "true"):
+        proc = _extract(index, tmp_path, f"extraction.output={mine}", f"extraction.overwrite={overwrite}")
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"config error: extraction.output: {mine} holds files an extraction did not write (thesis.tex); choose a new or empty folder")
+        assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+    for run in _runs(tmp_path, "embeddings"):
+        assert run.info.status == "FAILED" and run.data.tags["vidlab.error"].startswith("extraction.output:")
+
+
+def test_a_second_writer_is_refused_and_settings_that_change_numbers_are_the_resume_key(tmp_path: Path):
+    index = _index(tmp_path)
+    out = tmp_path / "emb"
+    assert _extract(index, tmp_path, f"extraction.output={out}").returncode == 0
+    before = {p.name: p.read_bytes() for p in out.glob("*.npy")}
+    for change, key in [("extraction.precision=bf16-mixed", "precision"), ("extraction.colour=fast", "colour"),
+                        ("extraction.compile=true", "compile")]:
+        proc = _extract(index, tmp_path, f"extraction.output={out}", change)
+        assert proc.returncode == 2 and f"holds another extraction (differs in {key})" in proc.stderr.strip().splitlines()[-1]
+    assert {p.name: p.read_bytes() for p in out.glob("*.npy")} == before
+    # a state_dict file: its content is part of the key, not only its name
+    import torch
+    from torchvision.models.video import r3d_18
+
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(1)
+    torch.save(r3d_18().state_dict(), weights)
+    other = tmp_path / "emb2"
+    assert _extract(index, tmp_path, f"extraction.output={other}", f"extractor.weights={weights}").returncode == 0
+    torch.manual_seed(2)
+    torch.save(r3d_18().state_dict(), weights)
+    proc = _extract(index, tmp_path, f"extraction.output={other}", f"extractor.weights={weights}")
+    assert proc.returncode == 2 and "differs in weights_sha256" in proc.stderr
+
+    # a second process on the same folder while the first holds it
+    import fcntl
+
+    with (out / ".lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.truncate(0)
+        held.write("pid 4242 on elsewhere\n")
+        held.flush()
+        proc = _extract(index, tmp_path, f"extraction.output={out}", "extraction.overwrite=true")
+    assert proc.returncode == 2 and f"{out} is being written by pid 4242 on elsewhere" in proc.stderr.strip().splitlines()[-1]
+    assert {p.name: p.read_bytes() for p in out.glob("*.npy")} == before
+
+
+@pytest.mark.parametrize("column,value,check", [
+    ("start_frame", -3, "invalid_range"), ("split", "Test", "split"), ("y", 7, "labels"), ("start_frame", "abc", "types"),
+    ("path", "../../../etc/passwd", "outside_root"),
+])
+def test_a_bad_index_is_refused_before_the_output_folder_exists(tmp_path: Path, column: str, value, check: str):
+    import pandas as pd
+
+    index = _index(tmp_path)
+    table = pd.read_csv(index)
+    table[column] = table[column].astype(object)
+    table.loc[1, column] = value
+    table.to_csv(index, index=False)
+    out = tmp_path / "emb"
+    proc = _extract(index, tmp_path, f"extraction.output={out}")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: index: {index} is not valid [") and check in line.split("[")[1].split("]")[0]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_an_empty_video_is_refused(tmp_path: Path):
+    index = _index(tmp_path)
+    (tmp_path / "videos/normal_c.mp4").write_bytes(b"")
+    proc = _extract(index, tmp_path, f"extraction.output={tmp_path / 'emb'}")
+    assert proc.returncode == 1 and "empty_files" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_extraction_stopped_by_sigterm_exits_143_killed_and_resumes(tmp_path: Path):
+    index = _index(tmp_path)
+    out = tmp_path / "emb"
+    cmd = [sys.executable, str(ROOT / "extract.py"), f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run",
+           *EXTRACT, "extraction.batch_size=1", f"extraction.output={out}"]
+    proc = subprocess.Popen(cmd, stdout=(tmp_path / "o.txt").open("w"), stderr=(tmp_path / "e.txt").open("w"))
+    deadline = time.time() + 300
+    while not (out / "progress.json").exists():
+        assert proc.poll() is None and time.time() < deadline, (tmp_path / "e.txt").read_text()[-2000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=300)
+    assert proc.returncode == 143, (tmp_path / "e.txt").read_text()[-2000:]
+    assert (tmp_path / "e.txt").read_text().strip().splitlines()[-1].startswith("stopped by SIGTERM: what was written is kept")
+    assert not (out / "manifest.json").exists()
+    (run,) = _runs(tmp_path, "embeddings")
+    assert run.info.status == "KILLED"
+    assert _extract(index, tmp_path, f"extraction.output={out}", "extraction.batch_size=1").returncode == 0
+    assert (out / "manifest.json").exists()

@@ -525,6 +525,7 @@ class ExtractionConfig:
 
     def __post_init__(self) -> None:
         _require(self.preprocess in ("weights", "notebook"), f"preprocess must be weights or notebook (got {self.preprocess!r})")
+        _require(self.notebook_size >= 16, f"notebook_size must be >= 16 (got {self.notebook_size})")
         _require(self.colour in ("exact", "fast"), f"colour must be exact or fast (got {self.colour!r})")
         _require(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
         _require(self.num_workers >= 0, f"num_workers must be >= 0 (got {self.num_workers})")

@@ -137,12 +137,17 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
 
 
 def trainer_kwargs(cfg: DictConfig, key: str = "trainer") -> dict[str, Any]:
-    """The Trainer arguments (unset ones left to Lightning's defaults), tried on a throwaway Trainer before any work: a value Lightning would
-    reject (``precision=7``, ``devices=0``, ``accelerator=tpu``) is a one-line config error now, not
-    a traceback after data and model were built. Building a Trainer touches no file."""
+    """The resolved Trainer arguments of ``cfg[key]`` (unset ones left to Lightning), checked."""
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg[key], resolve=True).items() if v is not None}
+    return checked_trainer_args(kwargs, key)
+
+
+def checked_trainer_args(kwargs: dict[str, Any], key: str) -> dict[str, Any]:
+    """Trainer arguments tried on a throwaway Trainer before any work: a value Lightning would reject
+    (``precision=7``, ``devices=0``, ``accelerator=tpu``) is a one-line config error now, not a
+    traceback after data and model were built. Building a Trainer touches no file."""
     import lightning as L
 
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg[key], resolve=True).items() if v is not None}
     lightning_log = logging.getLogger("lightning.pytorch")
     level = lightning_log.level
     lightning_log.setLevel(logging.WARNING)  # the real Trainer says what devices it found

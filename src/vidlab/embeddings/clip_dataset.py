@@ -66,10 +66,11 @@ def shard(chunks: list[Chunk], rank: int, world_size: int) -> list[Chunk]:
 
 class VideoClipStream(IterableDataset):
     """Yields ``{"x": uint8 (B, T, C, h, w), "rows", "padded"}`` per chunk, or ``{"failed_rows", "reason"}``
-    for chunks of a video that cannot be read (the extractor applies ``on_error``)."""
+    for chunks of a video that cannot be read (the extractor applies ``on_error``). ``colour`` is the
+    frame conversion (``exact``: swscale's pixels, ``fast``: OpenCV's; see :func:`frame_to_rgb`)."""
 
-    def __init__(self, chunks: list[Chunk], spatial: Spatial):
-        self.chunks, self.spatial = chunks, spatial
+    def __init__(self, chunks: list[Chunk], spatial: Spatial, colour: str = "exact"):
+        self.chunks, self.spatial, self.colour = chunks, spatial, colour
         self.rank, self.world_size = 0, 1  # set on every rank once the process group exists
 
     def _clip(self, frames: dict[int, np.ndarray], wanted: tuple[int, ...], last: int) -> tuple[torch.Tensor, bool]:
@@ -88,7 +89,7 @@ class VideoClipStream(IterableDataset):
         pending = list(chunks)
         last = -1
         try:
-            for index, frame in decode_indexed(path, needed):
+            for index, frame in decode_indexed(path, needed, self.colour):
                 frames[index], last = frame, index
                 while pending and pending[0].last_frame <= index:
                     yield self._batch(pending.pop(0), frames, last)

@@ -28,16 +28,23 @@ from vidlab.embeddings.backbones import BACKBONES, load_backbone, weights_enum
 from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks
 from vidlab.embeddings.clip_index import COLUMNS
 from vidlab.embeddings.extractor import EmbeddingExtractor, StoreWriter, worker_init
-from vidlab.embeddings.index_check import resolve_paths
+from vidlab.embeddings.index_check import check_index, resolve_paths
 from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess
 from vidlab.embeddings.store import EmbeddingStore, read_jsonl
+from vidlab.errors import InputError
+from vidlab.jobs import StopOnSignal, checked_trainer_args, on_stop_say
 
+# The manifest says how frames became RGB: embeddings of the same clips differ between the two.
+COLOUR_CONVERSIONS = {
+    "exact": "swscale, identical to PyAV to_ndarray(format='rgb24')",
+    "fast": "OpenCV cvtColor COLOR_YUV2RGB_I420 on 8-bit BT.601 limited-range 4:2:0 frames of even size, swscale on others",
+}
 
 # Workers start fresh: forked after OpenCV or torch have started their thread pools, they can hang.
 WORKER_CONTEXT = "spawn"
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(InputError):
     """The index file is missing or not in the clip-index format."""
 
 
@@ -89,8 +96,13 @@ def _preprocess(spec: ExtractSpec):
 
 
 def _fingerprint(spec: ExtractSpec, index_sha: str, preprocess) -> dict:
+    """Every setting that changes the numbers: a rerun that differs in one is refused, never mixed."""
+    x, weights = spec.extraction, spec.extractor.weights
+    weights_file = weights is not None and Path(weights).is_file()
     return {"index_sha256": index_sha, "extractor": asdict(spec.extractor), "preprocess": preprocess.description,
-            "batch_size": spec.extraction.batch_size, "seed": spec.extraction.seed}
+            "batch_size": x.batch_size, "seed": x.seed, "colour": x.colour, "precision": x.precision,
+            "compile": x.compile, "channels_last": x.channels_last,
+            "weights_sha256": file_sha256(Path(weights)) if weights_file else None}
 
 
 def is_child_rank() -> bool:
@@ -99,27 +111,38 @@ def is_child_rank() -> bool:
 
 
 def extract_embeddings(spec: ExtractSpec, run_id: str | None = None) -> ExtractionResult:
+    """Everything that can be refused is checked (index, weights, Trainer arguments) before the
+    output folder is locked and written."""
     x = spec.extraction
     index_file = Path(spec.index_file)
     table = load_index(index_file, spec.path_root)
+    report = check_index(index_file, spec.path_root, allow_padded=True, check_files=True,
+                         allow_outside_root=spec.check.allow_outside_root)
+    if report["violations"]:
+        first, checks = report["violations"][0], ", ".join(v["check"] for v in report["violations"])
+        raise InputError(f"index: {index_file} is not valid [{checks}]: {first['rows']} row(s): {first['detail']} "
+                         f"(extract.py stage=validate index={index_file} lists every violation)")
     index_sha = file_sha256(index_file)
     preprocess = _preprocess(spec)
+    trainer_args = checked_trainer_args({"accelerator": x.accelerator, "devices": x.devices, "strategy": x.strategy,
+                                         "precision": x.precision}, "extraction")
+    torch.manual_seed(x.seed)  # random-init weights are the same on every run and rank
+    backbone = load_backbone(spec.extractor.name, spec.extractor.weights)
     folder = Path(x.output).resolve()
     store = EmbeddingStore(folder, table)
     dim = BACKBONES[spec.extractor.name].dim
-    resumed = store.create_or_resume(_fingerprint(spec, index_sha, preprocess), dim, x.overwrite and not is_child_rank())
-
-    torch.manual_seed(x.seed)  # random-init weights are the same on every run and rank
-    backbone = load_backbone(spec.extractor.name, spec.extractor.weights)
+    resumed = store.create_or_resume(_fingerprint(spec, index_sha, preprocess), dim, x.overwrite and not is_child_rank(),
+                                     lock=not is_child_rank())
+    on_stop_say(f"what was written is kept in {folder}; rerun the same command to resume")
     done = store.done_rows()
     chunks = [c for c in make_chunks(table, spec.extractor.frames, x.batch_size) if not all(done[list(c.rows)])]
     todo = sum(len(c.rows) for c in chunks)
     print(f"{'resuming' if resumed else 'starting'} {folder}: {todo} of {len(table)} clips to extract")
-    stream = VideoClipStream(chunks, preprocess.spatial)
+    stream = VideoClipStream(chunks, preprocess.spatial, x.colour)
     writer = StoreWriter(store, stream, x.on_error, todo)
     trainer = L.Trainer(
-        accelerator=x.accelerator, devices=x.devices, strategy=x.strategy, precision=x.precision, logger=False,
-        callbacks=[writer], enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        **trainer_args, logger=False, callbacks=[writer, StopOnSignal()], enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False,
     )
     loader = DataLoader(
         stream, batch_size=None, num_workers=x.num_workers,
@@ -158,6 +181,7 @@ def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame
         "encoder": f"torchvision/{spec.extractor.name}",
         "weights": spec.extractor.weights,
         "preprocessing": preprocess.description,
+        "colour": {"mode": spec.extraction.colour, "conversion": COLOUR_CONVERSIONS[spec.extraction.colour]},
         "T": spec.extractor.frames,
         "sampling": "start + round(linspace(0, max(1, end - start) - 1, T)); frames past the video's end repeat its last frame",
         "img_size": preprocess.description.get("crop_size") or preprocess.description.get("size"),

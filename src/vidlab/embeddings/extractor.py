@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import cv2
-
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter

@@ -19,7 +19,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
@@ -30,7 +29,7 @@ from vidlab import tracking
 from vidlab.config import MlflowLoggerConfig, ProbeModelConfig, validate_probe
 from vidlab.embeddings import probe_metrics as pm
 from vidlab.errors import InputError
-from vidlab.jobs import job_dirs, trainer_kwargs
+from vidlab.jobs import StopOnSignal, checked_optimizer, job_dirs, trainer_kwargs
 
 SPLITS = ("train", "val", "test")
 
@@ -58,21 +57,52 @@ def check_manifest(folder: Path) -> dict:
     path = folder / "manifest.json"
     if not path.is_file():
         raise ProbeInputError(f"embeddings: no manifest.json in {folder} (is the extraction finished?)")
-    manifest = json.loads(path.read_text())
-    for split in SPLITS:
-        info = manifest["splits"].get(split)
-        if info is None:
-            raise ProbeInputError(f"embeddings: {folder} has no {split} split")
-        emb = np.load(folder / info["files"]["embeddings"], mmap_mode="r")
-        expected = (info["rows"], manifest["embedding_dim"])
-        if emb.shape != expected or str(emb.dtype) != manifest["dtype"]:
-            raise ProbeInputError(f"embeddings: {folder / info['files']['embeddings']} is {emb.shape} {emb.dtype}, "
-                                  f"the manifest says {expected} {manifest['dtype']}")
-        for kind in ("labels", "valid"):
-            arr = np.load(folder / info["files"][kind], mmap_mode="r")
-            if arr.shape != (info["rows"],):
-                raise ProbeInputError(f"embeddings: {folder / info['files'][kind]} has shape {arr.shape}, expected ({info['rows']},)")
+    try:
+        manifest = json.loads(path.read_text())
+        for key in ("splits", "embedding_dim", "dtype", "encoder"):
+            manifest[key]  # noqa: B018 - a KeyError names the missing key
+        for split in SPLITS:
+            info = manifest["splits"].get(split)
+            if info is None:
+                raise ProbeInputError(f"embeddings: {folder} has no {split} split")
+            emb = _load(folder / info["files"]["embeddings"])
+            expected = (info["rows"], manifest["embedding_dim"])
+            if emb.shape != expected or str(emb.dtype) != manifest["dtype"]:
+                raise ProbeInputError(f"embeddings: {folder / info['files']['embeddings']} is {emb.shape} {emb.dtype}, "
+                                      f"the manifest says {expected} {manifest['dtype']}")
+            for kind in ("labels", "valid"):
+                arr = _load(folder / info["files"][kind])
+                if arr.shape != (info["rows"],):
+                    raise ProbeInputError(f"embeddings: {folder / info['files'][kind]} has shape {arr.shape}, expected ({info['rows']},)")
+    except json.JSONDecodeError as err:
+        raise ProbeInputError(f"embeddings: {path} is not valid JSON ({err})") from None
+    except (KeyError, TypeError) as err:
+        raise ProbeInputError(f"embeddings: {path} is not an extraction manifest (missing or wrong {err})") from None
     return manifest
+
+
+def _load(path: Path) -> np.ndarray:
+    """A memmapped ``.npy``; a missing or truncated file is a one-line error naming it."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        raise ProbeInputError(f"embeddings: cannot read {path} ({str(err).splitlines()[0]})") from None
+
+
+def check_rows(rows: EmbeddingRows, split: str, folder: Path) -> None:
+    """Labels in {0, 1}, finite embeddings, both classes: a probe on anything else measures nothing."""
+    labels = np.asarray(rows.labels)[rows.rows]
+    if len(rows) == 0:
+        raise ProbeInputError(f"embeddings: no valid row in the {split} split of {folder}")
+    if not np.isin(labels, (0, 1)).all():
+        raise ProbeInputError(f"embeddings: {split} labels must be 0 or 1, found {sorted(set(np.unique(labels)) - {0, 1})[:5]} in {folder}")
+    if len(np.unique(labels)) < 2:
+        raise ProbeInputError(f"embeddings: the {split} split of {folder} has only label {int(labels[0])}: ROC-AUC needs both classes")
+    for start in range(0, len(rows.rows), 65536):
+        block = np.asarray(rows.embeddings[rows.rows[start : start + 65536]], dtype=np.float32)
+        if not np.isfinite(block).all():
+            bad = rows.rows[start + int(np.nonzero(~np.isfinite(block).all(axis=1))[0][0])]
+            raise ProbeInputError(f"embeddings: row {bad} of the {split} split of {folder} is not finite (NaN or inf)")
 
 
 class EmbeddingRows(Dataset):
@@ -169,6 +199,8 @@ def _plots(labels: np.ndarray, scores: np.ndarray, threshold: float, folder: Pat
 
 def run_probe(cfg: DictConfig) -> float | None:
     spec = validate_probe(cfg)
+    kwargs = trainer_kwargs(cfg)
+    optimizer = checked_optimizer(cfg)
     root, output_dir = job_dirs(cfg)
     uri = tracking.resolve_tracking_uri(getattr(spec.logger, "tracking_uri", "sqlite:///mlruns.db"), root)
     folder, run_ref = resolve_embeddings(spec.embeddings, uri)
@@ -176,12 +208,11 @@ def run_probe(cfg: DictConfig) -> float | None:
     L.seed_everything(spec.seed, workers=True)
     data = {split: EmbeddingRows(folder, manifest, split) for split in SPLITS}
     for split, rows in data.items():
-        if len(rows) == 0:
-            raise ProbeInputError(f"embeddings: no valid row in the {split} split of {folder}")
+        check_rows(rows, split, folder)
     train_labels = np.asarray(data["train"].labels)[data["train"].rows]
     n_pos, n_neg = int(train_labels.sum()), int(len(train_labels) - train_labels.sum())
     pos_weight = n_neg / max(n_pos, 1) if spec.probe.class_weight == "auto" else 1.0
-    module = ProbeModule(build_probe(spec.model, manifest["embedding_dim"]), pos_weight, instantiate(spec.optimizer))
+    module = ProbeModule(build_probe(spec.model, manifest["embedding_dim"]), pos_weight, optimizer)
 
     logger = None
     if isinstance(spec.logger, MlflowLoggerConfig):
@@ -191,7 +222,7 @@ def run_probe(cfg: DictConfig) -> float | None:
         logger = tracking.build_logger(replace(spec.logger, run_name=name), root, output_dir, tags)
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor=spec.optimized_metric, mode="max")
-    trainer = L.Trainer(**trainer_kwargs(cfg), logger=logger or False, callbacks=[checkpoint], default_root_dir=str(output_dir))
+    trainer = L.Trainer(**kwargs, logger=logger or False, callbacks=[checkpoint, StopOnSignal()], default_root_dir=str(output_dir))
     loader = lambda split, shuffle: DataLoader(data[split], batch_size=spec.probe.batch_size, shuffle=shuffle,  # noqa: E731
                                               num_workers=spec.probe.num_workers)
     trainer.fit(module, loader("train", True), loader("val", False))

@@ -9,9 +9,11 @@ its data. Failed and padded rows are appended (and fsynced) to ``failures.jsonl`
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import shutil
+import re
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,11 @@ import pandas as pd
 
 from vidlab.embeddings.layouts import SPLITS
 from vidlab.errors import ConfigError
+
+LOCK = ".lock"
+# What an extraction writes into its folder, and nothing else: all that overwrite=true may remove.
+OWN_FILE = re.compile(r"^((embeddings|labels|valid|done)_(train|val|test)\.npy|progress\.json|manifest\.json|"
+                      r"failures\.jsonl|padded\.jsonl|\.lock|\.[\w.]+\.part)$")
 
 
 def _append_jsonl(path: Path, records: list[dict]) -> None:
@@ -46,11 +53,44 @@ class EmbeddingStore:
     def path(self, kind: str, split: str) -> Path:
         return self.folder / f"{kind}_{split}.npy"
 
-    def create_or_resume(self, fingerprint: dict, dim: int, overwrite: bool) -> bool:
-        """Create the files, or check they belong to this job; returns True when resuming."""
+    def lock(self) -> None:
+        """Hold an OS lock on the folder until this process exits (however it exits): a second
+        writer of the same folder is refused, naming the holder, instead of mixing or deleting rows."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle = (self.folder / LOCK).open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigError(f"extraction.output: {self.folder} is being written by {holder}; wait for it to end, "
+                              "or choose another extraction.output") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def foreign_files(self) -> list[str]:
+        """Names in the folder that an extraction does not write."""
+        return sorted(p.name for p in self.folder.iterdir() if not OWN_FILE.match(p.name)) if self.folder.is_dir() else []
+
+    def create_or_resume(self, fingerprint: dict, dim: int, overwrite: bool, lock: bool = True) -> bool:
+        """Lock the folder, then create the files or check they belong to this job; returns True
+        when resuming. ``overwrite`` removes only the files an extraction writes, and a folder that
+        holds anything else is refused before anything is written into it."""
         progress = self.folder / "progress.json"
-        if overwrite and self.folder.exists():
-            shutil.rmtree(self.folder)
+        foreign = self.foreign_files()
+        if foreign and (overwrite or not progress.exists()):
+            raise ConfigError(f"extraction.output: {self.folder} holds files an extraction did not write "
+                              f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
+        if lock:
+            self.lock()
+        if overwrite:
+            for path in self.folder.iterdir():
+                if path.name != LOCK:
+                    path.unlink()
         if progress.exists():
             recorded = json.loads(progress.read_text())
             if recorded != fingerprint:

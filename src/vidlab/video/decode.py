@@ -2,6 +2,11 @@
 
 Seeking by timestamp is not frame-exact on streams with B-frames and long GOPs, so frames are found
 by decoding from the start and counting; only the requested frames are converted to RGB.
+
+Colour: ``exact`` (the default) gives PyAV's ``to_ndarray(format="rgb24")`` pixels (swscale's), so
+embeddings match what other tools compute: OpenCV's ``VideoCapture`` gives the same pixels on 8-bit
+video of even size (tests/test_colour.py says where and why it does not). ``fast`` is OpenCV's BT.601
+I420 conversion of the raw planes, a few levels off (docs/benchmarks.md, "Colour conversion").
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Iterable, Iterator
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from vidlab.video.io import VideoReadError
 
@@ -24,20 +30,37 @@ class VideoEndedError(VideoReadError):
         self.frames = frames
 
 
-def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """RGB uint8 of a decoded frame. For 4:2:0 video, OpenCV's BT.601 conversion of the raw planes is
-    2-3x faster than swscale's (values within a few levels of it); other formats go through swscale."""
-    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+COLOURS = ("exact", "fast")
+# AVColorSpace values swscale converts with the BT.601 matrix (unspecified, BT470BG, SMPTE170M), and
+# AVColorRange values meaning limited range (unspecified, MPEG): what OpenCV's I420 conversion assumes.
+_BT601 = (2, 5, 6)
+_LIMITED = (0, 1)
+
+
+def frame_to_rgb(frame: av.VideoFrame, colour: str = "exact", reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """RGB uint8 of a decoded frame.
+
+    ``exact``: swscale's pixels, bit for bit those of ``frame.to_ndarray(format="rgb24")``; one
+    reformatter reused across a video's frames keeps its swscale context (a fresh one per frame costs
+    more than the conversion), and one thread per conversion because parallelism comes from workers.
+    ``fast``: OpenCV's I420 conversion where its assumptions hold (8-bit 4:2:0, even sizes, BT.601,
+    limited range); on other frames it would be wrong by more than rounding, so they stay exact.
+    """
+    if (colour == "fast" and frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0
+            and frame.colorspace in _BT601 and frame.color_range in _LIMITED):
         return cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420)
-    return frame.to_ndarray(format="rgb24")
+    return (reformatter or VideoReformatter()).reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
-def decode_indexed(path: str | os.PathLike, indices: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(index, RGB uint8 frame)`` for each distinct requested index, ascending, in one pass.
+def decode_indexed(path: str | os.PathLike, indices: Iterable[int], colour: str = "exact") -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, RGB uint8 frame)`` for each distinct requested index, ascending, in one pass;
+    ``colour`` picks the conversion (:func:`frame_to_rgb`).
 
     Raises :class:`VideoReadError` (naming the file) if it cannot be decoded or ends before the last
     requested frame; frames before the failure have been yielded.
     """
+    if colour not in COLOURS:
+        raise ValueError(f"colour must be one of {', '.join(COLOURS)} (got {colour!r})")
     wanted = sorted({int(i) for i in indices})
     if not wanted:
         return
@@ -49,10 +72,11 @@ def decode_indexed(path: str | os.PathLike, indices: Iterable[int]) -> Iterator[
             if not container.streams.video:
                 raise VideoReadError(f"no video stream: {path}")
             stream = container.streams.video[0]
+            reformatter = VideoReformatter()
             for index, frame in enumerate(container.decode(stream)):
                 decoded = index + 1
                 if index == wanted[position]:
-                    yield index, frame_to_rgb(frame)
+                    yield index, frame_to_rgb(frame, colour, reformatter)
                     position += 1
                     if position == len(wanted):
                         return
@@ -63,9 +87,9 @@ def decode_indexed(path: str | os.PathLike, indices: Iterable[int]) -> Iterator[
     raise VideoEndedError(f"{path}: has {decoded} frames, frame {wanted[position]} was requested", decoded)
 
 
-def read_frames(path: str | os.PathLike, indices: Iterable[int]) -> np.ndarray:
+def read_frames(path: str | os.PathLike, indices: Iterable[int], colour: str = "exact") -> np.ndarray:
     """Frames ``indices`` (any order, repeats allowed) of a video, RGB uint8 ``(len(indices), H, W, 3)``,
     exactly those frames on any codec (decoded in order, no seek)."""
     indices = [int(i) for i in indices]
-    frames = dict(decode_indexed(path, indices))
+    frames = dict(decode_indexed(path, indices, colour))
     return np.stack([frames[i] for i in indices]) if indices else np.zeros((0, 0, 0, 3), np.uint8)
