@@ -1,7 +1,8 @@
 """Clip-loader throughput for embedding extraction, in clips/s, on the same generated files in one run:
 vidlab's loader (each video decoded once, in order) against the notebook's loader (one OpenCV seek per
 sampled frame) and against the decode ceiling (PyAV decoding every frame, no conversion, expressed
-in clips/s at this stride: frames/s / stride).
+in clips/s at this stride: frames/s / stride). vidlab's loader is timed with each colour conversion
+(``extraction.colour``): exact (the default, swscale) and fast (OpenCV's I420).
 
     python benchmarks/clip_loader.py [--videos 8] [--seconds 60] [--notebook-clips 64]
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import av
@@ -44,12 +46,14 @@ def _frames(n: int, seed: int):
         yield frame
 
 
-def write_h264(path: Path, n: int, seed: int) -> None:
+def write_h264(path: Path, frames: Iterable[np.ndarray], size: tuple[int, int] = (240, 320), x264_params: str = "") -> None:
+    """H.264 yuv420p, GOP 250, 2 B-frames (PyAV/libx264); ``x264_params`` adds e.g. colour tags."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=30)
-        stream.height, stream.width, stream.pix_fmt = 240, 320, "yuv420p"
-        stream.options = {"bf": "2", "g": "250", "x264-params": "keyint=250:min-keyint=250:scenecut=0"}
-        for frame in _frames(n, seed):
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"bf": "2", "g": "250", "x264-params": ":".join(filter(None, ["keyint=250:min-keyint=250:scenecut=0", x264_params]))}
+        for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -114,15 +118,15 @@ def main() -> None:
     n = args.seconds * 30
     cores = os.cpu_count() or 1
     print(f"machine: {cores} cores; {args.videos} videos per codec, {n} frames each, 320x240")
-    print("| codec | loader | workers | clips/s | vs notebook | vs decode ceiling |")
-    print("|---|---|---|---|---|---|")
+    print("| codec | loader | colour | workers | clips/s | vs notebook | vs decode ceiling |")
+    print("|---|---|---|---|---|---|---|")
     for codec in ("h264", "mpeg4"):
         paths = []
         for i in range(args.videos):
             path = folder / f"{codec}_{i}_{n}.mp4"
             if not path.exists():
                 tmp = path.with_name(f".{path.name}")
-                (write_h264(tmp, n, i) if codec == "h264" else write_video(tmp, _frames(n, i), 30))
+                (write_h264(tmp, _frames(n, i)) if codec == "h264" else write_video(tmp, _frames(n, i), 30))
                 tmp.replace(path)
             paths.append(str(path))
         rows = [{"abs_path": p, "start_frame": s, "end_frame": s + CLIP_LEN} for p in paths for s in clip_starts(n, CLIP_LEN, STRIDE, "drop")]
@@ -134,14 +138,15 @@ def main() -> None:
             ds = NotebookClipDataset(sample)
             loader = DataLoader(ds, batch_size=16, num_workers=workers if workers > 1 else 0, persistent_workers=workers > 1)
             notebook[workers] = clips_per_second(loader)
-            print(f"| {codec} | notebook (seek per frame) | {workers} | {notebook[workers]:.1f} | 1.0x | {notebook[workers] / ceiling:.2f} |")
-        for workers in (1, cores):
-            stream = VideoClipStream(make_chunks(table, T, 16), NotebookPreprocess(SIZE).spatial)
-            loader = DataLoader(stream, batch_size=None, num_workers=workers if workers > 1 else 0, worker_init_fn=worker_init,
-                                multiprocessing_context=WORKER_CONTEXT if workers > 1 else None, persistent_workers=workers > 1)
-            rate = clips_per_second(loader)
-            print(f"| {codec} | vidlab (decode once, in order) | {workers} | {rate:.1f} | {rate / notebook[workers]:.1f}x | {rate / ceiling:.2f} |")
-        print(f"| {codec} | decode ceiling (PyAV, every frame, 1 process) | 1 | {ceiling:.1f} | | 1.00 |")
+            print(f"| {codec} | notebook (seek per frame) | OpenCV VideoCapture | {workers} | {notebook[workers]:.1f} | 1.0x | {notebook[workers] / ceiling:.2f} |")
+        for colour in ("exact", "fast"):
+            for workers in (1, cores):
+                stream = VideoClipStream(make_chunks(table, T, 16), NotebookPreprocess(SIZE).spatial, colour)
+                loader = DataLoader(stream, batch_size=None, num_workers=workers if workers > 1 else 0, worker_init_fn=worker_init,
+                                    multiprocessing_context=WORKER_CONTEXT if workers > 1 else None, persistent_workers=workers > 1)
+                rate = clips_per_second(loader)
+                print(f"| {codec} | vidlab (decode once, in order) | {colour} | {workers} | {rate:.1f} | {rate / notebook[workers]:.1f}x | {rate / ceiling:.2f} |")
+        print(f"| {codec} | decode ceiling (PyAV, every frame, 1 process) | none | 1 | {ceiling:.1f} | | 1.00 |")
 
 
 if __name__ == "__main__":

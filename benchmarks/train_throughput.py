@@ -10,12 +10,12 @@ import argparse
 import platform
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from pathlib import Path
 
 from vidlab.config import validate
 from vidlab.restoration.corruption import build_corruption

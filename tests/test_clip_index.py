@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import UCF_VIDEOS, make_ucf_tree, run_extract, write_h264, write_mp4v
 from vidlab.embeddings.clip_index import COLUMNS, clip_starts
 from vidlab.embeddings.index_check import check_index, resolve_paths
 from vidlab.embeddings.layouts import Video, stratified_split
 from vidlab.video.probe import ProbeCache, probe_many, probe_video
+
+from conftest import UCF_VIDEOS, make_ucf_tree, run_extract, write_h264, write_mp4v
 
 
 def _index(root: Path, work: Path, *extra: str, check: bool = True):

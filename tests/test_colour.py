@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from vidlab.config import ConfigError, validate_extract
@@ -104,9 +105,11 @@ def test_opencv_differs_where_swscale_interpolates_chroma(tmp_path: Path, codec,
 
 
 def _stream_frames(path: Path, colour: str | None) -> tuple[np.ndarray, list[int]]:
-    """Every sampled frame the extraction loader yields for two 12-frame clips, and their indices."""
+    """Every sampled frame the extraction loader yields for two 12-frame clips (``None``: its default
+    colour), and their indices."""
     table = pd.DataFrame({"row": [0, 1], "abs_path": [str(path)] * 2, "start_frame": [0, 12], "end_frame": [12, 24]})
-    stream = VideoClipStream(make_chunks(table, 4, 2), lambda clip: clip, *([colour] if colour else []))
+    chunks = make_chunks(table, 4, 2)
+    stream = VideoClipStream(chunks, torch.nn.Identity()) if colour is None else VideoClipStream(chunks, torch.nn.Identity(), colour)
     (batch,) = list(stream)
     indices = [i for s in (0, 12) for i in sample_indices(s, s + 12, 4)]
     return batch["x"].permute(0, 1, 3, 4, 2).reshape(-1, *batch["x"].shape[3:], 3).numpy(), indices
@@ -143,6 +146,6 @@ def test_colour_is_checked_by_config_and_recorded_in_manifest(tmp_path: Path):
     pd.DataFrame([["train", 0, "Normal", str(video), 0, 0, 8, 8, 8, 30.0, N]], columns=COLUMNS).to_csv(index, index=False)
     run_extract(f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", "logger=none", "extractor=r3d_18",
                 "extractor.weights=null", "extractor.frames=4", "extraction.preprocess=notebook", "extraction.notebook_size=32",
-                "extraction.num_workers=0", "extraction.colour=fast")
+                "extraction.colour=fast")
     manifest = json.loads((tmp_path / "outputs/embeddings/r3d_18_T4/manifest.json").read_text())
     assert manifest["colour"]["mode"] == "fast" and "I420" in manifest["colour"]["conversion"]

@@ -6,8 +6,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import ROOT, run_train
 from vidlab.config import ConfigError, UNetConfig, validate
+
+from conftest import ROOT, run_train
 
 CONF = str(ROOT / "conf")
 

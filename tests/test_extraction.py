@@ -15,10 +15,11 @@ import torch
 from mlflow.tracking import MlflowClient
 from torchvision.models.video import R3D_18_Weights, r3d_18
 
-from conftest import ROOT, run_extract, write_h264, write_mp4v
 from vidlab.embeddings.clip_dataset import sample_indices
 from vidlab.embeddings.clip_index import COLUMNS, clip_starts
 from vidlab.video import VideoEndedError, read_frames
+
+from conftest import ROOT, run_extract, write_h264, write_mp4v
 
 
 @pytest.mark.parametrize("writer", [write_h264, write_mp4v])

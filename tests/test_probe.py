@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_train
 from vidlab.embeddings import probe_metrics as pm
+
+from conftest import run_train
 
 
 def write_extraction(folder: Path, seed: int = 0, shift: float = 2.0, shuffle: bool = False, invalid: int = 0) -> Path:

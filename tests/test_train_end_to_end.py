@@ -8,9 +8,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import run_train, tiny_overrides
 from vidlab.restore import restore_video
 from vidlab.video import count_frames, iter_frames, write_video
+
+from conftest import run_train, tiny_overrides
 
 
 def _runs(root: Path):
