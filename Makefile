@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PORT ?= 5000
 
-.PHONY: install train test test-all bench ui clean
+.PHONY: install lint train test test-all bench ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(STAMP)
 
 train: $(STAMP)  ## the main job on embedded defaults; pass overrides with ARGS="model.depth=4"
 	$(BIN)/python train.py $(ARGS)
+
+lint: $(STAMP)  ## ruff: lint and import order (configured in pyproject.toml)
+	$(BIN)/ruff check .
 
 test: $(STAMP)  ## the default suite (what CI runs)
 	$(BIN)/python -m pytest $(ARGS)

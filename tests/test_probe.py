@@ -117,3 +117,39 @@ def test_frame_level_auc_matches_hand_computation(tmp_path: Path):
     wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
     auc, videos = pm.frame_level_auc(clips, pm.read_temporal_annotations(annotations))
     assert videos == 2 and auc == pytest.approx(wins / (len(positives) * len(negatives)))
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("labels", "train labels must be 0 or 1, found [7]"),
+    ("nan", "of the train split of"),
+    ("json", "manifest.json is not valid JSON"),
+    ("key", "is not an extraction manifest (missing or wrong 'embedding_dim')"),
+    ("truncated", "cannot read"),
+    ("one_class", "has only label 0: ROC-AUC needs both classes"),
+])
+def test_bad_probe_input_is_one_line_before_training(tmp_path: Path, damage: str, message: str):
+    folder = write_extraction(tmp_path / "emb")
+    if damage == "labels":
+        labels = np.load(folder / "labels_train.npy")
+        labels[3] = 7
+        np.save(folder / "labels_train.npy", labels)
+    elif damage == "nan":
+        x = np.load(folder / "embeddings_train.npy")
+        x[5, 2] = np.nan
+        np.save(folder / "embeddings_train.npy", x)
+    elif damage == "json":
+        (folder / "manifest.json").write_text("{not json")
+    elif damage == "key":
+        manifest = json.loads((folder / "manifest.json").read_text())
+        del manifest["embedding_dim"]
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    elif damage == "truncated":
+        data = (folder / "embeddings_test.npy").read_bytes()
+        (folder / "embeddings_test.npy").write_bytes(data[: len(data) // 2])
+    else:
+        np.save(folder / "labels_val.npy", np.zeros(80, np.int8))
+    proc = run_train("experiment=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: embeddings:") and message in line
+    assert not (tmp_path / "r/checkpoints").exists()

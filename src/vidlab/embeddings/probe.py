@@ -95,7 +95,7 @@ def check_rows(rows: EmbeddingRows, split: str, folder: Path) -> None:
     if len(rows) == 0:
         raise ProbeInputError(f"embeddings: no valid row in the {split} split of {folder}")
     if not np.isin(labels, (0, 1)).all():
-        raise ProbeInputError(f"embeddings: {split} labels must be 0 or 1, found {sorted(set(np.unique(labels)) - {0, 1})[:5]} in {folder}")
+        raise ProbeInputError(f"embeddings: {split} labels must be 0 or 1, found {sorted(int(v) for v in set(np.unique(labels)) - {0, 1})[:5]} in {folder}")
     if len(np.unique(labels)) < 2:
         raise ProbeInputError(f"embeddings: the {split} split of {folder} has only label {int(labels[0])}: ROC-AUC needs both classes")
     for start in range(0, len(rows.rows), 65536):

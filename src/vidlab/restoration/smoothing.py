@@ -7,7 +7,6 @@ filter), so a digit passing through the stain is not blended into the background
 
 from __future__ import annotations
 
-
 import torch
 
 from vidlab.config import (

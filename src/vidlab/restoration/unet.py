@@ -51,7 +51,7 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(cin, 3, 1)
 
     @classmethod
-    def from_config(cls, cfg: UNetConfig) -> "UNet":
+    def from_config(cls, cfg: UNetConfig) -> UNet:
         return cls(cfg.frames, cfg.depth, cfg.base_channels, cfg.norm, cfg.mask_channel, cfg.residual)
 
     def forward(self, stained: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
