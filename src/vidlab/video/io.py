@@ -1,4 +1,4 @@
-"""Sequential, streaming video I/O (OpenCV) and atomic writers.
+"""Sequential, streaming video I/O (OpenCV) and atomic writers (OpenCV mp4v, PyAV H.264, GIF).
 
 Frames are RGB uint8 ``(H, W, 3)``. Reading is strictly in decode order: OpenCV's frame seeks are not
 frame-exact on many files, so skipping uses ``grab()`` (decode without colour conversion).
@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import av
 import cv2
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class VideoReadError(RuntimeError):
@@ -81,16 +87,43 @@ def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
 
 
-class VideoWriter:
-    """Streaming mp4v (MPEG-4 part 2) writer of RGB frames; the file appears only when closed
-    without error (written under a temporary name, then renamed)."""
+class _AtomicWriter:
+    """Frames go to a temporary sibling that becomes ``path`` only when closed without error; on any
+    failure it is removed, so a half-written video is never left behind."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._tmp = _temporary_sibling(self.path)
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _close(self, ok: bool) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._close(exc_type is None)
+            if exc_type is None:
+                if self.frames == 0:
+                    raise ValueError(f"no frames to write to {self.path}")
+                os.replace(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
+class VideoWriter(_AtomicWriter):
+    """Streaming mp4v (MPEG-4 part 2) writer of RGB frames (OpenCV; rounds odd sizes down to even)."""
 
     def __init__(self, path: str | os.PathLike, fps: float):
-        self.path, self.fps = Path(path), fps
+        super().__init__(path)
+        self.fps = fps
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = _temporary_sibling(self.path)
         self._writer: cv2.VideoWriter | None = None
-        self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
         if self._writer is None:
@@ -101,18 +134,60 @@ class VideoWriter:
         self._writer.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
         self.frames += 1
 
-    def __enter__(self) -> "VideoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def _close(self, ok: bool) -> None:
         if self._writer is not None:
             self._writer.release()
-        if exc_type is None and self.frames > 0:
-            os.replace(self._tmp, self.path)
+
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi")
+
+
+def check_video_suffix(path: str | os.PathLike) -> None:
+    """Refuse a destination :class:`H264Writer` cannot write, before any work (a ``.gif`` or ``.png``
+    would otherwise become a one-frame image)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise ValueError(f"cannot write a video to {path} ({suffix or 'no suffix'}): use {', '.join(VIDEO_SUFFIXES)}")
+
+
+class H264Writer(_AtomicWriter):
+    """Streaming H.264 writer (PyAV/libx264) of RGB frames at their exact size: ``yuv420p`` (plays
+    everywhere) when both sides are even, else ``yuv444p``, since 4:2:0 needs even sides. A short
+    rate-control lookahead halves the encoder's memory (about 0.18 GB at 1080p instead of 0.37).
+
+    The folder must exist and the temporary file is created at once, so an unwritable destination
+    fails before any frame is computed."""
+
+    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 18):
+        super().__init__(path)
+        check_video_suffix(self.path)
+        if self.path.is_dir():
+            raise IsADirectoryError(f"{self.path} is a folder")
+        self.rate, self.crf = Fraction(fps).limit_denominator(1001), crf
+        self._container: av.container.OutputContainer | None = None
+        self._stream: av.VideoStream | None = None
+        self._tmp.touch()
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._container is None:
+            h, w = frame.shape[:2]
+            self._container = av.open(str(self._tmp), "w")
+            self._stream = self._container.add_stream("libx264", rate=self.rate)
+            self._stream.width, self._stream.height = w, h
+            self._stream.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
+            self._stream.options = {"crf": str(self.crf), "rc-lookahead": "10"}
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        self._container.mux(self._stream.encode(picture))
+        self.frames += 1
+
+    def _close(self, ok: bool) -> None:
+        if self._container is None:
             return
-        self._tmp.unlink(missing_ok=True)
-        if exc_type is None:
-            raise ValueError(f"no frames to write to {self.path}")
+        try:
+            if ok:
+                self._container.mux(self._stream.encode())
+        finally:
+            self._container.close()
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float) -> Path:

@@ -1,0 +1,255 @@
+"""``python -m vidlab.restore`` on real checkpoints (a real Lightning Trainer) and real video files:
+bounded streaming that does not change the result, exact output sizes, refused formats, one-line
+errors with their exit codes, and nothing left behind on failure."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.demos.boring_classes import BoringModel
+from torch.utils.data import DataLoader
+
+from vidlab import restore
+from vidlab.config import build_smoothing_config
+from vidlab.restoration.module import RestorationModule, to_uint8
+from vidlab.restoration.smoothing import build_smoothing
+from vidlab.restoration.unet import UNet
+from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
+from vidlab.video.probe import probe_video
+
+from conftest import ROOT, moving_square_frames
+
+SMALL = {"name": "unet_temporal", "frames": 3, "depth": 2, "base_channels": 4}
+
+
+def _trainer() -> L.Trainer:
+    return L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+
+
+def save_checkpoint(path: Path, model: dict) -> Path:
+    """One real training step of a RestorationModule, saved by the Trainer like train.py's checkpoints."""
+    module = RestorationModule(model=model, smoothing={"name": "masked"},
+                               optimizer=functools.partial(torch.optim.AdamW, lr=1e-3))
+    g = torch.Generator().manual_seed(0)
+    batch = {"stained": torch.randint(0, 256, (2, model["frames"], 3, 16, 16), dtype=torch.uint8, generator=g),
+             "clean": torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=g),
+             "mask": torch.rand(2, 1, 16, 16, generator=g)}
+    trainer = _trainer()
+    trainer.fit(module, DataLoader([batch], batch_size=None))
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.ckpt", SMALL)
+
+
+@pytest.fixture
+def video(tmp_path: Path) -> Path:
+    return write_video(tmp_path / "in" / "stained clip.mp4", moving_square_frames(12), fps=10)
+
+
+def write_mpeg4(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
+    """MPEG-4 part 2 through PyAV, which (unlike OpenCV's writer) keeps odd sizes."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def run_restore(*args: str | Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "vidlab.restore", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def snapshot(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# ---------------------------------------------------------------- the command
+def test_cli_restores_with_progress_and_summary(checkpoint: Path, video: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = run_restore(checkpoint, video, out / "restored.mkv", "--side-by-side", out / "pair.avi", "--megapixels", "0.02")
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"restored 12 frames in [\d.]+ s \([\d.]+ frames/s\) -> .*restored\.mkv\n", proc.stdout)
+    assert "restoring" in proc.stderr and "12/12" in proc.stderr and "frame/s" in proc.stderr  # tqdm bar
+    assert snapshot(out) == ["pair.avi", "restored.mkv"]  # no temporary left
+    assert count_frames(out / "restored.mkv") == count_frames(out / "pair.avi") == 12
+    assert next(iter_frames(out / "restored.mkv")).shape == (40, 56, 3)
+    assert next(iter_frames(out / "pair.avi")).shape == (18 + 40, 2 * 56 + 2, 3)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".avi"])
+def test_odd_size_round_trip(checkpoint: Path, tmp_path: Path, suffix: str):
+    stained = moving_square_frames(9, 33, 47)
+    source = write_mpeg4(tmp_path / "odd.mp4", stained)
+    assert probe_video(source).width == 47
+    n = restore.restore_video(checkpoint, source, tmp_path / f"restored{suffix}")
+    decoded = np.stack(list(iter_frames(tmp_path / f"restored{suffix}")))
+    assert n == 9 and decoded.shape == (9, 33, 47, 3)
+    probe = probe_video(tmp_path / f"restored{suffix}")
+    assert (probe.width, probe.height, probe.n_frames, probe.fps) == (47, 33, 9, 10.0)
+    # what was written is the restoration (H.264 at crf 18 is close to lossless here)
+    expected = np.stack([r for _, r in restore.Restorer(restore.load_module(checkpoint), build_smoothing(
+        build_smoothing_config("masked")))(iter_frames(source))])
+    assert np.abs(decoded.astype(int) - expected).mean() < 2
+
+
+# ---------------------------------------------------------------- streaming does not change the result
+@pytest.mark.parametrize("smoothing", ["none", "ema", "window", "masked"])
+def test_result_does_not_depend_on_the_budget(checkpoint: Path, smoothing: str):
+    module = restore.load_module(checkpoint)
+    smoother = build_smoothing(build_smoothing_config(smoothing))
+    frames = list(moving_square_frames(11, 40, 56) + np.random.default_rng(0).integers(0, 20, (11, 40, 56, 3), np.uint8))
+    clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    whole = to_uint8(smoother(module.restore_clip(clip), clip))  # the whole video at once
+    for megapixels, chunk in [(1.0, None), (0.01, None), (1.0, 1)]:  # one block, blocks of 4, of 1
+        got = np.stack([r for _, r in restore.Restorer(module, smoother, megapixels, chunk)(iter(frames))])
+        differ = got != whole
+        # identical up to float rounding of different batch shapes: a rare 1-level step in uint8
+        assert np.abs(got.astype(int) - whole).max() <= 1 and differ.mean() < 1e-3, (megapixels, chunk, differ.sum())
+
+
+def test_tiles_restore_frames_as_a_whole(tmp_path: Path):
+    module = restore.load_module(save_checkpoint(tmp_path / "d1.ckpt", {**SMALL, "depth": 1}))
+    smoother = build_smoothing(build_smoothing_config("window"))
+    frames = list(moving_square_frames(5, 40, 56))
+    clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    whole = to_uint8(smoother(module.restore_clip(clip), clip))
+    for megapixels, tiles in ((0.0016, 20), (0.002, 7)):  # square tiles, then full-width strips
+        restorer = restore.Restorer(module, smoother, megapixels)
+        assert len(restore.plan_tiles(40, 56, restorer.pixels, restorer.multiple, restorer.halo)) == tiles
+        got = np.stack([r for _, r in restorer(iter(frames))])
+        assert np.abs(got.astype(int) - whole).max() <= 1 and (got != whole).mean() < 1e-3
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_halo_covers_the_receptive_field(depth: int):
+    net = UNet(frames=1, depth=depth, base_channels=2, norm="none").eval()
+    for p in net.parameters():
+        torch.nn.init.uniform_(p, 0.01, 0.1)  # positive weights: no gradient cancels by chance
+    size, radius = 16 * 2**depth + 32, 0
+    for offset in range(2**depth):  # every phase of the pooling grid
+        x = torch.rand(1, 1, 3, size, size, requires_grad=True)
+        centre = size // 2 + offset
+        net(x)[0, :, centre, centre].sum().backward()
+        rows, cols = torch.nonzero(x.grad[0, 0].abs().sum(0), as_tuple=True)
+        radius = max(radius, *(abs(v - centre) for v in (rows.min(), rows.max(), cols.min(), cols.max())))
+    module = RestorationModule(model={**SMALL, "depth": depth}, smoothing={"name": "none"})
+    assert radius <= restore.Restorer(module, build_smoothing(build_smoothing_config("none"))).halo
+
+
+# ---------------------------------------------------------------- refusals and errors
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> Path:
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "random.ckpt").write_bytes(np.random.default_rng(0).bytes(4096))
+    (folder / "notes.ckpt").write_text("not a checkpoint\n")
+    torch.save(restore.load_module(checkpoint).state_dict(), folder / "state_dict.ckpt")
+    return folder
+
+
+def test_other_checkpoint_kinds_are_refused(tmp_path: Path):
+    # weights_only refuses pickled code, even in an otherwise well-formed checkpoint
+    torch.save({"state_dict": {}, "hyper_parameters": {"model": functools.partial(print), "smoothing": {}}},
+               tmp_path / "pickled_code.ckpt")
+    trainer = _trainer()
+    trainer.fit(BoringModel())
+    trainer.save_checkpoint(tmp_path / "other_module.ckpt")
+    save_checkpoint(tmp_path / "mask_model.ckpt", {**SMALL, "mask_channel": True})
+    for name, match in [("pickled_code", "not a train.py checkpoint.*weights only: UnpicklingError"),
+                        ("other_module", "not a train.py checkpoint"), ("mask_model", "needs the stain mask")]:
+        with pytest.raises(restore.UsageError, match=match):
+            restore.load_module(tmp_path / f"{name}.ckpt")
+
+
+def _assert_refused(proc: subprocess.CompletedProcess, code: int, match: str) -> None:
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == code and len(lines) == 1 and proc.stdout == "", (proc.returncode, proc.stderr)
+    assert lines[0].startswith("error: ") and re.search(match, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("name", ["restored.gif", "restored.png", "restored"])
+def test_refused_output_formats_before_anything_else(tmp_path: Path, name: str):
+    # the input and the checkpoint do not even exist: the format is the first thing checked
+    proc = run_restore(tmp_path / "missing.ckpt", tmp_path / "missing.mp4", tmp_path / name)
+    _assert_refused(proc, 2, r"cannot write a video .*use \.mp4, \.mkv, \.avi")
+    assert snapshot(tmp_path) == []
+
+
+@pytest.mark.parametrize(("case", "match"), [
+    ("missing input", "input not found"),
+    ("text file as input", "unreadable video"),
+    ("missing checkpoint", "checkpoint not found"),
+    ("random.ckpt", "not a train.py checkpoint"),
+    ("notes.ckpt", "not a train.py checkpoint"),
+    ("state_dict.ckpt", "not a train.py checkpoint"),
+    ("cuda", "CUDA is not available"),
+    ("output folder is a file", "cannot write .*Not a directory"),
+    ("missing output folder", "cannot write .*No such file or directory"),
+    ("output is the input", "must be different files"),
+])
+def test_one_line_errors_with_exit_code_2(checkpoint: Path, bad_checkpoints: Path, video: Path, tmp_path: Path,
+                                           case: str, match: str):
+    if case == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "a file").write_text("x")
+    (tmp_path / "notes.mp4").write_text("not a video\n")
+    ckpt, source, target, extra = checkpoint, video, out / "restored.mp4", []
+    if case == "missing input":
+        source = tmp_path / "missing.mp4"
+    elif case == "text file as input":
+        source = tmp_path / "notes.mp4"
+    elif case == "missing checkpoint":
+        ckpt = tmp_path / "missing.ckpt"
+    elif case.endswith(".ckpt"):
+        ckpt = bad_checkpoints / case
+    elif case == "cuda":
+        extra = ["--device", "cuda"]
+    elif case == "output folder is a file":
+        target = tmp_path / "a file" / "restored.mp4"
+    elif case == "missing output folder":
+        target = tmp_path / "nowhere" / "restored.mp4"
+    elif case == "output is the input":
+        target = video
+    before = {p: snapshot(p) for p in (tmp_path, out, video.parent)}
+    _assert_refused(run_restore(ckpt, source, target, *extra), 2, match)
+    assert {p: snapshot(p) for p in before} == before  # nothing written anywhere
+
+
+def test_failure_while_running_is_one_line_exit_1_and_leaves_nothing(
+    checkpoint: Path, video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    def failing_decoder(path):
+        yield from moving_square_frames(3)
+        raise VideoReadError(f"{path}: corrupt packet at frame 3")
+
+    monkeypatch.setattr(restore, "iter_frames", failing_decoder)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        restore.main([str(checkpoint), str(video), str(out / "restored.mp4"), "--side-by-side", str(out / "pair.mp4")])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: restore failed: VideoReadError: {video}: corrupt packet at frame 3")
+    assert snapshot(out) == []
