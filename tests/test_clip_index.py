@@ -169,7 +169,7 @@ def test_clear_errors(tmp_path: Path):
     proc = run_extract("stage=index", "dataset=ucf_crime", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/o", check=False)
     assert proc.returncode == 2 and "dataset.root" in proc.stderr
     proc = run_extract("stage=validate", f"index={tmp_path}/none.csv", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
-    assert proc.returncode == 1 and "index not found" in proc.stderr
+    assert proc.returncode == 1 and "index: file not found" in proc.stderr
     proc = run_extract("stage=index", "indexing.stride=0", "dataset.root=/x", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
     assert proc.returncode == 2 and "indexing.stride" in proc.stderr
 

@@ -79,7 +79,7 @@ def _help(project: Path, proc: subprocess.CompletedProcess) -> None:
 
 
 def _joblib_sweep(project: Path, proc: subprocess.CompletedProcess) -> None:
-    parent = next(r for r in _runs(project, "restoration") if "hydra/launcher=joblib" in r.data.tags.get("sweep_overrides", ""))
+    parent = next(r for r in _runs(project, "restoration") if r.data.tags.get("sweep_overrides", "").startswith("seed=0,1,2,3"))
     jobs = [r for r in _runs(project, "restoration") if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.params["seed"] for r in jobs) == ["0", "1", "2", "3"]
 

@@ -127,7 +127,7 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         if not expected:
             raise
         label = "config error" if isinstance(err, ConfigError) else "error"
-        print(f"{label}: {_one_line(err)}", file=sys.stderr)
+        print(f"{label}: {str(err).strip()}", file=sys.stderr)  # one line; a list of bad files follows it
         raise SystemExit(EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_INPUT) from None
     finally:
         for signum, handler in handlers.items():

@@ -6,9 +6,10 @@
 Memory is bounded at any resolution and length by a pixel budget (``--megapixels``; the default
 U-Net needs about 0.45 GB per megapixel): a forward pass covers at most that many pixels (a frame
 larger than the budget is cut into tiles that overlap by the U-Net's receptive field), and so does a
-smoothing block. Each frame is restored once, and blocks carry the neighbours that the model and the
-smoothing read, so the output is the one the whole video restored at once would give, whatever the
-budget (up to float rounding).
+smoothing step; the restored frames held for the smoothing take at most 8 budgets' worth (0.1 GB
+per megapixel), or the few frames its window needs when frames are larger. Each frame is restored
+once, and blocks carry the neighbours the model and the smoothing read, so the output is the one
+the whole video restored at once would give, whatever the budget (up to float rounding).
 
 The output is H.264 in ``.mp4``, ``.mkv`` or ``.avi``, at the input's exact size (odd sizes too).
 A progress bar (frames, frames/s) goes to stderr, a one-line summary to stdout.
@@ -168,10 +169,8 @@ class Restorer:
         if chunk is not None and chunk < 1:
             raise UsageError(f"--chunk must be >= 1 (got {chunk})")
 
-    def _frames_per_block(self, pixels_per_frame: int, context: int = 0) -> int:
-        # At least ``context`` frames: a smoother computes its context frames too, and throws them
-        # away, so this caps that waste at 2x (5x with blocks of one frame) for a few frames held.
-        frames = max(1, context, self.pixels // pixels_per_frame - context)
+    def _frames_per_block(self, pixels: int, pixels_per_frame: int, context: int = 0) -> int:
+        frames = max(1, pixels // pixels_per_frame - context)
         return frames if self.chunk is None else min(frames, self.chunk)
 
     def __call__(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -189,7 +188,7 @@ class Restorer:
         pixels = self.pixels if self.tileable else h * w
         tiles = plan_tiles(h, w, pixels, self.multiple, self.halo)
         read = max((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
-        batch = self._frames_per_block(read)
+        batch = self._frames_per_block(self.pixels, read)
         radius = self.module.model_cfg.frames // 2
         for window, first, count in _blocks(frames, radius, radius, batch):
             restored = torch.empty(count, 3, h, w)
@@ -207,8 +206,11 @@ class Restorer:
         from vidlab.restoration.module import to_uint8
 
         before, after, recursive = _smoothing_context(self.smoother)
+        # A smoother computes its context frames too, and drops them: blocks hold up to 8 budgets of
+        # frames (12 bytes a pixel: 0.1 GB per budget megapixel) to keep that waste small.
+        size = self._frames_per_block(8 * self.pixels, h * w, before + after)
         previous: torch.Tensor | None = None
-        for window, first, count in _blocks(pairs, before, after, self._frames_per_block(h * w, before + after)):
+        for window, first, count in _blocks(pairs, before, after, size):
             stained = [frame for frame, _ in window]
             restored = [frame for _, frame in window]
             if recursive and previous is not None:
