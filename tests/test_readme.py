@@ -107,6 +107,19 @@ def _probe_frame_auc(project: Path, proc: subprocess.CompletedProcess) -> None:
     assert runs and np.isfinite(runs[0].data.metrics["test/frame_roc_auc"])
 
 
+def _native_half() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def _half_refused(project: Path, proc: subprocess.CompletedProcess) -> None:
+    """Without a GPU or native bfloat16 kernels the speed command is refused before any work."""
+    if not _native_half():
+        assert proc.stderr.strip().splitlines()[-1].startswith("config error: extraction.precision=bf16-mixed: this CPU")
+        assert not (project / "outputs/embeddings/r3d_18_fast").exists()
+
+
 COMMANDS: dict[str, Command] = {
     # Quick start
     "make train": Command(shrink=[f'ARGS="{" ".join(QUICK)}"'], check=_has_runs("restoration")),
@@ -161,7 +174,7 @@ COMMANDS: dict[str, Command] = {
     "extraction.output=outputs/embeddings/swin3d_t_mine": Command(),
     ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv extractor=r3d_18 extractor.weights=null "
     "extraction.precision=bf16-mixed extraction.channels_last=true extraction.compile=true "
-    "extraction.output=outputs/embeddings/r3d_18_fast": Command(),
+    "extraction.output=outputs/embeddings/r3d_18_fast": Command(exit_code=0 if _native_half() else 2, check=_half_refused),
     # Anomaly probe
     ".venv/bin/python train.py experiment=probe embeddings=outputs/embeddings/swin3d_t_T8": Command(after=2),
     ".venv/bin/python train.py experiment=probe embeddings=outputs/embeddings/swin3d_t_T8 model=mlp_probe "

@@ -155,7 +155,7 @@ def test_a_second_writer_is_refused_and_settings_that_change_numbers_are_the_res
     out = tmp_path / "emb"
     assert _extract(index, tmp_path, f"extraction.output={out}").returncode == 0
     before = {p.name: p.read_bytes() for p in out.glob("*.npy")}
-    for change, key in [("extraction.precision=bf16-mixed", "precision"), ("extraction.colour=fast", "colour"),
+    for change, key in [("extraction.channels_last=true", "channels_last"), ("extraction.colour=fast", "colour"),
                         ("extraction.compile=true", "compile")]:
         proc = _extract(index, tmp_path, f"extraction.output={out}", change)
         assert proc.returncode == 2 and f"holds another extraction (differs in {key})" in proc.stderr.strip().splitlines()[-1]
@@ -205,7 +205,7 @@ def test_a_bad_index_is_refused_before_the_output_folder_exists(tmp_path: Path, 
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: index: {index} is not valid [") and check in line.split("[")[1].split("]")[0]
     assert "Traceback" not in proc.stderr
-    assert not out.exists()
+    assert not out.exists() and not _runs(tmp_path, "embeddings")  # refused before any folder or MLflow run
 
 
 def test_an_empty_video_is_refused(tmp_path: Path):

@@ -14,7 +14,7 @@ from vidlab import tracking
 from vidlab.config import ConfigError, ExtractSpec, MlflowLoggerConfig, UcfCrimeConfig, validate_extract
 from vidlab.embeddings import layouts
 from vidlab.embeddings.clip_index import IndexSettings, build_index
-from vidlab.embeddings.extraction import extract_embeddings, file_sha256, is_child_rank
+from vidlab.embeddings.extraction import extract_embeddings, file_sha256, is_child_rank, prepare_extraction
 from vidlab.embeddings.index_check import check_index, format_report
 from vidlab.jobs import job_dirs, run_job
 
@@ -43,6 +43,7 @@ def make_index(spec: ExtractSpec) -> tuple[Path, dict]:
 def run(cfg: DictConfig) -> int:
     """Run the configured stage; returns the process exit code (non-zero when the index is invalid)."""
     spec = validate_extract(cfg)
+    prepared = prepare_extraction(spec) if spec.stage == "extract" else None  # refused before a run exists
     root, output_dir = job_dirs(cfg)
     client = run_id = None
     if isinstance(spec.logger, MlflowLoggerConfig) and not is_child_rank():
@@ -63,7 +64,7 @@ def run(cfg: DictConfig) -> int:
             if allow_padded is None:
                 allow_padded = spec.indexing.short_videos == "pad"
         elif spec.stage == "extract":
-            result = extract_embeddings(spec, run_id)
+            result = extract_embeddings(spec, prepared, run_id)
             files += result.files
             metrics.update(result.metrics)
             if client is not None:

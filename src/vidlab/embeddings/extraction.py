@@ -110,9 +110,19 @@ def is_child_rank() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
-def extract_embeddings(spec: ExtractSpec, run_id: str | None = None) -> ExtractionResult:
-    """Everything that can be refused is checked (index, weights, Trainer arguments) before the
-    output folder is locked and written."""
+@dataclass
+class PreparedExtraction:
+    """What :func:`prepare_extraction` checked, handed to :func:`extract_embeddings`."""
+
+    table: pd.DataFrame
+    index_sha: str
+    preprocess: WeightsPreprocess | NotebookPreprocess
+    trainer_args: dict
+
+
+def prepare_extraction(spec: ExtractSpec) -> PreparedExtraction:
+    """Everything that can be refused (index, preprocessing, Trainer arguments), checked before any
+    MLflow run is started and before the output folder is locked and written."""
     x = spec.extraction
     index_file = Path(spec.index_file)
     table = load_index(index_file, spec.path_root)
@@ -122,10 +132,16 @@ def extract_embeddings(spec: ExtractSpec, run_id: str | None = None) -> Extracti
         first, checks = report["violations"][0], ", ".join(v["check"] for v in report["violations"])
         raise InputError(f"index: {index_file} is not valid [{checks}]: {first['rows']} row(s): {first['detail']} "
                          f"(extract.py stage=validate index={index_file} lists every violation)")
-    index_sha = file_sha256(index_file)
-    preprocess = _preprocess(spec)
     trainer_args = checked_trainer_args({"accelerator": x.accelerator, "devices": x.devices, "strategy": x.strategy,
                                          "precision": x.precision}, "extraction")
+    return PreparedExtraction(table, file_sha256(index_file), _preprocess(spec), trainer_args)
+
+
+def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: str | None = None) -> ExtractionResult:
+    """Extract every clip not yet in the output folder (a rerun resumes), then write the manifest."""
+    x = spec.extraction
+    index_file = Path(spec.index_file)
+    table, index_sha, preprocess, trainer_args = prepared.table, prepared.index_sha, prepared.preprocess, prepared.trainer_args
     torch.manual_seed(x.seed)  # random-init weights are the same on every run and rank
     backbone = load_backbone(spec.extractor.name, spec.extractor.weights)
     folder = Path(x.output).resolve()

@@ -73,8 +73,15 @@ class StoreWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.seconds = time.perf_counter() - self._start
+        self._close_bar()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._close_bar()  # before the job's last line (an error or "stopped by ..."), not after it
+
+    def _close_bar(self) -> None:
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
 
     @property
     def clips_per_second(self) -> float:

@@ -43,6 +43,8 @@ def make_tree(root: Path, videos: int = 6, frames: int = 96, seed: int = 0) -> P
             if category == "Normal":
                 folder = "Training-Normal-Videos" if i < videos * 2 // 3 else "Testing_Normal_Videos"
                 path = root / folder / f"Normal_Videos{i:03d}_x264.mp4"
+                if folder == "Testing_Normal_Videos":
+                    annotations.append(f"{path.name}  Normal  -1  -1  -1  -1")
             else:
                 path = root / "Anomaly-Videos" / category / f"{category}{i:03d}_x264.mp4"
                 annotations.append(f"{path.name}  {category}  0  {frames - 1}  -1  -1")
