@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from vidlab.config import validate
+from vidlab.restoration.config import validate
 from vidlab.restoration.corruption import build_corruption
 from vidlab.restoration.data import RestorationDataModule
 from vidlab.restoration.module import module_from_spec

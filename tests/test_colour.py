@@ -16,9 +16,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from vidlab.config import ConfigError, validate_extract
 from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks, sample_indices
 from vidlab.embeddings.clip_index import COLUMNS
+from vidlab.embeddings.config import validate_extract
+from vidlab.errors import ConfigError
 from vidlab.video import read_frames, write_video
 
 from conftest import ROOT, run_extract

@@ -6,7 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from vidlab.config import ConfigError, UNetConfig, validate
+from vidlab.errors import ConfigError
+from vidlab.restoration.config import UNetConfig, validate
 
 from conftest import ROOT, run_train
 
@@ -83,7 +84,7 @@ def test_schema_defaults_match_shipped_yaml():
 
 @pytest.mark.parametrize("extractor", sorted(p.stem for p in (ROOT / "conf/extractor").glob("*.yaml")))
 def test_every_extractor_config_validates(extractor):
-    from vidlab.config import validate_extract
+    from vidlab.embeddings.config import validate_extract
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("extract", overrides=["paths.output_dir=/tmp/unused", f"extractor={extractor}", "index=/data/i.csv"])
@@ -105,7 +106,7 @@ def test_cluster_and_sweep_configs_compose(overrides):
 
 
 def test_probe_search_config_composes():
-    from vidlab.config import validate_probe
+    from vidlab.probe.config import validate_probe
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("train", overrides=["paths.output_dir=/tmp/unused", "experiment=probe", "embeddings=/x",

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from vidlab.config import CircularStainConfig, MultiStainConfig
 from vidlab.corruption import apply_stain, circular_stain_mask
+from vidlab.restoration.config import CircularStainConfig, MultiStainConfig
 from vidlab.restoration.corruption import CircularStain, NoStain, build_corruption
 
 

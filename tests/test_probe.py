@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vidlab.embeddings import probe_metrics as pm
+from vidlab.probe import metrics as pm
 
 from conftest import run_train
 

@@ -90,7 +90,7 @@ def test_a_checkpoint_that_is_not_one_is_refused(tmp_path: Path):
 
 def test_concurrent_first_runs_share_one_fresh_store(tmp_path: Path):
     """Two processes creating the same fresh SQLite store at once: both get the experiment."""
-    code = ("import sys; from pathlib import Path; from vidlab.config import MlflowLoggerConfig; "
+    code = ("import sys; from pathlib import Path; from vidlab.schema import MlflowLoggerConfig; "
             "from vidlab.tracking import ensure_experiment; "
             "print(ensure_experiment(MlflowLoggerConfig(experiment_name='restoration'), Path(sys.argv[1])))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -20,8 +20,9 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from torch.utils.data import DataLoader
 
 from vidlab import restore
-from vidlab.config import build_smoothing_config
+from vidlab.restoration.config import build_smoothing_config
 from vidlab.restoration.module import RestorationModule, to_uint8
+from vidlab.restoration.restorer import Restorer, plan_tiles
 from vidlab.restoration.smoothing import build_smoothing
 from vidlab.restoration.unet import UNet
 from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
@@ -108,7 +109,7 @@ def test_odd_size_round_trip(checkpoint: Path, tmp_path: Path, suffix: str):
     probe = probe_video(tmp_path / f"restored{suffix}")
     assert (probe.width, probe.height, probe.n_frames, probe.fps) == (47, 33, 9, 10.0)
     # what was written is the restoration (H.264 at crf 18 is close to lossless here)
-    expected = np.stack([r for _, r in restore.Restorer(restore.load_module(checkpoint), build_smoothing(
+    expected = np.stack([r for _, r in Restorer(restore.load_module(checkpoint), build_smoothing(
         build_smoothing_config("masked")))(iter_frames(source))])
     assert np.abs(decoded.astype(int) - expected).mean() < 2
 
@@ -122,7 +123,7 @@ def test_result_does_not_depend_on_the_budget(checkpoint: Path, smoothing: str):
     clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
     whole = to_uint8(smoother(module.restore_clip(clip), clip))  # the whole video at once
     for megapixels, chunk in [(1.0, None), (0.01, None), (1.0, 1)]:  # one block, blocks of 4, of 1
-        got = np.stack([r for _, r in restore.Restorer(module, smoother, megapixels, chunk)(iter(frames))])
+        got = np.stack([r for _, r in Restorer(module, smoother, megapixels, chunk)(iter(frames))])
         differ = got != whole
         # identical up to float rounding of different batch shapes: a rare 1-level step in uint8
         assert np.abs(got.astype(int) - whole).max() <= 1 and differ.mean() < 1e-3, (megapixels, chunk, differ.sum())
@@ -135,8 +136,8 @@ def test_tiles_restore_frames_as_a_whole(tmp_path: Path):
     clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
     whole = to_uint8(smoother(module.restore_clip(clip), clip))
     for megapixels, tiles in ((0.0016, 20), (0.002, 7)):  # square tiles, then full-width strips
-        restorer = restore.Restorer(module, smoother, megapixels)
-        assert len(restore.plan_tiles(40, 56, restorer.pixels, restorer.multiple, restorer.halo)) == tiles
+        restorer = Restorer(module, smoother, megapixels)
+        assert len(plan_tiles(40, 56, restorer.pixels, restorer.multiple, restorer.halo)) == tiles
         got = np.stack([r for _, r in restorer(iter(frames))])
         assert np.abs(got.astype(int) - whole).max() <= 1 and (got != whole).mean() < 1e-3
 
@@ -154,7 +155,7 @@ def test_halo_covers_the_receptive_field(depth: int):
         rows, cols = torch.nonzero(x.grad[0, 0].abs().sum(0), as_tuple=True)
         radius = max(radius, *(abs(v - centre) for v in (rows.min(), rows.max(), cols.min(), cols.max())))
     module = RestorationModule(model={**SMALL, "depth": depth}, smoothing={"name": "none"})
-    assert radius <= restore.Restorer(module, build_smoothing(build_smoothing_config("none"))).halo
+    assert radius <= Restorer(module, build_smoothing(build_smoothing_config("none"))).halo
 
 
 # ---------------------------------------------------------------- refusals and errors

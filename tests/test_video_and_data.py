@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidlab.config import MovingDigitsConfig, VideoFolderConfig
+from vidlab.restoration.config import MovingDigitsConfig, VideoFolderConfig
 from vidlab.restoration.corruption import CircularStain
 from vidlab.restoration.data import StainedClipStream, read_clips
 from vidlab.restoration.digits import MovingDigits

@@ -29,19 +29,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import itertools
-import math
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING
 
-import numpy as np
 from tqdm import tqdm
 
-from vidlab.config import SCHEMAS, build_smoothing_config
+from vidlab.restoration.config import SCHEMAS, build_smoothing_config
+from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer, UsageError
 from vidlab.video import H264Writer, VideoReadError, check_video_suffix, iter_frames, video_fps
 from vidlab.video.probe import probe_video
 
@@ -51,179 +48,12 @@ if TYPE_CHECKING:
     import torch
 
     from vidlab.restoration.module import RestorationModule
-    from vidlab.restoration.smoothing import Smoother
 
-DEFAULT_MEGAPIXELS = 1.0  # ~0.45 GB of U-Net activations; 720p frames fit whole, 1080p ones in 3 strips
-T = TypeVar("T")
-
-
-class UsageError(ValueError):
-    """The command cannot work as given; raised before any frame is decoded (exit code 2)."""
 
 
 def _one_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-# ---------------------------------------------------------------- streaming blocks
-def _blocks(items: Iterable[T], before: int, after: int, size: int) -> Iterator[tuple[list[T], int, int]]:
-    """Consecutive blocks of up to ``size`` items, each with up to ``before``/``after`` neighbours:
-    yields ``(window, first, count)``, the block being ``window[first:first + count]``.
-
-    Neighbours past the ends of the stream are absent, so a consumer that repeats edges (as the
-    U-Net's neighbour stacks and the smoothers do) sees exactly what it would see on the whole stream.
-    At most ``before + size + after`` items are held."""
-    items = iter(items)
-    buffer: list[T] = []
-    first, ended = 0, False
-    while True:
-        while not ended and len(buffer) < first + size + after:
-            try:
-                buffer.append(next(items))
-            except StopIteration:
-                ended = True
-        count = min(size, len(buffer) - first)
-        if count == 0:
-            return
-        yield buffer[: first + count + after], first, count
-        drop = max(0, first + count - before)
-        buffer, first = buffer[drop:], first + count - drop
-
-
-class Tile(NamedTuple):
-    """Rows and columns fed to the U-Net (``read``), those it restores (``core``, in the frame) and
-    where the core lies inside the read region (``inner``)."""
-
-    read: tuple[slice, slice]
-    core: tuple[slice, slice]
-    inner: tuple[slice, slice]
-
-
-def _spans(size: int, core: int, halo: int) -> list[tuple[slice, slice, slice]]:
-    spans = []
-    for start in range(0, size, core):
-        stop, low = min(size, start + core), max(0, start - halo)
-        spans.append((slice(low, min(size, stop + halo)), slice(start, stop), slice(start - low, stop - low)))
-    return spans
-
-
-def plan_tiles(height: int, width: int, pixels: int, multiple: int, halo: int) -> list[Tile]:
-    """Tiles of at most ``pixels`` read pixels: the whole frame when it fits, else full-width strips,
-    else squares. Cores start on the U-Net's pooling grid (multiples of ``multiple``) and are read
-    with ``halo`` pixels of real neighbours, so each tile restores its core as the whole frame would."""
-    if height * width <= pixels:
-        core_h, core_w = height, width
-    elif width * (multiple + 2 * halo) <= pixels:
-        core_h, core_w = (pixels // width - 2 * halo) // multiple * multiple, width
-    else:
-        core_h = core_w = (math.isqrt(pixels) - 2 * halo) // multiple * multiple
-    return [
-        Tile((read_r, read_c), (core_r, core_c), (inner_r, inner_c))
-        for read_r, core_r, inner_r in _spans(height, core_h, halo)
-        for read_c, core_c, inner_c in _spans(width, core_w, halo)
-    ]
-
-
-def _smoothing_context(smoother: Smoother) -> tuple[int, int, bool]:
-    """Frames a smoother reads before and after each frame, and whether the ones before are its own
-    outputs (EMA is recursive): what a block must carry to be smoothed as in the whole video."""
-    from vidlab.restoration.smoothing import EmaSmoothing, MaskedSmoothing, NoSmoothing, WindowSmoothing
-
-    if isinstance(smoother, EmaSmoothing):
-        return 1, 0, True
-    if isinstance(smoother, (WindowSmoothing, MaskedSmoothing)):
-        return smoother.frames // 2, smoother.frames // 2, False
-    if isinstance(smoother, NoSmoothing):
-        return 0, 0, False
-    raise TypeError(f"no streaming rule for smoothing {type(smoother).__name__}")
-
-
-def _to_float(frames: list[np.ndarray], rows: slice, cols: slice, device: torch.device) -> torch.Tensor:
-    """uint8 ``(H, W, 3)`` frames -> float ``(T, 3, h, w)`` in [0, 1] of the given region."""
-    import torch
-
-    region = np.ascontiguousarray(np.stack([f[rows, cols] for f in frames]))
-    return torch.from_numpy(region).permute(0, 3, 1, 2).to(device).float() / 255
-
-
-class Restorer:
-    """Streams frames through the model and the smoothing in blocks of at most ``megapixels``
-    million pixels (and at most ``chunk`` frames, if given), on the module's device."""
-
-    def __init__(
-        self, module: RestorationModule, smoother: Smoother, megapixels: float = DEFAULT_MEGAPIXELS, chunk: int | None = None
-    ):
-        self.module, self.smoother, self.device = module, smoother, module.device
-        self.pixels, self.chunk = round(megapixels * 1e6), chunk
-        depth = module.model_cfg.depth
-        # The U-Net's receptive field has a radius of 7 * 2**depth - 5 pixels (two 3x3 convs per
-        # level down and up, plus pooling offsets; tests/test_restore.py measures it). Group and
-        # instance norms pool statistics over the whole frame, so those models are never tiled (the
-        # budget then bounds the batch only).
-        self.multiple, self.halo = 2**depth, 7 * 2**depth
-        self.tileable = module.model_cfg.norm in ("batch", "none")
-        smallest = (self.multiple + 2 * self.halo) ** 2
-        if self.pixels < smallest:
-            raise UsageError(f"--megapixels {megapixels} is below this model's smallest tile ({smallest / 1e6:.3f} megapixels)")
-        if chunk is not None and chunk < 1:
-            raise UsageError(f"--chunk must be >= 1 (got {chunk})")
-
-    def _frames_per_block(self, pixels: int, pixels_per_frame: int, context: int = 0) -> int:
-        frames = max(1, pixels // pixels_per_frame - context)
-        return frames if self.chunk is None else min(frames, self.chunk)
-
-    def __call__(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(input, restored)`` uint8 ``(H, W, 3)`` frames in order."""
-        frames = iter(frames)
-        first = next(frames, None)
-        if first is None:
-            return
-        yield from self._smooth(self._restore(itertools.chain([first], frames), *first.shape[:2]), *first.shape[:2])
-
-    def _restore(self, frames: Iterator[np.ndarray], h: int, w: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """``(input, restored float (3, H, W) on the CPU)``; each frame goes through the model once."""
-        import torch
-
-        pixels = self.pixels if self.tileable else h * w
-        tiles = plan_tiles(h, w, pixels, self.multiple, self.halo)
-        read = max((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
-        batch = self._frames_per_block(self.pixels, read)
-        radius = self.module.model_cfg.frames // 2
-        for window, first, count in _blocks(frames, radius, radius, batch):
-            restored = torch.empty(count, 3, h, w)
-            for tile in tiles:
-                clip = _to_float(window, *tile.read, self.device)
-                out = self.module.restore_clip(clip, batch=batch, centres=range(first, first + count)).cpu()
-                restored[:, :, tile.core[0], tile.core[1]] = out[:, :, tile.inner[0], tile.inner[1]]
-            yield from zip(window[first : first + count], restored)
-
-    def _smooth(self, pairs: Iterator[tuple[np.ndarray, torch.Tensor]], h: int, w: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Smoothing in blocks of frames with their context, by strips of rows (every smoother is
-        per pixel in space); a recursive smoother gets its last output as the frame before."""
-        import torch
-
-        from vidlab.restoration.module import to_uint8
-
-        before, after, recursive = _smoothing_context(self.smoother)
-        # A smoother computes its context frames too, and drops them: blocks hold up to 8 budgets of
-        # frames (12 bytes a pixel: 0.1 GB per budget megapixel) to keep that waste small.
-        size = self._frames_per_block(8 * self.pixels, h * w, before + after)
-        previous: torch.Tensor | None = None
-        for window, first, count in _blocks(pairs, before, after, size):
-            stained = [frame for frame, _ in window]
-            restored = [frame for _, frame in window]
-            if recursive and previous is not None:
-                restored[first - 1] = previous
-            rows = max(1, self.pixels // (len(window) * w))
-            smoothed = torch.empty(count, 3, h, w)
-            for top in range(0, h, rows):
-                strip = slice(top, top + rows)
-                block = torch.stack([frame[:, strip] for frame in restored]).to(self.device)
-                out = self.smoother(block, _to_float(stained, strip, slice(None), self.device))
-                smoothed[:, :, strip] = out[first : first + count].cpu()
-            previous = smoothed[-1]
-            yield from zip(stained[first : first + count], to_uint8(smoothed))
 
 
 # ---------------------------------------------------------------- checks before any work

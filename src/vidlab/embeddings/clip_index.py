@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from vidlab.embeddings.layouts import SPLITS, Video
+from vidlab.embeddings.layouts import Video
 from vidlab.errors import InputError
+from vidlab.files import atomic_path, write_text
+from vidlab.splits import SPLITS
 from vidlab.video.probe import ProbeCache, VideoProbe, probe_many
 
 COLUMNS = ["split", "y", "category", "path", "clip_idx", "start_frame", "end_frame", "clip_len", "stride", "fps", "n_frames"]
@@ -66,10 +68,8 @@ def index_rows(videos: list[Video], probes: dict[str, VideoProbe], root: Path, s
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def build_index(videos: list[Video], root: Path, output: Path, s: IndexSettings, layout_report: dict) -> tuple[pd.DataFrame, dict]:
@@ -104,8 +104,5 @@ def build_index(videos: list[Video], root: Path, output: Path, s: IndexSettings,
                   "seconds_per_hour_of_video": round(probe_seconds / hours, 3) if hours else None},
         **layout_report,
     }
-    sidecar = output.with_suffix(".json")
-    tmp = sidecar.with_name(f".{sidecar.name}.part")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(sidecar)
+    write_text(output.with_suffix(".json"), json.dumps(report, indent=2))
     return table, report

@@ -23,15 +23,16 @@ import torchvision
 from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader
 
-from vidlab.config import ExtractSpec
 from vidlab.embeddings.backbones import BACKBONES, load_backbone, weights_enum
 from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks
 from vidlab.embeddings.clip_index import COLUMNS
+from vidlab.embeddings.config import ExtractSpec
 from vidlab.embeddings.extractor import EmbeddingExtractor, StoreWriter, worker_init
 from vidlab.embeddings.index_check import check_index, resolve_paths
 from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess
 from vidlab.embeddings.store import EmbeddingStore, read_jsonl
 from vidlab.errors import InputError
+from vidlab.files import write_text
 from vidlab.jobs import StopOnSignal, checked_trainer_args, on_stop_say
 
 # The manifest says how frames became RGB: embeddings of the same clips differ between the two.
@@ -215,8 +216,5 @@ def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame
         "software": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "lightning": L.__version__, "numpy": np.__version__},
     }
-    path = store.folder / "manifest.json"
-    tmp = path.with_name(".manifest.json.part")
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    tmp.replace(path)
+    write_text(store.folder / "manifest.json", json.dumps(manifest, indent=2, default=str))
     return manifest

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-SPLITS = ("train", "val", "test")
 NORMAL = "Normal"
 
 

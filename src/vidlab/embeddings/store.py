@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vidlab.embeddings.layouts import SPLITS
 from vidlab.errors import ConfigError
+from vidlab.files import write_text
+from vidlab.splits import SPLITS
 
 LOCK = ".lock"
 # What an extraction writes into its folder, and nothing else: all that overwrite=true may remove.
 OWN_FILE = re.compile(r"^((embeddings|labels|valid|done)_(train|val|test)\.npy|progress\.json|manifest\.json|"
-                      r"failures\.jsonl|padded\.jsonl|\.lock|\.[\w.]+\.part)$")
+                      r"failures\.jsonl|padded\.jsonl|\.lock|\.[\w.]+\.part(\.\w+)?)$")
 
 
 def _append_jsonl(path: Path, records: list[dict]) -> None:
@@ -106,9 +107,7 @@ class EmbeddingStore:
             labels.flush()
             for kind in ("valid", "done"):
                 np.lib.format.open_memmap(self.path(kind, split), "w+", np.bool_, (n,)).flush()
-        tmp = progress.with_name(".progress.json.part")
-        tmp.write_text(json.dumps(fingerprint, indent=2))
-        tmp.replace(progress)
+        write_text(progress, json.dumps(fingerprint, indent=2))
         return False
 
     def _maps(self, split: str) -> dict[str, np.memmap]:

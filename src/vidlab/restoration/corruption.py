@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vidlab.config import CircularStainConfig, MultiStainConfig, NoCorruptionConfig
+from vidlab.restoration.config import CircularStainConfig, MultiStainConfig, NoCorruptionConfig
 
 Tint = float | tuple[float, float, float]
 

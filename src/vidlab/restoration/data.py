@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from vidlab.config import MovingDigitsConfig, VideoFolderConfig
 from vidlab.errors import ConfigError, InputError
+from vidlab.restoration.config import MovingDigitsConfig, VideoFolderConfig
 from vidlab.restoration.corruption import Corruption
-from vidlab.restoration.sources import SPLITS, ClipRef, build_clips
+from vidlab.restoration.sources import ClipRef, build_clips
+from vidlab.splits import SPLITS
 from vidlab.video import iter_frames
 
 

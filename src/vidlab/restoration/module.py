@@ -16,11 +16,12 @@ import lightning as L
 import numpy as np
 import torch
 
-from vidlab.config import SCHEMAS, LossConfig, UNetConfig, build_node, build_smoothing_config
+from vidlab.restoration.config import SCHEMAS, LossConfig, UNetConfig, build_smoothing_config
 from vidlab.restoration.data import neighbour_indices
 from vidlab.restoration.metrics import VARIANTS, clip_metrics, per_frame_curves, ssim_map
 from vidlab.restoration.smoothing import Smoother, build_smoothing
 from vidlab.restoration.unet import UNet
+from vidlab.schema import build_node
 
 
 def _as_float(frames: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ import cv2
 import matplotlib.pyplot as plt
 import numpy as np
 
+from vidlab.files import atomic_path
+
 
 def side_by_side(panels: dict[str, np.ndarray], scale: int = 2) -> np.ndarray:
     """Concatenate uint8 clips ``(T, H, W, 3)`` left to right, upscaled, each under its label."""
@@ -35,9 +37,7 @@ def plot_curves(curves: dict[str, dict[str, list[float]]], path: str | Path) -> 
     top.legend()
     top.set_title("Per-frame PSNR and flicker of the preview clip")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.part.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)

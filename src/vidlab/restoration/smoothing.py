@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from vidlab.config import (
-    EmaSmoothingConfig,
-    MaskedSmoothingConfig,
-    NoSmoothingConfig,
-    WindowSmoothingConfig,
-)
+from vidlab.restoration.config import EmaSmoothingConfig, MaskedSmoothingConfig, NoSmoothingConfig, WindowSmoothingConfig
 
 
 def _time_kernel(frames: int, kernel: str, sigma: float) -> torch.Tensor:

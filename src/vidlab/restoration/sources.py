@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vidlab.config import MovingDigitsConfig, VideoFolderConfig
 from vidlab.errors import InputError
+from vidlab.restoration.config import MovingDigitsConfig, VideoFolderConfig
 from vidlab.restoration.digits import MovingDigits, load_mnist_idx
+from vidlab.splits import SPLITS
 from vidlab.video import VideoReadError, write_video
 from vidlab.video.probe import probe_video
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidlab.config import UNetConfig
+from vidlab.restoration.config import UNetConfig
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

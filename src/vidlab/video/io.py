@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from vidlab.files import temporary_sibling
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -82,18 +84,13 @@ def video_fps(path: str | os.PathLike) -> float:
     return fps if fps > 0 else 24.0
 
 
-def _temporary_sibling(path: Path) -> Path:
-    # Keep the suffix: OpenCV and Pillow choose the container from it.
-    return path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
-
-
 class _AtomicWriter:
     """Frames go to a temporary sibling that becomes ``path`` only when closed without error; on any
     failure it is removed, so a half-written video is never left behind."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._tmp = _temporary_sibling(self.path)
+        self._tmp = temporary_sibling(self.path)
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
@@ -205,7 +202,7 @@ def write_gif(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float)
     images = [Image.fromarray(f) for f in frames]
     if not images:
         raise ValueError(f"no frames to write to {path}")
-    tmp = _temporary_sibling(path)
+    tmp = temporary_sibling(path)
     try:
         images[0].save(
             tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0

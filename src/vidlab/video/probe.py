@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 from tqdm import tqdm
 
+from vidlab.files import write_text
 from vidlab.video.io import VideoReadError
 
 
@@ -77,10 +78,7 @@ class ProbeCache:
     def save(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
-        tmp.write_text(json.dumps(self.entries))
-        tmp.replace(self.path)
+        write_text(self.path, json.dumps(self.entries))
 
 
 def _probe_or_error(args: tuple[str, str]) -> VideoProbe | str:

@@ -11,12 +11,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from vidlab import tracking
-from vidlab.config import ConfigError, ExtractSpec, MlflowLoggerConfig, UcfCrimeConfig, validate_extract
 from vidlab.embeddings import layouts
 from vidlab.embeddings.clip_index import IndexSettings, build_index
+from vidlab.embeddings.config import ExtractSpec, UcfCrimeConfig, validate_extract
 from vidlab.embeddings.extraction import extract_embeddings, file_sha256, is_child_rank, prepare_extraction
 from vidlab.embeddings.index_check import check_index, format_report
+from vidlab.errors import ConfigError
 from vidlab.jobs import job_dirs, run_job
+from vidlab.schema import MlflowLoggerConfig
 
 
 def make_index(spec: ExtractSpec) -> tuple[Path, dict]:

@@ -1,0 +1,1 @@
+"""The anomaly probe: a classifier on clip embeddings, scored on clips and frames."""

@@ -1,0 +1,115 @@
+"""What every task's schema uses: range checks, the one-line :class:`ConfigError` for a bad node,
+group choices, and the logger and Trainer schemas all three tasks share.
+
+Each group node carries ``name`` (its choice); :func:`build_choice` merges it into that choice's
+dataclass (wrong type or unknown key fails), then builds the dataclass so ``__post_init__`` checks
+ranges. Every failure is one :class:`ConfigError` line that names the full key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from vidlab.errors import ConfigError
+
+
+def require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def check_range(name: str, pair: list[float], low: float, high: float | None = None) -> None:
+    require(len(pair) == 2 and pair[0] <= pair[1], f"{name} must be [min, max] with min <= max (got {pair})")
+    require(pair[0] >= low, f"{name} must be >= {low} (got {pair})")
+    require(high is None or pair[1] <= high, f"{name} must be <= {high} (got {pair})")
+
+
+@dataclass
+class MlflowLoggerConfig:
+    name: str = "mlflow"
+    tracking_uri: str = "sqlite:///mlruns.db"
+    artifact_location: str = "mlartifacts"
+    experiment_name: str = "restoration"
+    run_name: Optional[str] = None
+    log_checkpoint: bool = True
+
+
+@dataclass
+class NoLoggerConfig:
+    name: str = "none"
+
+
+@dataclass
+class TrainerConfig:
+    """The Trainer arguments vidlab types; any other Lightning Trainer argument passes through."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    precision: Any = "32-true"
+    max_epochs: int = 1
+    max_time: Optional[str] = None
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    log_every_n_steps: int = 10
+    deterministic: Any = False
+
+    def __post_init__(self) -> None:
+        require(self.max_epochs >= 1 or self.max_epochs == -1, f"max_epochs must be >= 1 or -1 (got {self.max_epochs})")
+        for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+            value = getattr(self, key)
+            require(value is None or (isinstance(value, (int, float)) and value >= 0), f"{key} must be a number >= 0 (got {value!r})")
+
+
+LOGGERS: dict[str, type] = {"mlflow": MlflowLoggerConfig, "none": NoLoggerConfig}
+
+
+def build_node(key: str, schema: type, node: Any) -> Any:
+    """Merge ``node`` into ``schema`` and instantiate it; errors become one line naming ``key``."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        where = ".".join(part for part in (key, getattr(err, "full_key", None)) if part)
+        raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
+    except ValueError as err:
+        raise ConfigError(f"{key}.{err}" if key else str(err)) from None
+
+
+def _trainer_arguments() -> set[str]:
+    import inspect
+
+    import lightning
+
+    return set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
+
+
+def resolved(cfg: DictConfig, key: str) -> Any:
+    try:
+        node = cfg.get(key)
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    except OmegaConfBaseException as err:
+        where = getattr(err, "full_key", None) or key
+        raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
+
+
+def build_choice(cfg: DictConfig, group: str, choices: dict[str, type]) -> Any:
+    node = resolved(cfg, group)
+    if node is None or "name" not in node:
+        raise ConfigError(f"{group}: missing (choose one of {', '.join(choices)})")
+    if node["name"] not in choices:
+        raise ConfigError(f"{group}.name: unknown choice {node['name']!r} here (choose one of {', '.join(choices)})")
+    return build_node(group, choices[node["name"]], node)
+
+
+def trainer_config(cfg: DictConfig) -> TrainerConfig:
+    """The typed ``trainer`` node; an argument Lightning's Trainer does not take is refused."""
+    node = resolved(cfg, "trainer") or {}
+    unknown = sorted(set(node) - _trainer_arguments())
+    if unknown:
+        raise ConfigError(f"trainer.{unknown[0]}: not an argument of lightning.Trainer")
+    return build_node("trainer", TrainerConfig, {k: node[k] for k in node if k in TrainerConfig.__dataclass_fields__})
