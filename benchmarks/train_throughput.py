@@ -56,7 +56,7 @@ def main() -> None:
         cfg = compose("train", overrides=[f"paths.root={ROOT}", "paths.output_dir=/tmp/vidlab-bench", *args.overrides])
     spec = validate(cfg)
     torch.manual_seed(0)
-    data = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.frames)
+    data = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.context_frames)
     data.prepare_data()
     data.setup("fit")
 

@@ -36,12 +36,12 @@ def composed(*overrides: str):
 )
 def test_every_shipped_config_composes_and_validates(overrides):
     spec = validate(composed(*overrides))
-    assert spec.model.frames >= 1
+    assert spec.model.context_frames >= 1
 
 
 def test_temporal_experiment_selects_multi_frame_model():
     spec = validate(composed("experiment=temporal"))
-    assert spec.model.name == "unet_temporal" and spec.model.frames == 5
+    assert spec.model.name == "unet_temporal" and spec.model.context_frames == 5
     assert spec.model.base_channels == UNetConfig().base_channels
 
 

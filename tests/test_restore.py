@@ -144,7 +144,7 @@ def test_tiles_restore_frames_as_a_whole(tmp_path: Path):
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_halo_covers_the_receptive_field(depth: int):
-    net = UNet(frames=1, depth=depth, base_channels=2, norm="none").eval()
+    net = UNet(context_frames=1, depth=depth, base_channels=2, norm="none", mask_channel=False, residual=True).eval()
     for p in net.parameters():
         torch.nn.init.uniform_(p, 0.01, 0.1)  # positive weights: no gradient cancels by chance
     size, radius = 16 * 2**depth + 32, 0

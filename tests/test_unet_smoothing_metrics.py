@@ -11,7 +11,7 @@ from vidlab.restoration.unet import UNet
 @pytest.mark.parametrize("size", [(72, 128), (71, 129), (33, 17)])
 @pytest.mark.parametrize("frames,mask", [(1, False), (3, True)])
 def test_unet_any_frame_size(size, frames, mask):
-    net = UNet(frames=frames, depth=3, base_channels=4, mask_channel=mask).eval()
+    net = UNet(context_frames=frames, depth=3, base_channels=4, norm="batch", mask_channel=mask, residual=True).eval()
     x = torch.rand(2, frames, 3, *size)
     out = net(x, torch.rand(2, 1, *size) if mask else None)
     assert out.shape == (2, 3, *size)
@@ -19,7 +19,7 @@ def test_unet_any_frame_size(size, frames, mask):
 
 def test_unet_residual_starts_near_identity_and_learns():
     torch.manual_seed(0)
-    net = UNet(depth=2, base_channels=8)
+    net = UNet(context_frames=1, depth=2, base_channels=8, norm="batch", mask_channel=False, residual=True)
     x = torch.rand(4, 1, 3, 24, 40)
     target = x[:, 0].clamp(0.2, 0.8)
     opt = torch.optim.Adam(net.parameters(), 1e-2)

@@ -3,11 +3,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidlab.restoration.config import MovingDigitsConfig, VideoFolderConfig
 from vidlab.restoration.corruption import CircularStain
 from vidlab.restoration.data import StainedClipStream, read_clips
 from vidlab.restoration.digits import MovingDigits
-from vidlab.restoration.sources import build_clips, cut_clips, split_videos
+from vidlab.restoration.sources import MovingDigitsConfig, VideoFolderConfig, build_clips, cut_clips, split_videos
 from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
 
 from conftest import moving_square_frames

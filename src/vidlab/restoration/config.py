@@ -10,6 +10,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from vidlab.errors import ConfigError
+from vidlab.restoration.sources import MovingDigitsConfig, VideoFolderConfig  # schemas beside the module that reads them
 from vidlab.schema import (
     LOGGERS,
     MlflowLoggerConfig,
@@ -22,84 +23,6 @@ from vidlab.schema import (
     resolved,
     trainer_config,
 )
-
-
-# ---------------------------------------------------------------- dataset
-@dataclass
-class ClipLoaderConfig:
-    """What every restoration dataset shares: how clips are cut, batched and sampled."""
-
-    name: str = "???"
-    clip_frames: int = 16
-    batch_size: int = 16
-    samples_per_clip: int = 8
-    num_workers: int = 1
-    shuffle_buffer: int = 256
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        require(self.clip_frames >= 2, f"clip_frames must be >= 2 (got {self.clip_frames})")
-        require(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
-        require(self.samples_per_clip >= 1, f"samples_per_clip must be >= 1 (got {self.samples_per_clip})")
-        require(self.num_workers >= 0, f"num_workers must be >= 0 (got {self.num_workers})")
-        require(self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1 (got {self.shuffle_buffer})")
-
-
-@dataclass
-class MovingDigitsConfig(ClipLoaderConfig):
-    cache_dir: str = "data/moving_digits"
-    height: int = 72
-    width: int = 128
-    fps: float = 24.0
-    frames_per_video: int = 48
-    train_videos: int = 48
-    val_videos: int = 6
-    test_videos: int = 8
-    min_digits: int = 1
-    max_digits: int = 3
-    digit_size: int = 28
-    speed_range: list[float] = field(default_factory=lambda: [1.0, 3.0])
-    mnist_path: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.height >= 8 and self.width >= 8, f"height and width must be >= 8 (got {self.height}x{self.width})")
-        require(self.fps > 0, f"fps must be > 0 (got {self.fps})")
-        require(
-            self.frames_per_video >= self.clip_frames,
-            f"frames_per_video ({self.frames_per_video}) must be >= clip_frames ({self.clip_frames})",
-        )
-        for split in ("train", "val", "test"):
-            count = getattr(self, f"{split}_videos")
-            require(count >= 1, f"{split}_videos must be >= 1 (got {count})")
-        require(1 <= self.min_digits <= self.max_digits, f"need 1 <= min_digits <= max_digits (got {self.min_digits}, {self.max_digits})")
-        require(
-            0 < self.digit_size < min(self.height, self.width),
-            f"digit_size must be in (0, {min(self.height, self.width)}) (got {self.digit_size})",
-        )
-        check_range("speed_range", self.speed_range, 0.0)
-
-
-@dataclass
-class VideoFolderConfig(ClipLoaderConfig):
-    path: str = "???"
-    extensions: list[str] = field(default_factory=lambda: [".mp4", ".avi", ".mkv", ".mov", ".mpg"])
-    clip_seconds: Optional[float] = None
-    resize: Optional[list[int]] = None
-    split_ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    split_seed: int = 0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.clip_seconds is None or self.clip_seconds > 0, f"clip_seconds must be > 0 (got {self.clip_seconds})")
-        require(
-            self.resize is None or (len(self.resize) == 2 and min(self.resize) >= 8),
-            f"resize must be null or [height, width] >= 8 (got {self.resize})",
-        )
-        require(
-            len(self.split_ratios) == 3 and min(self.split_ratios) >= 0 and abs(sum(self.split_ratios) - 1) < 1e-6,
-            f"split_ratios must be three non-negative numbers summing to 1 (got {self.split_ratios})",
-        )
 
 
 # ---------------------------------------------------------------- corruption
@@ -159,7 +82,7 @@ class NoCorruptionConfig:
 @dataclass
 class UNetConfig:
     name: str = "unet"
-    frames: int = 1
+    context_frames: int = 1
     depth: int = 3
     base_channels: int = 16
     norm: str = "batch"
@@ -167,7 +90,7 @@ class UNetConfig:
     residual: bool = True
 
     def __post_init__(self) -> None:
-        require(self.frames >= 1 and self.frames % 2 == 1, f"frames must be odd and >= 1 (got {self.frames})")
+        require(self.context_frames >= 1 and self.context_frames % 2 == 1, f"context_frames must be odd and >= 1 (got {self.context_frames})")
         require(1 <= self.depth <= 6, f"depth must be in [1, 6] (got {self.depth})")
         require(self.base_channels >= 1, f"base_channels must be >= 1 (got {self.base_channels})")
         require(self.norm in ("batch", "group", "instance", "none"), f"norm must be batch, group, instance or none (got {self.norm!r})")
@@ -188,33 +111,33 @@ class EmaSmoothingConfig:
         require(0 < self.alpha <= 1, f"alpha must be in (0, 1] (got {self.alpha})")
 
 
-def _check_window(frames: int, sigma: float) -> None:
-    require(frames >= 1 and frames % 2 == 1, f"frames must be odd and >= 1 (got {frames})")
+def _check_window(window: int, sigma: float) -> None:
+    require(window >= 1 and window % 2 == 1, f"window must be odd and >= 1 (got {window})")
     require(sigma > 0, f"sigma must be > 0 (got {sigma})")
 
 
 @dataclass
 class WindowSmoothingConfig:
     name: str = "window"
-    frames: int = 3
+    window: int = 3
     kernel: str = "gaussian"
     sigma: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_window(self.frames, self.sigma)
+        _check_window(self.window, self.sigma)
         require(self.kernel in ("box", "gaussian"), f"kernel must be box or gaussian (got {self.kernel!r})")
 
 
 @dataclass
 class MaskedSmoothingConfig:
     name: str = "masked"
-    frames: int = 5
+    window: int = 5
     sigma: float = 1.5
     value_sigma: float = 0.08
     change_threshold: float = 0.02
 
     def __post_init__(self) -> None:
-        _check_window(self.frames, self.sigma)
+        _check_window(self.window, self.sigma)
         require(self.value_sigma > 0, f"value_sigma must be > 0 (got {self.value_sigma})")
         require(0 <= self.change_threshold < 1, f"change_threshold must be in [0, 1) (got {self.change_threshold})")
 

@@ -17,9 +17,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vidlab.errors import ConfigError, InputError
-from vidlab.restoration.config import MovingDigitsConfig, VideoFolderConfig
 from vidlab.restoration.corruption import Corruption
-from vidlab.restoration.sources import ClipRef, build_clips
+from vidlab.restoration.sources import ClipRef, MovingDigitsConfig, VideoFolderConfig, build_clips
 from vidlab.splits import SPLITS
 from vidlab.video import iter_frames
 

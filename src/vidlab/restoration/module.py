@@ -82,7 +82,7 @@ class RestorationModule(L.LightningModule):
         centres = np.arange(t) if centres is None else np.asarray(centres)
         out = []
         for start in range(0, len(centres), batch):
-            idx = neighbour_indices(centres[start : start + batch], self.model_cfg.frames, t)
+            idx = neighbour_indices(centres[start : start + batch], self.model_cfg.context_frames, t)
             stacks = clip[torch.as_tensor(idx, device=clip.device)]
             m = None if mask is None else mask.reshape(1, 1, *mask.shape[-2:]).expand(len(idx), -1, -1, -1)
             out.append(self(stacks, m))

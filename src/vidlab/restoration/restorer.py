@@ -95,7 +95,7 @@ def _smoothing_context(smoother: Smoother) -> tuple[int, int, bool]:
     if isinstance(smoother, EmaSmoothing):
         return 1, 0, True
     if isinstance(smoother, (WindowSmoothing, MaskedSmoothing)):
-        return smoother.frames // 2, smoother.frames // 2, False
+        return smoother.window // 2, smoother.window // 2, False
     if isinstance(smoother, NoSmoothing):
         return 0, 0, False
     raise TypeError(f"no streaming rule for smoothing {type(smoother).__name__}")
@@ -151,7 +151,7 @@ class Restorer:
         tiles = plan_tiles(h, w, pixels, self.multiple, self.halo)
         read = max((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
         batch = self._frames_per_block(self.pixels, read)
-        radius = self.module.model_cfg.frames // 2
+        radius = self.module.model_cfg.context_frames // 2
         for window, first, count in _blocks(frames, radius, radius, batch):
             restored = torch.empty(count, 3, h, w)
             for tile in tiles:

@@ -47,14 +47,14 @@ class EmaSmoothing:
 
 
 class WindowSmoothing:
-    """Centred box or Gaussian average over ``frames`` frames (no lag; edges repeat)."""
+    """Centred box or Gaussian average over ``window`` frames (no lag; edges repeat)."""
 
-    def __init__(self, frames: int, kernel: str, sigma: float):
-        self.frames, self.weights = frames, _time_kernel(frames, kernel, sigma)
+    def __init__(self, window: int, kernel: str, sigma: float):
+        self.window, self.weights = window, _time_kernel(window, kernel, sigma)
 
     def __call__(self, restored: torch.Tensor, stained: torch.Tensor) -> torch.Tensor:
         w = self.weights.to(restored)
-        return torch.einsum("k,ktchw->tchw", w, _neighbours(restored, self.frames))
+        return torch.einsum("k,ktchw->tchw", w, _neighbours(restored, self.window))
 
 
 class MaskedSmoothing:
@@ -65,12 +65,12 @@ class MaskedSmoothing:
     ``exp(-d^2 / (2 value_sigma^2))`` with ``d`` the neighbour's value difference to the centre pixel.
     """
 
-    def __init__(self, frames: int, sigma: float, value_sigma: float, change_threshold: float):
-        self.frames, self.time_weights = frames, _time_kernel(frames, "gaussian", sigma)
+    def __init__(self, window: int, sigma: float, value_sigma: float, change_threshold: float):
+        self.window, self.time_weights = window, _time_kernel(window, "gaussian", sigma)
         self.value_sigma, self.threshold = value_sigma, change_threshold
 
     def __call__(self, restored: torch.Tensor, stained: torch.Tensor) -> torch.Tensor:
-        neighbours = _neighbours(restored, self.frames)
+        neighbours = _neighbours(restored, self.window)
         diff = (neighbours - restored[None]).abs().amax(dim=2, keepdim=True)
         weights = self.time_weights.to(restored).view(-1, 1, 1, 1, 1) * torch.exp(-(diff**2) / (2 * self.value_sigma**2))
         smoothed = (weights * neighbours).sum(0) / weights.sum(0)
@@ -91,7 +91,7 @@ def build_smoothing(
     if isinstance(cfg, EmaSmoothingConfig):
         return EmaSmoothing(cfg.alpha)
     if isinstance(cfg, WindowSmoothingConfig):
-        return WindowSmoothing(cfg.frames, cfg.kernel, cfg.sigma)
+        return WindowSmoothing(cfg.window, cfg.kernel, cfg.sigma)
     if isinstance(cfg, MaskedSmoothingConfig):
-        return MaskedSmoothing(cfg.frames, cfg.sigma, cfg.value_sigma, cfg.change_threshold)
+        return MaskedSmoothing(cfg.window, cfg.sigma, cfg.value_sigma, cfg.change_threshold)
     return NoSmoothing()

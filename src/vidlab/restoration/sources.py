@@ -8,19 +8,99 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from vidlab.errors import InputError
-from vidlab.restoration.config import MovingDigitsConfig, VideoFolderConfig
 from vidlab.restoration.digits import MovingDigits, load_mnist_idx
+from vidlab.schema import check_range, require
 from vidlab.splits import SPLITS
 from vidlab.video import VideoReadError, write_video
 from vidlab.video.probe import probe_video
 
 
+# ---------------------------------------------------------------- schemas (conf/dataset)
+@dataclass
+class ClipLoaderConfig:
+    """What every restoration dataset shares: how clips are cut, batched and sampled."""
+
+    name: str = "???"
+    clip_frames: int = 16
+    batch_size: int = 16
+    samples_per_clip: int = 8
+    num_workers: int = 1
+    shuffle_buffer: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.clip_frames >= 2, f"clip_frames must be >= 2 (got {self.clip_frames})")
+        require(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
+        require(self.samples_per_clip >= 1, f"samples_per_clip must be >= 1 (got {self.samples_per_clip})")
+        require(self.num_workers >= 0, f"num_workers must be >= 0 (got {self.num_workers})")
+        require(self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1 (got {self.shuffle_buffer})")
+
+
+@dataclass
+class MovingDigitsConfig(ClipLoaderConfig):
+    cache_dir: str = "data/moving_digits"
+    height: int = 72
+    width: int = 128
+    fps: float = 24.0
+    frames_per_video: int = 48
+    train_videos: int = 48
+    val_videos: int = 6
+    test_videos: int = 8
+    min_digits: int = 1
+    max_digits: int = 3
+    digit_size: int = 28
+    speed_range: list[float] = field(default_factory=lambda: [1.0, 3.0])
+    mnist_path: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.height >= 8 and self.width >= 8, f"height and width must be >= 8 (got {self.height}x{self.width})")
+        require(self.fps > 0, f"fps must be > 0 (got {self.fps})")
+        require(
+            self.frames_per_video >= self.clip_frames,
+            f"frames_per_video ({self.frames_per_video}) must be >= clip_frames ({self.clip_frames})",
+        )
+        for split in ("train", "val", "test"):
+            count = getattr(self, f"{split}_videos")
+            require(count >= 1, f"{split}_videos must be >= 1 (got {count})")
+        require(1 <= self.min_digits <= self.max_digits, f"need 1 <= min_digits <= max_digits (got {self.min_digits}, {self.max_digits})")
+        require(
+            0 < self.digit_size < min(self.height, self.width),
+            f"digit_size must be in (0, {min(self.height, self.width)}) (got {self.digit_size})",
+        )
+        check_range("speed_range", self.speed_range, 0.0)
+
+
+@dataclass
+class VideoFolderConfig(ClipLoaderConfig):
+    path: str = "???"
+    extensions: list[str] = field(default_factory=lambda: [".mp4", ".avi", ".mkv", ".mov", ".mpg"])
+    clip_seconds: Optional[float] = None
+    resize: Optional[list[int]] = None
+    split_ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.clip_seconds is None or self.clip_seconds > 0, f"clip_seconds must be > 0 (got {self.clip_seconds})")
+        require(
+            self.resize is None or (len(self.resize) == 2 and min(self.resize) >= 8),
+            f"resize must be null or [height, width] >= 8 (got {self.resize})",
+        )
+        require(
+            len(self.split_ratios) == 3 and min(self.split_ratios) >= 0 and abs(sum(self.split_ratios) - 1) < 1e-6,
+            f"split_ratios must be three non-negative numbers summing to 1 (got {self.split_ratios})",
+        )
+
+
+# ---------------------------------------------------------------- sources
 @dataclass(frozen=True)
 class ClipRef:
     """One clip: frames ``[start, start + length)`` of video ``video_idx`` of a split."""

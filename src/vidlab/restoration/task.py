@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> float | None:
     L.seed_everything(spec.top.seed, workers=True)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
     module = module_from_spec(spec, optimizer, scheduler)
-    datamodule = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.frames)
+    datamodule = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.context_frames)
 
     logger = None
     if isinstance(spec.logger, MlflowLoggerConfig):

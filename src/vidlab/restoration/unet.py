@@ -32,11 +32,10 @@ class UNet(nn.Module):
     output ``(B, 3, H, W)``, the restored centre frame. Any H, W: padded to a multiple of
     ``2**depth`` by edge replication, cropped back."""
 
-    def __init__(self, frames: int = 1, depth: int = 3, base_channels: int = 24, norm: str = "batch",
-                 mask_channel: bool = False, residual: bool = True):
+    def __init__(self, context_frames: int, depth: int, base_channels: int, norm: str, mask_channel: bool, residual: bool):
         super().__init__()
-        self.frames, self.depth, self.mask_channel, self.residual = frames, depth, mask_channel, residual
-        cin = 3 * frames + int(mask_channel)
+        self.context_frames, self.depth, self.mask_channel, self.residual = context_frames, depth, mask_channel, residual
+        cin = 3 * context_frames + int(mask_channel)
         widths = [base_channels * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList()
         for w in widths:
@@ -52,12 +51,12 @@ class UNet(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: UNetConfig) -> UNet:
-        return cls(cfg.frames, cfg.depth, cfg.base_channels, cfg.norm, cfg.mask_channel, cfg.residual)
+        return cls(cfg.context_frames, cfg.depth, cfg.base_channels, cfg.norm, cfg.mask_channel, cfg.residual)
 
     def forward(self, stained: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, k, c, h, w = stained.shape
-        if k != self.frames:
-            raise ValueError(f"model expects {self.frames} frames per sample, got {k}")
+        if k != self.context_frames:
+            raise ValueError(f"model expects {self.context_frames} frames per sample, got {k}")
         x = stained.reshape(b, k * c, h, w)
         if self.mask_channel:
             if mask is None:
