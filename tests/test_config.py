@@ -82,14 +82,14 @@ def test_schema_defaults_match_shipped_yaml():
     assert OmegaConf.to_object(cfg.model) == {k: v for k, v in vars(UNetConfig()).items()}
 
 
-@pytest.mark.parametrize("extractor", sorted(p.stem for p in (ROOT / "conf/extractor").glob("*.yaml")))
-def test_every_extractor_config_validates(extractor):
+@pytest.mark.parametrize("backbone", sorted(p.stem for p in (ROOT / "conf/backbone").glob("*.yaml")))
+def test_every_backbone_config_validates(backbone):
     from vidlab.embeddings.config import validate_extract
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("extract", overrides=["paths.output_dir=/tmp/unused", f"extractor={extractor}", "index=/data/i.csv"])
+        cfg = compose("extract", overrides=["paths.output_dir=/tmp/unused", f"backbone={backbone}", "index=/data/i.csv"])
     spec = validate_extract(cfg)
-    assert spec.extractor.name == extractor and spec.stage == "extract"
+    assert spec.backbone.name == backbone and spec.stage == "extract"
 
 
 @pytest.mark.parametrize("overrides", [["hydra/launcher=submitit_slurm", "trainer=ddp"], ["hydra/launcher=joblib"],

@@ -52,7 +52,7 @@ VIDEOS = {
     "normal_c.mp4": (24, "mp4v", "val", 0),
     "fight_d.mp4": (32, "h264", "test", 1),
 }
-FAST = ["extractor=r3d_18", "extractor.weights=null", "extractor.frames=4", "extraction.preprocess=notebook",
+FAST = ["backbone=r3d_18", "backbone.weights=null", "backbone.frames_per_clip=4", "extraction.preprocess=notebook",
         "extraction.notebook_size=32", "extraction.batch_size=3"]
 
 
@@ -86,7 +86,7 @@ def test_outputs_manifest_and_mlflow(extracted):
         stats = manifest["splits"][split]["statistics"]
         assert all(np.isfinite(stats[k]) for k in ("min", "max", "mean", "std")) and stats["std"] > 0
         assert manifest["splits"][split]["files"]["embeddings"] == f"embeddings_{split}.npy"
-    assert manifest["embedding_dim"] == 512 and manifest["T"] == 4 and manifest["failed_rows"] == []
+    assert manifest["embedding_dim"] == 512 and manifest["frames_per_clip"] == 4 and manifest["failed_rows"] == []
     assert manifest["index"]["rows"] == len(table) and len(manifest["index"]["sha256"]) == 64
     assert manifest["preprocessing"]["kind"] == "notebook"
     client = MlflowClient(f"sqlite:///{base}/work/mlruns.db")
@@ -124,7 +124,7 @@ def test_weights_transforms_and_state_dict_file(tmp_path: Path):
     torch.manual_seed(7)
     model = r3d_18(weights=None)
     torch.save(model.state_dict(), tmp_path / "r3d.pt")
-    args = ["extractor=r3d_18", f"extractor.weights={tmp_path / 'r3d.pt'}", "extractor.frames=4", "logger=none"]
+    args = ["backbone=r3d_18", f"backbone.weights={tmp_path / 'r3d.pt'}", "backbone.frames_per_clip=4", "logger=none"]
     run_extract(f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", *args)
     got = np.load(tmp_path / "outputs/embeddings/r3d_18_T4/embeddings_train.npy").astype(np.float32)
     model.fc = torch.nn.Identity()
@@ -188,8 +188,8 @@ def test_clear_errors(tmp_path: Path):
     pd.DataFrame({"path": ["a.mp4"], "start": [0]}).to_csv(wrong, index=False)
     proc = _extract(wrong, tmp_path, *FAST, "logger=none", check=False)
     assert proc.returncode == 1 and "expected ['split', 'y'" in proc.stderr
-    proc = _extract(wrong, tmp_path, "logger=none", "extractor=mvit_v2_s", "extractor.frames=8", check=False)
-    assert proc.returncode == 2 and "extractor.frames: mvit_v2_s takes 15 to 16 frames" in proc.stderr
+    proc = _extract(wrong, tmp_path, "logger=none", "backbone=mvit_v2_s", "backbone.frames_per_clip=8", check=False)
+    assert proc.returncode == 2 and "backbone.frames_per_clip: mvit_v2_s takes 15 to 16 frames" in proc.stderr
 
 
 def test_two_ddp_processes_write_the_same_files(extracted, tmp_path: Path):
@@ -217,5 +217,5 @@ def test_frame_limits_are_checked_before_work():
     check_frames("mvit_v2_s", 16)
     check_frames("s3d", 13)
     for name, frames in (("mvit_v1_b", 8), ("mvit_v2_s", 17), ("s3d", 12)):
-        with pytest.raises(ValueError, match=f"extractor.frames: {name}"):
+        with pytest.raises(ValueError, match=f"frames_per_clip: {name}"):
             check_frames(name, frames)

@@ -34,7 +34,7 @@ def write_extraction(folder: Path, seed: int = 0, shift: float = 2.0, shuffle: b
         for i in range(n):
             index_rows.append([split, int(y[i]), "c", f"v{split}{i // 4}.mp4", i % 4, 16 * (i % 4), 16 * (i % 4) + 32, 32, 16, 30.0, 96])
     pd.DataFrame(index_rows, columns="split,y,category,path,clip_idx,start_frame,end_frame,clip_len,stride,fps,n_frames".split(",")).to_csv(folder / "index.csv", index=False)
-    manifest = {"encoder": "torchvision/test", "embedding_dim": 16, "dtype": "float16", "splits": splits,
+    manifest = {"backbone": "torchvision/test", "embedding_dim": 16, "dtype": "float16", "splits": splits,
                 "index": {"path": str(folder / "index.csv")}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder

@@ -29,7 +29,7 @@ from conftest import ROOT
 
 QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
          "trainer.limit_test_batches=2"]
-OFFLINE = ["extractor.weights=null"]  # DEFAULT weights need a download
+OFFLINE = ["backbone.weights=null"]  # DEFAULT weights need a download
 
 
 def _store(project: Path) -> MlflowClient:
@@ -156,7 +156,7 @@ COMMANDS: dict[str, Command] = {
     # Worked example (it makes the data the clip-index and embedding commands read)
     ".venv/bin/python -m vidlab.embeddings.synthetic data/synthetic_ucf": Command(shrink=["--frames", "40"], after=0),
     ".venv/bin/python extract.py stage=index dataset.root=data/synthetic_ucf": Command(check=_has_runs("embeddings"), after=0),
-    ".venv/bin/python extract.py -m extractor=r3d_18,mc3_18 extractor.weights=null index=data/index/ucf_crime/index_clips.csv":
+    ".venv/bin/python extract.py -m backbone=r3d_18,mc3_18 backbone.weights=null index=data/index/ucf_crime/index_clips.csv":
         Command(after=0),
     ".venv/bin/python train.py -m experiment=probe embeddings=outputs/embeddings/r3d_18_T8,outputs/embeddings/mc3_18_T8 "
     "probe.batch_size=16 trainer.max_epochs=40 optimizer.lr=0.01": Command(check=_probes_linked, after=0),
@@ -166,13 +166,13 @@ COMMANDS: dict[str, Command] = {
         Command(),
     ".venv/bin/python extract.py stage=validate index=processed/index_clips.csv path_root=/data/UCF_Crime": Command(),
     # Clip embeddings
-    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv extractor=swin3d_t": Command(shrink=OFFLINE),
-    ".venv/bin/python extract.py -m index=data/index/ucf_crime/index_clips.csv extractor=swin3d_t,r3d_18":
+    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv backbone=swin3d_t": Command(shrink=OFFLINE),
+    ".venv/bin/python extract.py -m index=data/index/ucf_crime/index_clips.csv backbone=swin3d_t,r3d_18":
         Command(shrink=OFFLINE),
-    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv extractor=r3d_18 extractor.weights=null": Command(),
-    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv extractor.weights=/models/swin3d_t.pt "
+    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv backbone=r3d_18 backbone.weights=null": Command(),
+    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv backbone.weights=/models/swin3d_t.pt "
     "extraction.output=outputs/embeddings/swin3d_t_mine": Command(),
-    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv extractor=r3d_18 extractor.weights=null "
+    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv backbone=r3d_18 backbone.weights=null "
     "extraction.precision=bf16-mixed extraction.channels_last=true extraction.compile=true "
     "extraction.output=outputs/embeddings/r3d_18_fast": Command(exit_code=0 if _native_half() else 2, check=_half_refused),
     # Anomaly probe

@@ -126,7 +126,7 @@ def _index(tmp_path: Path) -> Path:
     return make_index(tmp_path, VIDEOS)
 
 
-EXTRACT = ["extractor=r3d_18", "extractor.weights=null", "extractor.frames=4", "extraction.batch_size=2"]
+EXTRACT = ["backbone=r3d_18", "backbone.weights=null", "backbone.frames_per_clip=4", "extraction.batch_size=2"]
 
 
 def _extract(index: Path, root: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -168,10 +168,10 @@ def test_a_second_writer_is_refused_and_settings_that_change_numbers_are_the_res
     torch.manual_seed(1)
     torch.save(r3d_18().state_dict(), weights)
     other = tmp_path / "emb2"
-    assert _extract(index, tmp_path, f"extraction.output={other}", f"extractor.weights={weights}").returncode == 0
+    assert _extract(index, tmp_path, f"extraction.output={other}", f"backbone.weights={weights}").returncode == 0
     torch.manual_seed(2)
     torch.save(r3d_18().state_dict(), weights)
-    proc = _extract(index, tmp_path, f"extraction.output={other}", f"extractor.weights={weights}")
+    proc = _extract(index, tmp_path, f"extraction.output={other}", f"backbone.weights={weights}")
     assert proc.returncode == 2 and "differs in weights_sha256" in proc.stderr
 
     # a second process on the same folder while the first holds it

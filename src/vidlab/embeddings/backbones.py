@@ -49,16 +49,16 @@ def weights_enum(name: str, weights: str | None):
     try:
         return enum[weights]
     except KeyError:
-        raise ConfigError(f"extractor.weights: {weights!r} is not a weights of {name} (choose DEFAULT, "
+        raise ConfigError(f"backbone.weights: {weights!r} is not a weights of {name} (choose DEFAULT, "
                          f"{', '.join(enum.__members__)}, null or a state_dict path)") from None
 
 
 def check_frames(name: str, frames: int) -> None:
     spec = BACKBONES[name]
     if spec.max_frames is not None and not spec.min_frames <= frames <= spec.max_frames:
-        raise ValueError(f"extractor.frames: {name} takes {spec.min_frames} to {spec.max_frames} frames per clip (got {frames})")
+        raise ValueError(f"frames_per_clip: {name} takes {spec.min_frames} to {spec.max_frames} frames per clip (got {frames})")
     if frames < spec.min_frames:
-        raise ValueError(f"extractor.frames: {name} needs at least {spec.min_frames} frames per clip (got {frames})")
+        raise ValueError(f"frames_per_clip: {name} needs at least {spec.min_frames} frames per clip (got {frames})")
 
 
 def load_backbone(name: str, weights: str | None) -> nn.Module:
@@ -66,11 +66,11 @@ def load_backbone(name: str, weights: str | None) -> nn.Module:
     downloads through torchvision (cached in ``$TORCH_HOME``); a path loads a saved state_dict (with or
     without its head)."""
     if name not in BACKBONES:
-        raise ValueError(f"extractor.name: unknown backbone {name!r} (choose one of {', '.join(BACKBONES)})")
+        raise ValueError(f"backbone.name: unknown backbone {name!r} (choose one of {', '.join(BACKBONES)})")
     spec = BACKBONES[name]
     if weights is not None and Path(weights).suffix in (".pt", ".pth", ".bin", ".ckpt"):
         if not Path(weights).is_file():
-            raise ConfigError(f"extractor.weights: state_dict file not found: {weights}")
+            raise ConfigError(f"backbone.weights: state_dict file not found: {weights}")
         model = spec.builder(weights=None)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)

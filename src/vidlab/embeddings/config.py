@@ -80,16 +80,16 @@ class IndexCheckConfig:
 
 
 @dataclass
-class ExtractorConfig:
+class BackboneConfig:
     name: str = "swin3d_t"
     weights: Optional[str] = "DEFAULT"
-    frames: int = 8
+    frames_per_clip: int = 8
 
     def __post_init__(self) -> None:
         from vidlab.embeddings.backbones import BACKBONES, check_frames
 
         require(self.name in BACKBONES, f"name: unknown backbone {self.name!r} (choose one of {', '.join(BACKBONES)})")
-        check_frames(self.name, self.frames)
+        check_frames(self.name, self.frames_per_clip)
 
 
 @dataclass
@@ -130,7 +130,7 @@ class ExtractSpec:
     dataset: UcfCrimeConfig | VideoTreeConfig | None
     indexing: IndexConfig
     check: IndexCheckConfig
-    extractor: ExtractorConfig
+    backbone: BackboneConfig
     extraction: ExtractionConfig
     logger: MlflowLoggerConfig | NoLoggerConfig
 
@@ -155,7 +155,7 @@ def validate_extract(cfg: DictConfig) -> ExtractSpec:
         dataset=dataset,
         indexing=build_node("indexing", IndexConfig, resolved(cfg, "indexing")),
         check=build_node("check", IndexCheckConfig, resolved(cfg, "check")),
-        extractor=build_node("extractor", ExtractorConfig, resolved(cfg, "extractor")),
+        backbone=build_node("backbone", BackboneConfig, resolved(cfg, "backbone")),
         extraction=build_node("extraction", ExtractionConfig, resolved(cfg, "extraction")),
         logger=build_choice(cfg, "logger", LOGGERS),
     )

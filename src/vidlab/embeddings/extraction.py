@@ -93,14 +93,14 @@ class ExtractionResult:
 def _preprocess(spec: ExtractSpec):
     if spec.extraction.preprocess == "notebook":
         return NotebookPreprocess(spec.extraction.notebook_size)
-    return WeightsPreprocess(weights_enum(spec.extractor.name, spec.extractor.weights))
+    return WeightsPreprocess(weights_enum(spec.backbone.name, spec.backbone.weights))
 
 
 def _fingerprint(spec: ExtractSpec, index_sha: str, preprocess) -> dict:
     """Every setting that changes the numbers: a rerun that differs in one is refused, never mixed."""
-    x, weights = spec.extraction, spec.extractor.weights
+    x, weights = spec.extraction, spec.backbone.weights
     weights_file = weights is not None and Path(weights).is_file()
-    return {"index_sha256": index_sha, "extractor": asdict(spec.extractor), "preprocess": preprocess.description,
+    return {"index_sha256": index_sha, "backbone": asdict(spec.backbone), "preprocess": preprocess.description,
             "batch_size": x.batch_size, "seed": x.seed, "colour": x.colour, "precision": x.precision,
             "compile": x.compile, "channels_last": x.channels_last,
             "weights_sha256": file_sha256(Path(weights)) if weights_file else None}
@@ -144,15 +144,15 @@ def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: 
     index_file = Path(spec.index_file)
     table, index_sha, preprocess, trainer_args = prepared.table, prepared.index_sha, prepared.preprocess, prepared.trainer_args
     torch.manual_seed(x.seed)  # random-init weights are the same on every run and rank
-    backbone = load_backbone(spec.extractor.name, spec.extractor.weights)
+    backbone = load_backbone(spec.backbone.name, spec.backbone.weights)
     folder = Path(x.output).resolve()
     store = EmbeddingStore(folder, table)
-    dim = BACKBONES[spec.extractor.name].dim
+    dim = BACKBONES[spec.backbone.name].dim
     resumed = store.create_or_resume(_fingerprint(spec, index_sha, preprocess), dim, x.overwrite and not is_child_rank(),
                                      lock=not is_child_rank())
     on_stop_say(f"what was written is kept in {folder}; rerun the same command to resume")
     done = store.done_rows()
-    chunks = [c for c in make_chunks(table, spec.extractor.frames, x.batch_size) if not all(done[list(c.rows)])]
+    chunks = [c for c in make_chunks(table, spec.backbone.frames_per_clip, x.batch_size) if not all(done[list(c.rows)])]
     todo = sum(len(c.rows) for c in chunks)
     print(f"{'resuming' if resumed else 'starting'} {folder}: {todo} of {len(table)} clips to extract")
     stream = VideoClipStream(chunks, preprocess.spatial, x.colour)
@@ -195,12 +195,12 @@ def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame
         }
     manifest = {
         "created_at": datetime.now(timezone.utc).isoformat(),
-        "encoder": f"torchvision/{spec.extractor.name}",
-        "weights": spec.extractor.weights,
+        "backbone": f"torchvision/{spec.backbone.name}",
+        "weights": spec.backbone.weights,
         "preprocessing": preprocess.description,
         "colour": {"mode": spec.extraction.colour, "conversion": COLOUR_CONVERSIONS[spec.extraction.colour]},
-        "T": spec.extractor.frames,
-        "sampling": "start + round(linspace(0, max(1, end - start) - 1, T)); frames past the video's end repeat its last frame",
+        "frames_per_clip": spec.backbone.frames_per_clip,
+        "sampling": "start + round(linspace(0, max(1, end - start) - 1, frames_per_clip)); frames past the video's end repeat its last frame",
         "img_size": preprocess.description.get("crop_size") or preprocess.description.get("size"),
         "batch_size": spec.extraction.batch_size,
         "embedding_dim": dim,

@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> int:
     root, output_dir = job_dirs(cfg)
     client = run_id = None
     if isinstance(spec.logger, MlflowLoggerConfig) and not is_child_rank():
-        name = spec.logger.run_name or (f"extract-{spec.extractor.name}_T{spec.extractor.frames}" if spec.stage == "extract"
+        name = spec.logger.run_name or (f"extract-{spec.backbone.name}_T{spec.backbone.frames_per_clip}" if spec.stage == "extract"
                                         else f"{spec.stage}-{spec.dataset.name if spec.dataset else Path(spec.index_file).stem}")
         client, run_id = tracking.start_run(replace(spec.logger, run_name=name), root, output_dir, {"task": "embeddings", "stage": spec.stage})
         tracking.log_config(client, run_id, cfg, output_dir)

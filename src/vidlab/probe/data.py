@@ -14,6 +14,8 @@ from torch.utils.data import Dataset
 from vidlab.errors import InputError
 from vidlab.splits import SPLITS
 
+RENAMED_KEYS = {"backbone": "encoder", "frames_per_clip": "T"}  # manifest key -> its name before 0.2 (read until 0.3)
+
 
 class ProbeInputError(InputError):
     """The embeddings to probe are missing or inconsistent; the message says which file."""
@@ -40,7 +42,10 @@ def check_manifest(folder: Path) -> dict:
         raise ProbeInputError(f"embeddings: no manifest.json in {folder} (is the extraction finished?)")
     try:
         manifest = json.loads(path.read_text())
-        for key in ("splits", "embedding_dim", "dtype", "encoder"):
+        for new, old in RENAMED_KEYS.items():  # manifests written before the rename are read as they were
+            if new not in manifest and old in manifest:
+                manifest[new] = manifest[old]
+        for key in ("splits", "embedding_dim", "dtype", "backbone"):
             manifest[key]  # noqa: B018 - a KeyError names the missing key
         for split in SPLITS:
             info = manifest["splits"].get(split)

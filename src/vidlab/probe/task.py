@@ -77,9 +77,9 @@ def run(cfg: DictConfig) -> float | None:
 
     logger = None
     if isinstance(spec.logger, MlflowLoggerConfig):
-        tags = {"task": "probe", "embeddings_dir": str(folder), "backbone": manifest["encoder"],
+        tags = {"task": "probe", "embeddings_dir": str(folder), "backbone": manifest["backbone"],
                 "extraction_run_id": run_ref or manifest.get("mlflow_run_id") or ""}
-        name = spec.logger.run_name or f"{spec.model.name}-{manifest['encoder'].split('/')[-1]}_T{manifest.get('T', '')}"
+        name = spec.logger.run_name or f"{spec.model.name}-{manifest['backbone'].split('/')[-1]}_T{manifest.get('frames_per_clip', '')}"
         logger = tracking.build_logger(replace(spec.logger, run_name=name), root, output_dir, tags)
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor=spec.optimized_metric, mode="max")
