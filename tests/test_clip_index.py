@@ -19,7 +19,7 @@ from conftest import UCF_VIDEOS, make_ucf_tree, run_extract, write_h264, write_m
 
 def _index(root: Path, work: Path, *extra: str, check: bool = True):
     proc = run_extract(
-        "stage=index", "dataset=ucf_crime", f"dataset.root={root}", f"paths.root={work}",
+        "stage=index", "layout=ucf_crime", f"layout.root={root}", f"paths.root={work}",
         f"hydra.run.dir={work}/out", "indexing.clip_len=16", "indexing.stride=8", "indexing.workers=2", *extra, check=check,
     )
     return proc, work / "data/index/ucf_crime/index_clips.csv"
@@ -95,9 +95,9 @@ def test_video_tree_layout_and_stratified_split(tmp_path: Path):
     for category in ("Normal", "Fight", "Theft"):
         for i in range(5):
             write_mp4v(root / category / "nested" / f"{category}_{i}.avi" if i % 2 else root / category / f"{category}_{i}.mp4", 20)
-    proc = run_extract("stage=index", "dataset=video_tree", f"dataset.root={root}", f"paths.root={tmp_path}",
+    proc = run_extract("stage=index", "layout=video_tree", f"layout.root={root}", f"paths.root={tmp_path}",
                        f"hydra.run.dir={tmp_path}/out", "indexing.clip_len=8", "indexing.stride=8", "logger=none",
-                       "dataset.split_ratios=[0.6,0.2,0.2]")
+                       "layout.split_ratios=[0.6,0.2,0.2]")
     table = pd.read_csv(tmp_path / "data/index/video_tree/index_clips.csv")
     assert "valid" in proc.stdout
     videos = table.groupby("path").first()
@@ -166,11 +166,11 @@ def test_validate_stage_exit_code_and_path_root_remap(valid_index, tmp_path: Pat
 
 
 def test_clear_errors(tmp_path: Path):
-    proc = run_extract("stage=index", "dataset=ucf_crime", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/o", check=False)
-    assert proc.returncode == 2 and "dataset.root" in proc.stderr
+    proc = run_extract("stage=index", "layout=ucf_crime", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/o", check=False)
+    assert proc.returncode == 2 and "layout.root" in proc.stderr
     proc = run_extract("stage=validate", f"index={tmp_path}/none.csv", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
     assert proc.returncode == 1 and "index: file not found" in proc.stderr
-    proc = run_extract("stage=index", "indexing.stride=0", "dataset.root=/x", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
+    proc = run_extract("stage=index", "indexing.stride=0", "layout.root=/x", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
     assert proc.returncode == 2 and "indexing.stride" in proc.stderr
 
 

@@ -109,6 +109,6 @@ def test_probe_search_config_composes():
     from vidlab.probe.config import validate_probe
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=["paths.output_dir=/tmp/unused", "experiment=probe", "embeddings=/x",
+        cfg = compose("train", overrides=["paths.output_dir=/tmp/unused", "task=probe", "embeddings=/x",
                                           "hparams_search=probe_optuna"], return_hydra_config=True)
-    assert validate_probe(cfg).optimized_metric == "val/roc_auc" and "model" in cfg.hydra.sweeper.params
+    assert validate_probe(cfg).optimized_metric == "val/roc_auc" and "probe" in cfg.hydra.sweeper.params

@@ -41,7 +41,7 @@ def write_extraction(folder: Path, seed: int = 0, shift: float = 2.0, shuffle: b
 
 
 def _probe(root: Path, embeddings: Path, *extra: str):
-    return run_train("experiment=probe", f"embeddings={embeddings}", f"paths.root={root}", f"hydra.run.dir={root}/run",
+    return run_train("task=probe", f"embeddings={embeddings}", f"paths.root={root}", f"hydra.run.dir={root}/run",
                      "trainer.max_epochs=15", "probe.batch_size=32", "optimizer.lr=0.02", *extra)
 
 
@@ -64,7 +64,7 @@ def test_separable_embeddings_are_separated(tmp_path: Path):
 
 
 def test_shuffled_labels_give_chance(tmp_path: Path):
-    _probe(tmp_path, write_extraction(tmp_path / "emb", shuffle=True), "model=mlp_probe")
+    _probe(tmp_path, write_extraction(tmp_path / "emb", shuffle=True), "probe=mlp")
     _, run = _run(tmp_path)
     assert 0.3 < run.data.metrics["test/roc_auc"] < 0.7
 
@@ -80,7 +80,7 @@ def test_invalid_rows_are_left_out_and_counted(tmp_path: Path):
 def test_broken_manifest_is_a_clear_error(tmp_path: Path):
     folder = write_extraction(tmp_path / "emb")
     np.save(folder / "embeddings_val.npy", np.zeros((80, 8), np.float16))
-    proc = run_train("experiment=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r", check=False)
+    proc = run_train("task=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r", check=False)
     assert proc.returncode == 1 and "embeddings_val.npy is (80, 8) float16, the manifest says (80, 16)" in proc.stderr
 
 
@@ -148,7 +148,7 @@ def test_bad_probe_input_is_one_line_before_training(tmp_path: Path, damage: str
         (folder / "embeddings_test.npy").write_bytes(data[: len(data) // 2])
     else:
         np.save(folder / "labels_val.npy", np.zeros(80, np.int8))
-    proc = run_train("experiment=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r", check=False)
+    proc = run_train("task=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r", check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("error: embeddings:") and message in line

@@ -145,7 +145,7 @@ COMMANDS: dict[str, Command] = {
         Command(shrink=QUICK, check=_joblib_sweep),
     ".venv/bin/python train.py -m hparams_search=restoration_optuna hydra.sweeper.n_trials=30":
         Command(replace={"n_trials=30": "n_trials=2"}, shrink=QUICK),
-    ".venv/bin/python train.py -m experiment=probe embeddings=outputs/embeddings/swin3d_t_T8 hparams_search=probe_optuna":
+    ".venv/bin/python train.py -m task=probe embeddings=outputs/embeddings/swin3d_t_T8 hparams_search=probe_optuna":
         Command(shrink=["hydra.sweeper.n_trials=2"], after=2),
     ".venv/bin/python train.py -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=4 "
     "hydra.launcher.tasks_per_node=4 hydra.launcher.timeout_min=240 trainer=ddp trainer.devices=4 model.depth=3,4":
@@ -155,14 +155,14 @@ COMMANDS: dict[str, Command] = {
         Command(not_run="needs PostgreSQL and S3; a real mlflow server on SQLite is tested in test_train_end_to_end.py"),
     # Worked example (it makes the data the clip-index and embedding commands read)
     ".venv/bin/python -m vidlab.embeddings.synthetic data/synthetic_ucf": Command(shrink=["--frames", "40"], after=0),
-    ".venv/bin/python extract.py stage=index dataset.root=data/synthetic_ucf": Command(check=_has_runs("embeddings"), after=0),
+    ".venv/bin/python extract.py stage=index layout.root=data/synthetic_ucf": Command(check=_has_runs("embeddings"), after=0),
     ".venv/bin/python extract.py -m backbone=r3d_18,mc3_18 backbone.weights=null index=data/index/ucf_crime/index_clips.csv":
         Command(after=0),
-    ".venv/bin/python train.py -m experiment=probe embeddings=outputs/embeddings/r3d_18_T8,outputs/embeddings/mc3_18_T8 "
+    ".venv/bin/python train.py -m task=probe embeddings=outputs/embeddings/r3d_18_T8,outputs/embeddings/mc3_18_T8 "
     "probe.batch_size=16 trainer.max_epochs=40 optimizer.lr=0.01": Command(check=_probes_linked, after=0),
     # Clip index
-    ".venv/bin/python extract.py stage=index dataset=ucf_crime dataset.root=/data/UCF_Crime": Command(),
-    ".venv/bin/python extract.py stage=index dataset=video_tree dataset.root=/data/clips dataset.normal_categories=[Normal,Walking]":
+    ".venv/bin/python extract.py stage=index layout=ucf_crime layout.root=/data/UCF_Crime": Command(),
+    ".venv/bin/python extract.py stage=index layout=video_tree layout.root=/data/clips layout.normal_categories=[Normal,Walking]":
         Command(),
     ".venv/bin/python extract.py stage=validate index=processed/index_clips.csv path_root=/data/UCF_Crime": Command(),
     # Clip embeddings
@@ -176,8 +176,8 @@ COMMANDS: dict[str, Command] = {
     "extraction.precision=bf16-mixed extraction.channels_last=true extraction.compile=true "
     "extraction.output=outputs/embeddings/r3d_18_fast": Command(exit_code=0 if _native_half() else 2, check=_half_refused),
     # Anomaly probe
-    ".venv/bin/python train.py experiment=probe embeddings=outputs/embeddings/swin3d_t_T8": Command(after=2),
-    ".venv/bin/python train.py experiment=probe embeddings=outputs/embeddings/swin3d_t_T8 model=mlp_probe "
+    ".venv/bin/python train.py task=probe embeddings=outputs/embeddings/swin3d_t_T8": Command(after=2),
+    ".venv/bin/python train.py task=probe embeddings=outputs/embeddings/swin3d_t_T8 probe=mlp "
     "probe.annotations=/data/UCF_Crime/Temporal_Anomaly_Annotation_for_Testing_Videos.txt":
         Command(check=_probe_frame_auc, after=2),
     # Restore a video

@@ -127,7 +127,7 @@ class ExtractSpec:
     stage: str
     index_file: str
     path_root: Optional[str]
-    dataset: UcfCrimeConfig | VideoTreeConfig | None
+    layout: UcfCrimeConfig | VideoTreeConfig | None
     indexing: IndexConfig
     check: IndexCheckConfig
     backbone: BackboneConfig
@@ -136,15 +136,15 @@ class ExtractSpec:
 
 
 EXTRACT_STAGES = ("extract", "index", "validate")
-INDEX_DATASETS: dict[str, type] = {"ucf_crime": UcfCrimeConfig, "video_tree": VideoTreeConfig}
+LAYOUTS: dict[str, type] = {"ucf_crime": UcfCrimeConfig, "video_tree": VideoTreeConfig}
 
 
 def validate_extract(cfg: DictConfig) -> ExtractSpec:
-    """Check an ``extract.py`` config; the dataset is only required by the stages that read it."""
+    """Check an ``extract.py`` config; the layout is only required by the stage that reads it."""
     stage = cfg.get("stage")
     if stage not in EXTRACT_STAGES:
         raise ConfigError(f"stage: must be one of {', '.join(EXTRACT_STAGES)} (got {stage!r})")
-    dataset = build_choice(cfg, "dataset", INDEX_DATASETS) if stage == "index" else None
+    layout = build_choice(cfg, "layout", LAYOUTS) if stage == "index" else None
     index_file = resolved(cfg, "index")
     if not isinstance(index_file, str) or not index_file:
         raise ConfigError(f"index: the path of an index_clips.csv (got {index_file!r})")
@@ -152,7 +152,7 @@ def validate_extract(cfg: DictConfig) -> ExtractSpec:
         stage=stage,
         index_file=index_file,
         path_root=resolved(cfg, "path_root"),
-        dataset=dataset,
+        layout=layout,
         indexing=build_node("indexing", IndexConfig, resolved(cfg, "indexing")),
         check=build_node("check", IndexCheckConfig, resolved(cfg, "check")),
         backbone=build_node("backbone", BackboneConfig, resolved(cfg, "backbone")),

@@ -22,16 +22,16 @@ from vidlab.schema import MlflowLoggerConfig
 
 
 def make_index(spec: ExtractSpec) -> tuple[Path, dict]:
-    data = spec.dataset
+    data = spec.layout
     root = Path(data.root)
     if not root.is_dir():
-        raise ConfigError(f"dataset.root: not a folder: {root}")
+        raise ConfigError(f"layout.root: not a folder: {root}")
     if isinstance(data, UcfCrimeConfig):
         videos, layout_report = layouts.ucf_crime(root, data.extensions, data.split_lists, data.split_ratios, data.val_ratio, data.seed)
     else:
         videos, layout_report = layouts.video_tree(root, data.extensions, data.normal_categories, data.split_ratios, data.seed)
     if not videos:
-        raise ConfigError(f"dataset.root: no video of the {data.name} layout under {root}")
+        raise ConfigError(f"layout.root: no video of the {data.name} layout under {root}")
     s = spec.indexing
     settings = IndexSettings(s.clip_len, s.stride, s.short_videos, s.on_error, s.paths, s.frame_count, s.workers,
                              s.probe_cache, {"layout": data.name, "seed": data.seed})
@@ -50,7 +50,7 @@ def run(cfg: DictConfig) -> int:
     client = run_id = None
     if isinstance(spec.logger, MlflowLoggerConfig) and not is_child_rank():
         name = spec.logger.run_name or (f"extract-{spec.backbone.name}_T{spec.backbone.frames_per_clip}" if spec.stage == "extract"
-                                        else f"{spec.stage}-{spec.dataset.name if spec.dataset else Path(spec.index_file).stem}")
+                                        else f"{spec.stage}-{spec.layout.name if spec.layout else Path(spec.index_file).stem}")
         client, run_id = tracking.start_run(replace(spec.logger, run_name=name), root, output_dir, {"task": "embeddings", "stage": spec.stage})
         tracking.log_config(client, run_id, cfg, output_dir)
     status, files, metrics = "FAILED", [], {}

@@ -1,4 +1,4 @@
-"""The anomaly probe's schemas (``train.py experiment=probe``)."""
+"""The anomaly probe's schemas (``train.py task=probe``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from vidlab.schema import (
     NoLoggerConfig,
     TrainerConfig,
     build_choice,
-    build_node,
     require,
     resolved,
     trainer_config,
@@ -22,32 +21,30 @@ from vidlab.schema import (
 
 
 @dataclass
-class ProbeModelConfig:
-    name: str = "linear_probe"
+class ProbeConfig:
+    """``conf/probe/<name>.yaml``: the classifier and how it is trained and scored."""
+
+    name: str = "linear"
     hidden: int = 256
     dropout: float = 0.1
-
-    def __post_init__(self) -> None:
-        require(self.hidden >= 1, f"hidden must be >= 1 (got {self.hidden})")
-        require(0 <= self.dropout < 1, f"dropout must be in [0, 1) (got {self.dropout})")
-
-
-@dataclass
-class ProbeConfig:
     batch_size: int = 256
     num_workers: int = 0
     class_weight: str = "auto"
     annotations: Optional[str] = None
 
     def __post_init__(self) -> None:
+        require(self.hidden >= 1, f"hidden must be >= 1 (got {self.hidden})")
+        require(0 <= self.dropout < 1, f"dropout must be in [0, 1) (got {self.dropout})")
         require(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
         require(self.class_weight in ("auto", "none"), f"class_weight must be auto or none (got {self.class_weight!r})")
+
+
+PROBES: dict[str, type] = {"linear": ProbeConfig, "mlp": ProbeConfig}
 
 
 @dataclass
 class ProbeSpec:
     embeddings: str
-    model: ProbeModelConfig
     probe: ProbeConfig
     trainer: TrainerConfig
     logger: MlflowLoggerConfig | NoLoggerConfig
@@ -60,12 +57,11 @@ def validate_probe(cfg: DictConfig) -> ProbeSpec:
     embeddings = resolved(cfg, "embeddings")
     if not isinstance(embeddings, str) or not embeddings:
         raise ConfigError(f"embeddings: an extraction output folder or its MLflow run id (got {embeddings!r})")
-    model = build_choice(cfg, "model", {"linear_probe": ProbeModelConfig, "mlp_probe": ProbeModelConfig})
     seed = resolved(cfg, "seed")
     if not isinstance(seed, int):
         raise ConfigError(f"seed: must be an integer (got {seed!r})")
     return ProbeSpec(
-        embeddings=embeddings, model=model, probe=build_node("probe", ProbeConfig, resolved(cfg, "probe") or {}),
+        embeddings=embeddings, probe=build_choice(cfg, "probe", PROBES),
         trainer=trainer_config(cfg), logger=build_choice(cfg, "logger", LOGGERS),
         seed=seed, optimized_metric=str(resolved(cfg, "optimized_metric")), optimizer=cfg.optimizer,
     )

@@ -11,12 +11,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vidlab.probe import metrics as pm
-from vidlab.probe.config import ProbeModelConfig
+from vidlab.probe.config import ProbeConfig
 from vidlab.probe.data import EmbeddingRows
 
 
-def build_probe(cfg: ProbeModelConfig, dim: int) -> nn.Module:
-    if cfg.name == "linear_probe":
+def build_probe(cfg: ProbeConfig, dim: int) -> nn.Module:
+    if cfg.name == "linear":
         return nn.Linear(dim, 1)
     return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, 1))
 

@@ -1,4 +1,4 @@
-"""``train.py experiment=probe``: a linear or MLP probe that tells normal clips from anomalous ones,
+"""``train.py task=probe``: a linear or MLP probe that tells normal clips from anomalous ones,
 trained on an extraction's train split, selected on val, reported on test.
 
 Embeddings are read from the memmaps row by row (never loaded whole); rows whose ``valid`` flag is
@@ -73,13 +73,13 @@ def run(cfg: DictConfig) -> float | None:
     train_labels = np.asarray(data["train"].labels)[data["train"].rows]
     n_pos, n_neg = int(train_labels.sum()), int(len(train_labels) - train_labels.sum())
     pos_weight = n_neg / max(n_pos, 1) if spec.probe.class_weight == "auto" else 1.0
-    module = ProbeModule(build_probe(spec.model, manifest["embedding_dim"]), pos_weight, optimizer)
+    module = ProbeModule(build_probe(spec.probe, manifest["embedding_dim"]), pos_weight, optimizer)
 
     logger = None
     if isinstance(spec.logger, MlflowLoggerConfig):
         tags = {"task": "probe", "embeddings_dir": str(folder), "backbone": manifest["backbone"],
                 "extraction_run_id": run_ref or manifest.get("mlflow_run_id") or ""}
-        name = spec.logger.run_name or f"{spec.model.name}-{manifest['backbone'].split('/')[-1]}_T{manifest.get('frames_per_clip', '')}"
+        name = spec.logger.run_name or f"{spec.probe.name}_probe-{manifest['backbone'].split('/')[-1]}_T{manifest.get('frames_per_clip', '')}"
         logger = tracking.build_logger(replace(spec.logger, run_name=name), root, output_dir, tags)
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor=spec.optimized_metric, mode="max")
