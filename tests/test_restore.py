@@ -30,7 +30,7 @@ from vidlab.video.probe import probe_video
 
 from conftest import ROOT, moving_square_frames
 
-SMALL = {"name": "unet_temporal", "frames": 3, "depth": 2, "base_channels": 4}
+SMALL = {"name": "unet_temporal", "context_frames": 3, "depth": 2, "base_channels": 4}
 
 
 def _trainer() -> L.Trainer:
@@ -43,7 +43,7 @@ def save_checkpoint(path: Path, model: dict) -> Path:
     module = RestorationModule(model=model, smoothing={"name": "masked"},
                                optimizer=functools.partial(torch.optim.AdamW, lr=1e-3))
     g = torch.Generator().manual_seed(0)
-    batch = {"stained": torch.randint(0, 256, (2, model["frames"], 3, 16, 16), dtype=torch.uint8, generator=g),
+    batch = {"stained": torch.randint(0, 256, (2, model["context_frames"], 3, 16, 16), dtype=torch.uint8, generator=g),
              "clean": torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=g),
              "mask": torch.rand(2, 1, 16, 16, generator=g)}
     trainer = _trainer()

@@ -1,18 +1,15 @@
-"""Video decoding and writing shared by every pipeline."""
+"""Video reading (PyAV, frame-exact, swscale colour) and writing shared by every task."""
 
-from vidlab.video.decode import VideoEndedError, decode_indexed, read_frames
-from vidlab.video.io import (
-    VIDEO_SUFFIXES,
-    H264Writer,
+from vidlab.video.decode import (
+    VideoEndedError,
     VideoReadError,
-    VideoWriter,
-    check_video_suffix,
     count_frames,
+    decode_indexed,
     iter_frames,
+    read_frames,
     video_fps,
-    write_gif,
-    write_video,
 )
+from vidlab.video.write import VIDEO_SUFFIXES, H264Writer, VideoWriter, check_video_suffix, write_gif, write_video
 
 __all__ = [
     "VIDEO_SUFFIXES",

@@ -1,4 +1,4 @@
-"""Frame-exact decoding with PyAV: frames are counted in decode (presentation) order, never sought.
+"""Every task's video reading (PyAV): frames are counted in decode (presentation) order, never sought.
 
 Seeking by timestamp is not frame-exact on streams with B-frames and long GOPs, so frames are found
 by decoding from the start and counting; only the requested frames are converted to RGB.
@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from vidlab.video.io import VideoReadError
+
+class VideoReadError(RuntimeError):
+    """A video file that cannot be opened or decoded; the message names the file."""
 
 
 class VideoEndedError(VideoReadError):
@@ -93,3 +96,61 @@ def read_frames(path: str | os.PathLike, indices: Iterable[int], colour: str = "
     indices = [int(i) for i in indices]
     frames = dict(decode_indexed(path, indices, colour))
     return np.stack([frames[i] for i in indices]) if indices else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def _open(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.VideoStream]:
+    if not Path(path).is_file():
+        raise VideoReadError(f"video not found: {path}")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError):
+        raise VideoReadError(f"cannot open video (unreadable or not a video): {path}") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(f"cannot open video (no video stream): {path}")
+    return container, container.streams.video[0]
+
+
+def iter_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None, colour: str = "exact") -> Iterator[np.ndarray]:
+    """Yield RGB uint8 frames ``start <= i < stop`` in order, one at a time (memory stays one frame);
+    frames before ``start`` are decoded but not converted."""
+    container, stream = _open(path)
+    index = 0
+    try:
+        with container:
+            reformatter = VideoReformatter()
+            for frame in container.decode(stream):
+                if stop is not None and index >= stop:
+                    return
+                if index >= start:
+                    yield frame_to_rgb(frame, colour, reformatter)
+                index += 1
+    except (av.FFmpegError, OSError) as err:
+        raise VideoReadError(f"cannot decode {path} at frame {index}: {err}") from None
+    if index == 0:
+        raise VideoReadError(f"no decodable frame in video: {path}")
+    if index <= start or (stop is not None and index < stop):
+        raise VideoReadError(f"{path}: ended at frame {index}, before frame {stop if index > start else start}")
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """Frames actually decodable (the header's frame count is only an estimate)."""
+    container, stream = _open(path)
+    n = 0
+    try:
+        with container:
+            for _ in container.decode(stream):
+                n += 1
+    except (av.FFmpegError, OSError) as err:
+        raise VideoReadError(f"cannot decode {path} at frame {n}: {err}") from None
+    if n == 0:
+        raise VideoReadError(f"no decodable frame in video: {path}")
+    return n
+
+
+def video_fps(path: str | os.PathLike) -> float:
+    """The stream's frame rate (24 when the file does not say)."""
+    container, stream = _open(path)
+    with container:
+        rate = stream.average_rate or stream.guessed_rate
+    return float(rate) if rate else 24.0

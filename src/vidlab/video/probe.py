@@ -17,7 +17,7 @@ import av
 from tqdm import tqdm
 
 from vidlab.files import write_text
-from vidlab.video.io import VideoReadError
+from vidlab.video.decode import VideoReadError
 
 
 @dataclass(frozen=True)

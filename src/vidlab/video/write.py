@@ -1,13 +1,10 @@
-"""Sequential, streaming video I/O (OpenCV) and atomic writers (OpenCV mp4v, PyAV H.264, GIF).
-
-Frames are RGB uint8 ``(H, W, 3)``. Reading is strictly in decode order: OpenCV's frame seeks are not
-frame-exact on many files, so skipping uses ``grab()`` (decode without colour conversion).
-"""
+"""Atomic video writers of RGB uint8 ``(H, W, 3)`` frames: OpenCV mp4v, PyAV H.264, GIF. A file
+appears under its name only when written whole."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,67 +18,6 @@ from vidlab.files import temporary_sibling
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-
-class VideoReadError(RuntimeError):
-    """A video file that cannot be opened or decoded; the message names the file."""
-
-
-def _open(path: str | os.PathLike) -> cv2.VideoCapture:
-    if not Path(path).is_file():
-        raise VideoReadError(f"video not found: {path}")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise VideoReadError(f"cannot open video (unreadable or not a video): {path}")
-    return cap
-
-
-def iter_frames(
-    path: str | os.PathLike, start: int = 0, stop: int | None = None
-) -> Iterator[np.ndarray]:
-    """Yield frames ``start <= i < stop`` in order, one at a time (memory stays one frame)."""
-    cap = _open(path)
-    try:
-        index = 0
-        while index < start:
-            if not cap.grab():
-                raise VideoReadError(f"{path}: ended at frame {index}, before start frame {start}")
-            index += 1
-        while stop is None or index < stop:
-            ok, frame = cap.read()
-            if not ok:
-                if index == 0:
-                    raise VideoReadError(f"no decodable frame in video: {path}")
-                if stop is not None:
-                    raise VideoReadError(f"{path}: ended at frame {index}, before frame {stop}")
-                return
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            index += 1
-    finally:
-        cap.release()
-
-
-def count_frames(path: str | os.PathLike) -> int:
-    """Frames actually decodable (the header's frame count is only an estimate)."""
-    cap = _open(path)
-    try:
-        n = 0
-        while cap.grab():
-            n += 1
-    finally:
-        cap.release()
-    if n == 0:
-        raise VideoReadError(f"no decodable frame in video: {path}")
-    return n
-
-
-def video_fps(path: str | os.PathLike) -> float:
-    cap = _open(path)
-    try:
-        fps = float(cap.get(cv2.CAP_PROP_FPS))
-    finally:
-        cap.release()
-    return fps if fps > 0 else 24.0
 
 
 class _AtomicWriter:
