@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from vidlab.embeddings.clip_index import COLUMNS, clip_starts
 from vidlab.embeddings.index_check import check_index, resolve_paths
 from vidlab.embeddings.layouts import Video, stratified_split
-from vidlab.video.probe import ProbeCache, probe_many, probe_video
+from vidlab.video.count import FrameCountCache, count_many, video_info
 
 from conftest import UCF_VIDEOS, make_ucf_tree, run_extract, write_h264, write_mp4v
 
@@ -34,8 +34,8 @@ def test_clip_arithmetic():
 @pytest.mark.parametrize("writer", [write_h264, write_mp4v])
 def test_exact_frame_counts(tmp_path: Path, writer):
     path = writer(tmp_path / "v.mp4", 77)
-    assert probe_video(path).n_frames == probe_video(path, "decode").n_frames == 77
-    assert probe_video(path).fps == pytest.approx(30.0)
+    assert video_info(path).n_frames == video_info(path, "decode").n_frames == 77
+    assert video_info(path).fps == pytest.approx(30.0)
 
 
 def test_ucf_crime_index(ucf_tree: Path, tmp_path: Path):
@@ -65,11 +65,11 @@ def test_ucf_crime_index(ucf_tree: Path, tmp_path: Path):
     # unlisted anomaly videos are left out and reported, normal folders follow their folder
     assert any(p.endswith("Normal_Videos002_x264.mp4") for p in table.path)
 
-    # deterministic: a second run (probes cached) writes the identical file
+    # deterministic: a second run (frame counts cached) writes the identical file
     first = csv.read_bytes()
     _, csv2 = _index(ucf_tree, tmp_path / "work")
     assert csv2.read_bytes() == first
-    assert json.loads(csv.with_suffix(".json").read_text())["probe"]["cached_videos"] == len(UCF_VIDEOS)
+    assert json.loads(csv.with_suffix(".json").read_text())["frame_count"]["cached_videos"] == len(UCF_VIDEOS)
 
     client = MlflowClient(f"sqlite:///{tmp_path}/work/mlruns.db")
     runs = client.search_runs([client.get_experiment_by_name("embeddings").experiment_id])
@@ -174,11 +174,11 @@ def test_clear_errors(tmp_path: Path):
     assert proc.returncode == 2 and "indexing.stride" in proc.stderr
 
 
-def test_probe_cache_keys_on_size_and_mtime(tmp_path: Path):
+def test_count_cache_keys_on_size_and_mtime(tmp_path: Path):
     path = str(write_mp4v(tmp_path / "a.mp4", 12))
-    cache = ProbeCache(tmp_path / "cache.json")
-    assert probe_many([path], cache=cache, progress=False)[path].n_frames == 12
-    assert ProbeCache(tmp_path / "cache.json").get(path, "packets").n_frames == 12
+    cache = FrameCountCache(tmp_path / "cache.json")
+    assert count_many([path], cache=cache, progress=False)[path].n_frames == 12
+    assert FrameCountCache(tmp_path / "cache.json").get(path, "packets").n_frames == 12
     shutil.copy(write_mp4v(tmp_path / "b.mp4", 20), path)
-    assert ProbeCache(tmp_path / "cache.json").get(path, "packets") is None
-    assert probe_many([path], cache=ProbeCache(tmp_path / "cache.json"), progress=False)[path].n_frames == 20
+    assert FrameCountCache(tmp_path / "cache.json").get(path, "packets") is None
+    assert count_many([path], cache=FrameCountCache(tmp_path / "cache.json"), progress=False)[path].n_frames == 20

@@ -85,9 +85,9 @@ def _joblib_sweep(project: Path, proc: subprocess.CompletedProcess) -> None:
 
 
 def _restored(project: Path, proc: subprocess.CompletedProcess) -> None:
-    from vidlab.video.probe import probe_video
+    from vidlab.video.count import video_info
 
-    assert probe_video(project / "restored.mp4").n_frames == probe_video(project / "stained.mp4").n_frames
+    assert video_info(project / "restored.mp4").n_frames == video_info(project / "stained.mp4").n_frames
     assert (project / "compare.mp4").is_file()
 
 

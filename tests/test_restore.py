@@ -26,7 +26,7 @@ from vidlab.restoration.restorer import Restorer, plan_tiles
 from vidlab.restoration.smoothing import build_smoothing
 from vidlab.restoration.unet import UNet
 from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
-from vidlab.video.probe import probe_video
+from vidlab.video.count import video_info
 
 from conftest import ROOT, moving_square_frames
 
@@ -102,11 +102,11 @@ def test_cli_restores_with_progress_and_summary(checkpoint: Path, video: Path, t
 def test_odd_size_round_trip(checkpoint: Path, tmp_path: Path, suffix: str):
     stained = moving_square_frames(9, 33, 47)
     source = write_mpeg4(tmp_path / "odd.mp4", stained)
-    assert probe_video(source).width == 47
+    assert video_info(source).width == 47
     n = restore.restore_video(checkpoint, source, tmp_path / f"restored{suffix}")
     decoded = np.stack(list(iter_frames(tmp_path / f"restored{suffix}")))
     assert n == 9 and decoded.shape == (9, 33, 47, 3)
-    probe = probe_video(tmp_path / f"restored{suffix}")
+    probe = video_info(tmp_path / f"restored{suffix}")
     assert (probe.width, probe.height, probe.n_frames, probe.fps) == (47, 33, 9, 10.0)
     # what was written is the restoration (H.264 at crf 18 is close to lossless here)
     expected = np.stack([r for _, r in Restorer(restore.load_module(checkpoint), build_smoothing(

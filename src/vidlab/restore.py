@@ -39,8 +39,8 @@ from tqdm import tqdm
 
 from vidlab.restoration.config import SCHEMAS, build_smoothing_config
 from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer, UsageError
-from vidlab.video import H264Writer, VideoReadError, check_video_suffix, iter_frames, video_fps
-from vidlab.video.probe import probe_video
+from vidlab.video import H264Writer, VideoReadError, check_video_suffix, iter_frames
+from vidlab.video.count import video_info
 
 # torch and Lightning take seconds to import (about 8 s on a 2-core CPU): they are imported where
 # they are used, so mistakes in paths and formats are answered at once.
@@ -133,11 +133,11 @@ def restore_video(
     if len({p.resolve() for p in [Path(input_path), *outputs]}) < len(outputs) + 1:
         raise UsageError("the input, the output and --side-by-side must be different files")
     try:
-        probe = probe_video(input_path)
+        info = video_info(input_path)
     except VideoReadError as err:
         raise UsageError(str(err)) from None
     with contextlib.ExitStack() as stack:
-        writers = [stack.enter_context(_writer(path, probe.fps or video_fps(input_path))) for path in outputs]
+        writers = [stack.enter_context(_writer(path, info.fps or 24.0)) for path in outputs]
         import torch
 
         from vidlab.restoration.previews import side_by_side
@@ -149,7 +149,7 @@ def restore_video(
         smoother = module.smoother if smoothing is None else build_smoothing(build_smoothing_config(smoothing))
         restorer = Restorer(module, smoother, megapixels, chunk)
         # smoothing=0: the rate shown is the average so far (blocks of frames finish in bursts)
-        bar = stack.enter_context(tqdm(total=probe.n_frames, desc="restoring", unit="frame", smoothing=0, disable=not progress))
+        bar = stack.enter_context(tqdm(total=info.n_frames, desc="restoring", unit="frame", smoothing=0, disable=not progress))
         for stained, restored in restorer(iter_frames(input_path)):
             writers[0].write(restored)
             if side_by_side_path:

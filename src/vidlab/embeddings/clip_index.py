@@ -19,7 +19,7 @@ from vidlab.embeddings.layouts import Video
 from vidlab.errors import InputError
 from vidlab.files import atomic_path, write_text
 from vidlab.splits import SPLITS
-from vidlab.video.probe import ProbeCache, VideoProbe, probe_many
+from vidlab.video.count import FrameCountCache, VideoInfo, count_many
 
 COLUMNS = ["split", "y", "category", "path", "clip_idx", "start_frame", "end_frame", "clip_len", "stride", "fps", "n_frames"]
 
@@ -37,7 +37,7 @@ class IndexSettings:
     paths: str = "relative"        # relative | absolute
     frame_count: str = "packets"   # packets | decode
     workers: int = 0
-    probe_cache: str | None = None
+    count_cache: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -47,22 +47,22 @@ def clip_starts(n_frames: int, clip_len: int, stride: int, short_videos: str) ->
     return list(range(0, n_frames - clip_len + 1, stride))
 
 
-def index_rows(videos: list[Video], probes: dict[str, VideoProbe], root: Path, s: IndexSettings) -> tuple[list[dict], list[str]]:
+def index_rows(videos: list[Video], infos: dict[str, VideoInfo], root: Path, s: IndexSettings) -> tuple[list[dict], list[str]]:
     rows, short = [], []
     order = {split: i for i, split in enumerate(SPLITS)}
     for video in sorted(videos, key=lambda v: (order[v.split], str(v.path))):
-        probe = probes.get(str(video.path))
-        if probe is None:
+        info = infos.get(str(video.path))
+        if info is None:
             continue
-        starts = clip_starts(probe.n_frames, s.clip_len, s.stride, s.short_videos)
-        if probe.n_frames < s.clip_len:
+        starts = clip_starts(info.n_frames, s.clip_len, s.stride, s.short_videos)
+        if info.n_frames < s.clip_len:
             short.append(str(video.path))
         path = os.path.relpath(video.path, root) if s.paths == "relative" else str(video.path.resolve())
         for clip_idx, start in enumerate(starts):
             rows.append({
                 "split": video.split, "y": video.y, "category": video.category, "path": path,
                 "clip_idx": clip_idx, "start_frame": start, "end_frame": start + s.clip_len,
-                "clip_len": s.clip_len, "stride": s.stride, "fps": round(probe.fps, 6), "n_frames": probe.n_frames,
+                "clip_len": s.clip_len, "stride": s.stride, "fps": round(info.fps, 6), "n_frames": info.n_frames,
             })
     return rows, short
 
@@ -75,19 +75,19 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
 def build_index(videos: list[Video], root: Path, output: Path, s: IndexSettings, layout_report: dict) -> tuple[pd.DataFrame, dict]:
     """Probe, cut and write the index and its sidecar; returns the table and the report."""
     started = time.perf_counter()
-    cache = ProbeCache(s.probe_cache)
+    cache = FrameCountCache(s.count_cache)
     cached_before = sum(cache.get(v.path, s.frame_count) is not None for v in videos)
-    results = probe_many([str(v.path) for v in videos], s.frame_count, s.workers, cache)
-    probe_seconds = time.perf_counter() - started
+    results = count_many([str(v.path) for v in videos], s.frame_count, s.workers, cache)
+    count_seconds = time.perf_counter() - started
     bad = {path: r for path, r in results.items() if isinstance(r, str)}
     if bad and s.on_error == "fail":
         lines = "\n".join(f"  {path}: {msg}" for path, msg in sorted(bad.items()))
         raise BadVideosError(f"{len(bad)} bad video(s) (set indexing.on_error=skip to leave them out):\n{lines}")
-    probes = {p: r for p, r in results.items() if isinstance(r, VideoProbe)}
-    rows, short = index_rows(videos, probes, root, s)
+    infos = {p: r for p, r in results.items() if isinstance(r, VideoInfo)}
+    rows, short = index_rows(videos, infos, root, s)
     table = pd.DataFrame(rows, columns=COLUMNS)
     write_csv_atomic(table, output)
-    hours = sum(p.n_frames / p.fps for p in probes.values() if p.fps > 0) / 3600
+    hours = sum(p.n_frames / p.fps for p in infos.values() if p.fps > 0) / 3600
     report = {
         "root": str(root.resolve()),
         "paths": s.paths,
@@ -100,8 +100,8 @@ def build_index(videos: list[Video], root: Path, output: Path, s: IndexSettings,
         "videos_per_split": {k: int(v) for k, v in table.groupby("split")["path"].nunique().items()},
         "short_videos": {"policy": s.short_videos, "count": len(short), "paths": short},
         "bad_videos": bad,
-        "probe": {"seconds": round(probe_seconds, 3), "cached_videos": cached_before, "hours_of_video": round(hours, 4),
-                  "seconds_per_hour_of_video": round(probe_seconds / hours, 3) if hours else None},
+        "frame_count": {"seconds": round(count_seconds, 3), "cached_videos": cached_before, "hours_of_video": round(hours, 4),
+                  "seconds_per_hour_of_video": round(count_seconds / hours, 3) if hours else None},
         **layout_report,
     }
     write_text(output.with_suffix(".json"), json.dumps(report, indent=2))

@@ -60,7 +60,7 @@ class IndexConfig:
     paths: str = "relative"
     frame_count: str = "packets"
     workers: int = 0
-    probe_cache: Optional[str] = None
+    count_cache: Optional[str] = None
 
     def __post_init__(self) -> None:
         require(self.clip_len >= 1, f"clip_len must be >= 1 (got {self.clip_len})")

@@ -34,11 +34,11 @@ def make_index(spec: ExtractSpec) -> tuple[Path, dict]:
         raise ConfigError(f"layout.root: no video of the {data.name} layout under {root}")
     s = spec.indexing
     settings = IndexSettings(s.clip_len, s.stride, s.short_videos, s.on_error, s.paths, s.frame_count, s.workers,
-                             s.probe_cache, {"layout": data.name, "seed": data.seed})
+                             s.count_cache, {"layout": data.name, "seed": data.seed})
     output = Path(s.output)
     _, report = build_index(videos, root, output, settings, layout_report)
     print(f"wrote {output}: {report['clips']} clips of {report['videos_indexed']} videos "
-          f"(probing {report['probe']['seconds']} s, {report['probe']['cached_videos']} cached)")
+          f"(counting frames {report['frame_count']['seconds']} s, {report['frame_count']['cached_videos']} cached)")
     return output, report
 
 
@@ -62,7 +62,7 @@ def run(cfg: DictConfig) -> int:
             files.append(("index", index_file.with_suffix(".json")))
             metrics.update({"videos_indexed": build_report["videos_indexed"], "clips": build_report["clips"],
                             "bad_videos": len(build_report["bad_videos"]), "short_videos": build_report["short_videos"]["count"],
-                            "probe_seconds": build_report["probe"]["seconds"]})
+                            "frame_count_seconds": build_report["frame_count"]["seconds"]})
             if allow_padded is None:
                 allow_padded = spec.indexing.short_videos == "pad"
         elif spec.stage == "extract":

@@ -19,7 +19,7 @@ from vidlab.restoration.digits import MovingDigits, load_mnist_idx
 from vidlab.schema import check_range, require
 from vidlab.splits import SPLITS
 from vidlab.video import VideoReadError, write_video
-from vidlab.video.probe import probe_video
+from vidlab.video.count import video_info
 
 
 # ---------------------------------------------------------------- schemas (conf/dataset)
@@ -180,13 +180,13 @@ def video_folder_clips(cfg: VideoFolderConfig) -> dict[str, list[ClipRef]]:
         clips[split] = []
         for idx, path in enumerate(split_paths):
             try:
-                probe = probe_video(path)  # frame count and fps from one demux, no decode
+                info = video_info(path)  # frame count and fps from one demux, no decode
             except VideoReadError as err:
                 raise VideoReadError(f"dataset.path: {err}") from None
             length = cfg.clip_frames
             if cfg.clip_seconds is not None:
-                length = max(2, int(round(cfg.clip_seconds * probe.fps)))
-            clips[split] += cut_clips(idx, str(path), probe.n_frames, length)
+                length = max(2, int(round(cfg.clip_seconds * info.fps)))
+            clips[split] += cut_clips(idx, str(path), info.n_frames, length)
     for split, refs in clips.items():
         if not refs and split != "val":
             raise InputError(f"dataset: split {split!r} has no clip; add videos or shorten the clips")

@@ -1,13 +1,12 @@
 """Video reading (PyAV, frame-exact, swscale colour) and writing shared by every task."""
 
+from vidlab.video.count import count_frames
 from vidlab.video.decode import (
     VideoEndedError,
     VideoReadError,
-    count_frames,
     decode_indexed,
     iter_frames,
     read_frames,
-    video_fps,
 )
 from vidlab.video.write import VIDEO_SUFFIXES, H264Writer, VideoWriter, check_video_suffix, write_gif, write_video
 
@@ -22,7 +21,6 @@ __all__ = [
     "decode_indexed",
     "iter_frames",
     "read_frames",
-    "video_fps",
     "write_gif",
     "write_video",
 ]

@@ -131,26 +131,3 @@ def iter_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
         raise VideoReadError(f"no decodable frame in video: {path}")
     if index <= start or (stop is not None and index < stop):
         raise VideoReadError(f"{path}: ended at frame {index}, before frame {stop if index > start else start}")
-
-
-def count_frames(path: str | os.PathLike) -> int:
-    """Frames actually decodable (the header's frame count is only an estimate)."""
-    container, stream = _open(path)
-    n = 0
-    try:
-        with container:
-            for _ in container.decode(stream):
-                n += 1
-    except (av.FFmpegError, OSError) as err:
-        raise VideoReadError(f"cannot decode {path} at frame {n}: {err}") from None
-    if n == 0:
-        raise VideoReadError(f"no decodable frame in video: {path}")
-    return n
-
-
-def video_fps(path: str | os.PathLike) -> float:
-    """The stream's frame rate (24 when the file does not say)."""
-    container, stream = _open(path)
-    with container:
-        rate = stream.average_rate or stream.guessed_rate
-    return float(rate) if rate else 24.0

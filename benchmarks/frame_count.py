@@ -1,8 +1,8 @@
 """Clip-index probing cost, in seconds per hour of video: exact packet counting (cold, then from the
-probe cache) against a full decode (the exact but slow way) and against OpenCV's header estimate
+frame-count cache) against a full decode (the exact but slow way) and against OpenCV's header estimate
 (fast but not exact), on the same generated files, in one run.
 
-    python benchmarks/index_probe.py [--videos 200] [--frames 3000] [--workers 0]
+    python benchmarks/frame_count.py [--videos 200] [--frames 3000] [--workers 0]
 
 Videos are 320x240, 30 fps, MPEG-4 part 2 (OpenCV), generated once under data/bench_index/.
 """
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from vidlab.video import write_video
-from vidlab.video.probe import ProbeCache, probe_many
+from vidlab.video.count import FrameCountCache, count_many
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,20 +49,20 @@ def main() -> None:
     paths = make_videos(folder, args.videos, args.frames)
     print(f"videos ready in {time.perf_counter() - start:.0f} s")
     hours = args.videos * args.frames / 30 / 3600
-    cache_file = folder / "probe_cache.json"
+    cache_file = folder / "count_cache.json"
     cache_file.unlink(missing_ok=True)
 
     start = time.perf_counter()
-    cold = probe_many(paths, "packets", args.workers, ProbeCache(cache_file), progress=False)
+    cold = count_many(paths, "packets", args.workers, FrameCountCache(cache_file), progress=False)
     cold_s = time.perf_counter() - start
     assert all(p.n_frames == args.frames for p in cold.values()), "packet count disagrees with the written frames"
     start = time.perf_counter()
-    probe_many(paths, "packets", args.workers, ProbeCache(cache_file), progress=False)
+    count_many(paths, "packets", args.workers, FrameCountCache(cache_file), progress=False)
     cached_s = time.perf_counter() - start
 
     sample = paths[: args.decode_sample]
     start = time.perf_counter()
-    probe_many(sample, "decode", args.workers, None, progress=False)
+    count_many(sample, "decode", args.workers, None, progress=False)
     decode_s = (time.perf_counter() - start) * len(paths) / len(sample)
     start = time.perf_counter()
     header = []
@@ -77,7 +77,7 @@ def main() -> None:
     print("| method | exact | seconds | seconds per hour of video |")
     print("|---|---|---|---|")
     print(f"| packet count, cold (vidlab default) | yes | {cold_s:.2f} | {cold_s / hours:.2f} |")
-    print(f"| packet count, probe cache | yes | {cached_s:.3f} | {cached_s / hours:.3f} |")
+    print(f"| packet count, frame-count cache | yes | {cached_s:.3f} | {cached_s / hours:.3f} |")
     print(f"| full decode (`frame_count=decode`; {len(sample)} videos, scaled) | yes | {decode_s:.1f} | {decode_s / hours:.1f} |")
     print(f"| OpenCV CAP_PROP_FRAME_COUNT (header) | no | {header_s:.2f} | {header_s / hours:.2f} |")
 

@@ -21,7 +21,7 @@ from vidlab.video.decode import VideoReadError
 
 
 @dataclass(frozen=True)
-class VideoProbe:
+class VideoInfo:
     n_frames: int
     fps: float
     width: int
@@ -29,7 +29,7 @@ class VideoProbe:
     codec: str
 
 
-def probe_video(path: str | os.PathLike, method: str = "packets") -> VideoProbe:
+def video_info(path: str | os.PathLike, method: str = "packets") -> VideoInfo:
     """Count the frames of the first video stream; raise :class:`VideoReadError` naming the file."""
     if method not in ("packets", "decode"):
         raise ValueError(f"method must be packets or decode (got {method!r})")
@@ -43,19 +43,24 @@ def probe_video(path: str | os.PathLike, method: str = "packets") -> VideoProbe:
             else:
                 n = sum(1 for _ in container.decode(stream))
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            probe = VideoProbe(n, float(rate) if rate else 0.0, stream.codec_context.width,
+            info = VideoInfo(n, float(rate) if rate else 0.0, stream.codec_context.width,
                                stream.codec_context.height, stream.codec_context.name)
     except VideoReadError:
         raise
     except (av.FFmpegError, OSError, ValueError) as err:
         raise VideoReadError(f"unreadable video {path}: {err}") from None
-    if probe.n_frames == 0:
+    if info.n_frames == 0:
         raise VideoReadError(f"no frame in video: {path}")
-    return probe
+    return info
 
 
-class ProbeCache:
-    """Probes keyed by (absolute path, size, mtime): an unchanged file is never probed twice."""
+def count_frames(path: str | os.PathLike) -> int:
+    """Frames actually decodable, by decoding them all (the header's count is only an estimate)."""
+    return video_info(path, "decode").n_frames
+
+
+class FrameCountCache:
+    """Frame counts keyed by (absolute path, size, mtime, method): an unchanged file is never counted twice."""
 
     def __init__(self, path: str | os.PathLike | None):
         self.path = Path(path) if path else None
@@ -68,12 +73,12 @@ class ProbeCache:
         stat = os.stat(path)
         return f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{method}"
 
-    def get(self, path: str | os.PathLike, method: str) -> VideoProbe | None:
+    def get(self, path: str | os.PathLike, method: str) -> VideoInfo | None:
         entry = self.entries.get(self.key(path, method))
-        return VideoProbe(**entry) if entry else None
+        return VideoInfo(**entry) if entry else None
 
-    def put(self, path: str | os.PathLike, method: str, probe: VideoProbe) -> None:
-        self.entries[self.key(path, method)] = asdict(probe)
+    def put(self, path: str | os.PathLike, method: str, info: VideoInfo) -> None:
+        self.entries[self.key(path, method)] = asdict(info)
 
     def save(self) -> None:
         if self.path is None:
@@ -81,20 +86,20 @@ class ProbeCache:
         write_text(self.path, json.dumps(self.entries))
 
 
-def _probe_or_error(args: tuple[str, str]) -> VideoProbe | str:
+def _info_or_error(args: tuple[str, str]) -> VideoInfo | str:
     path, method = args
     try:
-        return probe_video(path, method)
+        return video_info(path, method)
     except VideoReadError as err:
         return str(err)
 
 
-def probe_many(
-    paths: list[str], method: str = "packets", workers: int = 0, cache: ProbeCache | None = None, progress: bool = True
-) -> dict[str, VideoProbe | str]:
-    """Probe every path (a :class:`VideoProbe`, or the error message of a bad file), in parallel."""
-    cache = cache or ProbeCache(None)
-    results: dict[str, VideoProbe | str] = {}
+def count_many(
+    paths: list[str], method: str = "packets", workers: int = 0, cache: FrameCountCache | None = None, progress: bool = True
+) -> dict[str, VideoInfo | str]:
+    """Probe every path (a :class:`VideoInfo`, or the error message of a bad file), in parallel."""
+    cache = cache or FrameCountCache(None)
+    results: dict[str, VideoInfo | str] = {}
     todo = []
     for path in paths:
         cached = cache.get(path, method) if os.path.exists(path) else None
@@ -103,19 +108,19 @@ def probe_many(
         else:
             todo.append(path)
     workers = workers or os.cpu_count() or 1
-    bar = tqdm(total=len(todo), desc="probing videos", unit="video", disable=not progress or not todo)
+    bar = tqdm(total=len(todo), desc="counting frames", unit="video", disable=not progress or not todo)
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(workers) as pool:
-            for path, result in zip(todo, pool.map(_probe_or_error, [(p, method) for p in todo], chunksize=4)):
+            for path, result in zip(todo, pool.map(_info_or_error, [(p, method) for p in todo], chunksize=4)):
                 results[path] = result
                 bar.update()
     else:
         for path in todo:
-            results[path] = _probe_or_error((path, method))
+            results[path] = _info_or_error((path, method))
             bar.update()
     bar.close()
     for path in todo:
-        if isinstance(results[path], VideoProbe):
+        if isinstance(results[path], VideoInfo):
             cache.put(path, method, results[path])
     cache.save()
     return {path: results[path] for path in paths}
