@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from vidlab.errors import ConfigError
 from vidlab.restoration.config import UNetConfig, validate
+from vidlab.schema import build_node, choice_values
 
 from conftest import ROOT, run_train
 
@@ -42,7 +42,7 @@ def test_every_shipped_config_composes_and_validates(overrides):
 def test_temporal_experiment_selects_multi_frame_model():
     spec = validate(composed("experiment=temporal"))
     assert spec.model.name == "unet_temporal" and spec.model.context_frames == 5
-    assert spec.model.base_channels == UNetConfig().base_channels
+    assert spec.model.base_channels == choice_values("model", "unet")["base_channels"]
 
 
 def test_seed_zero_is_kept():
@@ -77,9 +77,23 @@ def test_bad_override_is_one_clear_line_before_any_work(tmp_path: Path):
     assert not (tmp_path / "data").exists() and not (tmp_path / "mlruns.db").exists()
 
 
-def test_schema_defaults_match_shipped_yaml():
-    cfg = composed()
-    assert OmegaConf.to_object(cfg.model) == {k: v for k, v in vars(UNetConfig()).items()}
+def test_defaults_live_in_the_yaml_only():
+    """No schema carries a second copy of a default: a choice's YAML missing a key is an error, not a
+    silent fallback (TrainerConfig's None means "left to Lightning")."""
+    import dataclasses
+
+    from vidlab.embeddings.config import LAYOUTS, BackboneConfig, ExtractionConfig, IndexCheckConfig, IndexConfig
+    from vidlab.probe.config import PROBES
+    from vidlab.restoration.config import FIXED_SCHEMAS, SCHEMAS, TopLevelConfig
+
+    schemas = {*FIXED_SCHEMAS.values(), TopLevelConfig, BackboneConfig, ExtractionConfig, IndexCheckConfig, IndexConfig,
+               *LAYOUTS.values(), *PROBES.values()} | {s for group in SCHEMAS.values() for s in group.values()}
+    for schema in schemas:
+        with_default = [f.name for f in dataclasses.fields(schema)
+                        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+        assert not with_default, f"{schema.__name__} has defaults for {with_default}; they belong in conf/"
+    with pytest.raises(ConfigError, match="model.depth: no value"):
+        build_node("model", UNetConfig, {k: v for k, v in choice_values("model", "unet").items() if k != "depth"})
 
 
 @pytest.mark.parametrize("backbone", sorted(p.stem for p in (ROOT / "conf/backbone").glob("*.yaml")))

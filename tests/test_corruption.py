@@ -4,6 +4,7 @@ import pytest
 from vidlab.corruption import apply_stain, circular_stain_mask
 from vidlab.restoration.config import CircularStainConfig, MultiStainConfig
 from vidlab.restoration.corruption import CircularStain, NoStain, build_corruption
+from vidlab.schema import build_node, choice_values
 
 
 # The notebook's code, verbatim apart from the random centre (passed in to compare on a fixed one).
@@ -64,7 +65,7 @@ def test_invalid_parameters_rejected(kwargs, message):
 
 
 def test_multi_stain_is_valid_and_deterministic():
-    corruption = build_corruption(MultiStainConfig(min_stains=2, max_stains=3))
+    corruption = build_corruption(build_node("corruption", MultiStainConfig, {**choice_values("corruption", "multi_stain"), "min_stains": 2}))
     a = corruption.sample(np.random.default_rng(1), 72, 128)
     b = corruption.sample(np.random.default_rng(1), 72, 128)
     assert 2 <= len(a.layers) <= 3
@@ -83,4 +84,4 @@ def test_circular_stain_object_uses_notebook_blend_and_none_is_identity():
     clean = NoStain().sample(np.random.default_rng(0), 72, 128)
     np.testing.assert_array_equal(clean.apply(frames), frames)
     assert clean.mask.max() == 0
-    assert isinstance(build_corruption(CircularStainConfig()), CircularStain)
+    assert isinstance(build_corruption(build_node("corruption", CircularStainConfig, choice_values("corruption", "circular_stain"))), CircularStain)

@@ -25,12 +25,14 @@ from vidlab.restoration.module import RestorationModule, to_uint8
 from vidlab.restoration.restorer import Restorer, plan_tiles
 from vidlab.restoration.smoothing import build_smoothing
 from vidlab.restoration.unet import UNet
+from vidlab.schema import choice_values
 from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
 from vidlab.video.count import video_info
 
 from conftest import ROOT, moving_square_frames
 
 SMALL = {"name": "unet_temporal", "context_frames": 3, "depth": 2, "base_channels": 4}
+LOSS = choice_values("task", "restoration")["loss"]
 
 
 def _trainer() -> L.Trainer:
@@ -40,8 +42,8 @@ def _trainer() -> L.Trainer:
 
 def save_checkpoint(path: Path, model: dict) -> Path:
     """One real training step of a RestorationModule, saved by the Trainer like train.py's checkpoints."""
-    module = RestorationModule(model=model, smoothing={"name": "masked"},
-                               optimizer=functools.partial(torch.optim.AdamW, lr=1e-3))
+    module = RestorationModule(model={**choice_values("model", "unet_temporal"), **model}, smoothing=choice_values("smoothing", "masked"),
+                               loss=LOSS, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3))
     g = torch.Generator().manual_seed(0)
     batch = {"stained": torch.randint(0, 256, (2, model["context_frames"], 3, 16, 16), dtype=torch.uint8, generator=g),
              "clean": torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=g),
@@ -154,7 +156,8 @@ def test_halo_covers_the_receptive_field(depth: int):
         net(x)[0, :, centre, centre].sum().backward()
         rows, cols = torch.nonzero(x.grad[0, 0].abs().sum(0), as_tuple=True)
         radius = max(radius, *(abs(v - centre) for v in (rows.min(), rows.max(), cols.min(), cols.max())))
-    module = RestorationModule(model={**SMALL, "depth": depth}, smoothing={"name": "none"})
+    module = RestorationModule(model={**choice_values("model", "unet_temporal"), **SMALL, "depth": depth},
+                               smoothing=choice_values("smoothing", "none"), loss=LOSS)
     assert radius <= Restorer(module, build_smoothing(build_smoothing_config("none"))).halo
 
 

@@ -7,10 +7,16 @@ from vidlab.restoration.corruption import CircularStain
 from vidlab.restoration.data import StainedClipStream, read_clips
 from vidlab.restoration.digits import MovingDigits
 from vidlab.restoration.sources import MovingDigitsConfig, VideoFolderConfig, build_clips, cut_clips, split_videos
+from vidlab.schema import build_node, choice_values
 from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
 
 from conftest import moving_square_frames
 
+
+def _dataset(name: str, **values):
+    """A dataset choice as shipped in conf/dataset/, with the test's values."""
+    schema = {"moving_digits": MovingDigitsConfig, "video_folder": VideoFolderConfig}[name]
+    return build_node("dataset", schema, {**choice_values("dataset", name), **values})
 
 def test_video_round_trip(square_video: Path):
     frames = moving_square_frames()
@@ -58,7 +64,7 @@ def test_moving_digits_deterministic_by_seed():
 
 
 def test_dataset_cached_as_video_files(tmp_path: Path):
-    cfg = MovingDigitsConfig(name="moving_digits", cache_dir=str(tmp_path), train_videos=2, val_videos=1, test_videos=1, frames_per_video=20, clip_frames=8)
+    cfg = _dataset("moving_digits", cache_dir=str(tmp_path), train_videos=2, val_videos=1, test_videos=1, frames_per_video=20, clip_frames=8)
     clips = build_clips(cfg)
     assert [len(clips[s]) for s in ("train", "val", "test")] == [4, 2, 2]  # 20 frames -> 2 clips of 8
     path = Path(clips["train"][0].path)
@@ -79,7 +85,7 @@ def test_clip_cutting_and_video_split():
 def test_video_folder_clips_by_seconds(tmp_path: Path):
     for i in range(5):
         write_video(tmp_path / f"sub/clip_{i}.mp4", moving_square_frames(n=30), fps=10)
-    cfg = VideoFolderConfig(name="video_folder", path=str(tmp_path), clip_seconds=1.0, split_ratios=[0.6, 0.2, 0.2])
+    cfg = _dataset("video_folder", path=str(tmp_path), clip_seconds=1.0, split_ratios=[0.6, 0.2, 0.2])
     clips = build_clips(cfg)
     assert {c.length for split in clips.values() for c in split} == {10}
     assert sum(len(v) for v in clips.values()) == 15
@@ -88,13 +94,13 @@ def test_video_folder_clips_by_seconds(tmp_path: Path):
 
 
 def test_stream_reads_clips_sequentially_and_stains_deterministically(tmp_path: Path):
-    cfg = MovingDigitsConfig(name="moving_digits", cache_dir=str(tmp_path), train_videos=2, val_videos=1, test_videos=1, frames_per_video=16, clip_frames=8)
+    cfg = _dataset("moving_digits", cache_dir=str(tmp_path), train_videos=2, val_videos=1, test_videos=1, frames_per_video=16, clip_frames=8)
     clips = build_clips(cfg)
     ref = clips["val"][1]
     (got_ref, frames), = list(read_clips(ref.path, [ref]))
     full = np.stack(list(iter_frames(ref.path)))
     np.testing.assert_array_equal(frames, full[8:16])
-    stain = CircularStain(20)
+    stain = CircularStain(20, 1.0, 0.8, 0.3)
     val = [list(StainedClipStream(clips["val"], stain, "val", 0, train=False)) for _ in range(2)]
     assert len(val[0]) == 2 and val[0][0]["stained"].shape == (8, 3, 72, 128)
     for a, b in zip(*val):

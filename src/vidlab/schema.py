@@ -9,10 +9,11 @@ ranges. Every failure is one :class:`ConfigError` line that names the full key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from vidlab.errors import ConfigError
 
@@ -30,36 +31,38 @@ def check_range(name: str, pair: list[float], low: float, high: float | None = N
 
 @dataclass
 class MlflowLoggerConfig:
-    name: str = "mlflow"
-    tracking_uri: str = "sqlite:///mlruns.db"
-    artifact_location: str = "mlartifacts"
-    experiment_name: str = "restoration"
-    run_name: Optional[str] = None
-    log_checkpoint: bool = True
+    name: str
+    tracking_uri: str
+    artifact_location: str
+    experiment_name: str
+    run_name: Optional[str]
+    log_checkpoint: bool
 
 
 @dataclass
 class NoLoggerConfig:
-    name: str = "none"
+    name: str
 
 
 @dataclass
 class TrainerConfig:
-    """The Trainer arguments vidlab types; any other Lightning Trainer argument passes through."""
+    """The Trainer arguments vidlab types (``None``: not set, Lightning's own default); any other
+    Lightning Trainer argument passes through. The values are in ``conf/trainer/``."""
 
-    accelerator: str = "cpu"
-    devices: Any = 1
-    precision: Any = "32-true"
-    max_epochs: int = 1
+    accelerator: Optional[str] = None
+    devices: Any = None
+    precision: Any = None
+    max_epochs: Optional[int] = None
     max_time: Optional[str] = None
     limit_train_batches: Any = None
     limit_val_batches: Any = None
     limit_test_batches: Any = None
-    log_every_n_steps: int = 10
-    deterministic: Any = False
+    log_every_n_steps: Optional[int] = None
+    deterministic: Any = None
 
     def __post_init__(self) -> None:
-        require(self.max_epochs >= 1 or self.max_epochs == -1, f"max_epochs must be >= 1 or -1 (got {self.max_epochs})")
+        epochs = self.max_epochs
+        require(epochs is None or epochs >= 1 or epochs == -1, f"max_epochs must be >= 1 or -1 (got {epochs})")
         for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
             value = getattr(self, key)
             require(value is None or (isinstance(value, (int, float)) and value >= 0), f"{key} must be a number >= 0 (got {value!r})")
@@ -73,6 +76,9 @@ def build_node(key: str, schema: type, node: Any) -> Any:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)
         return OmegaConf.to_object(merged)
+    except MissingMandatoryValue as err:
+        where = ".".join(part for part in (key, getattr(err, "full_key", None)) if part)
+        raise ConfigError(f"{where}: no value (every default lives in conf/; set it there or on the command line)") from None
     except OmegaConfBaseException as err:
         where = ".".join(part for part in (key, getattr(err, "full_key", None)) if part)
         raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
@@ -104,6 +110,32 @@ def build_choice(cfg: DictConfig, group: str, choices: dict[str, type]) -> Any:
     if node["name"] not in choices:
         raise ConfigError(f"{group}.name: unknown choice {node['name']!r} here (choose one of {', '.join(choices)})")
     return build_node(group, choices[node["name"]], node)
+
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the project's configs (vidlab runs from its checkout)
+
+
+def choice_values(group: str, name: str) -> dict[str, Any]:
+    """A choice's values from ``conf/<group>/<name>.yaml``, the one place its defaults live, with the
+    choices it extends (its defaults list) merged under it: what code outside a Hydra job (restore,
+    compared smoothings) builds a choice from."""
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{group}: unknown choice {name!r} (no {path})")
+    node = OmegaConf.load(path)
+    bases = [base for base in node.pop("defaults", []) if isinstance(base, str) and base != "_self_"]  # same-group bases
+    return OmegaConf.to_container(OmegaConf.merge(*(choice_values(group, base) for base in bases), node))
+
+
+def instantiate_choice(cfg: Any) -> Any:
+    """The object a checked choice names with ``_target_`` (Hydra's way), built from its other
+    fields; ``name`` is the choice, not an argument. Lists arrive as lists."""
+    from dataclasses import asdict
+
+    from hydra.utils import instantiate
+
+    fields = {k: v for k, v in asdict(cfg).items() if k != "name"}
+    return instantiate(fields, _convert_="all")
 
 
 def trainer_config(cfg: DictConfig) -> TrainerConfig:

@@ -3,7 +3,7 @@ the backbone and the extraction settings."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from omegaconf import DictConfig
@@ -23,13 +23,13 @@ def _check_ratios(ratios: list[float]) -> None:
 
 @dataclass
 class UcfCrimeConfig:
-    name: str = "ucf_crime"
-    root: str = "???"
-    extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
-    split_lists: str = "auto"
-    split_ratios: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
-    val_ratio: float = 0.15
-    seed: int = 0
+    name: str
+    root: str
+    extensions: list[str]
+    split_lists: str
+    split_ratios: list[float]
+    val_ratio: float
+    seed: int
 
     def __post_init__(self) -> None:
         require(self.split_lists in ("auto", "official", "none"), f"split_lists must be auto, official or none (got {self.split_lists!r})")
@@ -39,12 +39,12 @@ class UcfCrimeConfig:
 
 @dataclass
 class VideoTreeConfig:
-    name: str = "video_tree"
-    root: str = "???"
-    extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
-    normal_categories: list[str] = field(default_factory=lambda: ["Normal"])
-    split_ratios: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
-    seed: int = 0
+    name: str
+    root: str
+    extensions: list[str]
+    normal_categories: list[str]
+    split_ratios: list[float]
+    seed: int
 
     def __post_init__(self) -> None:
         _check_ratios(self.split_ratios)
@@ -52,15 +52,15 @@ class VideoTreeConfig:
 
 @dataclass
 class IndexConfig:
-    output: str = "???"
-    clip_len: int = 32
-    stride: int = 16
-    short_videos: str = "drop"
-    on_error: str = "fail"
-    paths: str = "relative"
-    frame_count: str = "packets"
-    workers: int = 0
-    count_cache: Optional[str] = None
+    output: str
+    clip_len: int
+    stride: int
+    short_videos: str
+    on_error: str
+    paths: str
+    frame_count: str
+    workers: int
+    count_cache: Optional[str]
 
     def __post_init__(self) -> None:
         require(self.clip_len >= 1, f"clip_len must be >= 1 (got {self.clip_len})")
@@ -74,16 +74,16 @@ class IndexConfig:
 
 @dataclass
 class IndexCheckConfig:
-    allow_padded: Optional[bool] = None
-    check_files: bool = True
-    allow_outside_root: bool = False
+    allow_padded: Optional[bool]
+    check_files: bool
+    allow_outside_root: bool
 
 
 @dataclass
 class BackboneConfig:
-    name: str = "swin3d_t"
-    weights: Optional[str] = "DEFAULT"
-    frames_per_clip: int = 8
+    name: str
+    weights: Optional[str]
+    frames_per_clip: int
 
     def __post_init__(self) -> None:
         from vidlab.embeddings.backbones import BACKBONES, check_frames
@@ -94,22 +94,22 @@ class BackboneConfig:
 
 @dataclass
 class ExtractionConfig:
-    output: str = "???"
-    preprocess: str = "weights"
-    notebook_size: int = 224
-    batch_size: int = 16
-    num_workers: int = 2
-    accelerator: str = "auto"
-    devices: Any = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    channels_last: bool = False
-    compile: bool = False
-    on_error: str = "fail"
-    overwrite: bool = False
-    max_artifact_mb: float = 512.0
-    seed: int = 0
-    colour: str = "exact"
+    output: str
+    preprocess: str
+    notebook_size: int
+    batch_size: int
+    num_workers: int
+    accelerator: str
+    devices: Any
+    strategy: str
+    precision: str
+    channels_last: bool
+    compile: bool
+    on_error: str
+    overwrite: bool
+    max_artifact_mb: float
+    seed: int
+    colour: str
 
     def __post_init__(self) -> None:
         require(self.preprocess in ("weights", "notebook"), f"preprocess must be weights or notebook (got {self.preprocess!r})")

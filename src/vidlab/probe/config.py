@@ -24,13 +24,13 @@ from vidlab.schema import (
 class ProbeConfig:
     """``conf/probe/<name>.yaml``: the classifier and how it is trained and scored."""
 
-    name: str = "linear"
-    hidden: int = 256
-    dropout: float = 0.1
-    batch_size: int = 256
-    num_workers: int = 0
-    class_weight: str = "auto"
-    annotations: Optional[str] = None
+    name: str
+    hidden: int
+    dropout: float
+    batch_size: int
+    num_workers: int
+    class_weight: str
+    annotations: Optional[str]
 
     def __post_init__(self) -> None:
         require(self.hidden >= 1, f"hidden must be >= 1 (got {self.hidden})")

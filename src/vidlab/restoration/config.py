@@ -4,7 +4,7 @@ preview and the top-level keys, checked before any data or model work."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from omegaconf import DictConfig
@@ -19,6 +19,7 @@ from vidlab.schema import (
     build_choice,
     build_node,
     check_range,
+    choice_values,
     require,
     resolved,
     trainer_config,
@@ -28,11 +29,12 @@ from vidlab.schema import (
 # ---------------------------------------------------------------- corruption
 @dataclass
 class CircularStainConfig:
-    name: str = "circular_stain"
-    radius: int = 25
-    opacity: float = 1.0
-    hardness: float = 0.8
-    tint: float = 0.3
+    _target_: str
+    name: str
+    radius: int
+    opacity: float
+    hardness: float
+    tint: float
 
     def __post_init__(self) -> None:
         require(self.radius >= 1, f"radius must be >= 1 (got {self.radius})")
@@ -47,14 +49,15 @@ class CircularStainConfig:
 
 @dataclass
 class MultiStainConfig:
-    name: str = "multi_stain"
-    min_stains: int = 1
-    max_stains: int = 3
-    radius_range: list[float] = field(default_factory=lambda: [8.0, 20.0])
-    opacity_range: list[float] = field(default_factory=lambda: [0.6, 1.0])
-    hardness_range: list[float] = field(default_factory=lambda: [0.5, 1.5])
-    tint_range: list[float] = field(default_factory=lambda: [0.0, 0.6])
-    aspect_range: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    _target_: str
+    name: str
+    min_stains: int
+    max_stains: int
+    radius_range: list[float]
+    opacity_range: list[float]
+    hardness_range: list[float]
+    tint_range: list[float]
+    aspect_range: list[float]
 
     def __post_init__(self) -> None:
         require(1 <= self.min_stains <= self.max_stains, f"need 1 <= min_stains <= max_stains (got {self.min_stains}, {self.max_stains})")
@@ -71,7 +74,8 @@ class MultiStainConfig:
 
 @dataclass
 class NoCorruptionConfig:
-    name: str = "none"
+    _target_: str
+    name: str
 
     @property
     def max_radius(self) -> float:
@@ -81,13 +85,14 @@ class NoCorruptionConfig:
 # ---------------------------------------------------------------- model
 @dataclass
 class UNetConfig:
-    name: str = "unet"
-    context_frames: int = 1
-    depth: int = 3
-    base_channels: int = 16
-    norm: str = "batch"
-    mask_channel: bool = False
-    residual: bool = True
+    _target_: str
+    name: str
+    context_frames: int
+    depth: int
+    base_channels: int
+    norm: str
+    mask_channel: bool
+    residual: bool
 
     def __post_init__(self) -> None:
         require(self.context_frames >= 1 and self.context_frames % 2 == 1, f"context_frames must be odd and >= 1 (got {self.context_frames})")
@@ -99,13 +104,15 @@ class UNetConfig:
 # ---------------------------------------------------------------- smoothing
 @dataclass
 class NoSmoothingConfig:
-    name: str = "none"
+    _target_: str
+    name: str
 
 
 @dataclass
 class EmaSmoothingConfig:
-    name: str = "ema"
-    alpha: float = 0.5
+    _target_: str
+    name: str
+    alpha: float
 
     def __post_init__(self) -> None:
         require(0 < self.alpha <= 1, f"alpha must be in (0, 1] (got {self.alpha})")
@@ -118,10 +125,11 @@ def _check_window(window: int, sigma: float) -> None:
 
 @dataclass
 class WindowSmoothingConfig:
-    name: str = "window"
-    window: int = 3
-    kernel: str = "gaussian"
-    sigma: float = 1.0
+    _target_: str
+    name: str
+    window: int
+    kernel: str
+    sigma: float
 
     def __post_init__(self) -> None:
         _check_window(self.window, self.sigma)
@@ -130,11 +138,12 @@ class WindowSmoothingConfig:
 
 @dataclass
 class MaskedSmoothingConfig:
-    name: str = "masked"
-    window: int = 5
-    sigma: float = 1.5
-    value_sigma: float = 0.08
-    change_threshold: float = 0.02
+    _target_: str
+    name: str
+    window: int
+    sigma: float
+    value_sigma: float
+    change_threshold: float
 
     def __post_init__(self) -> None:
         _check_window(self.window, self.sigma)
@@ -145,8 +154,8 @@ class MaskedSmoothingConfig:
 # ---------------------------------------------------------------- loss, logger, trainer, top level
 @dataclass
 class LossConfig:
-    stain_weight: float = 4.0
-    ssim_weight: float = 0.0
+    stain_weight: float
+    ssim_weight: float
 
     def __post_init__(self) -> None:
         require(0 <= self.stain_weight < math.inf, f"stain_weight must be a finite number >= 0 (got {self.stain_weight})")
@@ -155,8 +164,8 @@ class LossConfig:
 
 @dataclass
 class PreviewConfig:
-    clip: int = 0
-    scale: int = 2
+    clip: int
+    scale: int
 
     def __post_init__(self) -> None:
         require(self.clip >= 0, f"clip must be >= 0 (got {self.clip})")
@@ -165,11 +174,11 @@ class PreviewConfig:
 
 @dataclass
 class TopLevelConfig:
-    seed: int = 0
-    optimized_metric: str = "val/smoothed/psnr_content_stain"
-    optimized_mode: str = "max"
-    compare_smoothing: list[str] = field(default_factory=lambda: ["none", "ema", "window", "masked"])
-    ckpt_path: Optional[str] = None
+    seed: int
+    optimized_metric: str
+    optimized_mode: str
+    compare_smoothing: list[str]
+    ckpt_path: Optional[str]
 
     def __post_init__(self) -> None:
         require(self.optimized_mode in ("max", "min"), f"optimized_mode must be max or min (got {self.optimized_mode!r})")
@@ -211,7 +220,7 @@ class RunSpec:
 
 def build_smoothing_config(name: str, overrides: Any = None) -> Any:
     """A smoothing choice's typed config, from its defaults (and optional overrides)."""
-    return build_node("smoothing", SCHEMAS["smoothing"][name], overrides or {"name": name})
+    return build_node("smoothing", SCHEMAS["smoothing"][name], {**choice_values("smoothing", name), **(overrides or {})})
 
 
 def validate(cfg: DictConfig) -> RunSpec:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vidlab.restoration.config import CircularStainConfig, MultiStainConfig, NoCorruptionConfig
+from vidlab.schema import instantiate_choice
 
 Tint = float | tuple[float, float, float]
 
@@ -124,7 +125,7 @@ class Stain:
 class CircularStain:
     """The notebook's corruption: one grey disc per clip at a random centre."""
 
-    def __init__(self, radius: int = 25, opacity: float = 1.0, hardness: float = 0.8, tint: float = 0.3):
+    def __init__(self, radius: int, opacity: float, hardness: float, tint: float):
         self.radius, self.opacity, self.hardness, self.tint = radius, opacity, hardness, tint
 
     def check_frame(self, height: int, width: int) -> None:
@@ -191,11 +192,4 @@ Corruption = CircularStain | MultiStain | NoStain
 
 
 def build_corruption(cfg: CircularStainConfig | MultiStainConfig | NoCorruptionConfig) -> Corruption:
-    if isinstance(cfg, CircularStainConfig):
-        return CircularStain(cfg.radius, cfg.opacity, cfg.hardness, cfg.tint)
-    if isinstance(cfg, MultiStainConfig):
-        return MultiStain(
-            cfg.min_stains, cfg.max_stains, tuple(cfg.radius_range), tuple(cfg.opacity_range),
-            tuple(cfg.hardness_range), tuple(cfg.tint_range), tuple(cfg.aspect_range),
-        )
-    return NoStain()
+    return instantiate_choice(cfg)

@@ -21,7 +21,7 @@ from vidlab.restoration.data import neighbour_indices
 from vidlab.restoration.metrics import VARIANTS, clip_metrics, per_frame_curves, ssim_map
 from vidlab.restoration.smoothing import Smoother, build_smoothing
 from vidlab.restoration.unet import UNet
-from vidlab.schema import build_node
+from vidlab.schema import build_node, instantiate_choice
 
 
 def _as_float(frames: torch.Tensor) -> torch.Tensor:
@@ -49,7 +49,7 @@ class RestorationModule(L.LightningModule):
         self,
         model: dict,
         smoothing: dict,
-        loss: dict | None = None,
+        loss: dict,
         compare_smoothing: list[str] | tuple[str, ...] = (),
         preview_clip: int = 0,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
@@ -58,10 +58,10 @@ class RestorationModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.model_cfg: UNetConfig = build_node("model", UNetConfig, model)
-        self.loss_cfg: LossConfig = build_node("loss", LossConfig, loss or {})
+        self.loss_cfg: LossConfig = build_node("loss", LossConfig, loss)
         self.smoothing_cfg = build_node("smoothing", SCHEMAS["smoothing"][smoothing["name"]], smoothing)
         self.smoother = build_smoothing(self.smoothing_cfg)
-        self.net = UNet.from_config(self.model_cfg)
+        self.net: UNet = instantiate_choice(self.model_cfg)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.records: list[dict[str, Any]] = []
         self.preview: dict[str, np.ndarray] = {}

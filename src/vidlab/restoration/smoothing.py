@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from vidlab.restoration.config import EmaSmoothingConfig, MaskedSmoothingConfig, NoSmoothingConfig, WindowSmoothingConfig
+from vidlab.schema import instantiate_choice
 
 
 def _time_kernel(frames: int, kernel: str, sigma: float) -> torch.Tensor:
@@ -88,10 +89,4 @@ Smoother = NoSmoothing | EmaSmoothing | WindowSmoothing | MaskedSmoothing
 def build_smoothing(
     cfg: NoSmoothingConfig | EmaSmoothingConfig | WindowSmoothingConfig | MaskedSmoothingConfig,
 ) -> Smoother:
-    if isinstance(cfg, EmaSmoothingConfig):
-        return EmaSmoothing(cfg.alpha)
-    if isinstance(cfg, WindowSmoothingConfig):
-        return WindowSmoothing(cfg.window, cfg.kernel, cfg.sigma)
-    if isinstance(cfg, MaskedSmoothingConfig):
-        return MaskedSmoothing(cfg.window, cfg.sigma, cfg.value_sigma, cfg.change_threshold)
-    return NoSmoothing()
+    return instantiate_choice(cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -27,13 +27,13 @@ from vidlab.video.count import video_info
 class ClipLoaderConfig:
     """What every restoration dataset shares: how clips are cut, batched and sampled."""
 
-    name: str = "???"
-    clip_frames: int = 16
-    batch_size: int = 16
-    samples_per_clip: int = 8
-    num_workers: int = 1
-    shuffle_buffer: int = 256
-    seed: int = 0
+    name: str
+    clip_frames: int
+    batch_size: int
+    samples_per_clip: int
+    num_workers: int
+    shuffle_buffer: int
+    seed: int
 
     def __post_init__(self) -> None:
         require(self.clip_frames >= 2, f"clip_frames must be >= 2 (got {self.clip_frames})")
@@ -45,19 +45,19 @@ class ClipLoaderConfig:
 
 @dataclass
 class MovingDigitsConfig(ClipLoaderConfig):
-    cache_dir: str = "data/moving_digits"
-    height: int = 72
-    width: int = 128
-    fps: float = 24.0
-    frames_per_video: int = 48
-    train_videos: int = 48
-    val_videos: int = 6
-    test_videos: int = 8
-    min_digits: int = 1
-    max_digits: int = 3
-    digit_size: int = 28
-    speed_range: list[float] = field(default_factory=lambda: [1.0, 3.0])
-    mnist_path: Optional[str] = None
+    cache_dir: str
+    height: int
+    width: int
+    fps: float
+    frames_per_video: int
+    train_videos: int
+    val_videos: int
+    test_videos: int
+    min_digits: int
+    max_digits: int
+    digit_size: int
+    speed_range: list[float]
+    mnist_path: Optional[str]
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,12 +80,12 @@ class MovingDigitsConfig(ClipLoaderConfig):
 
 @dataclass
 class VideoFolderConfig(ClipLoaderConfig):
-    path: str = "???"
-    extensions: list[str] = field(default_factory=lambda: [".mp4", ".avi", ".mkv", ".mov", ".mpg"])
-    clip_seconds: Optional[float] = None
-    resize: Optional[list[int]] = None
-    split_ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    split_seed: int = 0
+    path: str
+    extensions: list[str]
+    clip_seconds: Optional[float]
+    resize: Optional[list[int]]
+    split_ratios: list[float]
+    split_seed: int
 
     def __post_init__(self) -> None:
         super().__post_init__()

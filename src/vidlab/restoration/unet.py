@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidlab.restoration.config import UNetConfig
-
 
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
@@ -48,10 +46,6 @@ class UNet(nn.Module):
             self.fuse.append(_DoubleConv(2 * w, w, norm))
             cin = w
         self.head = nn.Conv2d(cin, 3, 1)
-
-    @classmethod
-    def from_config(cls, cfg: UNetConfig) -> UNet:
-        return cls(cfg.context_frames, cfg.depth, cfg.base_channels, cfg.norm, cfg.mask_channel, cfg.residual)
 
     def forward(self, stained: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, k, c, h, w = stained.shape
