@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+
+from vidlab.embeddings.clip_index import COLUMNS, clip_starts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,3 +118,23 @@ def run_extract(*overrides: str, cwd: Path = ROOT, check: bool = True) -> subpro
     if check and proc.returncode != 0:
         raise AssertionError(f"extract.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+def make_index(folder: Path, videos: dict[str, tuple[int, str, str, int]], clip_len: int = 8, stride: int = 8) -> Path:
+    """Write videos and an index_clips.csv for them: name -> (frames, writer, split, y)."""
+    rows = []
+    for name, (n, kind, split, y) in videos.items():
+        path = (write_h264 if kind == "h264" else write_mp4v)(folder / "videos" / name, n)
+        for i, start in enumerate(clip_starts(n, clip_len, stride, "drop")):
+            rows.append([split, y, "Normal" if y == 0 else "Fight", str(path), i, start, start + clip_len, clip_len, stride, 30.0, n])
+    index = folder / "index_clips.csv"
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(index, index=False)
+    return index
+
+
+VIDEOS = {
+    "normal_a.mp4": (40, "h264", "train", 0),
+    "fight b.mp4": (33, "mp4v", "train", 1),
+    "normal_c.mp4": (24, "mp4v", "val", 0),
+    "fight_d.mp4": (32, "h264", "test", 1),
+}

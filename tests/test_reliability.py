@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, run_train
+from conftest import ROOT, VIDEOS, make_index, run_train
 
 TRAIN_QUICK = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 
@@ -121,7 +121,6 @@ def test_a_failure_after_the_run_was_created_ends_it_failed_with_the_reason(tmp_
 
 # ---------------------------------------------------------------- extraction
 def _index(tmp_path: Path) -> Path:
-    from test_extraction import VIDEOS, make_index
 
     return make_index(tmp_path, VIDEOS)
 

@@ -120,7 +120,7 @@ class Restorer:
         self.pixels, self.chunk = round(megapixels * 1e6), chunk
         depth = module.model_cfg.depth
         # The U-Net's receptive field has a radius of 7 * 2**depth - 5 pixels (two 3x3 convs per
-        # level down and up, plus pooling offsets; tests/test_restore.py measures it). Group and
+        # level down and up, plus pooling offsets; tests/restoration/test_restore.py measures it). Group and
         # instance norms pool statistics over the whole frame, so those models are never tiled (the
         # budget then bounds the batch only).
         self.multiple, self.halo = 2**depth, 7 * 2**depth

@@ -5,7 +5,7 @@ by decoding from the start and counting; only the requested frames are converted
 
 Colour: ``exact`` (the default) gives PyAV's ``to_ndarray(format="rgb24")`` pixels (swscale's), so
 embeddings match what other tools compute: OpenCV's ``VideoCapture`` gives the same pixels on 8-bit
-video of even size (tests/test_colour.py says where and why it does not). ``fast`` is OpenCV's BT.601
+video of even size (tests/video/test_colour.py says where and why it does not). ``fast`` is OpenCV's BT.601
 I420 conversion of the raw planes, a few levels off (docs/benchmarks.md, "Colour conversion").
 """
 

@@ -16,10 +16,10 @@ from mlflow.tracking import MlflowClient
 from torchvision.models.video import R3D_18_Weights, r3d_18
 
 from vidlab.embeddings.clip_dataset import sample_indices
-from vidlab.embeddings.clip_index import COLUMNS, clip_starts
+from vidlab.embeddings.clip_index import clip_starts
 from vidlab.video import VideoEndedError, read_frames
 
-from conftest import ROOT, run_extract, write_h264, write_mp4v
+from conftest import ROOT, VIDEOS, make_index, run_extract, write_h264, write_mp4v
 
 
 @pytest.mark.parametrize("writer", [write_h264, write_mp4v])
@@ -34,24 +34,6 @@ def test_read_frames_is_frame_exact(tmp_path: Path, writer):
         read_frames(path, [3, 60])
 
 
-def make_index(folder: Path, videos: dict[str, tuple[int, str, str, int]], clip_len: int = 8, stride: int = 8) -> Path:
-    """Write videos and an index_clips.csv for them: name -> (frames, writer, split, y)."""
-    rows = []
-    for name, (n, kind, split, y) in videos.items():
-        path = (write_h264 if kind == "h264" else write_mp4v)(folder / "videos" / name, n)
-        for i, start in enumerate(clip_starts(n, clip_len, stride, "drop")):
-            rows.append([split, y, "Normal" if y == 0 else "Fight", str(path), i, start, start + clip_len, clip_len, stride, 30.0, n])
-    index = folder / "index_clips.csv"
-    pd.DataFrame(rows, columns=COLUMNS).to_csv(index, index=False)
-    return index
-
-
-VIDEOS = {
-    "normal_a.mp4": (40, "h264", "train", 0),
-    "fight b.mp4": (33, "mp4v", "train", 1),
-    "normal_c.mp4": (24, "mp4v", "val", 0),
-    "fight_d.mp4": (32, "h264", "test", 1),
-}
 FAST = ["backbone=r3d_18", "backbone.weights=null", "backbone.frames_per_clip=4", "extraction.preprocess=notebook",
         "extraction.notebook_size=32", "extraction.batch_size=3"]
 
