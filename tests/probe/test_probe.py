@@ -100,12 +100,13 @@ def test_clip_metrics_by_hand():
 def test_frame_level_auc_matches_hand_computation(tmp_path: Path):
     annotations = tmp_path / "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
     annotations.write_text("Fight001_x264.mp4  Fighting  4  7  -1  -1\nNormal_Videos_001_x264.mp4  Normal  -1  -1  -1  -1\n")
-    clips = pd.DataFrame({
-        "path": ["x/Fight001_x264.mp4"] * 3 + ["y/Normal_Videos_001_x264.mp4"] * 2 + ["z/unannotated.mp4"],
-        "n_frames": [10, 10, 10, 6, 6, 6],
-        "start_frame": [0, 4, 6, 0, 2, 0],
-        "end_frame": [4, 8, 10, 4, 6, 4],
-        "score": [0.2, 0.9, 0.5, 0.1, 0.3, 0.99],
+    clips = pd.DataFrame({  # an unlisted anomalous video is left out; an unlisted normal one has no anomalous frame
+        "path": ["x/Fight001_x264.mp4"] * 3 + ["y/Normal_Videos_001_x264.mp4"] * 2 + ["z/unannotated.mp4", "w/Normal_Videos_009_x264.mp4"],
+        "n_frames": [10, 10, 10, 6, 6, 6, 4],
+        "start_frame": [0, 4, 6, 0, 2, 0, 0],
+        "end_frame": [4, 8, 10, 4, 6, 4, 4],
+        "score": [0.2, 0.9, 0.5, 0.1, 0.3, 0.99, 0.6],
+        "y": [1, 1, 1, 0, 0, 1, 0],
     })
     # Fight001 frames 0-3: 0.2; 4-5: 0.9; 6-7: mean(0.9, 0.5) = 0.7; 8-9: 0.5 -> anomalous frames 4..7
     # Normal frames 0-1: 0.1; 2-3: mean(0.1, 0.3) = 0.2; 4-5: 0.3 -> all normal
@@ -113,10 +114,10 @@ def test_frame_level_auc_matches_hand_computation(tmp_path: Path):
     normal = [0.1] * 2 + [0.2] * 2 + [0.3] * 2
     np.testing.assert_allclose(pm.frame_scores(clips.iloc[:3], 10), fight)
     positives = fight[4:8]
-    negatives = fight[:4] + fight[8:] + normal
+    negatives = fight[:4] + fight[8:] + normal + [0.6] * 4
     wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
     auc, videos = pm.frame_level_auc(clips, pm.read_temporal_annotations(annotations))
-    assert videos == 2 and auc == pytest.approx(wins / (len(positives) * len(negatives)))
+    assert videos == 3 and auc == pytest.approx(wins / (len(positives) * len(negatives)))
 
 
 @pytest.mark.parametrize("damage,message", [

@@ -99,17 +99,20 @@ def frame_scores(clips: pd.DataFrame, n_frames: int) -> np.ndarray:
 
 
 def frame_level_auc(clips: pd.DataFrame, annotations: dict[str, list[tuple[int, int]]]) -> tuple[float, int]:
-    """Frame-level ROC-AUC over the annotated videos of ``clips`` (columns ``path``, ``n_frames``,
-    ``start_frame``, ``end_frame``, ``score``); returns the AUC and the number of videos used."""
+    """Frame-level ROC-AUC over the videos of ``clips`` (columns ``path``, ``n_frames``,
+    ``start_frame``, ``end_frame``, ``score``, ``y``) whose frames are known: the annotated ones, and
+    the normal ones (``y == 0`` on every clip: no anomalous frame, listed or not); an anomalous video
+    missing from the annotations is left out. Returns the AUC and the number of videos used."""
     labels, scores, videos = [], [], 0
     for path, group in clips.groupby("path"):
         name = Path(path).name
-        if name not in annotations:
+        normal = bool((group.y == 0).all())
+        if name not in annotations and not normal:
             continue
         n = int(group.n_frames.iloc[0])
         per_frame = frame_scores(group, n)
         truth = np.zeros(n, bool)
-        for start, end in annotations[name]:
+        for start, end in annotations.get(name, []):
             truth[start : end + 1] = True
         covered = ~np.isnan(per_frame)
         labels.append(truth[covered])
