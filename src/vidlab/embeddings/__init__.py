@@ -1,1 +1,1 @@
-"""Clip embeddings: the clip index of a video collection (and, next, extraction and probes)."""
+"""Clip embeddings (``extract.py``): the clip index of a video collection, its validation, and frozen-backbone embeddings."""

@@ -1,4 +1,4 @@
-"""A 2D U-Net applied per frame; with ``frames > 1`` it sees k stained neighbours (early fusion)."""
+"""A 2D U-Net applied per frame; with ``context_frames > 1`` it sees k stained neighbours (early fusion)."""
 
 from __future__ import annotations
 
