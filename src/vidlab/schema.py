@@ -23,10 +23,38 @@ def require(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def at_least(low: float, cfg: Any, *names: str) -> None:
+    """Each named field of ``cfg`` is ``>= low``."""
+    for name in names:
+        value = getattr(cfg, name)
+        require(value >= low, f"{name} must be >= {low} (got {value})")
+
+
+def one_of(cfg: Any, name: str, *choices: str) -> None:
+    """The named field of ``cfg`` is one of ``choices``."""
+    value = getattr(cfg, name)
+    require(value in choices, f"{name} must be {', '.join(choices[:-1])} or {choices[-1]} (got {value!r})")
+
+
+def within(low: float, high: float, cfg: Any, *names: str) -> None:
+    """Each named field of ``cfg`` is in ``[low, high]``."""
+    for name in names:
+        value = getattr(cfg, name)
+        require(low <= value <= high, f"{name} must be in [{low}, {high}] (got {value})")
+
+
 def check_range(name: str, pair: list[float], low: float, high: float | None = None) -> None:
     require(len(pair) == 2 and pair[0] <= pair[1], f"{name} must be [min, max] with min <= max (got {pair})")
     require(pair[0] >= low, f"{name} must be >= {low} (got {pair})")
     require(high is None or pair[1] <= high, f"{name} must be <= {high} (got {pair})")
+
+
+@dataclass
+class Choice:
+    """A group choice built as an object: its name, and the class that builds it (``_target_``)."""
+
+    _target_: str
+    name: str
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from vidlab.errors import ConfigError
-from vidlab.schema import LOGGERS, MlflowLoggerConfig, NoLoggerConfig, build_choice, build_node, require, resolved
+from vidlab.schema import LOGGERS, MlflowLoggerConfig, NoLoggerConfig, at_least, build_choice, build_node, one_of, require, resolved
 
 VIDEO_EXTENSIONS = [".mp4", ".avi", ".mkv", ".mov", ".mpg"]
 
@@ -32,7 +32,7 @@ class UcfCrimeConfig:
     seed: int
 
     def __post_init__(self) -> None:
-        require(self.split_lists in ("auto", "official", "none"), f"split_lists must be auto, official or none (got {self.split_lists!r})")
+        one_of(self, "split_lists", "auto", "official", "none")
         _check_ratios(self.split_ratios)
         require(0 <= self.val_ratio < 1, f"val_ratio must be in [0, 1) (got {self.val_ratio})")
 
@@ -63,13 +63,12 @@ class IndexConfig:
     count_cache: Optional[str]
 
     def __post_init__(self) -> None:
-        require(self.clip_len >= 1, f"clip_len must be >= 1 (got {self.clip_len})")
-        require(self.stride >= 1, f"stride must be >= 1 (got {self.stride})")
-        require(self.short_videos in ("drop", "pad"), f"short_videos must be drop or pad (got {self.short_videos!r})")
-        require(self.on_error in ("fail", "skip"), f"on_error must be fail or skip (got {self.on_error!r})")
-        require(self.paths in ("relative", "absolute"), f"paths must be relative or absolute (got {self.paths!r})")
-        require(self.frame_count in ("packets", "decode"), f"frame_count must be packets or decode (got {self.frame_count!r})")
-        require(self.workers >= 0, f"workers must be >= 0 (got {self.workers})")
+        at_least(1, self, "clip_len", "stride")
+        one_of(self, "short_videos", "drop", "pad")
+        one_of(self, "on_error", "fail", "skip")
+        one_of(self, "paths", "relative", "absolute")
+        one_of(self, "frame_count", "packets", "decode")
+        at_least(0, self, "workers")
 
 
 @dataclass
@@ -112,14 +111,14 @@ class ExtractionConfig:
     colour: str
 
     def __post_init__(self) -> None:
-        require(self.preprocess in ("weights", "notebook"), f"preprocess must be weights or notebook (got {self.preprocess!r})")
-        require(self.notebook_size >= 16, f"notebook_size must be >= 16 (got {self.notebook_size})")
-        require(self.colour in ("exact", "fast"), f"colour must be exact or fast (got {self.colour!r})")
-        require(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
-        require(self.num_workers >= 0, f"num_workers must be >= 0 (got {self.num_workers})")
-        require(self.precision in ("32", "32-true", "bf16-mixed", "16-mixed"), f"precision must be 32, bf16-mixed or 16-mixed (got {self.precision!r})")
-        require(self.on_error in ("fail", "skip"), f"on_error must be fail or skip (got {self.on_error!r})")
-        require(self.max_artifact_mb >= 0, f"max_artifact_mb must be >= 0 (got {self.max_artifact_mb})")
+        one_of(self, "preprocess", "weights", "notebook")
+        at_least(16, self, "notebook_size")
+        one_of(self, "colour", "exact", "fast")
+        at_least(1, self, "batch_size")
+        at_least(0, self, "num_workers")
+        one_of(self, "precision", "32", "32-true", "bf16-mixed", "16-mixed")
+        one_of(self, "on_error", "fail", "skip")
+        at_least(0, self, "max_artifact_mb")
 
 
 @dataclass

@@ -13,7 +13,9 @@ from vidlab.schema import (
     MlflowLoggerConfig,
     NoLoggerConfig,
     TrainerConfig,
+    at_least,
     build_choice,
+    one_of,
     require,
     resolved,
     trainer_config,
@@ -33,10 +35,10 @@ class ProbeConfig:
     annotations: Optional[str]
 
     def __post_init__(self) -> None:
-        require(self.hidden >= 1, f"hidden must be >= 1 (got {self.hidden})")
+        at_least(1, self, "hidden")
         require(0 <= self.dropout < 1, f"dropout must be in [0, 1) (got {self.dropout})")
-        require(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
-        require(self.class_weight in ("auto", "none"), f"class_weight must be auto or none (got {self.class_weight!r})")
+        at_least(1, self, "batch_size")
+        one_of(self, "class_weight", "auto", "none")
 
 
 PROBES: dict[str, type] = {"linear": ProbeConfig, "mlp": ProbeConfig}

@@ -13,34 +13,35 @@ from vidlab.errors import ConfigError
 from vidlab.restoration.sources import MovingDigitsConfig, VideoFolderConfig  # schemas beside the module that reads them
 from vidlab.schema import (
     LOGGERS,
+    Choice,
     MlflowLoggerConfig,
     NoLoggerConfig,
     TrainerConfig,
+    at_least,
     build_choice,
     build_node,
     check_range,
     choice_values,
+    one_of,
     require,
     resolved,
     trainer_config,
+    within,
 )
 
 
 # ---------------------------------------------------------------- corruption
 @dataclass
-class CircularStainConfig:
-    _target_: str
-    name: str
+class CircularStainConfig(Choice):
     radius: int
     opacity: float
     hardness: float
     tint: float
 
     def __post_init__(self) -> None:
-        require(self.radius >= 1, f"radius must be >= 1 (got {self.radius})")
-        require(0 <= self.opacity <= 1, f"opacity must be in [0, 1] (got {self.opacity})")
+        within(0, 1, self, "opacity", "tint")
         require(self.hardness > 0, f"hardness must be > 0 (got {self.hardness})")
-        require(0 <= self.tint <= 1, f"tint must be in [0, 1] (got {self.tint})")
+        at_least(1, self, "radius")
 
     @property
     def max_radius(self) -> float:
@@ -48,9 +49,7 @@ class CircularStainConfig:
 
 
 @dataclass
-class MultiStainConfig:
-    _target_: str
-    name: str
+class MultiStainConfig(Choice):
     min_stains: int
     max_stains: int
     radius_range: list[float]
@@ -73,9 +72,7 @@ class MultiStainConfig:
 
 
 @dataclass
-class NoCorruptionConfig:
-    _target_: str
-    name: str
+class NoCorruptionConfig(Choice):
 
     @property
     def max_radius(self) -> float:
@@ -84,9 +81,7 @@ class NoCorruptionConfig:
 
 # ---------------------------------------------------------------- model
 @dataclass
-class UNetConfig:
-    _target_: str
-    name: str
+class UNetConfig(Choice):
     context_frames: int
     depth: int
     base_channels: int
@@ -97,56 +92,52 @@ class UNetConfig:
     def __post_init__(self) -> None:
         require(self.context_frames >= 1 and self.context_frames % 2 == 1, f"context_frames must be odd and >= 1 (got {self.context_frames})")
         require(1 <= self.depth <= 6, f"depth must be in [1, 6] (got {self.depth})")
-        require(self.base_channels >= 1, f"base_channels must be >= 1 (got {self.base_channels})")
-        require(self.norm in ("batch", "group", "instance", "none"), f"norm must be batch, group, instance or none (got {self.norm!r})")
+        at_least(1, self, "base_channels")
+        one_of(self, "norm", "batch", "group", "instance", "none")
 
 
 # ---------------------------------------------------------------- smoothing
 @dataclass
-class NoSmoothingConfig:
-    _target_: str
-    name: str
+class NoSmoothingConfig(Choice):
+    """No parameters."""
 
 
 @dataclass
-class EmaSmoothingConfig:
-    _target_: str
-    name: str
+class EmaSmoothingConfig(Choice):
     alpha: float
 
     def __post_init__(self) -> None:
         require(0 < self.alpha <= 1, f"alpha must be in (0, 1] (got {self.alpha})")
 
 
-def _check_window(window: int, sigma: float) -> None:
-    require(window >= 1 and window % 2 == 1, f"window must be odd and >= 1 (got {window})")
-    require(sigma > 0, f"sigma must be > 0 (got {sigma})")
-
-
 @dataclass
-class WindowSmoothingConfig:
-    _target_: str
-    name: str
+class TimeWindowConfig(Choice):
+    """What the centred smoothings share: an odd window of frames, a Gaussian width in frames."""
+
     window: int
-    kernel: str
     sigma: float
 
     def __post_init__(self) -> None:
-        _check_window(self.window, self.sigma)
-        require(self.kernel in ("box", "gaussian"), f"kernel must be box or gaussian (got {self.kernel!r})")
+        require(self.window >= 1 and self.window % 2 == 1, f"window must be odd and >= 1 (got {self.window})")
+        require(self.sigma > 0, f"sigma must be > 0 (got {self.sigma})")
 
 
 @dataclass
-class MaskedSmoothingConfig:
-    _target_: str
-    name: str
-    window: int
-    sigma: float
+class WindowSmoothingConfig(TimeWindowConfig):
+    kernel: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        one_of(self, "kernel", "box", "gaussian")
+
+
+@dataclass
+class MaskedSmoothingConfig(TimeWindowConfig):
     value_sigma: float
     change_threshold: float
 
     def __post_init__(self) -> None:
-        _check_window(self.window, self.sigma)
+        super().__post_init__()
         require(self.value_sigma > 0, f"value_sigma must be > 0 (got {self.value_sigma})")
         require(0 <= self.change_threshold < 1, f"change_threshold must be in [0, 1) (got {self.change_threshold})")
 
@@ -168,7 +159,7 @@ class PreviewConfig:
     scale: int
 
     def __post_init__(self) -> None:
-        require(self.clip >= 0, f"clip must be >= 0 (got {self.clip})")
+        at_least(0, self, "clip")
         require(1 <= self.scale <= 8, f"scale must be in [1, 8] (got {self.scale})")
 
 
@@ -181,7 +172,7 @@ class TopLevelConfig:
     ckpt_path: Optional[str]
 
     def __post_init__(self) -> None:
-        require(self.optimized_mode in ("max", "min"), f"optimized_mode must be max or min (got {self.optimized_mode!r})")
+        one_of(self, "optimized_mode", "max", "min")
         unknown = set(self.compare_smoothing) - set(SCHEMAS["smoothing"])
         require(not unknown, f"compare_smoothing: unknown choices {sorted(unknown)}")
 

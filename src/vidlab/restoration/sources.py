@@ -16,7 +16,7 @@ import numpy as np
 
 from vidlab.errors import InputError
 from vidlab.restoration.digits import MovingDigits, load_mnist_idx
-from vidlab.schema import check_range, require
+from vidlab.schema import at_least, check_range, require
 from vidlab.splits import SPLITS
 from vidlab.video import VideoReadError, write_video
 from vidlab.video.count import video_info
@@ -36,11 +36,9 @@ class ClipLoaderConfig:
     seed: int
 
     def __post_init__(self) -> None:
-        require(self.clip_frames >= 2, f"clip_frames must be >= 2 (got {self.clip_frames})")
-        require(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
-        require(self.samples_per_clip >= 1, f"samples_per_clip must be >= 1 (got {self.samples_per_clip})")
-        require(self.num_workers >= 0, f"num_workers must be >= 0 (got {self.num_workers})")
-        require(self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1 (got {self.shuffle_buffer})")
+        at_least(2, self, "clip_frames")
+        at_least(1, self, "batch_size", "samples_per_clip", "shuffle_buffer")
+        at_least(0, self, "num_workers")
 
 
 @dataclass
