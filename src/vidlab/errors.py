@@ -18,3 +18,9 @@ class ConfigError(ValueError):
 
 class InputError(ValueError):
     """Input data that cannot be used (a video, an index, embeddings); the message names the file."""
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

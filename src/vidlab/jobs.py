@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from vidlab import tracking
-from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, InputError
+from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, InputError, one_line
 from vidlab.video import VideoReadError
 
 T = TypeVar("T")
@@ -95,10 +95,6 @@ class StopOnSignal(Callback):
     on_predict_batch_start = on_predict_batch_end = _check
 
 
-def _one_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
 def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     """Run a task the way every entry point does: loader workers allowed under any launcher; SIGTERM
     and SIGINT stop it cleanly; expected failures are one line on stderr with their exit code
@@ -123,7 +119,7 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
             tracking.end_open_runs("FINISHED")
             raise
         expected = isinstance(err, (ConfigError, InputError, VideoReadError, FileNotFoundError))
-        tracking.end_open_runs("FAILED", _one_line(err))
+        tracking.end_open_runs("FAILED", one_line(err))
         if not expected:
             raise
         label = "config error" if isinstance(err, ConfigError) else "error"
@@ -155,7 +151,7 @@ def checked_trainer_args(kwargs: dict[str, Any], key: str) -> dict[str, Any]:
         trainer = L.Trainer(**kwargs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False)
     except Exception as err:  # Lightning raises ValueError, TypeError, MisconfigurationException, RuntimeError
-        raise ConfigError(f"{key}: {_one_line(err)}") from None
+        raise ConfigError(f"{key}: {one_line(err)}") from None
     finally:
         lightning_log.setLevel(level)
     _check_cpu_half_precision(trainer, key)
@@ -189,5 +185,5 @@ def checked_optimizer(cfg: DictConfig) -> Callable:
         factory = instantiate(cfg.optimizer)
         factory([torch.nn.Parameter(torch.zeros(1))])
     except Exception as err:
-        raise ConfigError(f"optimizer: {cfg.optimizer.get('_target_')} rejects {dict(cfg.optimizer)}: {_one_line(err)}") from None
+        raise ConfigError(f"optimizer: {cfg.optimizer.get('_target_')} rejects {dict(cfg.optimizer)}: {one_line(err)}") from None
     return factory

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, one_line
 from vidlab.restoration.config import SCHEMAS, build_smoothing_config
-from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer, UsageError
+from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer
 from vidlab.video import H264Writer, VideoReadError, check_video_suffix, iter_frames
 from vidlab.video.count import video_info
 
@@ -51,11 +52,6 @@ if TYPE_CHECKING:
 
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 # ---------------------------------------------------------------- checks before any work
 def _device(name: str | None) -> torch.device:
     """``name`` as a torch device (None: CUDA when available, else the CPU)."""
@@ -66,9 +62,9 @@ def _device(name: str | None) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise UsageError(f"--device {name}: {_one_line(err)}") from None
+        raise ConfigError(f"--device {name}: {one_line(err)}") from None
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise UsageError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     return device
 
 
@@ -77,7 +73,7 @@ def load_module(checkpoint: str | Path) -> RestorationModule:
     (no pickled code runs)."""
     path = Path(checkpoint)
     if not path.is_file():
-        raise UsageError(f"checkpoint not found: {checkpoint}")
+        raise ConfigError(f"checkpoint not found: {checkpoint}")
     import torch
 
     from vidlab.restoration.module import RestorationModule
@@ -86,17 +82,17 @@ def load_module(checkpoint: str | Path) -> RestorationModule:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 (torch raises pickle, zip, EOF, runtime errors for non-checkpoints)
-        raise UsageError(f"{wanted} (torch.load, weights only: {type(err).__name__})") from None
+        raise ConfigError(f"{wanted} (torch.load, weights only: {type(err).__name__})") from None
     hparams = saved.get("hyper_parameters") if isinstance(saved, dict) else None
     if not isinstance(hparams, dict) or not {"model", "smoothing"} <= hparams.keys() or "state_dict" not in saved:
-        raise UsageError(wanted)
+        raise ConfigError(wanted)
     try:
         module = RestorationModule(**hparams)
         module.load_state_dict(saved["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:  # ConfigError is a ValueError; weights that do not fit
-        raise UsageError(f"{wanted}: {_one_line(err)}") from None
+        raise ConfigError(f"{wanted}: {one_line(err)}") from None
     if module.model_cfg.mask_channel:
-        raise UsageError(f"{checkpoint}: this model needs the stain mask as input; blind restore needs mask_channel=false")
+        raise ConfigError(f"{checkpoint}: this model needs the stain mask as input; blind restore needs mask_channel=false")
     return module.eval()
 
 
@@ -104,7 +100,7 @@ def _writer(path: Path, fps: float) -> H264Writer:
     try:
         return H264Writer(path, fps)
     except OSError as err:
-        raise UsageError(f"cannot write {path}: {err.strerror or err}") from None
+        raise ConfigError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 def restore_video(
@@ -120,22 +116,22 @@ def restore_video(
 ) -> int:
     """Write the restored video (and optionally input | restored side by side); returns frames written.
 
-    Raises :class:`UsageError` for every problem that can be found before decoding a frame, the
+    Raises :class:`ConfigError` for every problem that can be found before decoding a frame, the
     cheapest first. ``device=None`` picks CUDA when available."""
     outputs = [Path(output_path)] + ([Path(side_by_side_path)] if side_by_side_path else [])
     for path in outputs:
         try:
             check_video_suffix(path)
         except ValueError as err:
-            raise UsageError(str(err)) from None
+            raise ConfigError(str(err)) from None
     if not Path(input_path).is_file():
-        raise UsageError(f"input not found: {input_path}")
+        raise ConfigError(f"input not found: {input_path}")
     if len({p.resolve() for p in [Path(input_path), *outputs]}) < len(outputs) + 1:
-        raise UsageError("the input, the output and --side-by-side must be different files")
+        raise ConfigError("the input, the output and --side-by-side must be different files")
     try:
         info = video_info(input_path)
     except VideoReadError as err:
-        raise UsageError(str(err)) from None
+        raise ConfigError(str(err)) from None
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(_writer(path, info.fps or 24.0)) for path in outputs]
         import torch
@@ -188,15 +184,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         n = restore_video(args.checkpoint, args.input, args.output, args.side_by_side, args.smoothing, args.chunk,
                           args.device, args.megapixels, progress=True)
-    except UsageError as err:
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as err:  # noqa: BLE001 (a user gets one line naming the cause, never a traceback)
-        print(f"error: restore failed: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
-        raise SystemExit(1) from None
+        print(f"error: restore failed: {type(err).__name__}: {one_line(err)}", file=sys.stderr)
+        raise SystemExit(EXIT_INPUT) from None
     seconds = time.perf_counter() - start
     print(f"restored {n} frames in {seconds:.1f} s ({n / seconds:.2f} frames/s) -> {args.output}")
 

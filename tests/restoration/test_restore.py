@@ -20,6 +20,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from torch.utils.data import DataLoader
 
 from vidlab import restore
+from vidlab.errors import ConfigError
 from vidlab.restoration.config import build_smoothing_config
 from vidlab.restoration.module import RestorationModule, to_uint8
 from vidlab.restoration.restorer import Restorer, plan_tiles
@@ -181,7 +182,7 @@ def test_other_checkpoint_kinds_are_refused(tmp_path: Path):
     save_checkpoint(tmp_path / "mask_model.ckpt", {**SMALL, "mask_channel": True})
     for name, match in [("pickled_code", "not a train.py checkpoint.*weights only: UnpicklingError"),
                         ("other_module", "not a train.py checkpoint"), ("mask_model", "needs the stain mask")]:
-        with pytest.raises(restore.UsageError, match=match):
+        with pytest.raises(ConfigError, match=match):
             restore.load_module(tmp_path / f"{name}.ckpt")
 
 

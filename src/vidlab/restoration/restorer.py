@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import numpy as np
 
+from vidlab.errors import ConfigError
+
 # torch is imported where it is used: ``python -m vidlab.restore`` answers path and format mistakes
 # before paying for it.
 if TYPE_CHECKING:
@@ -24,8 +26,6 @@ DEFAULT_MEGAPIXELS = 1.0  # ~0.45 GB of U-Net activations; 720p frames fit whole
 T = TypeVar("T")
 
 
-class UsageError(ValueError):
-    """The command cannot work as given; raised before any frame is decoded (exit code 2)."""
 
 
 # ---------------------------------------------------------------- streaming blocks
@@ -127,9 +127,9 @@ class Restorer:
         self.tileable = module.model_cfg.norm in ("batch", "none")
         smallest = (self.multiple + 2 * self.halo) ** 2
         if self.pixels < smallest:
-            raise UsageError(f"--megapixels {megapixels} is below this model's smallest tile ({smallest / 1e6:.3f} megapixels)")
+            raise ConfigError(f"--megapixels {megapixels} is below this model's smallest tile ({smallest / 1e6:.3f} megapixels)")
         if chunk is not None and chunk < 1:
-            raise UsageError(f"--chunk must be >= 1 (got {chunk})")
+            raise ConfigError(f"--chunk must be >= 1 (got {chunk})")
 
     def _frames_per_block(self, pixels: int, pixels_per_frame: int, context: int = 0) -> int:
         frames = max(1, pixels // pixels_per_frame - context)
