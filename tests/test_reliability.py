@@ -233,3 +233,25 @@ def test_extraction_stopped_by_sigterm_exits_143_killed_and_resumes(tmp_path: Pa
     assert run.info.status == "KILLED"
     assert _extract(index, tmp_path, f"extraction.output={out}", "extraction.batch_size=1").returncode == 0
     assert (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("change", [
+    "extraction.precision=bf16-mixed", "extraction.compile=true", "extraction.channels_last=true", "extraction.colour=fast",
+    "extraction.batch_size=4", "extraction.seed=1", "extraction.preprocess=notebook", "extraction.notebook_size=112",
+    "backbone=r3d_18", "backbone.frames_per_clip=16", "backbone.weights=null",
+])
+def test_every_setting_that_changes_the_numbers_is_in_the_resume_key(change: str):
+    """Each setting changes the fingerprint a rerun is compared with (the ones this CPU can run are
+    also refused end to end above)."""
+    from hydra import compose, initialize_config_dir
+
+    from vidlab.embeddings.config import validate_extract
+    from vidlab.embeddings.extraction import _fingerprint, _preprocess
+
+    def fingerprint(*overrides: str) -> dict:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            spec = validate_extract(compose("extract", overrides=["index=/data/i.csv", "backbone.weights=DEFAULT", *overrides]))
+        return _fingerprint(spec, "sha", _preprocess(spec))
+
+    context = ["extraction.preprocess=notebook"] if change.startswith("extraction.notebook_size") else []  # used only there
+    assert fingerprint(*context, change) != fingerprint(*context)
