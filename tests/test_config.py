@@ -32,6 +32,9 @@ def composed(*overrides: str):
         ["dataset=video_folder", "dataset.path=/data/videos"],
         ["corruption=none", "smoothing=ema", "scheduler=none", "logger=none", "trainer=gpu"],
         ["smoothing=window", "smoothing.kernel=box"],
+        ["model=blend_unet"],
+        ["model=blend_unet", "experiment=multi_stain", "model.context_frames=3"],
+        ["model=blend_unet", "dataset=video_folder", "dataset.path=/data/videos", "dataset.clip_seconds=2"],
     ],
 )
 def test_every_shipped_config_composes_and_validates(overrides):
@@ -62,6 +65,10 @@ def test_seed_zero_is_kept():
         ("dataset.batch_size=-1", "dataset.batch_size"),
         ("trainer.max_epochs=0", "trainer.max_epochs"),
         ("+trainer.max_epoch=3", "trainer.max_epoch"),
+        ("model=blend_unet model.window=32", "model.window"),
+        ("model=blend_unet model.min_gain=0", "min_gain"),
+        ("loss.mask_weight=-1", "mask_weight"),
+        ("compare_baselines=[true_inverse,median]", "compare_baselines"),
     ],
 )
 def test_bad_values_name_their_key(override, key):

@@ -91,7 +91,7 @@ def load_module(checkpoint: str | Path) -> RestorationModule:
         module.load_state_dict(saved["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:  # ConfigError is a ValueError; weights that do not fit
         raise ConfigError(f"{wanted}: {one_line(err)}") from None
-    if module.model_cfg.mask_channel:
+    if getattr(module.model_cfg, "mask_channel", False):
         raise ConfigError(f"{checkpoint}: this model needs the stain mask as input; blind restore needs mask_channel=false")
     return module.eval()
 

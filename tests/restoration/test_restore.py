@@ -33,6 +33,7 @@ from vidlab.video.count import video_info
 from conftest import ROOT, moving_square_frames
 
 SMALL = {"name": "unet_temporal", "context_frames": 3, "depth": 2, "base_channels": 4}
+BLEND = {"name": "blend_unet", "window": 4, "context_frames": 3, "depth": 2, "base_channels": 4}
 LOSS = choice_values("task", "restoration")["loss"]
 
 
@@ -43,12 +44,15 @@ def _trainer() -> L.Trainer:
 
 def save_checkpoint(path: Path, model: dict) -> Path:
     """One real training step of a RestorationModule, saved by the Trainer like train.py's checkpoints."""
-    module = RestorationModule(model={**choice_values("model", "unet_temporal"), **model}, smoothing=choice_values("smoothing", "masked"),
+    module = RestorationModule(model={**choice_values("model", model["name"]), **model}, smoothing=choice_values("smoothing", "masked"),
                                loss=LOSS, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3))
     g = torch.Generator().manual_seed(0)
-    batch = {"stained": torch.randint(0, 256, (2, model["context_frames"], 3, 16, 16), dtype=torch.uint8, generator=g),
+    frames = model.get("window", model["context_frames"])
+    batch = {"stained": torch.randint(0, 256, (2, frames, 3, 16, 16), dtype=torch.uint8, generator=g),
              "clean": torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=g),
              "mask": torch.rand(2, 1, 16, 16, generator=g)}
+    if "window" in model:  # a window model scores some frames of each window
+        batch["clean"], batch["centres"] = batch["clean"][:, None].repeat(1, 2, 1, 1, 1), torch.tensor([[0, 3], [1, 2]])
     trainer = _trainer()
     trainer.fit(module, DataLoader([batch], batch_size=None))
     trainer.save_checkpoint(path)
@@ -58,6 +62,11 @@ def save_checkpoint(path: Path, model: dict) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.ckpt", SMALL)
+
+
+@pytest.fixture(scope="module")
+def blend_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "blend.ckpt", BLEND)
 
 
 @pytest.fixture
@@ -119,28 +128,36 @@ def test_odd_size_round_trip(checkpoint: Path, tmp_path: Path, suffix: str):
 
 # ---------------------------------------------------------------- streaming does not change the result
 @pytest.mark.parametrize("smoothing", ["none", "ema", "window", "masked"])
-def test_result_does_not_depend_on_the_budget(checkpoint: Path, smoothing: str):
-    module = restore.load_module(checkpoint)
+@pytest.mark.parametrize("model", ["unet_temporal", "blend_unet"])
+def test_result_does_not_depend_on_the_budget(checkpoint: Path, blend_checkpoint: Path, smoothing: str, model: str):
+    module = restore.load_module(blend_checkpoint if model == "blend_unet" else checkpoint)
     smoother = build_smoothing(build_smoothing_config(smoothing))
     frames = list(moving_square_frames(11, 40, 56) + np.random.default_rng(0).integers(0, 20, (11, 40, 56, 3), np.uint8))
     clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
     whole = to_uint8(smoother(module.restore_clip(clip), clip))  # the whole video at once
-    for megapixels, chunk in [(1.0, None), (0.01, None), (1.0, 1)]:  # one block, blocks of 4, of 1
+    # One block; blocks of 4; of 1. The blend model's blocks hold whole 4-frame windows (one block;
+    # blocks of 8; of 4), and its last segment (frames 7-10) overlaps the one before.
+    small_budget = 0.02 if model == "blend_unet" else 0.01
+    for megapixels, chunk in [(1.0, None), (small_budget, None), (1.0, 1)]:
         got = np.stack([r for _, r in Restorer(module, smoother, megapixels, chunk)(iter(frames))])
         differ = got != whole
         # identical up to float rounding of different batch shapes: a rare 1-level step in uint8
         assert np.abs(got.astype(int) - whole).max() <= 1 and differ.mean() < 1e-3, (megapixels, chunk, differ.sum())
 
 
-def test_tiles_restore_frames_as_a_whole(tmp_path: Path):
-    module = restore.load_module(save_checkpoint(tmp_path / "d1.ckpt", {**SMALL, "depth": 1}))
+@pytest.mark.parametrize(("model", "size", "budgets"), [
+    (SMALL, (40, 56), ((0.0016, 20), (0.002, 7))),  # (megapixels, tiles): square tiles, then full-width strips
+    (BLEND, (100, 140), ((0.006, 35), (0.01, 8))),  # two U-Nets in a row: a halo twice as wide
+])
+def test_tiles_restore_frames_as_a_whole(tmp_path: Path, model: dict, size: tuple[int, int], budgets: tuple):
+    module = restore.load_module(save_checkpoint(tmp_path / "d1.ckpt", {**model, "depth": 1}))
     smoother = build_smoothing(build_smoothing_config("window"))
-    frames = list(moving_square_frames(5, 40, 56))
+    frames = list(moving_square_frames(5, *size))
     clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
     whole = to_uint8(smoother(module.restore_clip(clip), clip))
-    for megapixels, tiles in ((0.0016, 20), (0.002, 7)):  # square tiles, then full-width strips
+    for megapixels, tiles in budgets:
         restorer = Restorer(module, smoother, megapixels)
-        assert len(plan_tiles(40, 56, restorer.pixels, restorer.multiple, restorer.halo)) == tiles
+        assert len(plan_tiles(*size, restorer.pixels, restorer.multiple, restorer.halo)) == tiles
         got = np.stack([r for _, r in restorer(iter(frames))])
         assert np.abs(got.astype(int) - whole).max() <= 1 and (got != whole).mean() < 1e-3
 

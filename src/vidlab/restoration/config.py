@@ -81,19 +81,41 @@ class NoCorruptionConfig(Choice):
 
 # ---------------------------------------------------------------- model
 @dataclass
-class UNetConfig(Choice):
+class ModelConfig(Choice):
+    """What every restoration model has: U-Net shape and the stained frames each output frame sees."""
+
     context_frames: int
     depth: int
     base_channels: int
     norm: str
-    mask_channel: bool
-    residual: bool
 
     def __post_init__(self) -> None:
         require(self.context_frames >= 1 and self.context_frames % 2 == 1, f"context_frames must be odd and >= 1 (got {self.context_frames})")
         require(1 <= self.depth <= 6, f"depth must be in [1, 6] (got {self.depth})")
         at_least(1, self, "base_channels")
         one_of(self, "norm", "batch", "group", "instance", "none")
+
+
+def model_window(model: ModelConfig) -> int | None:
+    """Frames the model reads at once to estimate the stain; None for a per-frame model."""
+    return getattr(model, "window", None)
+
+
+@dataclass
+class UNetConfig(ModelConfig):
+    mask_channel: bool
+    residual: bool
+
+
+@dataclass
+class BlendUNetConfig(ModelConfig):
+    window: int  # frames one stain estimate reads: training windows, evaluation and restore segments
+    min_gain: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least(2, self, "window")
+        require(0 < self.min_gain < 1, f"min_gain must be in (0, 1) (got {self.min_gain})")
 
 
 # ---------------------------------------------------------------- smoothing
@@ -147,10 +169,12 @@ class MaskedSmoothingConfig(TimeWindowConfig):
 class LossConfig:
     stain_weight: float
     ssim_weight: float
+    mask_weight: float
 
     def __post_init__(self) -> None:
-        require(0 <= self.stain_weight < math.inf, f"stain_weight must be a finite number >= 0 (got {self.stain_weight})")
-        require(0 <= self.ssim_weight < math.inf, f"ssim_weight must be a finite number >= 0 (got {self.ssim_weight})")
+        for key in ("stain_weight", "ssim_weight", "mask_weight"):
+            value = getattr(self, key)
+            require(0 <= value < math.inf, f"{key} must be a finite number >= 0 (got {value})")
 
 
 @dataclass
@@ -169,18 +193,23 @@ class TopLevelConfig:
     optimized_metric: str
     optimized_mode: str
     compare_smoothing: list[str]
+    compare_baselines: list[str]
     ckpt_path: Optional[str]
 
     def __post_init__(self) -> None:
+        from vidlab.restoration.baselines import BASELINES
+
         one_of(self, "optimized_mode", "max", "min")
         unknown = set(self.compare_smoothing) - set(SCHEMAS["smoothing"])
         require(not unknown, f"compare_smoothing: unknown choices {sorted(unknown)}")
+        unknown = set(self.compare_baselines) - set(BASELINES)
+        require(not unknown, f"compare_baselines: unknown choices {sorted(unknown)} (choose from {list(BASELINES)})")
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"moving_digits": MovingDigitsConfig, "video_folder": VideoFolderConfig},
     "corruption": {"circular_stain": CircularStainConfig, "multi_stain": MultiStainConfig, "none": NoCorruptionConfig},
-    "model": {"unet": UNetConfig, "unet_temporal": UNetConfig},
+    "model": {"unet": UNetConfig, "unet_temporal": UNetConfig, "blend_unet": BlendUNetConfig},
     "smoothing": {
         "none": NoSmoothingConfig,
         "ema": EmaSmoothingConfig,
@@ -198,7 +227,7 @@ class RunSpec:
 
     dataset: MovingDigitsConfig | VideoFolderConfig
     corruption: CircularStainConfig | MultiStainConfig | NoCorruptionConfig
-    model: UNetConfig
+    model: UNetConfig | BlendUNetConfig
     smoothing: NoSmoothingConfig | EmaSmoothingConfig | WindowSmoothingConfig | MaskedSmoothingConfig
     logger: MlflowLoggerConfig | NoLoggerConfig
     loss: LossConfig
@@ -228,6 +257,9 @@ def validate(cfg: DictConfig) -> RunSpec:
         raise ConfigError("optimizer: needs a _target_ (e.g. optimizer=adamw)")
     nodes["top"] = replace(nodes["top"], optimized_metric=restoration_metric(nodes["top"].optimized_metric, stained=not isinstance(nodes["corruption"], NoCorruptionConfig)))
     spec = RunSpec(**nodes, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"))
+    window = model_window(spec.model)
+    if window is not None and getattr(spec.dataset, "clip_seconds", None) is None and spec.dataset.clip_frames < window:
+        raise ConfigError(f"model.window: {window} frames do not fit the dataset's clips of {spec.dataset.clip_frames} frames (dataset.clip_frames)")
     if isinstance(spec.dataset, MovingDigitsConfig):
         size = min(spec.dataset.height, spec.dataset.width)
         if 2 * spec.corruption.max_radius >= size:

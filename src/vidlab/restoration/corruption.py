@@ -111,6 +111,15 @@ class Stain:
             clear *= 1 - layer.mask
         return 1 - clear
 
+    @property
+    def offset(self) -> np.ndarray:
+        """What the stain adds to every frame, float32 ``(H, W, 3)``: the blend of a black frame, so that
+        ``stained = clean * (1 - mask) + offset`` before rounding (``tint * mask`` for one stain)."""
+        out = np.zeros((self.height, self.width, 3))
+        for layer in self.layers:
+            out = _blend(out, layer.mask, layer.tint)
+        return out.astype(np.float32)
+
     def apply(self, frames: np.ndarray) -> np.ndarray:
         if not self.layers:
             return frames.copy()

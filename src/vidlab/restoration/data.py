@@ -2,7 +2,9 @@
 
 Each video is decoded once per pass, in order, and only one clip is held at a time, so memory does
 not grow with video length. Evaluation stains are fixed per (seed, split, video, clip); training
-stains are new every epoch.
+stains are new every epoch. A per-frame model trains on single frames (with their neighbours); a
+model that reads the whole clip (``window`` frames) trains on windows of that many frames with the
+frames to score in each.
 """
 
 from __future__ import annotations
@@ -66,13 +68,14 @@ class StainedClipStream(IterableDataset):
         samples_per_clip: int = 1,
         shuffle_buffer: int = 1,
         resize: list[int] | None = None,
+        window: int | None = None,
     ):
         self.clips, self.corruption, self.split, self.seed = clips, corruption, split, seed
-        self.train, self.context_frames = train, context_frames
+        self.train, self.context_frames, self.window = train, context_frames, window
         self.samples_per_clip, self.shuffle_buffer, self.resize = samples_per_clip, shuffle_buffer, resize
 
     def __len__(self) -> int:
-        return len(self.clips) * (self.samples_per_clip if self.train else 1)
+        return len(self.clips) * (self.samples_per_clip if self.train and self.window is None else 1)
 
     def _videos(self, pass_seed: int) -> list[str]:
         paths = list(dict.fromkeys(ref.path for ref in self.clips))
@@ -99,14 +102,23 @@ class StainedClipStream(IterableDataset):
             for ref, clean in read_clips(path, by_path[path], self.resize):
                 rng = np.random.default_rng([self.seed, SPLITS.index(self.split), pass_seed % 2**32, ref.video_idx, ref.clip_idx])
                 stain = self.corruption.sample(rng, clean.shape[1], clean.shape[2])
-                yield {"ref": ref, "rng": rng, "clean": clean, "stained": stain.apply(clean), "mask": stain.mask}
+                yield {"ref": ref, "rng": rng, "clean": clean, "stained": stain.apply(clean), "mask": stain.mask,
+                       "offset": stain.offset}
 
     def _samples(self, clip: dict) -> Iterator[dict]:
         length = clip["clean"].shape[0]
         rng = clip["rng"]
-        centres = rng.choice(length, size=self.samples_per_clip, replace=self.samples_per_clip > length)
         mask = torch.from_numpy(clip["mask"])[None]
         stained, clean = _to_tensor(clip["stained"]), _to_tensor(clip["clean"])
+        if self.window is not None:
+            if length < self.window:
+                raise InputError(f"{clip['ref'].path}: a clip of {length} frames is shorter than the model's window of {self.window}")
+            start = int(rng.integers(length - self.window + 1))
+            centres = np.sort(rng.choice(self.window, size=self.samples_per_clip, replace=self.samples_per_clip > self.window))
+            window = slice(start, start + self.window)
+            yield {"stained": stained[window], "clean": clean[window][centres], "mask": mask, "centres": torch.from_numpy(centres)}
+            return
+        centres = rng.choice(length, size=self.samples_per_clip, replace=self.samples_per_clip > length)
         for t in centres:
             yield {"stained": stained[neighbour_indices(int(t), self.context_frames, length)], "clean": clean[t], "mask": mask}
 
@@ -119,6 +131,7 @@ class StainedClipStream(IterableDataset):
                     "stained": _to_tensor(clip["stained"]),
                     "clean": _to_tensor(clip["clean"]),
                     "mask": torch.from_numpy(clip["mask"])[None],
+                    "offset": torch.from_numpy(clip["offset"]).permute(2, 0, 1),
                     "video_idx": ref.video_idx,
                     "clip_idx": ref.clip_idx,
                 }
@@ -137,9 +150,11 @@ class StainedClipStream(IterableDataset):
 class RestorationDataModule(L.LightningDataModule):
     """Train/val/test streams of stained clips from the configured dataset and corruption."""
 
-    def __init__(self, cfg: MovingDigitsConfig | VideoFolderConfig, corruption: Corruption, context_frames: int):
+    def __init__(
+        self, cfg: MovingDigitsConfig | VideoFolderConfig, corruption: Corruption, context_frames: int, window: int | None = None
+    ):
         super().__init__()
-        self.cfg, self.corruption, self.context_frames = cfg, corruption, context_frames
+        self.cfg, self.corruption, self.context_frames, self.window = cfg, corruption, context_frames, window
         self.clips: dict[str, list[ClipRef]] = {}
 
     @property
@@ -165,19 +180,20 @@ class RestorationDataModule(L.LightningDataModule):
 
     def stream(self, split: str) -> StainedClipStream:
         train = split == "train"
+        # A window holds `window` frames: the shuffle buffer keeps about as many frames as per-frame samples would.
+        buffer = self.cfg.shuffle_buffer if self.window is None else max(1, self.cfg.shuffle_buffer // self.window)
         return StainedClipStream(
             self.clips[split], self.corruption, split, self.cfg.seed, train, self.context_frames,
-            self.cfg.samples_per_clip if train else 1, self.cfg.shuffle_buffer if train else 1, self.resize,
+            self.cfg.samples_per_clip if train else 1, buffer if train else 1, self.resize, self.window,
         )
 
     def _loader(self, split: str) -> DataLoader:
         train = split == "train"
         stream = self.stream(split)
         workers = min(self.cfg.num_workers, len({r.path for r in self.clips[split]}))
-        return DataLoader(
-            stream, batch_size=self.cfg.batch_size if train else 1, num_workers=workers,
-            persistent_workers=False,
-        )
+        # batch_size counts scored frames: a window model's batch holds batch_size // samples_per_clip windows.
+        batch = self.cfg.batch_size if self.window is None else max(1, self.cfg.batch_size // self.cfg.samples_per_clip)
+        return DataLoader(stream, batch_size=batch if train else 1, num_workers=workers, persistent_workers=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

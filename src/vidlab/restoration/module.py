@@ -1,8 +1,11 @@
-"""The restoration LightningModule: per-frame U-Net training, clip-level evaluation with smoothing.
+"""The restoration LightningModule: training, clip-level evaluation with smoothing and baselines.
 
-Evaluation runs on whole clips in time order: the model restores every frame (temporal models see
-edge-repeated neighbours), the configured smoothing runs over the restored clip, and the metrics of
-the stained input (baseline), the raw output and the smoothed output are gathered per clip.
+Per-frame models (:class:`~vidlab.restoration.unet.UNet`) train on single frames; the blend-aware
+model (:class:`~vidlab.restoration.blend.BlendUNet`) on windows of frames, with a loss on its
+estimated stain too. Evaluation runs on whole clips in time order: the model restores every frame
+(temporal models see edge-repeated neighbours), the configured smoothing runs over the restored
+clip, and the metrics of the stained input, the raw output, the smoothed output and (at test time)
+the reference restorations of :mod:`~vidlab.restoration.baselines` are gathered per clip.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from vidlab.restoration.config import SCHEMAS, LossConfig, UNetConfig, build_smoothing_config
+from vidlab.restoration.baselines import run_baseline
+from vidlab.restoration.blend import BlendUNet
+from vidlab.restoration.config import SCHEMAS, LossConfig, build_smoothing_config
 from vidlab.restoration.data import neighbour_indices
 from vidlab.restoration.metrics import VARIANTS, clip_metrics, per_frame_curves, ssim_map
 from vidlab.restoration.smoothing import Smoother, build_smoothing
@@ -51,17 +57,18 @@ class RestorationModule(L.LightningModule):
         smoothing: dict,
         loss: dict,
         compare_smoothing: list[str] | tuple[str, ...] = (),
+        compare_baselines: list[str] | tuple[str, ...] = (),
         preview_clip: int = 0,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
-        self.model_cfg: UNetConfig = build_node("model", UNetConfig, model)
-        self.loss_cfg: LossConfig = build_node("loss", LossConfig, loss)
+        self.model_cfg = build_node("model", SCHEMAS["model"][model["name"]], model)
+        self.loss_cfg: LossConfig = build_node("loss", LossConfig, {"mask_weight": 0.0, **loss})  # 0.1 checkpoints had no mask loss
         self.smoothing_cfg = build_node("smoothing", SCHEMAS["smoothing"][smoothing["name"]], smoothing)
         self.smoother = build_smoothing(self.smoothing_cfg)
-        self.net: UNet = instantiate_choice(self.model_cfg)
+        self.net: UNet | BlendUNet = instantiate_choice(self.model_cfg)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.records: list[dict[str, Any]] = []
         self.preview: dict[str, np.ndarray] = {}
@@ -80,6 +87,8 @@ class RestorationModule(L.LightningModule):
         can carry neighbours as context without restoring them); returns it clamped to [0, 1]."""
         t = clip.shape[0]
         centres = np.arange(t) if centres is None else np.asarray(centres)
+        if isinstance(self.net, BlendUNet):
+            return self.net.restore(clip, centres, batch)
         out = []
         for start in range(0, len(centres), batch):
             idx = neighbour_indices(centres[start : start + batch], self.model_cfg.context_frames, t)
@@ -91,10 +100,20 @@ class RestorationModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         stained, clean, mask = _as_float(batch["stained"]), _as_float(batch["clean"]), batch["mask"]
-        pred = self(stained, mask)
+        mask_loss = None
+        if isinstance(self.net, BlendUNet):
+            pred, logits = self.net(stained, batch["centres"])
+            pred, clean = pred.flatten(0, 1), clean.flatten(0, 1)
+            mask_loss = F.binary_cross_entropy_with_logits(logits, mask)
+            mask = mask.repeat_interleave(batch["centres"].shape[1], 0)
+        else:
+            pred = self(stained, mask)
         weight = 1 + self.loss_cfg.stain_weight * mask
         l1 = (weight * (pred - clean).abs()).mean() / weight.mean()
         loss = l1
+        if mask_loss is not None:
+            loss = loss + self.loss_cfg.mask_weight * mask_loss
+            self.log("train/mask_bce", mask_loss, on_step=False, on_epoch=True, batch_size=len(pred))
         if self.loss_cfg.ssim_weight > 0:
             loss = loss + self.loss_cfg.ssim_weight * (1 - ssim_map(pred, clean).mean())
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(pred))
@@ -110,11 +129,12 @@ class RestorationModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate_clip(self, batch: dict[str, Any], extra: dict[str, Smoother]) -> dict[str, Any]:
+    def _evaluate_clip(self, batch: dict[str, Any], extra: dict[str, Smoother], baselines: tuple[str, ...] = ()) -> dict[str, Any]:
         clip, clean, mask = _as_float(batch["stained"][0]), _as_float(batch["clean"][0]), batch["mask"][0]
         restored = self.restore_clip(clip, mask)
         outputs = {"stained": clip, "raw": restored, "smoothed": self.smoother(restored, clip)}
         outputs.update({f"smoothing_{name}": smoother(restored, clip) for name, smoother in extra.items()})
+        outputs.update({f"baseline_{name}": run_baseline(name, clip, mask, batch["offset"][0]) for name in baselines})
         record: dict[str, Any] = {"video_idx": int(batch["video_idx"][0]), "clip_idx": int(batch["clip_idx"][0])}
         for variant, frames in outputs.items():
             for metric, value in clip_metrics(frames, clean, mask).items():
@@ -150,7 +170,7 @@ class RestorationModule(L.LightningModule):
         self._compared = self._comparison_smoothers()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        record = self._evaluate_clip(batch, self._compared)
+        record = self._evaluate_clip(batch, self._compared, tuple(self.hparams.compare_baselines))
         clean, outputs = record.pop("_outputs")
         if batch_idx == self.hparams.preview_clip:
             self.preview = {"clean": to_uint8(clean), **{k: to_uint8(outputs[k]) for k in VARIANTS}}
@@ -170,6 +190,7 @@ def module_from_spec(spec: Any, optimizer: Callable | None, scheduler: Callable 
         smoothing=asdict(spec.smoothing),
         loss=asdict(spec.loss),
         compare_smoothing=list(spec.top.compare_smoothing),
+        compare_baselines=list(spec.top.compare_baselines),
         preview_clip=spec.preview.clip,
         optimizer=optimizer,
         scheduler=scheduler,

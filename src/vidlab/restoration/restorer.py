@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 import numpy as np
 
 from vidlab.errors import ConfigError
+from vidlab.restoration.config import model_window
 
 # torch is imported where it is used: ``python -m vidlab.restore`` answers path and format mistakes
 # before paying for it.
@@ -118,12 +119,11 @@ class Restorer:
     ):
         self.module, self.smoother, self.device = module, smoother, module.device
         self.pixels, self.chunk = round(megapixels * 1e6), chunk
-        depth = module.model_cfg.depth
-        # The U-Net's receptive field has a radius of 7 * 2**depth - 5 pixels (two 3x3 convs per
-        # level down and up, plus pooling offsets; tests/restoration/test_restore.py measures it). Group and
-        # instance norms pool statistics over the whole frame, so those models are never tiled (the
-        # budget then bounds the batch only).
-        self.multiple, self.halo = 2**depth, 7 * 2**depth
+        # Tiles overlap by the model's receptive field (``halo``). Group and instance norms pool
+        # statistics over the whole frame, so those models are never tiled (the budget then bounds
+        # the batch only).
+        self.multiple, self.halo = 2**module.model_cfg.depth, module.net.halo
+        self.window = model_window(module.model_cfg)
         self.tileable = module.model_cfg.norm in ("batch", "none")
         smallest = (self.multiple + 2 * self.halo) ** 2
         if self.pixels < smallest:
@@ -151,8 +151,12 @@ class Restorer:
         tiles = plan_tiles(h, w, pixels, self.multiple, self.halo)
         read = max((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
         batch = self._frames_per_block(self.pixels, read)
-        radius = self.module.model_cfg.context_frames // 2
-        for window, first, count in _blocks(frames, radius, radius, batch):
+        if self.window is None:  # per frame: blocks carry the neighbours the model reads
+            radius = self.module.model_cfg.context_frames // 2
+            before, after = radius, radius
+        else:  # one stain estimate per aligned segment; a short last one reads the window before it
+            before, after, batch = self.window, 0, self.window * max(1, batch // self.window)
+        for window, first, count in _blocks(frames, before, after, batch):
             restored = torch.empty(count, 3, h, w)
             for tile in tiles:
                 clip = _to_float(window, *tile.read, self.device)

@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 from vidlab import tracking
 from vidlab.files import atomic_path, write_text
 from vidlab.jobs import StopOnSignal, checked_optimizer, job_dirs, on_stop_say, trainer_kwargs
-from vidlab.restoration.config import RunSpec, validate
+from vidlab.restoration.baselines import LABELS
+from vidlab.restoration.config import RunSpec, model_window, validate
 from vidlab.restoration.corruption import build_corruption
 from vidlab.restoration.data import RestorationDataModule
 from vidlab.restoration.metrics import METRICS
@@ -51,12 +52,13 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def smoothing_table(summary: dict[str, float], compared: list[str]) -> list[dict[str, Any]]:
-    """One row per output: the stained input, the raw U-Net, and each compared smoothing."""
+def comparison_table(summary: dict[str, float], model: str, smoothings: list[str], baselines: list[str]) -> list[dict[str, Any]]:
+    """One row per output: the stained input, each baseline, the raw model and each compared smoothing."""
     rows = []
-    for label, variant in [("stained input", "stained"), ("U-Net, smoothing=none", "raw")] + [
-        (f"U-Net, smoothing={name}", f"smoothing_{name}") for name in compared if name != "none"
-    ]:
+    outputs = [("stained input", "stained")] + [(LABELS[name], f"baseline_{name}") for name in baselines]
+    outputs += [(f"{model}, smoothing=none", "raw")]
+    outputs += [(f"{model}, smoothing={name}", f"smoothing_{name}") for name in smoothings if name != "none"]
+    for label, variant in outputs:
         row: dict[str, Any] = {"output": label}
         for metric in METRICS:
             value = summary.get(f"test/{variant}/{metric}", math.nan)
@@ -73,15 +75,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_test_outputs(module: RestorationModule, spec: RunSpec, output_dir: Path) -> list[tuple[str, Path]]:
-    """Per-clip CSV, smoothing comparison, side-by-side GIF/mp4, per-frame plot, as (artifact folder, file)."""
+    """Per-clip CSV, comparison table, side-by-side GIF/mp4, per-frame plot, as (artifact folder, file)."""
     out = output_dir / "test"
     out.mkdir(parents=True, exist_ok=True)
     files: list[tuple[str, Path]] = []
     if module.records:
         files.append(("test", _write_csv(out / "test_clips.csv", module.records)))
-        rows = smoothing_table(module.test_summary, spec.top.compare_smoothing)
-        files.append(("test", _write_csv(out / "smoothing_comparison.csv", rows)))
-        md = out / "smoothing_comparison.md"
+        rows = comparison_table(module.test_summary, spec.model.name, spec.top.compare_smoothing, spec.top.compare_baselines)
+        files.append(("test", _write_csv(out / "comparison.csv", rows)))
+        md = out / "comparison.md"
         write_text(md, markdown_table(rows))
         files.append(("test", md))
     if module.preview:
@@ -105,7 +107,7 @@ def run(cfg: DictConfig) -> float | None:
     L.seed_everything(spec.top.seed, workers=True)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
     module = module_from_spec(spec, optimizer, scheduler)
-    datamodule = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.context_frames)
+    datamodule = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.context_frames, model_window(spec.model))
 
     logger = None
     if isinstance(spec.logger, MlflowLoggerConfig):

@@ -1,4 +1,7 @@
-"""A 2D U-Net applied per frame; with ``context_frames > 1`` it sees k stained neighbours (early fusion)."""
+"""A 2D U-Net applied per frame; with ``context_frames > 1`` it sees k stained neighbours (early fusion).
+
+:class:`ConvUNet` is the plain encoder-decoder (any channels in and out); :class:`UNet` is the frame
+restorer built on it, and the blend-aware model (:mod:`vidlab.restoration.blend`) uses two of them."""
 
 from __future__ import annotations
 
@@ -25,15 +28,17 @@ class _DoubleConv(nn.Sequential):
         )
 
 
-class UNet(nn.Module):
-    """Input ``(B, k, 3, H, W)`` stained frames in [0, 1] (plus an optional ``(B, 1, H, W)`` mask);
-    output ``(B, 3, H, W)``, the restored centre frame. Any H, W: padded to a multiple of
+class ConvUNet(nn.Module):
+    """``(B, in_channels, H, W)`` -> ``(B, out_channels, H, W)``. Any H, W: padded to a multiple of
     ``2**depth`` by edge replication, cropped back."""
 
-    def __init__(self, context_frames: int, depth: int, base_channels: int, norm: str, mask_channel: bool, residual: bool):
+    def __init__(self, in_channels: int, out_channels: int, depth: int, base_channels: int, norm: str):
         super().__init__()
-        self.context_frames, self.depth, self.mask_channel, self.residual = context_frames, depth, mask_channel, residual
-        cin = 3 * context_frames + int(mask_channel)
+        self.depth = depth
+        # Receptive-field radius: 7 * 2**depth - 5 pixels (two 3x3 convs per level down and up, plus
+        # pooling offsets; tests/restoration/test_restore.py measures it), rounded up to 7 * 2**depth.
+        self.halo = 7 * 2**depth
+        cin = in_channels
         widths = [base_channels * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList()
         for w in widths:
@@ -45,7 +50,30 @@ class UNet(nn.Module):
             self.up.append(nn.ConvTranspose2d(cin, w, 2, stride=2))
             self.fuse.append(_DoubleConv(2 * w, w, norm))
             cin = w
-        self.head = nn.Conv2d(cin, 3, 1)
+        self.head = nn.Conv2d(cin, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        multiple = 2**self.depth
+        x = F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple), mode="replicate")
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < self.depth:
+                skips.append(x)
+                x = F.max_pool2d(x, 2)
+        for up, fuse in zip(self.up, self.fuse):
+            x = fuse(torch.cat([up(x), skips.pop()], dim=1))
+        return self.head(x)[:, :, :h, :w]
+
+
+class UNet(ConvUNet):
+    """Input ``(B, k, 3, H, W)`` stained frames in [0, 1] (plus an optional ``(B, 1, H, W)`` mask);
+    output ``(B, 3, H, W)``, the restored centre frame."""
+
+    def __init__(self, context_frames: int, depth: int, base_channels: int, norm: str, mask_channel: bool, residual: bool):
+        super().__init__(3 * context_frames + int(mask_channel), 3, depth, base_channels, norm)
+        self.context_frames, self.mask_channel, self.residual = context_frames, mask_channel, residual
 
     def forward(self, stained: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, k, c, h, w = stained.shape
@@ -56,18 +84,7 @@ class UNet(nn.Module):
             if mask is None:
                 raise ValueError("this model was trained with a mask input channel: pass the stain mask")
             x = torch.cat([x, mask], dim=1)
-        multiple = 2**self.depth
-        pad_h, pad_w = (-h) % multiple, (-w) % multiple
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x)
-            if i < self.depth:
-                skips.append(x)
-                x = F.max_pool2d(x, 2)
-        for up, fuse in zip(self.up, self.fuse):
-            x = fuse(torch.cat([up(x), skips.pop()], dim=1))
-        out = self.head(x)[:, :, :h, :w]
+        out = super().forward(x)
         if self.residual:
             out = out + stained[:, k // 2]
         return out

@@ -1,0 +1,101 @@
+"""Blend-aware blind restoration: estimate the clip's static stain, invert its blend, repair the rest.
+
+A stain blends every frame the same way, ``x_t = f_t * (1 - m) + tint * m`` per pixel (layered stains
+compose to the same form, with an effective opacity ``m`` and tint colour), and it is static over a
+clip, as a watermark is over Dekel et al.'s image collection (CVPR 2017). So the model reads the whole
+clip: an estimator U-Net maps per-pixel statistics over time (minimum, maximum, mean, mean absolute
+frame difference; all of them are squeezed by ``1 - m`` and pulled towards the tint inside a stain)
+to the opacity ``m`` and tint; every frame is put back through the inverse blend
+``(x - tint * m) / (1 - m)``; a refiner U-Net then corrects what the inverse cannot (where ``m``
+nears 1 the content is gone and uint8 rounding is amplified), scaled by ``m`` so that pixels outside
+the stain pass through untouched. Nothing needs the true mask at inference; training also supervises
+the estimated opacity (WDNet, Liu et al. WACV 2021, and SLBR, Liang et al. ACM MM 2021, train their
+mask branch the same way).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidlab.restoration.data import neighbour_indices
+from vidlab.restoration.unet import ConvUNet
+
+STATISTICS = ("minimum", "maximum", "mean", "motion")  # per channel, over the clip's frames
+
+
+def clip_statistics(clip: torch.Tensor) -> torch.Tensor:
+    """``(B, T, 3, H, W)`` -> ``(B, 12, H, W)``: per-pixel min, max, mean and mean ``|x_t - x_{t-1}|``."""
+    motion = (clip[:, 1:] - clip[:, :-1]).abs().mean(1) if clip.shape[1] > 1 else torch.zeros_like(clip[:, 0])
+    return torch.cat([clip.amin(1), clip.amax(1), clip.mean(1), motion], dim=1)
+
+
+def invert_blend(frames: torch.Tensor, opacity: torch.Tensor, tint: torch.Tensor, min_gain: float) -> torch.Tensor:
+    """``(x - tint * m) / (1 - m)`` clamped to [0, 1]; ``1 - m`` is floored at ``min_gain`` (where the
+    stain is opaque the content is gone, and dividing by ~0 only amplifies rounding)."""
+    gain = (1 - opacity).clamp(min=min_gain)
+    return ((frames - tint * opacity) / gain).clamp(0, 1)
+
+
+class BlendUNet(nn.Module):
+    """Reads windows of ``window`` stained frames ``(B, window, 3, H, W)`` in [0, 1]; one stain
+    estimate per window. Training calls :meth:`forward`, evaluation and restore :meth:`restore`."""
+
+    def __init__(self, window: int, context_frames: int, depth: int, base_channels: int, norm: str, min_gain: float):
+        super().__init__()
+        self.window, self.context_frames, self.depth, self.min_gain = window, context_frames, depth, min_gain
+        self.estimator = ConvUNet(3 * len(STATISTICS), 4, depth, base_channels, norm)
+        self.refiner = ConvUNet(3 * context_frames + 4, 3, depth, base_channels, norm)
+        self.halo = self.estimator.halo + self.refiner.halo  # the refiner reads the estimate around each pixel
+
+    def estimate_logits(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Opacity logits ``(B, 1, H, W)`` (the mask loss is a BCE on them) and tint ``(B, 3, H, W)``."""
+        out = self.estimator(clip_statistics(clip))
+        return out[:, :1], torch.sigmoid(out[:, 1:])
+
+    def refine(self, inverted: torch.Tensor, opacity: torch.Tensor, tint: torch.Tensor) -> torch.Tensor:
+        """``inverted`` ``(N, k, 3, H, W)`` neighbours of each output frame after the inverse blend."""
+        n, k, c, h, w = inverted.shape
+        correction = self.refiner(torch.cat([inverted.reshape(n, k * c, h, w), opacity, tint], dim=1))
+        return inverted[:, k // 2] + opacity * correction
+
+    def forward(self, clip: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows ``(B, W, 3, H, W)`` and the frames to restore in each ``(B, S)``: the restored frames
+        ``(B, S, 3, H, W)`` and the opacity logits ``(B, 1, H, W)``."""
+        b, t = clip.shape[:2]
+        logits, tint = self.estimate_logits(clip)
+        opacity = torch.sigmoid(logits)
+        inverted = invert_blend(clip, opacity[:, None], tint[:, None], self.min_gain)
+        s = centres.shape[1]
+        idx = torch.as_tensor(neighbour_indices(centres.cpu().numpy(), self.context_frames, t), device=clip.device)
+        stacks = inverted[torch.arange(b, device=clip.device)[:, None, None], idx]  # (B, S, k, 3, H, W)
+        frames = self.refine(stacks.flatten(0, 1), opacity.repeat_interleave(s, 0), tint.repeat_interleave(s, 0))
+        return frames.unflatten(0, (b, s)), logits
+
+    def segment(self, index: int, length: int) -> tuple[int, int]:
+        """The frames whose stain estimate restores frame ``index`` of a ``length``-frame stream: its
+        ``window``-aligned segment, or the last ``window`` frames for a short tail."""
+        start = index // self.window * self.window
+        stop = start + self.window
+        return (start, stop) if stop <= length else (max(0, length - self.window), length)
+
+    @torch.no_grad()
+    def restore(self, clip: torch.Tensor, centres: np.ndarray, batch: int) -> torch.Tensor:
+        """Restore frames ``centres`` of a float clip ``(T, 3, H, W)`` (whose frame 0 starts a segment),
+        each from its segment's stain estimate; ``batch`` frames go through the refiner at once."""
+        out = []
+        segments: dict[tuple[int, int], list[int]] = {}
+        for c in centres:
+            segments.setdefault(self.segment(int(c), clip.shape[0]), []).append(int(c))
+        for (start, stop), wanted in segments.items():
+            part = clip[start:stop]
+            logits, tint = self.estimate_logits(part[None])
+            opacity = torch.sigmoid(logits)
+            inverted = invert_blend(part, opacity, tint, self.min_gain)
+            local = np.asarray(wanted) - start
+            for i in range(0, len(local), batch):
+                idx = neighbour_indices(local[i : i + batch], self.context_frames, stop - start)
+                n = len(idx)
+                out.append(self.refine(inverted[torch.as_tensor(idx, device=clip.device)], opacity.expand(n, -1, -1, -1), tint.expand(n, -1, -1, -1)))
+        return torch.cat(out).clamp(0, 1)
