@@ -140,6 +140,13 @@ COMMANDS: dict[str, Command] = {
     ".venv/bin/python train.py corruption=none": Command(shrink=QUICK),
     ".venv/bin/python train.py dataset=video_folder dataset.path=/data/mmnist-medium dataset.clip_seconds=5":
         Command(shrink=QUICK),
+    # Restoration that knows the blend
+    ".venv/bin/python train.py model=unet smoothing=masked": Command(shrink=QUICK),
+    ".venv/bin/python train.py corruption=multi_stain": Command(shrink=QUICK),
+    ".venv/bin/python -m vidlab.restoration.footage data/footage --videos 40": Command(shrink=["--videos", "10", "--frames", "32"]),
+    ".venv/bin/python train.py dataset=video_folder dataset.path=data/footage 'dataset.resize=[72,128]'": Command(shrink=QUICK),
+    ".venv/bin/python train.py dataset=video_folder dataset.path=data/footage 'dataset.resize=[72,128]' model=unet":
+        Command(shrink=QUICK),
     # Sweeps
     ".venv/bin/python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=4 seed=0,1,2,3":
         Command(shrink=QUICK, check=_joblib_sweep),

@@ -9,7 +9,9 @@ larger than the budget is cut into tiles that overlap by the U-Net's receptive f
 smoothing step; the restored frames held for the smoothing take at most 8 budgets' worth (0.1 GB
 per megapixel), or the few frames its window needs when frames are larger. Each frame is restored
 once, and blocks carry the neighbours the model and the smoothing read, so the output is the one
-the whole video restored at once would give, whatever the budget (up to float rounding).
+the whole video restored at once would give, whatever the budget (up to float rounding). The blend
+model (``blend_unet``) estimates the stain once per segment of ``model.window`` frames, as when its
+test clips were scored.
 
 The output is H.264 in ``.mp4``, ``.mkv`` or ``.avi``, at the input's exact size (odd sizes too).
 A progress bar (frames, frames/s) goes to stderr, a one-line summary to stdout.

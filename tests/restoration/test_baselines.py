@@ -26,10 +26,13 @@ def test_offset_of_one_stain_is_tint_times_mask():
     np.testing.assert_allclose(stain.offset, 0.3 * stain.mask[..., None].repeat(3, -1), atol=1e-6)
 
 
-@pytest.mark.parametrize("corruption", ["circular_stain", "multi_stain"])
+@pytest.mark.parametrize("corruption", ["circular_stain", "coloured", "multi_stain"])
 def test_true_inverse_undoes_the_blend_up_to_rounding(corruption: str):
-    values = choice_values("corruption", corruption)
-    if corruption == "circular_stain":
+    values = choice_values("corruption", "circular_stain" if corruption == "coloured" else corruption)
+    if corruption == "coloured":
+        values.update(radius=12, colour=[0.6, 0.2, 0.1])
+        corruption = "circular_stain"
+    elif corruption == "circular_stain":
         values["radius"] = 12
     else:
         values.update(radius_range=[8.0, 14.0], min_stains=3, max_stains=3)

@@ -39,8 +39,8 @@ def test_pixels_the_model_finds_unstained_pass_through_unchanged():
 
 def test_training_step_reaches_both_u_nets():
     net = _net(context_frames=3)
-    frames, logits = net(torch.rand(2, 4, 3, 16, 16), torch.tensor([[0, 3], [1, 2]]))
-    assert frames.shape == (2, 2, 3, 16, 16) and logits.shape == (2, 1, 16, 16)
+    frames, inverted, logits = net(torch.rand(2, 4, 3, 16, 16), torch.tensor([[0, 3], [1, 2]]))
+    assert frames.shape == inverted.shape == (2, 2, 3, 16, 16) and logits.shape == (2, 1, 16, 16)
     (frames.mean() + logits.mean()).backward()
     assert all(p.grad is not None for p in net.parameters())
 
@@ -53,7 +53,7 @@ def test_halo_covers_the_receptive_field(depth: int):
     size = 2 * net.halo + 24
     clip = torch.rand(1, 4, 3, size, size, requires_grad=True)
     centre = size // 2
-    frames, _ = net(clip, torch.tensor([[1]]))
+    frames = net(clip, torch.tensor([[1]])).frames
     frames[0, 0, :, centre, centre].sum().backward()
     rows, cols = torch.nonzero(clip.grad[0].abs().sum((0, 1)), as_tuple=True)
     radius = max(abs(int(v) - centre) for v in (rows.min(), rows.max(), cols.min(), cols.max()))
@@ -84,10 +84,11 @@ def test_learns_to_remove_a_stain_from_non_black_footage():
     centres = torch.arange(4).repeat(4, 1)
     for _ in range(150):
         stained, clean, mask = _textured_clips(rng, 4)
-        frames, logits = net(stained, centres)
+        frames, inverted, logits = net(stained, centres)
         weight = 1 + 4 * mask[:, None]
         loss = (weight * (frames - clean).abs()).mean() / weight.mean()
         loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(logits, mask)
+        loss = loss + ((1 - mask[:, None]) * (inverted - clean).abs()).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

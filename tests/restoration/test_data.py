@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 
 from vidlab.restoration.corruption import CircularStain
-from vidlab.restoration.data import StainedClipStream, read_clips
+from vidlab.restoration.data import RestorationDataModule, StainedClipStream, read_clips
 from vidlab.restoration.digits import MovingDigits
 from vidlab.restoration.sources import MovingDigitsConfig, VideoFolderConfig, build_clips, cut_clips, split_videos
 from vidlab.schema import build_node, choice_values
@@ -74,3 +74,26 @@ def test_stream_reads_clips_sequentially_and_stains_deterministically(tmp_path: 
     train = list(StainedClipStream(clips["train"], stain, "train", 0, train=True, context_frames=3, samples_per_clip=4, shuffle_buffer=5))
     assert len(train) == 4 * len(clips["train"])
     assert train[0]["stained"].shape == (3, 3, 72, 128) and train[0]["clean"].shape == (3, 72, 128)
+
+
+def test_window_models_train_on_windows_with_their_scored_frames(tmp_path: Path):
+    cfg = _dataset("moving_digits", cache_dir=str(tmp_path), train_videos=2, val_videos=1, test_videos=1, frames_per_video=16,
+                   clip_frames=8, batch_size=6, samples_per_clip=3)
+    datamodule = RestorationDataModule(cfg, CircularStain(20, 1.0, 0.8, 0.3), context_frames=1, window=6)
+    datamodule.prepare_data()
+    stream = datamodule.stream("train")
+    samples = list(stream)
+    assert len(samples) == len(stream) == len(datamodule.clips["train"])  # one window per clip
+    for sample in samples:
+        centres = sample["centres"].numpy()
+        assert sample["stained"].shape == (6, 3, 72, 128) and sample["clean"].shape == (3, 3, 72, 128)
+        assert len(set(centres)) == 3 and centres.min() >= 0 and centres.max() < 6 and (np.diff(centres) > 0).all()
+        # the scored frames are the clean frames under the window's stained ones
+        stained = sample["stained"][centres].float() / 255
+        mask = sample["mask"][0]
+        restored = ((stained - 0.3 * mask) / (1 - mask).clamp(min=1e-6)).clamp(0, 1)
+        assert ((restored - sample["clean"].float() / 255).abs()[..., mask < 0.5] <= 2 / 255).all()
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["stained"].shape[:2] == (2, 6) and batch["centres"].shape == (2, 3)  # 6 scored frames: 2 windows of 3
+    val = next(iter(datamodule.val_dataloader()))
+    assert val["stained"].shape[1] == 8 and val["offset"].shape == (1, 3, 72, 128)  # evaluation: whole clips

@@ -32,7 +32,7 @@ def test_tiny_run_logs_metrics_params_and_artifacts(tmp_path: Path):
     client, runs = _runs(tmp_path)
     assert len(runs) == 1
     run = runs[0]
-    assert run.info.status == "FINISHED" and run.info.run_name == "unet-masked-circular_stain"
+    assert run.info.status == "FINISHED" and run.info.run_name == "blend_unet-none-circular_stain"
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
     metrics = run.data.metrics
     for variant in ("stained", "raw", "smoothed"):
@@ -40,13 +40,16 @@ def test_tiny_run_logs_metrics_params_and_artifacts(tmp_path: Path):
             assert np.isfinite(metrics[f"test/{variant}/{metric}"]), (variant, metric)
             assert f"val/{variant}/{metric}" in metrics
     assert "test/smoothing_ema/flicker" in metrics and "train/loss_epoch" in metrics
+    assert {"train/mask_bce", "train/inverse_l1"} <= metrics.keys()  # the blend model's stain losses
+    for baseline in ("inpaint_telea", "inpaint_ns", "clip_minimum", "true_inverse"):
+        assert np.isfinite(metrics[f"test/baseline_{baseline}/psnr_content_stain"]), baseline
     assert run.data.params["model.base_channels"] == "6"
     assert run.data.params["corruption.radius"] == "25"
     assert run.data.tags["hydra_overrides"].startswith("debug=limit")
     artifacts = _artifacts(client, run.info.run_id)
     assert {
         "checkpoints/best.ckpt", "config/config.yaml", "hydra/overrides.yaml", "previews/preview.gif",
-        "previews/preview.mp4", "previews/per_frame.png", "test/test_clips.csv", "test/smoothing_comparison.csv",
+        "previews/preview.mp4", "previews/per_frame.png", "test/test_clips.csv", "test/comparison.csv", "test/comparison.md",
     } <= artifacts
     preview = Path(client.download_artifacts(run.info.run_id, "previews/preview.mp4", str(tmp_path / "dl")))
     first = next(iter_frames(preview))

@@ -37,11 +37,14 @@ class CircularStainConfig(Choice):
     opacity: float
     hardness: float
     tint: float
+    colour: Optional[list[float]]
 
     def __post_init__(self) -> None:
         within(0, 1, self, "opacity", "tint")
         require(self.hardness > 0, f"hardness must be > 0 (got {self.hardness})")
         at_least(1, self, "radius")
+        require(self.colour is None or (len(self.colour) == 3 and all(0 <= c <= 1 for c in self.colour)),
+                f"colour must be null or [r, g, b] in [0, 1] (got {self.colour})")
 
     @property
     def max_radius(self) -> float:
@@ -170,9 +173,10 @@ class LossConfig:
     stain_weight: float
     ssim_weight: float
     mask_weight: float
+    inverse_weight: float
 
     def __post_init__(self) -> None:
-        for key in ("stain_weight", "ssim_weight", "mask_weight"):
+        for key in ("stain_weight", "ssim_weight", "mask_weight", "inverse_weight"):
             value = getattr(self, key)
             require(0 <= value < math.inf, f"{key} must be a finite number >= 0 (got {value})")
 

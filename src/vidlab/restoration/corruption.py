@@ -132,10 +132,11 @@ class Stain:
 
 
 class CircularStain:
-    """The notebook's corruption: one grey disc per clip at a random centre."""
+    """The notebook's corruption: one grey disc per clip at a random centre (or a coloured one)."""
 
-    def __init__(self, radius: int, opacity: float, hardness: float, tint: float):
-        self.radius, self.opacity, self.hardness, self.tint = radius, opacity, hardness, tint
+    def __init__(self, radius: int, opacity: float, hardness: float, tint: float, colour: list[float] | None = None):
+        self.radius, self.opacity, self.hardness = radius, opacity, hardness
+        self.tint: Tint = tint if colour is None else tuple(float(c) for c in colour)
 
     def check_frame(self, height: int, width: int) -> None:
         _check_fits(height, width, self.radius)

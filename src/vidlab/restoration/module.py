@@ -29,6 +29,9 @@ from vidlab.restoration.smoothing import Smoother, build_smoothing
 from vidlab.restoration.unet import UNet
 from vidlab.schema import build_node, instantiate_choice
 
+INSIDE_STAIN = 0.01  # opacity above which the inverse-blend loss scores a pixel
+LOSS_WEIGHTS = {"mask_bce": "mask_weight", "inverse_l1": "inverse_weight"}  # the config key weighing each stain loss
+
 
 def _as_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.float() / 255.0
@@ -65,7 +68,7 @@ class RestorationModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.model_cfg = build_node("model", SCHEMAS["model"][model["name"]], model)
-        self.loss_cfg: LossConfig = build_node("loss", LossConfig, {"mask_weight": 0.0, **loss})  # 0.1 checkpoints had no mask loss
+        self.loss_cfg: LossConfig = build_node("loss", LossConfig, {"mask_weight": 0.0, "inverse_weight": 0.0, **loss})  # 0.1 checkpoints had no stain losses
         self.smoothing_cfg = build_node("smoothing", SCHEMAS["smoothing"][smoothing["name"]], smoothing)
         self.smoother = build_smoothing(self.smoothing_cfg)
         self.net: UNet | BlendUNet = instantiate_choice(self.model_cfg)
@@ -100,20 +103,24 @@ class RestorationModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         stained, clean, mask = _as_float(batch["stained"]), _as_float(batch["clean"]), batch["mask"]
-        mask_loss = None
+        stain_losses: dict[str, torch.Tensor] = {}
         if isinstance(self.net, BlendUNet):
-            pred, logits = self.net(stained, batch["centres"])
-            pred, clean = pred.flatten(0, 1), clean.flatten(0, 1)
-            mask_loss = F.binary_cross_entropy_with_logits(logits, mask)
+            out = self.net(stained, batch["centres"])
+            pred, clean = out.frames.flatten(0, 1), clean.flatten(0, 1)
+            stain_losses["mask_bce"] = F.binary_cross_entropy_with_logits(out.opacity_logits, mask)
             mask = mask.repeat_interleave(batch["centres"].shape[1], 0)
+            # the inverse alone, inside the stain, weighted by what the stain lets through
+            through = (1 - mask) * (mask > INSIDE_STAIN)
+            error = through * (out.inverted.flatten(0, 1) - clean).abs()
+            stain_losses["inverse_l1"] = error.sum() / (3 * through.sum()).clamp(min=1)
         else:
             pred = self(stained, mask)
         weight = 1 + self.loss_cfg.stain_weight * mask
         l1 = (weight * (pred - clean).abs()).mean() / weight.mean()
         loss = l1
-        if mask_loss is not None:
-            loss = loss + self.loss_cfg.mask_weight * mask_loss
-            self.log("train/mask_bce", mask_loss, on_step=False, on_epoch=True, batch_size=len(pred))
+        for name, value in stain_losses.items():
+            loss = loss + getattr(self.loss_cfg, LOSS_WEIGHTS[name]) * value
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=len(pred))
         if self.loss_cfg.ssim_weight > 0:
             loss = loss + self.loss_cfg.ssim_weight * (1 - ssim_map(pred, clean).mean())
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(pred))
