@@ -67,7 +67,6 @@ def test_seed_zero_is_kept():
         ("+trainer.max_epoch=3", "trainer.max_epoch"),
         ("model=blend_unet model.window=32", "model.window"),
         ("model=blend_unet model.min_gain=0", "min_gain"),
-        ("model=blend_unet model.scored_frames=17", "scored_frames"),
         ("loss.mask_weight=-1", "mask_weight"),
         ("compare_baselines=[true_inverse,median]", "compare_baselines"),
     ],

@@ -6,11 +6,9 @@ clip, as a watermark is over Dekel et al.'s image collection (CVPR 2017). So the
 clip: an estimator U-Net maps per-pixel statistics over time (minimum, maximum, mean, mean absolute
 frame difference; all of them are squeezed by ``1 - m`` and pulled towards the tint inside a stain)
 to the opacity ``m`` and tint; every frame is put back through the inverse blend
-``(x - tint * m) / (1 - m)``; a refiner U-Net, given the inverted frames, the stained one and the
-estimate, then corrects what the inverse cannot (where ``m`` nears 1 the content is gone and uint8
-rounding is amplified; where the estimate is off, the stained frame still shows the stain's edge).
-Its correction is not scaled by ``m``: scaled, it lost 3 dB to the plain U-Net on non-black footage,
-where the estimate is least sure (measured). Nothing needs the true mask at inference. Training scores the restored
+``(x - tint * m) / (1 - m)``; a refiner U-Net then corrects what the inverse cannot (where ``m``
+nears 1 the content is gone and uint8 rounding is amplified), scaled by ``m`` so that pixels outside
+the stain pass through untouched. Nothing needs the true mask at inference. Training scores the restored
 frames, the estimated opacity against the true stain (as WDNet, Liu et al. WACV 2021, and SLBR,
 Liang et al. ACM MM 2021, train their mask branch) and the inverse-blend frames alone, weighted by
 what the stain lets through: without that last term the repair U-Net hides an imprecise estimate and
@@ -57,14 +55,11 @@ class BlendUNet(nn.Module):
     """Reads windows of ``window`` stained frames ``(B, window, 3, H, W)`` in [0, 1]; one stain
     estimate per window. Training calls :meth:`forward`, evaluation and restore :meth:`restore`."""
 
-    def __init__(
-        self, window: int, scored_frames: int, context_frames: int, depth: int, base_channels: int, norm: str, min_gain: float
-    ):
+    def __init__(self, window: int, context_frames: int, depth: int, base_channels: int, norm: str, min_gain: float):
         super().__init__()
         self.window, self.context_frames, self.depth, self.min_gain = window, context_frames, depth, min_gain
-        self.scored_frames = scored_frames  # frames of a training window the loss scores (the data module reads it)
         self.estimator = ConvUNet(3 * len(STATISTICS), 4, depth, base_channels, norm)
-        self.refiner = ConvUNet(3 * context_frames + 3 + 4, 3, depth, base_channels, norm)
+        self.refiner = ConvUNet(3 * context_frames + 4, 3, depth, base_channels, norm)
         self.halo = self.estimator.halo + self.refiner.halo  # the refiner reads the estimate around each pixel
 
     def estimate_logits(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,12 +67,11 @@ class BlendUNet(nn.Module):
         out = self.estimator(clip_statistics(clip))
         return out[:, :1], torch.sigmoid(out[:, 1:])
 
-    def refine(self, inverted: torch.Tensor, stained: torch.Tensor, opacity: torch.Tensor, tint: torch.Tensor) -> torch.Tensor:
-        """``inverted`` ``(N, k, 3, H, W)``: the neighbours of each output frame after the inverse
-        blend; ``stained`` ``(N, 3, H, W)``: the output frame as it came."""
+    def refine(self, inverted: torch.Tensor, opacity: torch.Tensor, tint: torch.Tensor) -> torch.Tensor:
+        """``inverted`` ``(N, k, 3, H, W)`` neighbours of each output frame after the inverse blend."""
         n, k, c, h, w = inverted.shape
-        correction = self.refiner(torch.cat([inverted.reshape(n, k * c, h, w), stained, opacity, tint], dim=1))
-        return inverted[:, k // 2] + correction
+        correction = self.refiner(torch.cat([inverted.reshape(n, k * c, h, w), opacity, tint], dim=1))
+        return inverted[:, k // 2] + opacity * correction
 
     def forward(self, clip: torch.Tensor, centres: torch.Tensor) -> BlendOutput:
         """Windows ``(B, W, 3, H, W)`` and the frames to restore in each ``(B, S)``."""
@@ -88,8 +82,7 @@ class BlendUNet(nn.Module):
         s = centres.shape[1]
         idx = torch.as_tensor(neighbour_indices(centres.cpu().numpy(), self.context_frames, t), device=clip.device)
         stacks = inverted[torch.arange(b, device=clip.device)[:, None, None], idx]  # (B, S, k, 3, H, W)
-        stained = clip[torch.arange(b, device=clip.device)[:, None], centres.to(clip.device)]  # (B, S, 3, H, W)
-        frames = self.refine(stacks.flatten(0, 1), stained.flatten(0, 1), opacity.repeat_interleave(s, 0), tint.repeat_interleave(s, 0))
+        frames = self.refine(stacks.flatten(0, 1), opacity.repeat_interleave(s, 0), tint.repeat_interleave(s, 0))
         return BlendOutput(frames.unflatten(0, (b, s)), stacks[:, :, self.context_frames // 2], logits)
 
     def segment(self, index: int, length: int) -> tuple[int, int]:
@@ -114,9 +107,7 @@ class BlendUNet(nn.Module):
             inverted = invert_blend(part, opacity, tint, self.min_gain)
             local = np.asarray(wanted) - start
             for i in range(0, len(local), batch):
-                centre = local[i : i + batch]
-                idx = torch.as_tensor(neighbour_indices(centre, self.context_frames, stop - start), device=clip.device)
-                n = len(centre)
-                out.append(self.refine(inverted[idx], part[torch.as_tensor(centre, device=clip.device)],
-                                       opacity.expand(n, -1, -1, -1), tint.expand(n, -1, -1, -1)))
+                idx = neighbour_indices(local[i : i + batch], self.context_frames, stop - start)
+                n = len(idx)
+                out.append(self.refine(inverted[torch.as_tensor(idx, device=clip.device)], opacity.expand(n, -1, -1, -1), tint.expand(n, -1, -1, -1)))
         return torch.cat(out).clamp(0, 1)

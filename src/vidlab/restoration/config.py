@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 from omegaconf import DictConfig
 
@@ -99,21 +99,9 @@ class ModelConfig(Choice):
         one_of(self, "norm", "batch", "group", "instance", "none")
 
 
-class Windows(NamedTuple):
-    """How a window model trains: ``frames`` per window, ``scored`` of them scored by the loss."""
-
-    frames: int
-    scored: int
-
-
 def model_window(model: ModelConfig) -> int | None:
     """Frames the model reads at once to estimate the stain; None for a per-frame model."""
     return getattr(model, "window", None)
-
-
-def training_windows(model: ModelConfig) -> Windows | None:
-    """How a window model trains (frames per window, frames scored in each); None per frame."""
-    return Windows(model.window, model.scored_frames) if isinstance(model, BlendUNetConfig) else None
 
 
 @dataclass
@@ -125,13 +113,11 @@ class UNetConfig(ModelConfig):
 @dataclass
 class BlendUNetConfig(ModelConfig):
     window: int  # frames one stain estimate reads: training windows, evaluation and restore segments
-    scored_frames: int
     min_gain: float
 
     def __post_init__(self) -> None:
         super().__post_init__()
         at_least(2, self, "window")
-        require(1 <= self.scored_frames <= self.window, f"scored_frames must be in [1, window] (got {self.scored_frames})")
         require(0 < self.min_gain < 1, f"min_gain must be in (0, 1) (got {self.min_gain})")
 
 

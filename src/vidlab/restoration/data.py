@@ -3,9 +3,8 @@
 Each video is decoded once per pass, in order, and only one clip is held at a time, so memory does
 not grow with video length. Evaluation stains are fixed per (seed, split, video, clip); training
 stains are new every epoch. A per-frame model trains on single frames (with their neighbours); a
-model that reads a window of frames trains on windows, each with a fresh stain and the few frames
-its loss scores: ``samples_per_clip`` still counts scored frames per clip, and more windows per clip
-show the model's stain estimator more stains per epoch.
+model that reads the whole clip (``window`` frames) trains on windows of that many frames with the
+frames to score in each.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vidlab.errors import ConfigError, InputError
-from vidlab.restoration.config import Windows
 from vidlab.restoration.corruption import Corruption
 from vidlab.restoration.sources import ClipRef, MovingDigitsConfig, VideoFolderConfig, build_clips
 from vidlab.splits import SPLITS
@@ -70,18 +68,14 @@ class StainedClipStream(IterableDataset):
         samples_per_clip: int = 1,
         shuffle_buffer: int = 1,
         resize: list[int] | None = None,
-        windows: Windows | None = None,
+        window: int | None = None,
     ):
         self.clips, self.corruption, self.split, self.seed = clips, corruption, split, seed
-        self.train, self.context_frames, self.windows = train, context_frames, windows
+        self.train, self.context_frames, self.window = train, context_frames, window
         self.samples_per_clip, self.shuffle_buffer, self.resize = samples_per_clip, shuffle_buffer, resize
 
     def __len__(self) -> int:
-        return len(self.clips) * (self._per_clip() if self.train else 1)
-
-    def _per_clip(self) -> int:
-        """Training samples per clip: frames, or windows of ``windows.scored`` scored frames."""
-        return self.samples_per_clip if self.windows is None else max(1, self.samples_per_clip // self.windows.scored)
+        return len(self.clips) * (self.samples_per_clip if self.train and self.window is None else 1)
 
     def _videos(self, pass_seed: int) -> list[str]:
         paths = list(dict.fromkeys(ref.path for ref in self.clips))
@@ -116,18 +110,13 @@ class StainedClipStream(IterableDataset):
         rng = clip["rng"]
         mask = torch.from_numpy(clip["mask"])[None]
         stained, clean = _to_tensor(clip["stained"]), _to_tensor(clip["clean"])
-        if self.windows is not None:
-            size, scored = self.windows
-            if length < size:
-                raise InputError(f"{clip['ref'].path}: a clip of {length} frames is shorter than the model's window of {size}")
-            height, width = clip["clean"].shape[1:3]
-            for _ in range(self._per_clip()):
-                start = int(rng.integers(length - size + 1))
-                frames = clip["clean"][start : start + size]
-                stain = self.corruption.sample(rng, height, width)
-                centres = np.sort(rng.choice(size, size=scored, replace=False))
-                yield {"stained": _to_tensor(stain.apply(frames)), "clean": _to_tensor(frames[centres]),
-                       "mask": torch.from_numpy(stain.mask)[None], "centres": torch.from_numpy(centres)}
+        if self.window is not None:
+            if length < self.window:
+                raise InputError(f"{clip['ref'].path}: a clip of {length} frames is shorter than the model's window of {self.window}")
+            start = int(rng.integers(length - self.window + 1))
+            centres = np.sort(rng.choice(self.window, size=self.samples_per_clip, replace=self.samples_per_clip > self.window))
+            window = slice(start, start + self.window)
+            yield {"stained": stained[window], "clean": clean[window][centres], "mask": mask, "centres": torch.from_numpy(centres)}
             return
         centres = rng.choice(length, size=self.samples_per_clip, replace=self.samples_per_clip > length)
         for t in centres:
@@ -162,10 +151,10 @@ class RestorationDataModule(L.LightningDataModule):
     """Train/val/test streams of stained clips from the configured dataset and corruption."""
 
     def __init__(
-        self, cfg: MovingDigitsConfig | VideoFolderConfig, corruption: Corruption, context_frames: int, windows: Windows | None = None
+        self, cfg: MovingDigitsConfig | VideoFolderConfig, corruption: Corruption, context_frames: int, window: int | None = None
     ):
         super().__init__()
-        self.cfg, self.corruption, self.context_frames, self.windows = cfg, corruption, context_frames, windows
+        self.cfg, self.corruption, self.context_frames, self.window = cfg, corruption, context_frames, window
         self.clips: dict[str, list[ClipRef]] = {}
 
     @property
@@ -191,19 +180,19 @@ class RestorationDataModule(L.LightningDataModule):
 
     def stream(self, split: str) -> StainedClipStream:
         train = split == "train"
-        # A window holds many frames: the shuffle buffer keeps about as many frames as per-frame samples would.
-        buffer = self.cfg.shuffle_buffer if self.windows is None else max(1, self.cfg.shuffle_buffer // self.windows.frames)
+        # A window holds `window` frames: the shuffle buffer keeps about as many frames as per-frame samples would.
+        buffer = self.cfg.shuffle_buffer if self.window is None else max(1, self.cfg.shuffle_buffer // self.window)
         return StainedClipStream(
             self.clips[split], self.corruption, split, self.cfg.seed, train, self.context_frames,
-            self.cfg.samples_per_clip if train else 1, buffer if train else 1, self.resize, self.windows,
+            self.cfg.samples_per_clip if train else 1, buffer if train else 1, self.resize, self.window,
         )
 
     def _loader(self, split: str) -> DataLoader:
         train = split == "train"
         stream = self.stream(split)
         workers = min(self.cfg.num_workers, len({r.path for r in self.clips[split]}))
-        # batch_size counts scored frames: a window model's batch holds batch_size // scored windows.
-        batch = self.cfg.batch_size if self.windows is None else max(1, self.cfg.batch_size // self.windows.scored)
+        # batch_size counts scored frames: a window model's batch holds batch_size // samples_per_clip windows.
+        batch = self.cfg.batch_size if self.window is None else max(1, self.cfg.batch_size // self.cfg.samples_per_clip)
         return DataLoader(stream, batch_size=batch if train else 1, num_workers=workers, persistent_workers=False)
 
     def train_dataloader(self) -> DataLoader:

@@ -17,7 +17,7 @@ from vidlab import tracking
 from vidlab.files import atomic_path, write_text
 from vidlab.jobs import StopOnSignal, checked_optimizer, job_dirs, on_stop_say, trainer_kwargs
 from vidlab.restoration.baselines import LABELS
-from vidlab.restoration.config import RunSpec, training_windows, validate
+from vidlab.restoration.config import RunSpec, model_window, validate
 from vidlab.restoration.corruption import build_corruption
 from vidlab.restoration.data import RestorationDataModule
 from vidlab.restoration.metrics import METRICS
@@ -107,7 +107,7 @@ def run(cfg: DictConfig) -> float | None:
     L.seed_everything(spec.top.seed, workers=True)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
     module = module_from_spec(spec, optimizer, scheduler)
-    datamodule = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.context_frames, training_windows(spec.model))
+    datamodule = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.context_frames, model_window(spec.model))
 
     logger = None
     if isinstance(spec.logger, MlflowLoggerConfig):
