@@ -4,8 +4,9 @@ subprocess per size under ``/usr/bin/time -v``, with the fixed 32-frame-chunk re
 
     python benchmarks/restore.py [--frames 48] [--sizes 320x240,1280x720,1920x1080] [--megapixels 1.0]
 
-Everything is generated under a temporary folder: a checkpoint of the default model and smoothing
-(``train.py debug=limit logger=none``: one short epoch, so the weights are not good, which does not
+Everything is generated under a temporary folder: a checkpoint of the per-frame U-Net with masked
+smoothing, 0.2's defaults and the table's model (``train.py debug=limit logger=none model=unet
+smoothing=masked``: one short epoch, so the weights are not good, which does not
 change the cost) and, per size, a moving pattern under a static stain (the notebook's formula),
 written as MPEG-4 part 2 by OpenCV, like a user's ordinary video.
 """
@@ -49,7 +50,7 @@ def make_video(path: Path, width: int, height: int, frames: int) -> Path:
 
 
 def make_checkpoint(folder: Path) -> Path:
-    subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=limit", "logger=none", f"paths.root={folder}",
+    subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=limit", "logger=none", "model=unet", "smoothing=masked", f"paths.root={folder}",
                     f"hydra.run.dir={folder}/run"], cwd=ROOT, check=True, capture_output=True)
     return folder / "run" / "checkpoints" / "best.ckpt"
 
@@ -107,7 +108,7 @@ def main() -> None:
                 if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
     print(f"machine: {cpu}, {os.cpu_count()} cores, "
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CUDA {torch.cuda.is_available()}")
-    print(f"{args.frames} frames per video; model: train.py defaults (unet, depth 3, 16 base channels, masked smoothing)")
+    print(f"{args.frames} frames per video; model: unet (depth 3, 16 base channels), masked smoothing (0.2's defaults)")
     print("| size | restore | wall s (whole command) | frames/s (whole command) | frames/s (restoring) | peak RSS GB |")
     print("|---|---|---|---|---|---|")
     for size, name, seconds, rate, rss in rows:
