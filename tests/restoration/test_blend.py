@@ -26,7 +26,7 @@ def test_statistics_and_inverse_follow_the_blend():
     torch.testing.assert_close(stats[:, 6:9], clip.mean(1))
     opacity, tint = torch.rand(2, 1, 1, 8, 8) * 0.9, torch.rand(2, 1, 3, 8, 8)
     stained = clip * (1 - opacity) + tint * opacity
-    torch.testing.assert_close(invert_blend(stained, opacity, tint, 0.02), clip, atol=1e-4, rtol=0)
+    torch.testing.assert_close(invert_blend(stained, opacity, tint * opacity, 0.02), clip, atol=1e-4, rtol=0)
 
 
 def test_pixels_the_model_finds_unstained_pass_through_unchanged():

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import torch
 
+from vidlab.restoration.blend import invert_blend
+
 INPAINT_HOLE = 0.05          # pixels with stain opacity above this are the hole OpenCV fills
 INPAINT_RADIUS = 3           # OpenCV's neighbourhood radius, in pixels
 NOTEBOOK_TINT = 0.3          # the notebook's stain grey, which the clip-minimum estimate assumes
@@ -24,9 +26,11 @@ LABELS = {
 }
 
 
+ORACLE_MIN_GAIN = 1e-6       # the exact inverse divides by 1 - m down to this (opaque pixels: content gone)
+
+
 def _inverse(frames: torch.Tensor, opacity: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    # Where the stain is opaque (opacity 1) no content is left: the division is floored, and clamped.
-    return ((frames - offset) / (1 - opacity).clamp(min=1e-6)).clamp(0, 1)
+    return invert_blend(frames, opacity, offset, ORACLE_MIN_GAIN)
 
 
 def true_inverse(frames: torch.Tensor, opacity: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:

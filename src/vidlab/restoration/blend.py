@@ -44,11 +44,12 @@ def clip_statistics(clip: torch.Tensor) -> torch.Tensor:
     return torch.cat([clip.amin(1), clip.amax(1), clip.mean(1), motion], dim=1)
 
 
-def invert_blend(frames: torch.Tensor, opacity: torch.Tensor, tint: torch.Tensor, min_gain: float) -> torch.Tensor:
-    """``(x - tint * m) / (1 - m)`` clamped to [0, 1]; ``1 - m`` is floored at ``min_gain`` (where the
-    stain is opaque the content is gone, and dividing by ~0 only amplifies rounding)."""
+def invert_blend(frames: torch.Tensor, opacity: torch.Tensor, offset: torch.Tensor, min_gain: float) -> torch.Tensor:
+    """``(x - offset) / (1 - m)`` clamped to [0, 1], where ``offset`` is what the stain adds (``tint * m``
+    for one stain); ``1 - m`` is floored at ``min_gain`` (where the stain is opaque the content is
+    gone, and dividing by ~0 only amplifies rounding). The baselines' analytic inverse is this too."""
     gain = (1 - opacity).clamp(min=min_gain)
-    return ((frames - tint * opacity) / gain).clamp(0, 1)
+    return ((frames - offset) / gain).clamp(0, 1)
 
 
 class BlendUNet(nn.Module):
@@ -73,12 +74,17 @@ class BlendUNet(nn.Module):
         correction = self.refiner(torch.cat([inverted.reshape(n, k * c, h, w), opacity, tint], dim=1))
         return inverted[:, k // 2] + opacity * correction
 
+    def invert(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Windows ``(B, W, 3, H, W)`` through their estimated stain's inverse: the inverted frames,
+        the opacity logits, opacity and tint ``(B, 1|3, H, W)``."""
+        logits, tint = self.estimate_logits(clip)
+        opacity = torch.sigmoid(logits)
+        return invert_blend(clip, opacity[:, None], (tint * opacity)[:, None], self.min_gain), logits, opacity, tint
+
     def forward(self, clip: torch.Tensor, centres: torch.Tensor) -> BlendOutput:
         """Windows ``(B, W, 3, H, W)`` and the frames to restore in each ``(B, S)``."""
         b, t = clip.shape[:2]
-        logits, tint = self.estimate_logits(clip)
-        opacity = torch.sigmoid(logits)
-        inverted = invert_blend(clip, opacity[:, None], tint[:, None], self.min_gain)
+        inverted, logits, opacity, tint = self.invert(clip)
         s = centres.shape[1]
         idx = torch.as_tensor(neighbour_indices(centres.cpu().numpy(), self.context_frames, t), device=clip.device)
         stacks = inverted[torch.arange(b, device=clip.device)[:, None, None], idx]  # (B, S, k, 3, H, W)
@@ -101,10 +107,8 @@ class BlendUNet(nn.Module):
         for c in centres:
             segments.setdefault(self.segment(int(c), clip.shape[0]), []).append(int(c))
         for (start, stop), wanted in segments.items():
-            part = clip[start:stop]
-            logits, tint = self.estimate_logits(part[None])
-            opacity = torch.sigmoid(logits)
-            inverted = invert_blend(part, opacity, tint, self.min_gain)
+            inverted, _, opacity, tint = self.invert(clip[None, start:stop])
+            inverted = inverted[0]
             local = np.asarray(wanted) - start
             for i in range(0, len(local), batch):
                 idx = neighbour_indices(local[i : i + batch], self.context_frames, stop - start)
