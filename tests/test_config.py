@@ -132,4 +132,5 @@ def test_probe_search_config_composes():
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("train", overrides=["paths.output_dir=/tmp/unused", "task=probe", "embeddings=/x",
                                           "hparams_search=probe_optuna"], return_hydra_config=True)
-    assert validate_probe(cfg).optimized_metric == "val/roc_auc" and "probe" in cfg.hydra.sweeper.params
+    spec = validate_probe(cfg)
+    assert spec.optimized_metric == "val/roc_auc" and spec.probe.name == "mlp" and "optimizer.lr" in cfg.hydra.sweeper.params

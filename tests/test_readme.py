@@ -95,7 +95,7 @@ def _probes_linked(project: Path, proc: subprocess.CompletedProcess) -> None:
     """The worked example: one probe per backbone, one sweep, each linked to its extraction run."""
     extractions = {r.info.run_id: r.info.run_name for r in _runs(project, "embeddings") if r.data.tags.get("stage") == "extract"}
     probes = [r for r in _runs(project, "probe") if r.data.tags.get("task") == "probe"]
-    assert sorted(r.info.run_name for r in probes) == ["linear_probe-mc3_18_T8", "linear_probe-r3d_18_T8"]
+    assert sorted(r.info.run_name for r in probes) == ["logistic-mc3_18_T8", "logistic-r3d_18_T8"]
     assert len({r.data.tags["sweep_id"] for r in probes}) == 1
     for probe in probes:
         assert extractions[probe.data.tags["extraction_run_id"]] == "extract-" + probe.info.run_name.split("-", 1)[1]
@@ -103,8 +103,15 @@ def _probes_linked(project: Path, proc: subprocess.CompletedProcess) -> None:
 
 
 def _probe_frame_auc(project: Path, proc: subprocess.CompletedProcess) -> None:
-    runs = [r for r in _runs(project, "probe") if r.info.run_name.startswith("mlp_probe")]
-    assert runs and np.isfinite(runs[0].data.metrics["test/frame_roc_auc"])
+    runs = [r for r in _runs(project, "probe") if r.info.run_name.startswith("mil_ranking-swin3d_t_T8")]
+    assert runs and np.isfinite(runs[0].data.metrics["test/frame_roc_auc"]) and runs[0].info.status == "FINISHED"
+
+
+def _localised_probes(project: Path, proc: subprocess.CompletedProcess) -> None:
+    """One sweep, one run per probe, each with a frame-level ROC-AUC."""
+    runs = [r for r in _runs(project, "probe") if r.data.tags.get("embeddings_dir", "").endswith("data/localised")]
+    assert sorted(r.data.tags["probe"] for r in runs) == ["logistic", "mil_ranking", "mlp"]
+    assert all(0 <= r.data.metrics["test/frame_roc_auc"] <= 1 and r.info.status == "FINISHED" for r in runs)
 
 
 def _native_half() -> bool:
@@ -165,8 +172,8 @@ COMMANDS: dict[str, Command] = {
     ".venv/bin/python extract.py stage=index layout.root=data/synthetic_ucf": Command(check=_has_runs("embeddings"), after=0),
     ".venv/bin/python extract.py -m backbone=r3d_18,mc3_18 backbone.weights=null index=data/index/ucf_crime/index_clips.csv":
         Command(after=0),
-    ".venv/bin/python train.py -m task=probe embeddings=outputs/embeddings/r3d_18_T8,outputs/embeddings/mc3_18_T8 "
-    "probe.batch_size=16 trainer.max_epochs=40 optimizer.lr=0.01": Command(check=_probes_linked, after=0),
+    ".venv/bin/python train.py -m task=probe embeddings=outputs/embeddings/r3d_18_T8,outputs/embeddings/mc3_18_T8":
+        Command(check=_probes_linked, after=0),
     # Clip index
     ".venv/bin/python extract.py stage=index layout=ucf_crime layout.root=/data/UCF_Crime": Command(),
     ".venv/bin/python extract.py stage=index layout=video_tree layout.root=/data/clips layout.normal_categories=[Normal,Walking]":
@@ -184,9 +191,13 @@ COMMANDS: dict[str, Command] = {
     "extraction.output=outputs/embeddings/r3d_18_fast": Command(exit_code=0 if _native_half() else 2, check=_half_refused),
     # Anomaly probe
     ".venv/bin/python train.py task=probe embeddings=outputs/embeddings/swin3d_t_T8": Command(after=2),
-    ".venv/bin/python train.py task=probe embeddings=outputs/embeddings/swin3d_t_T8 probe=mlp "
+    ".venv/bin/python train.py task=probe embeddings=outputs/embeddings/swin3d_t_T8 probe=mlp": Command(after=2),
+    ".venv/bin/python train.py task=probe embeddings=outputs/embeddings/swin3d_t_T8 probe=mil_ranking "
     "probe.annotations=/data/UCF_Crime/Temporal_Anomaly_Annotation_for_Testing_Videos.txt":
         Command(check=_probe_frame_auc, after=2),
+    ".venv/bin/python -m vidlab.probe.synthetic data/localised": Command(shrink=["--videos-per-class", "12"]),
+    ".venv/bin/python train.py -m task=probe embeddings=data/localised probe=logistic,mlp,mil_ranking "
+    "probe.annotations=data/localised/Temporal_Anomaly_Annotation_for_Testing_Videos.txt": Command(check=_localised_probes),
     # Restore a video
     ".venv/bin/python -m vidlab.restore outputs/restoration/runs/<date>/checkpoints/best.ckpt stained.mp4 restored.mp4 "
     "--side-by-side compare.mp4 --smoothing masked": Command(check=_restored),

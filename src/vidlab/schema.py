@@ -155,14 +155,15 @@ def choice_values(group: str, name: str) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.merge(*(choice_values(group, base) for base in bases), node))
 
 
-def instantiate_choice(cfg: Any) -> Any:
+def instantiate_choice(cfg: Any, settings: tuple[str, ...] = ()) -> Any:
     """The object a checked choice names with ``_target_`` (Hydra's way), built from its other
-    fields; ``name`` is the choice, not an argument. Lists arrive as lists."""
+    fields; ``name`` is the choice, and ``settings`` are read by the task, not arguments. Lists
+    arrive as lists."""
     from dataclasses import asdict
 
     from hydra.utils import instantiate
 
-    fields = {k: v for k, v in asdict(cfg).items() if k != "name"}
+    fields = {k: v for k, v in asdict(cfg).items() if k not in ("name", *settings)}
     return instantiate(fields, _convert_="all")
 
 

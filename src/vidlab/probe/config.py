@@ -1,4 +1,4 @@
-"""The anomaly probe's schemas (``train.py task=probe``)."""
+"""The anomaly probe's schemas (``train.py task=probe``), one per ``conf/probe/<name>.yaml``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from vidlab.errors import ConfigError
 from vidlab.schema import (
     LOGGERS,
+    Choice,
     MlflowLoggerConfig,
     NoLoggerConfig,
     TrainerConfig,
@@ -23,25 +24,63 @@ from vidlab.schema import (
 
 
 @dataclass
-class ProbeConfig:
-    """``conf/probe/<name>.yaml``: the classifier and how it is trained and scored."""
+class ProbeConfig(Choice):
+    """What every probe has: the temporal annotation file that frame-level scores are read against."""
 
-    name: str
-    hidden: int
-    dropout: float
-    batch_size: int
-    num_workers: int
+    annotations: Optional[str]  # UCF-Crime's Temporal_Anomaly_Annotation_for_Testing_Videos.txt format
+
+
+@dataclass
+class LogisticConfig(ProbeConfig):
+    """L2-regularised logistic regression solved to convergence (L-BFGS), ``C`` chosen on val."""
+
+    C_grid: list[float]
+    max_iter: int
     class_weight: str
-    annotations: Optional[str]
 
     def __post_init__(self) -> None:
-        at_least(1, self, "hidden")
-        require(0 <= self.dropout < 1, f"dropout must be in [0, 1) (got {self.dropout})")
-        at_least(1, self, "batch_size")
+        require(len(self.C_grid) > 0 and all(c > 0 for c in self.C_grid), f"C_grid must be positive values (got {self.C_grid})")
+        at_least(1, self, "max_iter")
         one_of(self, "class_weight", "auto", "none")
 
 
-PROBES: dict[str, type] = {"linear": ProbeConfig, "mlp": ProbeConfig}
+@dataclass
+class MlpConfig(ProbeConfig):
+    """A Lightning MLP on clip embeddings, stopped early on val ROC-AUC."""
+
+    hidden: int
+    dropout: float
+    batch_size: int
+    patience: int
+    class_weight: str
+
+    def __post_init__(self) -> None:
+        at_least(1, self, "hidden", "batch_size", "patience")
+        require(0 <= self.dropout < 1, f"dropout must be in [0, 1) (got {self.dropout})")
+        one_of(self, "class_weight", "auto", "none")
+
+
+@dataclass
+class MilRankingConfig(ProbeConfig):
+    """Sultani et al.'s multiple-instance ranking on video-level labels."""
+
+    segments: int
+    hidden: list[int]
+    dropout: float
+    smoothness: float
+    sparsity: float
+    videos_per_batch: int
+    steps_per_epoch: int
+    patience: int
+
+    def __post_init__(self) -> None:
+        at_least(1, self, "segments", "videos_per_batch", "steps_per_epoch", "patience")
+        require(len(self.hidden) > 0 and all(h >= 1 for h in self.hidden), f"hidden must be positive widths (got {self.hidden})")
+        require(0 <= self.dropout < 1, f"dropout must be in [0, 1) (got {self.dropout})")
+        require(self.smoothness >= 0 and self.sparsity >= 0, "smoothness and sparsity must be >= 0")
+
+
+PROBES: dict[str, type] = {"logistic": LogisticConfig, "mlp": MlpConfig, "mil_ranking": MilRankingConfig}
 
 
 @dataclass
@@ -52,7 +91,7 @@ class ProbeSpec:
     logger: MlflowLoggerConfig | NoLoggerConfig
     seed: int
     optimized_metric: str
-    optimizer: DictConfig
+    run_name: Optional[str]
 
 
 def validate_probe(cfg: DictConfig) -> ProbeSpec:
@@ -65,5 +104,5 @@ def validate_probe(cfg: DictConfig) -> ProbeSpec:
     return ProbeSpec(
         embeddings=embeddings, probe=build_choice(cfg, "probe", PROBES),
         trainer=trainer_config(cfg), logger=build_choice(cfg, "logger", LOGGERS),
-        seed=seed, optimized_metric=str(resolved(cfg, "optimized_metric")), optimizer=cfg.optimizer,
+        seed=seed, optimized_metric=str(resolved(cfg, "optimized_metric")), run_name=resolved(cfg, "run_name"),
     )

@@ -1,15 +1,17 @@
 """The embeddings a probe reads: an extraction's folder (or its MLflow run), checked against its
-manifest, and each split's valid rows read from the memmaps on access (never loaded whole)."""
+manifest, each split's valid rows read from the memmaps in chunks and standardised on train."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
+import pandas as pd
 from mlflow.tracking import MlflowClient
-from torch.utils.data import Dataset
+from sklearn.preprocessing import StandardScaler
 
 from vidlab.errors import InputError
 from vidlab.splits import SPLITS
@@ -75,36 +77,89 @@ def _load(path: Path) -> np.ndarray:
         raise ProbeInputError(f"embeddings: cannot read {path} ({str(err).splitlines()[0]})") from None
 
 
-def check_rows(rows: EmbeddingRows, split: str, folder: Path) -> None:
-    """Labels in {0, 1}, finite embeddings, both classes: a probe on anything else measures nothing."""
-    labels = np.asarray(rows.labels)[rows.rows]
-    if len(rows) == 0:
+CHUNK_ROWS = 65536  # rows read from a memmap at once: memory stays bounded whatever the split's size
+CLIP_COLUMNS = ["path", "start_frame", "end_frame", "n_frames"]
+
+
+@dataclass
+class Split:
+    """The valid rows of one split, standardised, with the clips they came from."""
+
+    x: np.ndarray               # float32 [n, dim], standardised with the train split's mean and std
+    y: np.ndarray               # 0/1 labels (UCF-Crime: the video's label, on each of its clips)
+    rows: np.ndarray            # the rows' numbers in the split's files
+    invalid: int                # rows the extraction marked invalid, left out
+    clips: pd.DataFrame | None  # the index rows of these clips (CLIP_COLUMNS ...); None without an index
+
+    def videos(self) -> list[np.ndarray]:
+        """Positions of each video's clips, in time order (videos in index order)."""
+        if self.clips is None:
+            raise ProbeInputError("embeddings: this probe groups clips into videos, and the extraction's index is missing")
+        codes, _ = pd.factorize(self.clips.path)
+        order = np.lexsort((self.clips.start_frame.to_numpy(), codes))
+        return np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+
+
+def load_splits(folder: Path, manifest: dict) -> dict[str, Split]:
+    """Every split's valid rows, checked (labels 0/1 with both classes, finite) and standardised on
+    train, read from the memmaps CHUNK_ROWS at a time (no float64 copy of a split is ever made)."""
+    raw = {}
+    for split in SPLITS:
+        files = manifest["splits"][split]["files"]
+        valid = np.asarray(_load(folder / files["valid"])).astype(bool)
+        rows = np.flatnonzero(valid)
+        labels = np.asarray(_load(folder / files["labels"]))[rows]
+        _check_labels(labels, split, folder)
+        raw[split] = (_load(folder / files["embeddings"]), labels.astype(np.int64), rows, int((~valid).sum()))
+    scaler = StandardScaler()
+    embeddings, _, rows, _ = raw["train"]
+    for block in _blocks(embeddings, rows, "train", folder):
+        scaler.partial_fit(block)
+    index = _index(manifest, folder)
+    splits = {}
+    for split, (embeddings, labels, rows, invalid) in raw.items():
+        x = np.empty((len(rows), embeddings.shape[1]), np.float32)
+        for start, block in zip(range(0, len(rows), CHUNK_ROWS), _blocks(embeddings, rows, split, folder)):
+            x[start : start + len(block)] = scaler.transform(block)
+        clips = None if index is None else _split_clips(index, split, manifest["splits"][split]["rows"], manifest).iloc[rows]
+        splits[split] = Split(x, labels, rows, invalid, None if clips is None else clips.reset_index(drop=True))
+    return splits
+
+
+def _check_labels(labels: np.ndarray, split: str, folder: Path) -> None:
+    """Labels in {0, 1} with both classes: a probe on anything else measures nothing."""
+    if len(labels) == 0:
         raise ProbeInputError(f"embeddings: no valid row in the {split} split of {folder}")
     if not np.isin(labels, (0, 1)).all():
         raise ProbeInputError(f"embeddings: {split} labels must be 0 or 1, found {sorted(int(v) for v in set(np.unique(labels)) - {0, 1})[:5]} in {folder}")
     if len(np.unique(labels)) < 2:
         raise ProbeInputError(f"embeddings: the {split} split of {folder} has only label {int(labels[0])}: ROC-AUC needs both classes")
-    for start in range(0, len(rows.rows), 65536):
-        block = np.asarray(rows.embeddings[rows.rows[start : start + 65536]], dtype=np.float32)
-        if not np.isfinite(block).all():
-            bad = rows.rows[start + int(np.nonzero(~np.isfinite(block).all(axis=1))[0][0])]
-            raise ProbeInputError(f"embeddings: row {bad} of the {split} split of {folder} is not finite (NaN or inf)")
 
 
-class EmbeddingRows(Dataset):
-    """The valid rows of one split, read from the memmap on access."""
+def _blocks(embeddings: np.ndarray, rows: np.ndarray, split: str, folder: Path) -> Iterator[np.ndarray]:
+    """float32 blocks of the given rows; a row that is not finite is a one-line error naming it."""
+    for start in range(0, len(rows), CHUNK_ROWS):
+        block = np.asarray(embeddings[rows[start : start + CHUNK_ROWS]], dtype=np.float32)
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            raise ProbeInputError(f"embeddings: row {rows[start + int(np.flatnonzero(~finite)[0])]} of the {split} split of {folder} is not finite (NaN or inf)")
+        yield block
 
-    def __init__(self, folder: Path, manifest: dict, split: str):
-        files = manifest["splits"][split]["files"]
-        self.embeddings = np.load(folder / files["embeddings"], mmap_mode="r")
-        self.labels = np.load(folder / files["labels"], mmap_mode="r")
-        valid = np.load(folder / files["valid"])
-        self.rows = np.nonzero(valid)[0]
-        self.invalid = int((~valid).sum())
 
-    def __len__(self) -> int:
-        return len(self.rows)
+def _index(manifest: dict, folder: Path) -> pd.DataFrame | None:
+    """The extraction's clip index (where each row's clip lies in its video), if it is still there."""
+    path = Path(str((manifest.get("index") or {}).get("path", "")))
+    if not path.is_file():
+        return None
+    index = pd.read_csv(path)
+    missing = [c for c in ["split", *CLIP_COLUMNS] if c not in index.columns]
+    if missing:
+        raise ProbeInputError(f"embeddings: the index {path} of {folder} has no column {missing[0]!r}")
+    return index
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        row = self.rows[i]
-        return torch.from_numpy(np.asarray(self.embeddings[row], dtype=np.float32)), torch.tensor(float(self.labels[row]))
+
+def _split_clips(index: pd.DataFrame, split: str, rows: int, manifest: dict) -> pd.DataFrame:
+    clips = index[index.split == split].reset_index(drop=True)
+    if len(clips) != rows:
+        raise ProbeInputError(f"embeddings: the index {manifest['index']['path']} has {len(clips)} {split} clips, the manifest {rows} rows")
+    return clips

@@ -1,4 +1,5 @@
-"""Clip- and frame-level scores of an anomaly probe (numpy; ties handled as in the usual definitions)."""
+"""Clip-, video- and frame-level scores of an anomaly probe: scikit-learn's metrics, applied at the
+levels the anomaly-detection papers report."""
 
 from __future__ import annotations
 
@@ -7,66 +8,33 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve = P(score of a positive > score of a negative), ties counting 1/2."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = pd.Series(scores).rank(method="average").to_numpy()
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
-    order = np.argsort(-scores, kind="stable")
-    labels, scores = np.asarray(labels)[order].astype(bool), np.asarray(scores)[order]
-    last = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
-    tp, fp = np.cumsum(labels)[last], np.cumsum(~labels)[last]
-    return np.r_[0, fp / max(fp[-1], 1)], np.r_[0, tp / max(tp[-1], 1)]
-
-
-def precision_recall(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(-scores, kind="stable")
-    labels, scores = np.asarray(labels)[order].astype(bool), np.asarray(scores)[order]
-    last = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
-    tp, fp = np.cumsum(labels)[last], np.cumsum(~labels)[last]
-    return tp / (tp + fp), tp / max(labels.sum(), 1)
-
-
-def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Sum over thresholds of (recall step) x precision."""
-    if not np.asarray(labels).astype(bool).any():
-        return float("nan")
-    precision, recall = precision_recall(labels, scores)
-    return float(np.sum(np.diff(np.r_[0, recall]) * precision))
-
-
-def confusion(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """``[[tn, fp], [fn, tp]]``."""
-    labels, predicted = np.asarray(labels).astype(bool), np.asarray(predicted).astype(bool)
-    return np.array([[np.sum(~labels & ~predicted), np.sum(~labels & predicted)],
-                     [np.sum(labels & ~predicted), np.sum(labels & predicted)]])
-
-
-def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
-    (tn, fp), (fn, tp) = confusion(labels, predicted)
-    return float((tp / max(tp + fn, 1) + tn / max(tn + fp, 1)) / 2)
-
-
-def f1(labels: np.ndarray, predicted: np.ndarray) -> float:
-    (_, fp), (fn, tp) = confusion(labels, predicted)
-    return float(2 * tp / max(2 * tp + fp + fn, 1))
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score, roc_curve
 
 
 def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The score threshold (predict anomalous when score >= it) with the best balanced accuracy."""
-    candidates = np.unique(scores)
-    values = [balanced_accuracy(labels, scores >= t) for t in candidates]
-    return float(candidates[int(np.argmax(values))])
+    """The score threshold (anomalous when score >= it) with the best balanced accuracy, i.e. the
+    ROC point maximising tpr - fpr (Youden's J)."""
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(thresholds[best], np.max(scores)))  # roc_curve's first threshold is +inf
+
+
+def clip_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    predicted = scores >= threshold
+    return {"roc_auc": float(roc_auc_score(labels, scores)), "ap": float(average_precision_score(labels, scores)),
+            "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+            "f1": float(f1_score(labels, predicted, zero_division=0))}
+
+
+def video_scores(clips: pd.DataFrame) -> pd.DataFrame:
+    """One row per video (``path``): its label and its score, the top score of its clips (the
+    video-level rule of MIL: a video is as anomalous as its most anomalous part)."""
+    return clips.groupby("path", sort=False).agg(y=("y", "max"), score=("score", "max")).reset_index()
+
+
+def video_level_auc(clips: pd.DataFrame) -> float:
+    videos = video_scores(clips)
+    return float(roc_auc_score(videos.y, videos.score)) if videos.y.nunique() == 2 else float("nan")
 
 
 def read_temporal_annotations(path: str | Path) -> dict[str, list[tuple[int, int]]]:
@@ -83,8 +51,10 @@ def read_temporal_annotations(path: str | Path) -> dict[str, list[tuple[int, int
 
 
 def frame_scores(clips: pd.DataFrame, n_frames: int) -> np.ndarray:
-    """Per-frame score: the mean score of every clip covering the frame (NaN where none does).
-    ``clips`` has ``start_frame``, ``end_frame`` (exclusive) and ``score``."""
+    """Per-frame score of one video: the mean score of the clips covering the frame; a frame no clip
+    covers (the tail shorter than a clip, gaps of a stride longer than the clip) takes the score of
+    the last covered frame before it (or the first after it), so every frame counts, as in the
+    papers. ``clips`` has ``start_frame``, ``end_frame`` (exclusive) and ``score``."""
     total = np.zeros(n_frames + 1)
     count = np.zeros(n_frames + 1)
     for start, end, score in zip(clips.start_frame, clips.end_frame, clips.score):
@@ -95,29 +65,31 @@ def frame_scores(clips: pd.DataFrame, n_frames: int) -> np.ndarray:
         count[end] -= 1
     total, count = np.cumsum(total)[:n_frames], np.cumsum(count)[:n_frames]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        covered = pd.Series(np.where(count > 0, total / np.maximum(count, 1), np.nan))
+    return covered.ffill().bfill().to_numpy()
+
+
+def frame_labels(name: str, n_frames: int, annotations: dict[str, list[tuple[int, int]]]) -> np.ndarray:
+    truth = np.zeros(n_frames, bool)
+    for start, end in annotations.get(name, []):
+        truth[start : end + 1] = True
+    return truth
 
 
 def frame_level_auc(clips: pd.DataFrame, annotations: dict[str, list[tuple[int, int]]]) -> tuple[float, int]:
-    """Frame-level ROC-AUC over the videos of ``clips`` (columns ``path``, ``n_frames``,
-    ``start_frame``, ``end_frame``, ``score``, ``y``) whose frames are known: the annotated ones, and
-    the normal ones (``y == 0`` on every clip: no anomalous frame, listed or not); an anomalous video
-    missing from the annotations is left out. Returns the AUC and the number of videos used."""
-    labels, scores, videos = [], [], 0
-    for path, group in clips.groupby("path"):
+    """Frame-level ROC-AUC as the papers compute it: every frame of every usable video concatenated.
+    ``clips`` has columns ``path``, ``n_frames``, ``start_frame``, ``end_frame``, ``score``, ``y``.
+    Usable: the annotated videos, and the normal ones (``y == 0`` on every clip: no anomalous frame,
+    listed or not); an anomalous video missing from the annotations is left out. Returns the AUC and
+    the number of videos used."""
+    labels, scores = [], []
+    for path, group in clips.groupby("path", sort=False):
         name = Path(path).name
-        normal = bool((group.y == 0).all())
-        if name not in annotations and not normal:
+        if name not in annotations and not (group.y == 0).all():
             continue
         n = int(group.n_frames.iloc[0])
-        per_frame = frame_scores(group, n)
-        truth = np.zeros(n, bool)
-        for start, end in annotations.get(name, []):
-            truth[start : end + 1] = True
-        covered = ~np.isnan(per_frame)
-        labels.append(truth[covered])
-        scores.append(per_frame[covered])
-        videos += 1
-    if not videos:
-        return float("nan"), 0
-    return roc_auc(np.concatenate(labels), np.concatenate(scores)), videos
+        scores.append(frame_scores(group, n))
+        labels.append(frame_labels(name, n, annotations))
+    if not labels or len(np.unique(np.concatenate(labels))) < 2:
+        return float("nan"), len(labels)
+    return float(roc_auc_score(np.concatenate(labels), np.concatenate(scores))), len(labels)

@@ -1,0 +1,56 @@
+"""What a probe's ``fit`` gets besides the data, and the Lightning fit the trained probes share:
+checkpoint on the probe's validation metric, early stopping, best weights restored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from vidlab.jobs import StopOnSignal
+from vidlab.probe.data import Split
+
+
+@dataclass
+class FitContext:
+    trainer_kwargs: dict[str, Any]
+    optimizer: Callable               # the optimizer group's factory
+    logger: Any                       # the run's MLflow logger, or None
+    output_dir: Path
+    seed: int
+
+
+class Probe(Protocol):
+    """A choice of ``conf/probe/``: trained on the train split, selected on val, then scores clips."""
+
+    def fit(self, splits: dict[str, Split], context: FitContext) -> dict[str, float]:
+        """Train; returns what model selection chose (``probe/C``, ``probe/best_epoch``...)."""
+
+    def scores(self, split: Split) -> np.ndarray:
+        """An anomaly score per clip of ``split`` (higher: more anomalous)."""
+
+    def files(self) -> list[Path]:
+        """The trained probe's files, to log beside the run."""
+
+
+def fit_lightning(module: L.LightningModule, train: DataLoader, val: DataLoader, context: FitContext,
+                  monitor: str, patience: int, mode: str = "max") -> tuple[dict[str, float], Path | None]:
+    """Fit until ``monitor`` (maximised, or minimised with ``mode="min"``) has not improved for ``patience`` validations or the trainer's
+    cap; the best weights are loaded back. Returns the selection metrics and the best checkpoint."""
+    checkpoint = ModelCheckpoint(dirpath=context.output_dir / "checkpoints", filename="best", monitor=monitor, mode=mode)
+    stopping = EarlyStopping(monitor=monitor, mode=mode, patience=patience)
+    trainer = L.Trainer(**context.trainer_kwargs, logger=context.logger or False, callbacks=[checkpoint, stopping, StopOnSignal()],
+                        default_root_dir=str(context.output_dir))
+    trainer.fit(module, train, val)
+    if not checkpoint.best_model_path:
+        return {"probe/epochs": trainer.current_epoch}, None
+    state = torch.load(checkpoint.best_model_path, weights_only=True)
+    module.load_state_dict(state["state_dict"])
+    return {"probe/best_epoch": state["epoch"], "probe/epochs": trainer.current_epoch}, Path(checkpoint.best_model_path)
