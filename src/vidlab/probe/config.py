@@ -36,11 +36,13 @@ class LogisticConfig(ProbeConfig):
 
     C_grid: list[float]
     max_iter: int
+    tol: float
     class_weight: str
 
     def __post_init__(self) -> None:
         require(len(self.C_grid) > 0 and all(c > 0 for c in self.C_grid), f"C_grid must be positive values (got {self.C_grid})")
         at_least(1, self, "max_iter")
+        require(self.tol > 0, f"tol must be > 0 (got {self.tol})")
         one_of(self, "class_weight", "auto", "none")
 
 

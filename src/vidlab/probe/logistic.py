@@ -19,9 +19,9 @@ from vidlab.probe.fitting import FitContext
 
 
 class LogisticProbe:
-    def __init__(self, C_grid: list[float], max_iter: int, class_weight: str):
+    def __init__(self, C_grid: list[float], max_iter: int, tol: float, class_weight: str):
         self.grid = sorted(C_grid)
-        self.model = LogisticRegression(solver="lbfgs", max_iter=max_iter, warm_start=True,
+        self.model = LogisticRegression(solver="lbfgs", max_iter=max_iter, tol=tol, warm_start=True,
                                         class_weight="balanced" if class_weight == "auto" else None)
         self.table = pd.DataFrame()
         self.output: Path | None = None
