@@ -99,6 +99,7 @@ def _probes_linked(project: Path, proc: subprocess.CompletedProcess) -> None:
     assert len({r.data.tags["sweep_id"] for r in probes}) == 1
     for probe in probes:
         assert extractions[probe.data.tags["extraction_run_id"]] == "extract-" + probe.info.run_name.split("-", 1)[1]
+        assert f"/runs/{probe.data.tags['extraction_run_id']})" in probe.data.tags["mlflow.note.content"]
         assert np.isfinite(probe.data.metrics["test/roc_auc"])
 
 

@@ -95,6 +95,7 @@ def test_default_probe_separates_high_dimensional_embeddings_with_few_rows(tmp_p
     assert run.info.run_name == "logistic-emb-test" and run.data.tags["probe"] == "logistic"
     assert run.data.tags["backbone"] == "torchvision/test" and run.data.tags["embeddings_dir"] == str(folder)
     assert run.data.tags["extraction_run_id"] == "0123456789abcdef" and run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.note.content"].startswith(f"Probe `logistic` on the torchvision/test embeddings in `{folder}`.")
     artifacts = {a.path for folder in ("probe", "probe/plots") for a in client.list_artifacts(run.info.run_id, folder)}
     assert {"probe/test_scores.csv", "probe/c_grid.csv", "probe/plots/roc.png", "probe/plots/pr.png", "probe/plots/confusion.png",
             "probe/plots/score_curves.png"} <= artifacts

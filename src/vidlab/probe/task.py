@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
 from vidlab import tracking
@@ -38,6 +39,18 @@ def run_name(spec: ProbeSpec, folder: Path, backbone: str, client, experiment_id
     if any(run.data.tags.get("embeddings_dir") != str(folder) for run in same):
         name += "@" + hashlib.sha256(str(folder).encode()).hexdigest()[:6]
     return name
+
+
+def description(spec: ProbeSpec, folder: Path, manifest: dict, extraction_run_id: str, client) -> str:
+    """The run's description in the MLflow UI: what was probed, with a link to the extraction run."""
+    text = f"Probe `{spec.probe.name}` on the {manifest['backbone']} embeddings in `{folder}`."
+    try:
+        extraction = client.get_run(extraction_run_id) if extraction_run_id else None
+    except MlflowException:  # a run id from another store: named, not linked
+        extraction = None
+    if extraction is not None:
+        return f"{text} Extraction run: [{extraction.info.run_name}](#/experiments/{extraction.info.experiment_id}/runs/{extraction_run_id})."
+    return text + (f" Extraction run id: {extraction_run_id} (not in this store)." if extraction_run_id else "")
 
 
 def score_table(split: Split, scores) -> pd.DataFrame:
@@ -75,6 +88,7 @@ def run(cfg: DictConfig) -> float | None:
         client = tracking.MlflowClient(uri)
         name = run_name(spec, folder, backbone, client, tracking.ensure_experiment(spec.logger, root))
         logger = tracking.build_logger(replace(spec.logger, run_name=name), root, output_dir, tags)
+        client.set_tag(logger.run_id, "mlflow.note.content", description(spec, folder, manifest, tags["extraction_run_id"], client))
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
     selected = probe.fit(splits, FitContext(kwargs, optimizer, logger, output_dir, spec.seed))
 
