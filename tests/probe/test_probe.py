@@ -194,8 +194,14 @@ def test_frame_level_auc_matches_hand_computation(tmp_path: Path):
     ("one_class", "has only label 0: ROC-AUC needs both classes"),
     ("split", "has no test split"),
     ("index_rows", "index.csv has 79 test clips, the manifest 80 rows"),
-    ("no_index", "groups clips into videos, and the extraction's index is missing"),
+    ("no_index", "clip index (manifest index.path) is missing: probe=mil_ranking and probe.annotations need it"),
     ("annotations", "probe.annotations: no file"),
+    ("annotations_garbage", "line 2 of"),
+    ("annotations_empty", "annotates no anomalous frame"),
+    ("index_garbage", "cannot read the index"),
+    ("index_outside", "has a clip outside its video (row 12: start_frame 999"),
+    ("splits_list", "is not an extraction manifest (missing or wrong 'splits')"),
+    ("no_such_run", "is neither a folder nor an MLflow run id"),
 ])
 def test_bad_probe_input_is_one_line_before_training(tmp_path: Path, damage: str, message: str):
     folder = write_extraction(tmp_path / "emb")
@@ -226,8 +232,26 @@ def test_bad_probe_input_is_one_line_before_training(tmp_path: Path, damage: str
         pd.read_csv(folder / "index.csv").iloc[:-1].to_csv(folder / "index.csv", index=False)
     elif damage == "no_index":
         (folder / "index.csv").unlink()
+    elif damage == "annotations_garbage":
+        (tmp_path / "a.txt").write_text("Fight001_x264.mp4  Fighting  4  7  -1  -1\nthis is not an annotation file at all\n")
+    elif damage == "annotations_empty":
+        (tmp_path / "a.txt").write_text("")
+    elif damage == "index_garbage":
+        (folder / "index.csv").write_bytes(b"")
+    elif damage == "index_outside":
+        index = pd.read_csv(folder / "index.csv")
+        index.loc[10, "start_frame"] = 999
+        index.to_csv(folder / "index.csv", index=False)
+    elif damage == "splits_list":
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["splits"] = []
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    elif damage == "no_such_run":
+        folder = "0123456789abcdef0123456789abcdef"
     extra = {"index_rows": ["probe=mil_ranking"], "no_index": ["probe=mil_ranking"],
              "annotations": [f"probe.annotations={tmp_path}/missing.txt"]}.get(damage, [])
+    if damage.startswith("annotations_"):
+        extra = [f"probe.annotations={tmp_path}/a.txt"]
     proc = run_train("task=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r", *extra, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     line = proc.stderr.strip().splitlines()[-1]

@@ -82,6 +82,7 @@ class MilRankingConfig(ProbeConfig):
         require(self.smoothness >= 0 and self.sparsity >= 0, "smoothness and sparsity must be >= 0")
 
 
+SELECTION_METRICS = ("val/roc_auc", "val/ap", "val/balanced_accuracy", "val/f1", "val/video_roc_auc")  # what a sweep may maximise
 PROBES: dict[str, type] = {"logistic": LogisticConfig, "mlp": MlpConfig, "mil_ranking": MilRankingConfig}
 
 
@@ -100,11 +101,14 @@ def validate_probe(cfg: DictConfig) -> ProbeSpec:
     embeddings = resolved(cfg, "embeddings")
     if not isinstance(embeddings, str) or not embeddings:
         raise ConfigError(f"embeddings: an extraction output folder or its MLflow run id (got {embeddings!r})")
+    metric = resolved(cfg, "optimized_metric")
+    if metric not in SELECTION_METRICS:
+        raise ConfigError(f"optimized_metric: {metric!r} is not a val metric of the probe (choose one of {', '.join(SELECTION_METRICS)})")
     seed = resolved(cfg, "seed")
     if not isinstance(seed, int):
         raise ConfigError(f"seed: must be an integer (got {seed!r})")
     return ProbeSpec(
         embeddings=embeddings, probe=build_choice(cfg, "probe", PROBES),
         trainer=trainer_config(cfg), logger=build_choice(cfg, "logger", LOGGERS),
-        seed=seed, optimized_metric=str(resolved(cfg, "optimized_metric")), run_name=resolved(cfg, "run_name"),
+        seed=seed, optimized_metric=metric, run_name=resolved(cfg, "run_name"),
     )

@@ -4,6 +4,7 @@ manifest, each split's valid rows read from the memmaps in chunks and standardis
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ def resolve_embeddings(reference: str, tracking_uri: str) -> tuple[Path, str | N
     """A folder, or the MLflow run id of an extraction (its ``embeddings_dir`` tag)."""
     if Path(reference).is_dir():
         return Path(reference), None
+    store = tracking_uri[len("sqlite:///"):] if tracking_uri.startswith("sqlite:///") else None
+    if not re.fullmatch(r"[0-9a-f]{32}", reference) or (store and not Path(store).is_file()):  # no store made to find nothing
+        raise ProbeInputError(f"embeddings: {reference!r} is neither a folder nor an MLflow run id in {tracking_uri}")
     try:
         run = MlflowClient(tracking_uri).get_run(reference)
     except Exception:
@@ -49,6 +53,8 @@ def check_manifest(folder: Path) -> dict:
                 manifest[new] = manifest[old]
         for key in ("splits", "embedding_dim", "dtype", "backbone"):
             manifest[key]  # noqa: B018 - a KeyError names the missing key
+        if not isinstance(manifest["splits"], dict):
+            raise TypeError("'splits'")
         for split in SPLITS:
             info = manifest["splits"].get(split)
             if info is None:
@@ -94,7 +100,8 @@ class Split:
     def videos(self) -> list[np.ndarray]:
         """Positions of each video's clips, in time order (videos in index order)."""
         if self.clips is None:
-            raise ProbeInputError("embeddings: this probe groups clips into videos, and the extraction's index is missing")
+            raise ProbeInputError("embeddings: the extraction's clip index (manifest index.path) is missing: probe=mil_ranking and "
+                                  "probe.annotations need it to group clips into videos")
         codes, _ = pd.factorize(self.clips.path)
         order = np.lexsort((self.clips.start_frame.to_numpy(), codes))
         return np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
@@ -131,7 +138,7 @@ def _check_labels(labels: np.ndarray, split: str, folder: Path) -> None:
     if len(labels) == 0:
         raise ProbeInputError(f"embeddings: no valid row in the {split} split of {folder}")
     if not np.isin(labels, (0, 1)).all():
-        raise ProbeInputError(f"embeddings: {split} labels must be 0 or 1, found {sorted(int(v) for v in set(np.unique(labels)) - {0, 1})[:5]} in {folder}")
+        raise ProbeInputError(f"embeddings: {split} labels must be 0 or 1, found {sorted(v.item() for v in set(np.unique(labels)) - {0, 1})[:5]} in {folder}")
     if len(np.unique(labels)) < 2:
         raise ProbeInputError(f"embeddings: the {split} split of {folder} has only label {int(labels[0])}: ROC-AUC needs both classes")
 
@@ -151,11 +158,20 @@ def _index(manifest: dict, folder: Path) -> pd.DataFrame | None:
     path = Path(str((manifest.get("index") or {}).get("path", "")))
     if not path.is_file():
         return None
-    index = pd.read_csv(path)
+    try:
+        index = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+        raise ProbeInputError(f"embeddings: cannot read the index {path} ({str(err).splitlines()[0]})") from None
     missing = [c for c in ["split", *CLIP_COLUMNS] if c not in index.columns]
     if missing:
         raise ProbeInputError(f"embeddings: the index {path} of {folder} has no column {missing[0]!r}")
-    return index
+    frames = index[CLIP_COLUMNS[1:]].apply(pd.to_numeric, errors="coerce")
+    bad = frames.isna().any(axis=1) | (frames.start_frame < 0) | (frames.end_frame <= frames.start_frame) | (frames.start_frame >= frames.n_frames)
+    if bad.any():
+        row = index.loc[bad.idxmax()]
+        raise ProbeInputError(f"embeddings: the index {path} has a clip outside its video (row {int(bad.idxmax()) + 2}: start_frame "
+                              f"{row.start_frame}, end_frame {row.end_frame}, n_frames {row.n_frames})")
+    return index.assign(**frames.astype(np.int64))
 
 
 def _split_clips(index: pd.DataFrame, split: str, rows: int, manifest: dict) -> pd.DataFrame:

@@ -3,12 +3,13 @@ levels the anomaly-detection papers report."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score, roc_curve
+
+from vidlab.probe.data import ProbeInputError
 
 
 def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -39,14 +40,27 @@ def video_level_auc(clips: pd.DataFrame) -> float:
 
 def read_temporal_annotations(path: str | Path) -> dict[str, list[tuple[int, int]]]:
     """UCF-Crime's ``Temporal_Anomaly_Annotation_for_Testing_Videos.txt``: ``name category s1 e1 s2 e2``
-    (frames, inclusive; -1 when absent). Returns the anomalous frame ranges by video file name."""
+    (frames, inclusive; -1 when absent). Returns the anomalous frame ranges by video file name; a
+    file that is not in this format is a one-line error naming the line."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ProbeInputError(f"probe.annotations: cannot read {path} ({str(err).splitlines()[0]})") from None
     ranges = {}
-    for line in Path(path).read_text().splitlines():
-        parts = re.split(r"\s+", line.strip())
-        if len(parts) < 6:
+    for number, line in enumerate(lines, 1):
+        parts = line.split()
+        if not parts:
             continue
-        bounds = [int(v) for v in parts[2:6]]
+        try:
+            bounds = [int(v) for v in parts[2:6]]
+        except ValueError:
+            bounds = []
+        if len(parts) < 6 or len(bounds) != 4 or any(0 <= s and e < s for s, e in zip(bounds[::2], bounds[1::2])):
+            raise ProbeInputError(f"probe.annotations: line {number} of {path} is not 'name category start end start end' "
+                                  f"(frames, -1 when absent): {line.strip()[:80]!r}")
         ranges[parts[0]] = [(s, e) for s, e in zip(bounds[::2], bounds[1::2]) if s >= 0 and e >= 0]
+    if not any(ranges.values()):
+        raise ProbeInputError(f"probe.annotations: {path} annotates no anomalous frame")
     return ranges
 
 
