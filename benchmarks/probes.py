@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from vidlab.probe.metrics import frame_level_auc, read_temporal_annotations
+from vidlab.probe.data import check_manifest, load_splits
+from vidlab.probe.metrics import frame_level_auc, read_temporal_annotations, video_level_auc
 from vidlab.probe.synthetic import ANNOTATIONS, write_localised
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,29 +51,25 @@ def run_probe(name: str, folder: Path, runs: Path) -> dict:
 def _scored(test: pd.DataFrame, scores: np.ndarray, annotations: dict[str, list[tuple[int, int]]], name: str) -> dict:
     """Clip (against video labels), video (top clip) and frame ROC-AUC of test clip scores."""
     table = test.assign(score=scores)
-    videos = table.groupby("path").agg(y=("y", "max"), score=("score", "max"))
-    metrics = {"test/roc_auc": roc_auc_score(table.y, table.score), "test/video_roc_auc": roc_auc_score(videos.y, videos.score),
+    metrics = {"test/roc_auc": roc_auc_score(table.y, table.score), "test/video_roc_auc": video_level_auc(table),
                "test/frame_roc_auc": frame_level_auc(table, annotations)[0]}
     return {"probe": name, "metrics": {k: float(v) for k, v in metrics.items()}, "wall_s": None}
 
 
 def references(folder: Path) -> list[dict]:
-    """The nearest-centroid floor (class centroids of the train embeddings standardised on train;
-    score = squared distance to the normal centroid minus that to the anomalous one) and the oracle
-    (score 1 on the clips the annotations mark anomalous, 0 elsewhere)."""
-    index = pd.read_csv(folder / "index_clips.csv")
-    test = index[index.split == "test"].reset_index(drop=True)[["path", "n_frames", "start_frame", "end_frame", "y"]]
-    x = {s: np.load(folder / f"embeddings_{s}.npy").astype(np.float64) for s in ("train", "test")}
-    y_train = np.load(folder / "labels_train.npy")
-    mean, std = x["train"].mean(0), x["train"].std(0)
-    z_train, z_test = (x["train"] - mean) / std, (x["test"] - mean) / std
-    normal, anomalous = z_train[y_train == 0].mean(0), z_train[y_train == 1].mean(0)
-    floor = ((z_test - normal) ** 2).sum(1) - ((z_test - anomalous) ** 2).sum(1)
+    """The nearest-centroid floor (class centroids of the train embeddings, standardised on train as
+    the probes read them; score = squared distance to the normal centroid minus that to the
+    anomalous one) and the oracle (score 1 on the clips the annotations mark anomalous, 0 elsewhere)."""
+    splits = load_splits(folder, check_manifest(folder))
+    train, test = splits["train"], splits["test"]
+    clips = test.clips.assign(y=test.y)
+    normal, anomalous = train.x[train.y == 0].mean(0), train.x[train.y == 1].mean(0)
+    floor = ((test.x - normal) ** 2).sum(1) - ((test.x - anomalous) ** 2).sum(1)
     annotations = read_temporal_annotations(folder / ANNOTATIONS)
     truth = [any(s <= end - 1 and start <= e for s, e in annotations[Path(path).name])
-             for path, start, end in zip(test.path, test.start_frame, test.end_frame)]
-    return [_scored(test, floor, annotations, "nearest-centroid floor"),
-            _scored(test, np.array(truth, float), annotations, "oracle (true anomalous clips)")]
+             for path, start, end in zip(clips.path, clips.start_frame, clips.end_frame)]
+    return [_scored(clips, floor, annotations, "nearest-centroid floor"),
+            _scored(clips, np.array(truth, float), annotations, "oracle (true anomalous clips)")]
 
 
 def table(results: list[dict]) -> str:

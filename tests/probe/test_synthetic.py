@@ -16,7 +16,8 @@ from vidlab.probe.metrics import read_temporal_annotations
 from vidlab.probe.synthetic import ANNOTATIONS, write_localised
 from vidlab.splits import SPLITS
 
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import ROOT
+
 SMALL = {"train": 6, "val": 2, "test": 4}
 
 
