@@ -1,7 +1,12 @@
 """Restore a stained video with a trained checkpoint (blind: the model finds the stain).
 
-    python -m vidlab.restore CHECKPOINT INPUT OUTPUT [--side-by-side PATH] [--smoothing NAME]
-                             [--megapixels N] [--chunk N] [--device cpu|cuda]
+    python -m vidlab.restore MODEL INPUT OUTPUT [--side-by-side PATH] [--smoothing NAME]
+                             [--megapixels N] [--chunk N] [--device cpu|cuda] [--codec h264|mp4v]
+
+MODEL is a train.py checkpoint (``outputs/.../checkpoints/best.ckpt``), a checkpoint logged to
+MLflow (``runs:/<run id>/checkpoints/best.ckpt``) or a logged model (``runs:/<run id>/model``,
+``models:/<name>/<version>``); MLflow URIs are read from the store ``--tracking-uri`` names
+(default: the project's ``sqlite:///mlruns.db``).
 
 Memory is bounded at any resolution and length by a pixel budget (``--megapixels``; the default
 U-Net needs about 0.45 GB per megapixel): a forward pass covers at most that many pixels (a frame
@@ -13,7 +18,8 @@ the whole video restored at once would give, whatever the budget (up to float ro
 model (``blend_unet``) estimates the stain once per segment of ``model.window`` frames, as when its
 test clips were scored.
 
-The output is H.264 in ``.mp4``, ``.mkv`` or ``.avi``, at the input's exact size (odd sizes too).
+The output is H.264 in ``.mp4`` (index first: plays in a browser while it loads), ``.mkv`` or ``.avi``,
+at the input's exact size (odd sizes too, as 4:4:4); ``--codec mp4v`` writes MPEG-4 part 2 instead.
 A progress bar (frames, frames/s) goes to stderr, a one-line summary to stdout.
 
 Exit codes (errors are one line on stderr, and the output folder is left as it was):
@@ -42,7 +48,7 @@ from tqdm import tqdm
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, one_line
 from vidlab.restoration.config import SCHEMAS, build_smoothing_config
 from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer
-from vidlab.video import H264Writer, VideoReadError, check_video_suffix, iter_frames
+from vidlab.video import H264Writer, VideoReadError, VideoWriter, check_video_suffix, iter_frames
 from vidlab.video.count import video_info
 
 # torch and Lightning take seconds to import (about 8 s on a 2-core CPU): they are imported where
@@ -70,9 +76,46 @@ def _device(name: str | None) -> torch.device:
     return device
 
 
-def load_module(checkpoint: str | Path) -> RestorationModule:
-    """The restoration model of a train.py checkpoint, on the CPU in eval mode, loaded weights-only
-    (no pickled code runs)."""
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the project's own store (as ``conf/logger/mlflow.yaml``)."""
+    import os
+
+    from vidlab.schema import CONF_DIR, choice_values
+    from vidlab.tracking import resolve_tracking_uri
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or resolve_tracking_uri(choice_values("logger", "mlflow")["tracking_uri"], CONF_DIR.parent)
+
+
+def load_module(reference: str | Path, tracking_uri: str | None = None) -> RestorationModule:
+    """The restoration model of a train.py checkpoint (a path, or a ``runs:/`` URI of one logged to
+    MLflow) or of a logged MLflow model (``runs:/<id>/model``, ``models:/<name>/<version>``), on
+    the CPU in eval mode. Checkpoints are loaded weights-only (no pickled code runs); an MLflow model
+    is a pickled :class:`~vidlab.restoration.module.ClipRestorer`, so only load models from a store
+    you trust, as with any pickle."""
+    from vidlab.tracking.models import is_mlflow_uri
+
+    if not is_mlflow_uri(str(reference)):
+        return _load_checkpoint(reference)
+    from vidlab.tracking.models import download, load_pytorch_model
+
+    uri = tracking_uri or default_tracking_uri()
+    if str(reference).endswith(".ckpt"):
+        return _load_checkpoint(download(str(reference), uri))
+    return _check_restorer(reference, load_pytorch_model(str(reference), uri))
+
+
+def _check_restorer(reference: str | Path, model: object) -> RestorationModule:
+    from vidlab.restoration.module import ClipRestorer
+
+    if not isinstance(model, ClipRestorer):
+        raise ConfigError(f"{reference} is a {type(model).__name__}, not a restoration model logged by train.py")
+    if getattr(model.module.model_cfg, "mask_channel", False):
+        raise ConfigError(f"{reference}: this model needs the stain mask as input; blind restore needs mask_channel=false")
+    return model.module.eval()
+
+
+def _load_checkpoint(checkpoint: str | Path) -> RestorationModule:
+    """The restoration model of a train.py checkpoint, loaded weights-only."""
     path = Path(checkpoint)
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {checkpoint}")
@@ -98,9 +141,12 @@ def load_module(checkpoint: str | Path) -> RestorationModule:
     return module.eval()
 
 
-def _writer(path: Path, fps: float) -> H264Writer:
+WRITERS = {"h264": H264Writer, "mp4v": VideoWriter}
+
+
+def _writer(path: Path, fps: float, codec: str) -> H264Writer | VideoWriter:
     try:
-        return H264Writer(path, fps)
+        return WRITERS[codec](path, fps)
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror or err}") from None
 
@@ -115,6 +161,8 @@ def restore_video(
     device: str | None = "cpu",
     megapixels: float = DEFAULT_MEGAPIXELS,
     progress: bool = False,
+    codec: str = "h264",
+    tracking_uri: str | None = None,
 ) -> int:
     """Write the restored video (and optionally input | restored side by side); returns frames written.
 
@@ -135,7 +183,7 @@ def restore_video(
     except VideoReadError as err:
         raise ConfigError(str(err)) from None
     with contextlib.ExitStack() as stack:
-        writers = [stack.enter_context(_writer(path, info.fps or 24.0)) for path in outputs]
+        writers = [stack.enter_context(_writer(path, info.fps or 24.0, codec)) for path in outputs]
         import torch
 
         from vidlab.restoration.previews import side_by_side
@@ -143,7 +191,7 @@ def restore_video(
 
         torch_device = _device(device)
         # channels-last convolutions ran ~25% faster on the CPU here (oneDNN's NHWC kernels)
-        module = load_module(checkpoint).to(torch_device, memory_format=torch.channels_last)
+        module = load_module(checkpoint, tracking_uri).to(torch_device, memory_format=torch.channels_last)
         smoother = module.smoother if smoothing is None else build_smoothing(build_smoothing_config(smoothing))
         restorer = Restorer(module, smoother, megapixels, chunk)
         # smoothing=0: the rate shown is the average so far (blocks of frames finish in bursts)
@@ -170,7 +218,9 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m vidlab.restore", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="a .ckpt written by train.py (outputs/.../checkpoints/best.ckpt)")
+    parser.add_argument("checkpoint", metavar="model",
+                        help="a .ckpt written by train.py (outputs/.../checkpoints/best.ckpt), or an MLflow URI: "
+                             "runs:/<run id>/model, runs:/<run id>/checkpoints/best.ckpt, models:/<name>/<version>")
     parser.add_argument("input", help="the video to restore")
     parser.add_argument("output", help="where to write the restored video (.mp4, .mkv or .avi)")
     parser.add_argument("--side-by-side", help="also write input | restored to this video")
@@ -179,13 +229,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="pixels processed at once, in millions: bounds memory (default %(default)s)")
     parser.add_argument("--chunk", type=int, help="at most this many frames per block (default: what --megapixels allows)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
+    parser.add_argument("--codec", choices=sorted(WRITERS), default="h264",
+                        help="h264 (default; plays in browsers) or mp4v (MPEG-4 part 2, OpenCV)")
+    parser.add_argument("--tracking-uri", help="the MLflow store of runs:/ and models:/ URIs "
+                                               "(default: $MLFLOW_TRACKING_URI, else the project's sqlite:///mlruns.db)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     _return_freed_memory()
     start = time.perf_counter()
     try:
         n = restore_video(args.checkpoint, args.input, args.output, args.side_by_side, args.smoothing, args.chunk,
-                          args.device, args.megapixels, progress=True)
+                          args.device, args.megapixels, progress=True, codec=args.codec, tracking_uri=args.tracking_uri)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None

@@ -65,6 +65,15 @@ class MlflowLoggerConfig:
     experiment_name: str
     run_name: Optional[str]
     log_checkpoint: bool
+    log_model: bool
+    register_as: Optional[str]
+    system_metrics_interval: Optional[float]
+
+    def __post_init__(self) -> None:
+        interval = self.system_metrics_interval
+        require(interval is None or interval > 0, f"system_metrics_interval must be > 0 seconds or null (got {interval})")
+        require(self.register_as is None or (self.register_as.strip() and self.log_model),
+                f"register_as needs a name and log_model=true (got {self.register_as!r}, log_model={self.log_model})")
 
 
 @dataclass

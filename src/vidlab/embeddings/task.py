@@ -8,17 +8,20 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from vidlab import tracking
 from vidlab.embeddings import layouts
 from vidlab.embeddings.clip_index import IndexSettings, build_index
 from vidlab.embeddings.config import ExtractSpec, UcfCrimeConfig, validate_extract
-from vidlab.embeddings.extraction import extract_embeddings, file_sha256, is_child_rank, prepare_extraction
+from vidlab.embeddings.extraction import extract_embeddings, file_sha256, is_child_rank, load_index, prepare_extraction
 from vidlab.embeddings.index_check import check_index, format_report
 from vidlab.errors import ConfigError
 from vidlab.jobs import job_dirs, run_job
 from vidlab.schema import MlflowLoggerConfig
+from vidlab.tracking.inputs import index_inputs, log_inputs, video_split_inputs
 
 
 def make_index(spec: ExtractSpec) -> tuple[Path, dict]:
@@ -42,6 +45,20 @@ def make_index(spec: ExtractSpec) -> tuple[Path, dict]:
     return output, report
 
 
+STAGE_GROUPS = {"index": ("layout", "indexing", "check"), "validate": ("check",), "extract": ("backbone", "extraction")}
+"""The config groups whose values are a stage's params; the rest of the config is in its tags."""
+
+
+def _log_checked_index(client: MlflowClient, run_id: str, index_file: Path, sha256: str) -> None:
+    """The index a validation read, as datasets by split, when it is a readable CSV with those
+    columns (an index that is not is what the validation reports)."""
+    try:
+        table = pd.read_csv(index_file, usecols=["split", "path"])
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError):  # pandas' errors for unreadable or other columns
+        return
+    log_inputs(client, run_id, index_inputs(index_file, sha256, table))
+
+
 def run(cfg: DictConfig) -> int:
     """Run the configured stage; returns the process exit code (non-zero when the index is invalid)."""
     spec = validate_extract(cfg)
@@ -52,12 +69,16 @@ def run(cfg: DictConfig) -> int:
         name = spec.logger.run_name or (f"extract-{spec.backbone.name}_T{spec.backbone.frames_per_clip}" if spec.stage == "extract"
                                         else f"{spec.stage}-{spec.layout.name if spec.layout else Path(spec.index_file).stem}")
         client, run_id = tracking.start_run(replace(spec.logger, run_name=name), root, output_dir, {"task": "embeddings", "stage": spec.stage})
-        tracking.log_config(client, run_id, cfg, output_dir)
+        tracking.log_config(client, run_id, cfg, output_dir, STAGE_GROUPS[spec.stage])
     status, files, metrics = "FAILED", [], {}
     try:
         allow_padded = spec.check.allow_padded
         if spec.stage == "index":
             index_file, build_report = make_index(spec)
+            if client is not None:
+                table = load_index(index_file, None)
+                videos = {str(split): list(rows.abs_path) for split, rows in table.groupby("split", sort=False)}
+                log_inputs(client, run_id, video_split_inputs(spec.layout.name, videos, {"layout": spec.layout.name}))
             files.append(("index", index_file))
             files.append(("index", index_file.with_suffix(".json")))
             metrics.update({"videos_indexed": build_report["videos_indexed"], "clips": build_report["clips"],
@@ -66,6 +87,8 @@ def run(cfg: DictConfig) -> int:
             if allow_padded is None:
                 allow_padded = spec.indexing.short_videos == "pad"
         elif spec.stage == "extract":
+            if client is not None:
+                log_inputs(client, run_id, index_inputs(Path(spec.index_file), prepared.index_sha, prepared.table))
             result = extract_embeddings(spec, prepared, run_id)
             files += result.files
             metrics.update(result.metrics)
@@ -77,6 +100,8 @@ def run(cfg: DictConfig) -> int:
             index_file = Path(spec.index_file)
         report = check_index(index_file, spec.path_root, bool(allow_padded), spec.check.check_files, spec.check.allow_outside_root)
         report["sha256"] = file_sha256(index_file)
+        if client is not None and spec.stage == "validate":
+            _log_checked_index(client, run_id, index_file, report["sha256"])
         text = format_report(report)
         print(text)
         report_file = output_dir / "index_check.json"

@@ -96,6 +96,7 @@ class Split:
     rows: np.ndarray            # the rows' numbers in the split's files
     invalid: int                # rows the extraction marked invalid, left out
     clips: pd.DataFrame | None  # the index rows of these clips (CLIP_COLUMNS ...); None without an index
+    scaler: StandardScaler      # the standardisation fitted on train (the same in every split): a logged probe applies it
 
     def videos(self) -> list[np.ndarray]:
         """Positions of each video's clips, in time order (videos in index order)."""
@@ -129,7 +130,7 @@ def load_splits(folder: Path, manifest: dict) -> dict[str, Split]:
         for start, block in zip(range(0, len(rows), CHUNK_ROWS), _blocks(embeddings, rows, split, folder)):
             x[start : start + len(block)] = scaler.transform(block)
         clips = None if index is None else _split_clips(index, split, manifest["splits"][split]["rows"], manifest).iloc[rows]
-        splits[split] = Split(x, labels, rows, invalid, None if clips is None else clips.reset_index(drop=True))
+        splits[split] = Split(x, labels, rows, invalid, None if clips is None else clips.reset_index(drop=True), scaler)
     return splits
 
 

@@ -12,6 +12,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
 from vidlab.jobs import StopOnSignal
@@ -38,6 +39,26 @@ class Probe(Protocol):
 
     def files(self) -> list[Path]:
         """The trained probe's files, to log beside the run."""
+
+    def mlflow_model(self, scaler: StandardScaler) -> tuple[Any, str]:
+        """The trained probe on raw embeddings (the train split's standardisation first) as an MLflow
+        model, with its flavour (``sklearn`` or ``pytorch``): anomaly scores in [0, 1] out."""
+
+
+class Standardized(torch.nn.Module):
+    """A torch probe on raw embeddings: the train split's standardisation, the network, then
+    ``sigmoid`` when the network ends on logits."""
+
+    def __init__(self, scaler: StandardScaler, net: torch.nn.Module, logits: bool):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(scaler.mean_, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scaler.scale_, dtype=torch.float32))
+        self.net, self.logits = net, logits
+
+    @torch.no_grad()
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        scores = self.net((embeddings.float() - self.mean) / self.scale).squeeze(-1)
+        return torch.sigmoid(scores) if self.logits else scores
 
 
 def fit_lightning(module: L.LightningModule, train: DataLoader, val: DataLoader, context: FitContext,

@@ -13,6 +13,8 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from vidlab.probe.data import Split
 from vidlab.probe.fitting import FitContext
@@ -55,3 +57,6 @@ class LogisticProbe:
 
     def files(self) -> list[Path]:
         return [self.output] if self.output else []
+
+    def mlflow_model(self, scaler: StandardScaler) -> tuple[Pipeline, str]:
+        return make_pipeline(scaler, self.model), "sklearn"

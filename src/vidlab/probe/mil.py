@@ -22,11 +22,12 @@ import lightning as L
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from vidlab.probe.data import Split
-from vidlab.probe.fitting import FitContext, fit_lightning
+from vidlab.probe.fitting import FitContext, Standardized, fit_lightning
 
 
 class Bags:
@@ -134,3 +135,6 @@ class MilRankingProbe:
 
     def files(self) -> list[Path]:
         return [self.checkpoint] if self.checkpoint else []
+
+    def mlflow_model(self, scaler: StandardScaler) -> tuple[Standardized, str]:
+        return Standardized(scaler, self.module.net.eval(), logits=False), "pytorch"

@@ -11,11 +11,12 @@ import lightning as L
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from vidlab.probe.data import CHUNK_ROWS, Split
-from vidlab.probe.fitting import FitContext, fit_lightning
+from vidlab.probe.fitting import FitContext, Standardized, fit_lightning
 
 
 class ClipClassifier(L.LightningModule):
@@ -76,3 +77,6 @@ class MlpProbe:
 
     def files(self) -> list[Path]:
         return [self.checkpoint] if self.checkpoint else []
+
+    def mlflow_model(self, scaler: StandardScaler) -> tuple[Standardized, str]:
+        return Standardized(scaler, self.module.net.eval(), logits=True), "pytorch"

@@ -9,6 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
 from vidlab.probe import metrics as pm
@@ -16,8 +17,8 @@ from vidlab.probe import metrics as pm
 CURVES_SHOWN = 8  # videos per score-curve figure: the anomalous ones first (most anomalous frames), then normal
 
 
-def clip_figures(labels: np.ndarray, scores: np.ndarray, threshold: float, folder: Path) -> list[Path]:
-    paths = []
+def clip_figures(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Figure]:
+    figures = {}
     for name, draw in (
         ("roc.png", lambda ax: RocCurveDisplay.from_predictions(labels, scores, ax=ax, plot_chance_level=True, name="probe")),
         ("pr.png", lambda ax: PrecisionRecallDisplay.from_predictions(labels, scores, ax=ax, plot_chance_level=True, name="probe")),
@@ -27,11 +28,12 @@ def clip_figures(labels: np.ndarray, scores: np.ndarray, threshold: float, folde
     ):
         fig, ax = plt.subplots(figsize=(5.5, 5))
         draw(ax)
-        paths.append(_save(fig, folder / name))
-    return paths
+        fig.tight_layout()
+        figures[name] = fig
+    return figures
 
 
-def score_curves(clips: pd.DataFrame, annotations: dict[str, list[tuple[int, int]]], threshold: float, folder: Path) -> Path:
+def score_curves(clips: pd.DataFrame, annotations: dict[str, list[tuple[int, int]]], threshold: float) -> Figure:
     """Frame scores over time of up to CURVES_SHOWN test videos, annotated anomalies shaded."""
     names = {path: Path(path).name for path in clips.path.unique()}
     anomalous_frames = {path: sum(e - s + 1 for s, e in annotations.get(name, [])) for path, name in names.items()}
@@ -48,11 +50,5 @@ def score_curves(clips: pd.DataFrame, annotations: dict[str, list[tuple[int, int
         ax.set_title(f"{names[path]} ({'anomalous' if labels[path] else 'normal'})", fontsize=9, loc="left")
         ax.set_ylabel("score")
     axes[-1, 0].set_xlabel("frame (shaded: annotated anomaly; dashed: threshold)")
-    return _save(fig, folder / "score_curves.png")
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig

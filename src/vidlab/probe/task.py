@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
@@ -27,6 +28,8 @@ from vidlab.probe.config import ProbeSpec, validate_probe
 from vidlab.probe.data import ProbeInputError, Split, check_manifest, load_splits, resolve_embeddings
 from vidlab.probe.fitting import FitContext, Probe
 from vidlab.schema import MlflowLoggerConfig, instantiate_choice
+from vidlab.tracking.inputs import embeddings_inputs, log_inputs
+from vidlab.tracking.models import log_model as log_mlflow_model
 
 
 def run_name(spec: ProbeSpec, folder: Path, backbone: str, client, experiment_id: str) -> str:
@@ -86,10 +89,11 @@ def run(cfg: DictConfig) -> float | None:
         tags = {"task": "probe", "probe": spec.probe.name, "embeddings_dir": str(folder), "backbone": manifest["backbone"],
                 "extraction_run_id": run_ref or manifest.get("mlflow_run_id") or ""}
         client = tracking.MlflowClient(uri)
-        name = run_name(spec, folder, backbone, client, tracking.ensure_experiment(spec.logger, root))
+        name = run_name(spec, folder, backbone, client, tracking.ensure_experiment(spec.logger, root, "probe"))
         logger = tracking.build_logger(replace(spec.logger, run_name=name), root, output_dir, tags)
         client.set_tag(logger.run_id, "mlflow.note.content", description(spec, folder, manifest, tags["extraction_run_id"], client))
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
+        log_inputs(client, logger.run_id, embeddings_inputs(folder, manifest, {k: len(v.y) for k, v in splits.items()}))
     selected = probe.fit(splits, FitContext(kwargs, optimizer, logger, output_dir, spec.seed))
 
     scores = {split: probe.scores(splits[split]) for split in ("val", "test")}
@@ -103,15 +107,20 @@ def run(cfg: DictConfig) -> float | None:
     if annotations is not None:
         metrics["test/frame_roc_auc"], metrics["test/frame_videos"] = pm.frame_level_auc(tables["test"], annotations)
     out = output_dir / "probe"
-    (out / "plots").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     tables["test"].to_csv(out / "test_scores.csv", index=False)
-    figures = plots.clip_figures(splits["test"].y, scores["test"], threshold, out / "plots")
+    figures = plots.clip_figures(splits["test"].y, scores["test"], threshold)
     if "path" in tables["test"]:
-        figures.append(plots.score_curves(tables["test"], annotations or {}, threshold, out / "plots"))
+        figures["score_curves.png"] = plots.score_curves(tables["test"], annotations or {}, threshold)
     print("\n".join(f"{k}: {float(v):.4f}" for k, v in metrics.items()))
+    tracking.log_figures(logger and logger.experiment, logger and logger.run_id, figures, out / "plots")
     if logger is not None:
         logger.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=max(int(selected.get("probe/epochs", 0)), 0))
-        files = [("probe", out / "test_scores.csv"), *(("probe/plots", p) for p in figures), *(("probe", p) for p in probe.files())]
+        files = [("probe", out / "test_scores.csv"), *(("probe", p) for p in probe.files())]
         tracking.log_artifacts(logger.experiment, logger.run_id, files)
+        if spec.logger.log_model:
+            model, flavor = probe.mlflow_model(splits["train"].scaler)
+            example = splits["train"].scaler.inverse_transform(splits["val"].x[:4]).astype(np.float32)
+            log_mlflow_model(spec.logger, uri, logger.run_id, model, example, flavor)
         logger.finalize("success")
     return metrics.get(spec.optimized_metric, metrics["val/roc_auc"])

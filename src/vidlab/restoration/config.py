@@ -185,9 +185,11 @@ class LossConfig:
 class PreviewConfig:
     clip: int
     scale: int
+    every_n_epochs: int
 
     def __post_init__(self) -> None:
         at_least(0, self, "clip")
+        at_least(1, self, "every_n_epochs")
         require(1 <= self.scale <= 8, f"scale must be in [1, 8] (got {self.scale})")
 
 

@@ -75,6 +75,7 @@ class RestorationModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.records: list[dict[str, Any]] = []
         self.preview: dict[str, np.ndarray] = {}
+        self.val_preview: dict[str, np.ndarray] = {}  # the middle frame of each output of the preview clip
         self.curves: dict[str, dict[str, list[float]]] = {}
         self.test_summary: dict[str, float] = {}
 
@@ -154,7 +155,11 @@ class RestorationModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         record = self._evaluate_clip(batch, {})
-        record.pop("_outputs")
+        clean, outputs = record.pop("_outputs")
+        if batch_idx == self.hparams.preview_clip:
+            middle = clean.shape[0] // 2
+            self.val_preview = {"clean": to_uint8(clean[middle : middle + 1]),
+                                **{k: to_uint8(outputs[k][middle : middle + 1]) for k in VARIANTS}}
         self.records.append(record)
 
     def on_validation_epoch_end(self) -> None:
@@ -189,6 +194,20 @@ class RestorationModule(L.LightningModule):
         for key, value in self.test_summary.items():
             if math.isfinite(value):
                 self.log(key, value)
+
+
+class ClipRestorer(torch.nn.Module):
+    """The trained restoration as an MLflow model: a float clip ``(T, 3, H, W)`` in [0, 1] in, the
+    restored and smoothed clip out (what ``python -m vidlab.restore`` computes on a whole video)."""
+
+    def __init__(self, module: RestorationModule):
+        super().__init__()
+        self.module = module
+
+    @torch.no_grad()
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        restored = self.module.restore_clip(clip.float())
+        return self.module.smoother(restored, clip.float())
 
 
 def module_from_spec(spec: Any, optimizer: Callable | None, scheduler: Callable | None) -> RestorationModule:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from vidlab import tracking
@@ -21,9 +25,11 @@ from vidlab.restoration.config import RunSpec, model_window, validate
 from vidlab.restoration.corruption import build_corruption
 from vidlab.restoration.data import RestorationDataModule
 from vidlab.restoration.metrics import METRICS
-from vidlab.restoration.module import RestorationModule, module_from_spec
-from vidlab.restoration.previews import plot_curves, side_by_side
+from vidlab.restoration.module import ClipRestorer, RestorationModule, module_from_spec
+from vidlab.restoration.previews import ValidationPreviewImages, plot_curves, preview_panels, side_by_side
 from vidlab.schema import MlflowLoggerConfig
+from vidlab.tracking.inputs import log_inputs, video_split_inputs
+from vidlab.tracking.models import log_model as log_mlflow_model
 from vidlab.video import write_gif, write_video
 
 log = logging.getLogger(__name__)
@@ -74,27 +80,68 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def write_test_outputs(module: RestorationModule, spec: RunSpec, output_dir: Path) -> list[tuple[str, Path]]:
-    """Per-clip CSV, comparison table, side-by-side GIF/mp4, per-frame plot, as (artifact folder, file)."""
+@dataclass
+class TestOutputs:
+    """What a test run shows a person: files by artifact folder, figures and stills logged at the
+    top level of the run, where MLflow's compare view finds them."""
+
+    files: list[tuple[str, Path]] = field(default_factory=list)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def write_test_outputs(module: RestorationModule, spec: RunSpec, output_dir: Path) -> TestOutputs:
+    """Per-clip CSV, comparison table, side-by-side GIF and H.264 mp4 (plays in a browser), the
+    preview's middle frame and the per-frame PSNR/flicker plot (also saved under ``output_dir/test``)."""
     out = output_dir / "test"
     out.mkdir(parents=True, exist_ok=True)
-    files: list[tuple[str, Path]] = []
+    outputs = TestOutputs()
     if module.records:
-        files.append(("test", _write_csv(out / "test_clips.csv", module.records)))
+        outputs.files.append(("test", _write_csv(out / "test_clips.csv", module.records)))
         rows = comparison_table(module.test_summary, spec.model.name, spec.top.compare_smoothing, spec.top.compare_baselines)
-        files.append(("test", _write_csv(out / "comparison.csv", rows)))
+        outputs.files.append(("test", _write_csv(out / "comparison.csv", rows)))
         md = out / "comparison.md"
         write_text(md, markdown_table(rows))
-        files.append(("test", md))
+        outputs.files.append(("test", md))
     if module.preview:
-        panels = {"clean": module.preview["clean"], "stained": module.preview["stained"],
-                  "restored": module.preview["raw"], f"smoothed ({spec.smoothing.name})": module.preview["smoothed"]}
-        video = side_by_side(panels, spec.preview.scale)
+        video = side_by_side(preview_panels(module.preview, spec.smoothing.name), spec.preview.scale)
         fps = getattr(spec.dataset, "fps", 24.0)
-        files.append(("previews", write_gif(out / "preview.gif", video, fps)))
-        files.append(("previews", write_video(out / "preview.mp4", video, fps)))
-        files.append(("previews", plot_curves(module.curves, out / "per_frame.png")))
-    return files
+        outputs.files.append(("previews", write_gif(out / "preview.gif", video, fps)))
+        outputs.files.append(("previews", write_video(out / "preview.mp4", video, fps, codec="h264")))
+        outputs.images["preview.png"] = video[len(video) // 2]
+        outputs.figures["per_frame.png"] = plot_curves(module.curves)
+    return outputs
+
+
+def log_test_outputs(logger: MLFlowLogger | None, outputs: TestOutputs, output_dir: Path) -> None:
+    """Figures saved under ``output_dir/test``; with a logger, everything logged to its run."""
+    client, run_id = (logger.experiment, logger.run_id) if logger is not None else (None, None)
+    tracking.log_figures(client, run_id, outputs.figures, output_dir / "test")
+    if client is not None:
+        tracking.log_artifacts(client, run_id, outputs.files)
+        for name, image in outputs.images.items():
+            client.log_image(run_id, image, artifact_file=name)
+
+
+def description(spec: RunSpec, test_summary: dict[str, float]) -> str:
+    """The run's description in the MLflow UI: what was trained on what, and how well it restores."""
+    text = (f"`{spec.model.name}` restoring `{spec.dataset.name}` stained by `{spec.corruption.name}`, "
+            f"smoothing `{spec.smoothing.name}`.")
+    psnr = test_summary.get("test/smoothed/psnr_content_stain", math.nan)
+    stained = test_summary.get("test/stained/psnr_content_stain", math.nan)
+    if math.isfinite(psnr):
+        text += f" Test PSNR inside the stain: {psnr:.2f} dB (stained input: {stained:.2f} dB)."
+    return text + " Preview: `previews/preview.mp4`; per-epoch validation stills: the `val/preview` image."
+
+
+def log_model(spec: RunSpec, logger: MLFlowLogger, root: Path, best: Path, datamodule: RestorationDataModule) -> None:
+    """The best checkpoint as an MLflow model (:class:`ClipRestorer`), with a real stained test frame
+    as its input example."""
+    from vidlab.restore import load_module
+
+    frame = next(iter(datamodule.stream("test")))["stained"][:1].float().numpy() / 255
+    uri = tracking.resolve_tracking_uri(spec.logger.tracking_uri, root)
+    log_mlflow_model(spec.logger, uri, logger.run_id, ClipRestorer(load_module(best)), frame)
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -120,19 +167,28 @@ def run(cfg: DictConfig) -> float | None:
     callbacks = [checkpoint, OnExceptionCheckpoint(output_dir / "checkpoints", "interrupted"), StopOnSignal(),
                  UndefinedMetricWarning(spec.top.optimized_metric), tracking.RunIdInCheckpoint()]
     if logger:
-        callbacks.append(LearningRateMonitor("epoch"))
+        callbacks += [LearningRateMonitor("epoch"),
+                      ValidationPreviewImages(spec.preview.every_n_epochs, spec.smoothing.name, spec.preview.scale)]
     trainer = L.Trainer(**kwargs, logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
     on_stop_say(f"resume with ckpt_path={output_dir / 'checkpoints' / 'interrupted.ckpt'}")
     if logger is not None:
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=spec.top.ckpt_path)
+    if logger is not None:
+        loader = ("cache_dir", "path", "_target_", "batch_size", "samples_per_clip", "num_workers", "shuffle_buffer")
+        settings = {k: v for k, v in asdict(spec.dataset).items() if k not in loader}
+        videos = {split: [ref.path for ref in refs] for split, refs in datamodule.clips.items()}
+        log_inputs(logger.experiment, logger.run_id, video_split_inputs(spec.dataset.name, videos, settings))
     best = checkpoint.best_model_path if checkpoint.best_model_path and Path(checkpoint.best_model_path).exists() else None
     trainer.test(module, datamodule=datamodule, ckpt_path=best)
-    files = write_test_outputs(module, spec, output_dir)
+    outputs = write_test_outputs(module, spec, output_dir)
+    if logger is not None and spec.logger.log_checkpoint and best:
+        outputs.files.append(("checkpoints", Path(best)))
+    log_test_outputs(logger, outputs, output_dir)
     if logger is not None:
-        if spec.logger.log_checkpoint and best:
-            files.append(("checkpoints", Path(best)))
-        tracking.log_artifacts(logger.experiment, logger.run_id, files)
+        logger.experiment.set_tag(logger.run_id, "mlflow.note.content", description(spec, module.test_summary))
+        if spec.logger.log_model and best:
+            log_model(spec, logger, root, Path(best), datamodule)
         logger.finalize("success")
     if checkpoint.best_model_score is not None and math.isfinite(float(checkpoint.best_model_score)):
         return float(checkpoint.best_model_score)

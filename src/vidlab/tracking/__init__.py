@@ -12,17 +12,21 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
-from mlflow.entities import Param
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 
 from vidlab.schema import MlflowLoggerConfig
+from vidlab.tracking.params import log_params
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def resolve_tracking_uri(uri: str, root: Path) -> str:
@@ -56,15 +60,28 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_experiment(cfg: MlflowLoggerConfig, root: Path) -> str:
-    """Create the store and experiment once (with its artifact location); return its id."""
+EXPERIMENT_DESCRIPTIONS = {  # task -> the experiment's description in the MLflow UI
+    "restoration": "Blind removal of a synthetic stain from video frames (`train.py`): one run per "
+                   "configuration, `-m` sweeps grouped under a parent run. Compare runs on "
+                   "`test/smoothed/psnr_content_stain` and the top-level `preview.png` and `per_frame.png`.",
+    "probe": "Anomaly probes on clip embeddings (`train.py task=probe`): one run per probe and "
+             "embeddings folder, linked to its extraction run. Compare on `test/roc_auc` and `roc_curve.png`.",
+    "embeddings": "Clip-embedding jobs (`extract.py`): indexing, index validation and extraction runs, "
+                  "each with the index or embeddings it read and wrote.",
+}
+
+
+def ensure_experiment(cfg: MlflowLoggerConfig, root: Path, task: str | None = None) -> str:
+    """Create the store and experiment once (with its artifact location and, for a known ``task``,
+    its description); return its id."""
     uri = resolve_tracking_uri(cfg.tracking_uri, root)
     with _store_lock(uri):
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name(cfg.experiment_name)
         if experiment is not None:
             return experiment.experiment_id
-        return client.create_experiment(cfg.experiment_name, artifact_location=_artifact_location(cfg, uri, root))
+        tags = {"mlflow.note.content": EXPERIMENT_DESCRIPTIONS[task]} if task in EXPERIMENT_DESCRIPTIONS else None
+        return client.create_experiment(cfg.experiment_name, artifact_location=_artifact_location(cfg, uri, root), tags=tags)
 
 
 def _artifact_location(cfg: MlflowLoggerConfig, uri: str, root: Path) -> str | None:
@@ -72,34 +89,6 @@ def _artifact_location(cfg: MlflowLoggerConfig, uri: str, root: Path) -> str | N
     if uri.startswith(("http://", "https://")):
         return None
     return resolve_artifact_location(cfg.artifact_location, root)
-
-
-def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    flat: dict[str, str] = {}
-    for key, value in cfg.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = str(value)
-    return flat
-
-
-def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
-    """Log a nested dict as flattened params, whole; a value over MLflow's own limit is cut to it
-    and listed in the ``params_truncated`` tag (the full config is also logged as YAML). On a
-    resumed run, values that differ from the first logging go to the ``vidlab.resumed_with`` tag."""
-    flat = {k: v[:MAX_PARAM_VAL_LENGTH] for k, v in flatten(params).items()}
-    too_long = sorted(k for k, v in flatten(params).items() if len(v) > MAX_PARAM_VAL_LENGTH)
-    logged = client.get_run(run_id).data.params  # a resumed run has them: MLflow params never change
-    changed = sorted(f"{k}={v}" for k, v in flat.items() if k in logged and logged[k] != v)
-    if changed:
-        client.set_tag(run_id, "vidlab.resumed_with", " ".join(changed)[:5000])
-    items = [Param(k, v) for k, v in flat.items() if k not in logged]
-    for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-        client.log_batch(run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
-    if too_long:
-        client.set_tag(run_id, "params_truncated", ",".join(too_long))
 
 
 class VidlabMLFlowLogger(MLFlowLogger):
@@ -144,7 +133,8 @@ def hydra_tags() -> dict[str, str]:
 
 
 def run_tags(root: Path, output_dir: Path, extra: dict[str, str]) -> dict[str, str]:
-    tags = {"output_dir": str(output_dir), **extra, **hydra_tags()}
+    """MLflow's own context tags (user, source name and type), the git commit, Hydra's, ``extra``."""
+    tags = resolve_tags({"output_dir": str(output_dir), **extra, **hydra_tags()})
     commit = git_commit(root)
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -154,11 +144,28 @@ def run_tags(root: Path, output_dir: Path, extra: dict[str, str]) -> dict[str, s
 
 # Runs this process opened and has not ended: whatever stops the job, each gets an end status.
 _OPEN_RUNS: list[tuple[MlflowClient, str]] = []
+_MONITORS: list[SystemMetricsMonitor] = []
+
+
+def _monitor_system(cfg: MlflowLoggerConfig, uri: str, run_id: str, resumed: bool) -> None:
+    """CPU, memory, disk (and GPU) utilisation as ``system/*`` metrics, every
+    ``logger.system_metrics_interval`` seconds, until the run ends."""
+    if cfg.system_metrics_interval is None:
+        return
+    import logging
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop chatter per run
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=cfg.system_metrics_interval, resume_logging=resumed,
+                                   tracking_uri=uri)
+    monitor.start()
+    _MONITORS.append(monitor)
 
 
 def end_open_runs(status: str, reason: str | None = None) -> None:
     """End every run this process opened that is still RUNNING with ``status`` (FINISHED, FAILED,
-    KILLED), the one-line reason as the ``vidlab.error`` tag."""
+    KILLED), the reason as the ``vidlab.error`` tag; system metrics stop with them."""
+    while _MONITORS:
+        _MONITORS.pop().finish()
     while _OPEN_RUNS:
         client, run_id = _OPEN_RUNS.pop()
         current = client.get_run(run_id).info.status
@@ -172,22 +179,25 @@ def end_open_runs(status: str, reason: str | None = None) -> None:
 
 def start_run(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags: dict[str, str]) -> tuple[MlflowClient, str]:
     """A run for jobs outside Lightning (indexing, validation); the caller ends it."""
-    experiment_id = ensure_experiment(cfg, root)
-    client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri, root))
+    experiment_id = ensure_experiment(cfg, root, extra_tags.get("task"))
+    uri = resolve_tracking_uri(cfg.tracking_uri, root)
+    client = MlflowClient(uri)
     run = client.create_run(experiment_id, run_name=cfg.run_name, tags=run_tags(root, output_dir, extra_tags))
     _OPEN_RUNS.append((client, run.info.run_id))
+    _monitor_system(cfg, uri, run.info.run_id, resumed=False)
     return client, run.info.run_id
 
 
 def build_logger(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags: dict[str, str],
                  run_id: str | None = None) -> VidlabMLFlowLogger:
     """Lightning's MLflow logger on a new run, or on ``run_id`` (a resumed training continues its run)."""
-    ensure_experiment(cfg, root)
+    ensure_experiment(cfg, root, extra_tags.get("task"))
+    uri = resolve_tracking_uri(cfg.tracking_uri, root)
     logger = VidlabMLFlowLogger(
         experiment_name=cfg.experiment_name,
         run_name=cfg.run_name,
-        tracking_uri=resolve_tracking_uri(cfg.tracking_uri, root),
-        artifact_location=_artifact_location(cfg, resolve_tracking_uri(cfg.tracking_uri, root), root),
+        tracking_uri=uri,
+        artifact_location=_artifact_location(cfg, uri, root),
         tags=None if run_id else run_tags(root, output_dir, extra_tags),
         log_model=False,
         run_id=run_id,
@@ -195,6 +205,7 @@ def build_logger(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_ta
     _OPEN_RUNS.append((logger.experiment, logger.run_id))  # .experiment creates (or reopens) the run
     if run_id:
         logger.experiment.update_run(run_id, status="RUNNING")
+    _monitor_system(cfg, uri, logger.run_id, resumed=bool(run_id))
     return logger
 
 
@@ -236,10 +247,12 @@ def reusable_run(cfg: MlflowLoggerConfig, root: Path, run_id: str | None) -> str
     return run_id if experiment is not None and run.info.experiment_id == experiment.experiment_id else None
 
 
-def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, output_dir: Path) -> None:
-    """Params from the resolved config, and the config itself (plus Hydra's overrides) as YAML."""
+def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, output_dir: Path,
+               groups: tuple[str, ...] | None = None) -> None:
+    """Params from the resolved config (only the top-level ``groups`` this run reads, when given),
+    and the config itself (plus Hydra's overrides) as YAML."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    log_params(client, run_id, resolved)
+    log_params(client, run_id, resolved, groups)
     path = output_dir / "config.yaml"
     path.write_text(OmegaConf.to_yaml(resolved))
     client.log_artifact(run_id, str(path), "config")
@@ -247,6 +260,25 @@ def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, output_dir: P
     for name in ("overrides.yaml", "config.yaml", "hydra.yaml"):
         if (hydra_dir / name).exists():
             client.log_artifact(run_id, str(hydra_dir / name), "hydra")
+
+
+def log_figures(client: MlflowClient | None, run_id: str | None, figures: dict[str, Figure], folder: Path) -> list[Path]:
+    """Save each figure as ``folder/<name>`` and log it with ``log_figure`` at the top level of the
+    run, where MLflow's compare view shows the same name side by side across runs; then close it."""
+    import matplotlib.pyplot as plt
+
+    from vidlab.files import atomic_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, figure in figures.items():
+        with atomic_path(folder / name) as tmp:
+            figure.savefig(tmp, dpi=100)
+        if client is not None:
+            client.log_figure(run_id, figure, name)
+        plt.close(figure)
+        paths.append(folder / name)
+    return paths
 
 
 def log_artifacts(client: MlflowClient, run_id: str, files: list[tuple[str, Path]]) -> None:
