@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
@@ -79,6 +80,16 @@ def _probe(root: Path, embeddings: Path, *extra: str):
     return run_train("task=probe", f"embeddings={embeddings}", f"paths.root={root}", f"hydra.run.dir={root}/run", *extra)
 
 
+def mlflow_model(root: Path, reference: str):
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlruns.db")
+    try:
+        return mlflow.pyfunc.load_model(reference)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def _run(root: Path):
     client = MlflowClient(f"sqlite:///{root}/mlruns.db")
     return client, client.search_runs([client.get_experiment_by_name("probe").experiment_id])[0]
@@ -96,11 +107,17 @@ def test_default_probe_separates_high_dimensional_embeddings_with_few_rows(tmp_p
     assert run.data.tags["backbone"] == "torchvision/test" and run.data.tags["embeddings_dir"] == str(folder)
     assert run.data.tags["extraction_run_id"] == "0123456789abcdef" and run.info.status == "FINISHED"
     assert run.data.tags["mlflow.note.content"].startswith(f"Probe `logistic` on the torchvision/test embeddings in `{folder}`.")
-    artifacts = {a.path for folder in ("probe", "probe/plots") for a in client.list_artifacts(run.info.run_id, folder)}
-    assert {"probe/test_scores.csv", "probe/c_grid.csv", "probe/plots/roc.png", "probe/plots/pr.png", "probe/plots/confusion.png",
-            "probe/plots/score_curves.png"} <= artifacts
+    artifacts = {a.path for folder in (None, "probe") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert {"probe/test_scores.csv", "probe/c_grid.csv", "roc.png", "pr.png", "confusion.png", "score_curves.png"} <= artifacts
+    assert not [k for k in run.data.params if k.split(".")[0] in ("paths", "logger", "embeddings", "run_name")]
+    inputs = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in run.inputs.dataset_inputs}
+    assert sorted(inputs) == ["test", "train", "val"] and {d.name for d in inputs.values()} == {"emb"}
     scores = pd.read_csv(tmp_path / "run/probe/test_scores.csv")
     assert len(scores) == 80 and {"path", "start_frame", "score", "y"} <= set(scores.columns)
+    # the logged model scores raw embeddings as the run did (its standardisation included)
+    model = mlflow_model(tmp_path, f"runs:/{run.info.run_id}/model")
+    raw = np.load(folder / "embeddings_test.npy")[scores.split_row.to_numpy()].astype(np.float32)
+    np.testing.assert_allclose(np.asarray(model.predict(raw))[:, 1], scores.score, rtol=1e-5, atol=1e-6)
     grid = pd.read_csv(tmp_path / "run/probe/c_grid.csv")
     assert grid.converged.all() and grid.C.is_monotonic_increasing and run.data.metrics["probe/C"] in set(grid.C)
 
@@ -117,6 +134,12 @@ def test_run_names_are_unique_per_embeddings_folder(tmp_path: Path):
 def test_shuffled_labels_give_chance(tmp_path: Path, probe: str):
     probe, splits, _ = fit_probe(probe, write_extraction(tmp_path / "emb", shuffle=True, rows=(("train", 400), ("val", 200), ("test", 400))), tmp_path / "out")
     assert 0.4 < held_out_auc(probe, splits) < 0.6
+    # what MLflow logs scores raw embeddings as the probe scores standardised ones
+    test, scaler = splits["test"], splits["train"].scaler
+    model, flavor = probe.mlflow_model(scaler)
+    raw = scaler.inverse_transform(test.x).astype(np.float32)
+    logged = model.predict_proba(raw)[:, 1] if flavor == "sklearn" else model(torch.from_numpy(raw)).numpy()
+    np.testing.assert_allclose(logged, probe.scores(test), rtol=1e-4, atol=1e-5)
 
 
 def test_mlp_beats_logistic_on_a_nonlinear_boundary_and_keeps_up_on_a_linear_one(tmp_path: Path):

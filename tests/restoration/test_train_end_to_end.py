@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,7 +29,8 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
 
 
 def test_tiny_run_logs_metrics_params_and_artifacts(tmp_path: Path):
-    run_train(*tiny_overrides(tmp_path), "model.base_channels=6")
+    run_train(*tiny_overrides(tmp_path), "model.base_channels=6", "trainer.max_epochs=2", "logger.system_metrics_interval=1",
+              "logger.register_as=stain_remover")
     client, runs = _runs(tmp_path)
     assert len(runs) == 1
     run = runs[0]
@@ -43,15 +45,34 @@ def test_tiny_run_logs_metrics_params_and_artifacts(tmp_path: Path):
     assert {"train/mask_bce", "train/inverse_l1"} <= metrics.keys()  # the blend model's stain losses
     for baseline in ("inpaint_telea", "inpaint_ns", "clip_minimum", "true_inverse"):
         assert np.isfinite(metrics[f"test/baseline_{baseline}/psnr_content_stain"]), baseline
-    assert run.data.params["model.base_channels"] == "6"
-    assert run.data.params["corruption.radius"] == "25"
-    assert run.data.tags["hydra_overrides"].startswith("debug=limit")
+    assert any(key.startswith("system/cpu_utilization") for key in metrics)
+    # params are hyper-parameters; where the run lives, its name and unset values are tags
+    params, tags = run.data.params, run.data.tags
+    assert params["model.base_channels"] == "6" and params["corruption.radius"] == "25" and params["optimizer.lr"] == "0.002"
+    assert not [k for k in params if k.split(".")[0] in ("paths", "logger", "run_name", "ckpt_path", "task")]
+    assert not [k for k, v in params.items() if v in ("None", "???") or v.startswith("/")]
+    assert tags["config.paths.output_dir"] == str(tmp_path / "outputs/run") and tags["config.ckpt_path"] == "null"
+    assert tags["hydra_overrides"].startswith("debug=limit") and tags["mlflow.user"] and tags["mlflow.source.name"].endswith("train.py")
+    assert tags["mlflow.note.content"].startswith("`blend_unet` restoring `moving_digits` stained by `circular_stain`")
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.note.content"].startswith("Blind removal")
+    contexts = {i.dataset.name: [] for i in run.inputs.dataset_inputs}
+    for item in run.inputs.dataset_inputs:
+        contexts[item.dataset.name] += [t.value for t in item.tags if t.key == "mlflow.data.context"]
+    assert contexts == {"moving_digits": ["train", "val", "test"]}
     artifacts = _artifacts(client, run.info.run_id)
     assert {
-        "checkpoints/best.ckpt", "config/config.yaml", "hydra/overrides.yaml", "previews/preview.gif",
-        "previews/preview.mp4", "previews/per_frame.png", "test/test_clips.csv", "test/comparison.csv", "test/comparison.md",
+        "checkpoints/best.ckpt", "config/config.yaml", "hydra/overrides.yaml", "previews/preview.gif", "previews/preview.mp4",
+        "per_frame.png", "preview.png", "test/test_clips.csv", "test/comparison.csv", "test/comparison.md",
     } <= artifacts
+    # a validation still per epoch (the image view's step slider)
+    assert {p.split("+")[2] for p in artifacts if p.startswith("images/val~preview+step+") and p.endswith(".png")} == {"0", "1"}
+    # the preview plays in a browser: H.264 in 4:2:0, its index (moov) before the media (mdat)
     preview = Path(client.download_artifacts(run.info.run_id, "previews/preview.mp4", str(tmp_path / "dl")))
+    with av.open(str(preview)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+    data = preview.read_bytes()
+    assert 0 <= data.find(b"moov") < data.find(b"mdat")
     first = next(iter_frames(preview))
     assert first.shape == (18 + 2 * 72, 4 * 2 * 128 + 3 * 2, 3)
 
@@ -62,6 +83,12 @@ def test_tiny_run_logs_metrics_params_and_artifacts(tmp_path: Path):
     n = restore_video(checkpoint, stained_video, tmp_path / "restored.mp4", tmp_path / "pair.mp4", chunk=4)
     assert n == 11 == count_frames(tmp_path / "restored.mp4") == count_frames(tmp_path / "pair.mp4")
     assert next(iter_frames(tmp_path / "pair.mp4")).shape == (18 + 72, 2 * 128 + 2, 3)
+    # the logged model, by run and by registered name, restores exactly as the checkpoint does
+    expected = np.stack(list(iter_frames(tmp_path / "restored.mp4")))
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    for reference in (f"runs:/{run.info.run_id}/model", "models:/stain_remover/1", f"runs:/{run.info.run_id}/checkpoints/best.ckpt"):
+        restore_video(reference, stained_video, tmp_path / "by_uri.mp4", chunk=4, tracking_uri=uri)
+        np.testing.assert_array_equal(np.stack(list(iter_frames(tmp_path / "by_uri.mp4"))), expected, err_msg=reference)
 
 
 def test_multirun_jobs_share_one_sweep_id(tmp_path: Path):
