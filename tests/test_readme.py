@@ -88,6 +88,11 @@ def _restored(project: Path, proc: subprocess.CompletedProcess) -> None:
     from vidlab.video.count import video_info
 
     assert video_info(project / "restored.mp4").n_frames == video_info(project / "stained.mp4").n_frames
+    assert proc.stdout.startswith("restored ") and video_info(project / "restored.mp4").codec == "h264"
+
+
+def _restored_side_by_side(project: Path, proc: subprocess.CompletedProcess) -> None:
+    _restored(project, proc)
     assert (project / "compare.mp4").is_file()
 
 
@@ -201,7 +206,10 @@ COMMANDS: dict[str, Command] = {
     "probe.annotations=data/localised/Temporal_Anomaly_Annotation_for_Testing_Videos.txt": Command(check=_localised_probes),
     # Restore a video
     ".venv/bin/python -m vidlab.restore outputs/restoration/runs/<date>/checkpoints/best.ckpt stained.mp4 restored.mp4 "
-    "--side-by-side compare.mp4 --smoothing masked": Command(check=_restored),
+    "--side-by-side compare.mp4 --smoothing masked": Command(check=_restored_side_by_side),
+    ".venv/bin/python -m vidlab.restore runs:/<run_id>/model stained.mp4 restored.mp4": Command(check=_restored),
+    ".venv/bin/python train.py logger.register_as=stain_remover": Command(shrink=QUICK),
+    ".venv/bin/python -m vidlab.restore models:/stain_remover/1 stained.mp4 restored.mp4": Command(check=_restored),
 }
 ORDER = sorted(COMMANDS, key=lambda c: COMMANDS[c].after)  # stable: README order within a step
 
@@ -282,12 +290,15 @@ def _concrete(command: str, sandbox: Sandbox) -> str:
     for old, new in spec.replace.items():
         command = command.replace(old, new)
     runs = sorted((sandbox.root / "outputs/restoration/runs").glob("*/checkpoints/best.ckpt"))
+    stored = _runs(sandbox.root, "restoration") if (sandbox.root / "mlruns.db").exists() else []  # never create a store here
+    logged = [r for r in stored if r.outputs and r.outputs.model_outputs]
     places = {
         "/data/UCF_Crime": sandbox.root / "data/synthetic_ucf",
         "/data/clips": sandbox.users / "clips",
         "/data/mmnist-medium": sandbox.users / "mmnist-medium",
         "/models/swin3d_t.pt": sandbox.users / "models" / "swin3d_t.pt",
         "<date>": runs[-1].parent.parent.name if runs else "<date>",
+        "<run_id>": logged[0].info.run_id if logged else "<run_id>",  # the newest run with a logged model
     }
     for old, new in places.items():
         command = command.replace(old, f"'{new}'")

@@ -6,7 +6,7 @@
 MODEL is a train.py checkpoint (``outputs/.../checkpoints/best.ckpt``), a checkpoint logged to
 MLflow (``runs:/<run id>/checkpoints/best.ckpt``) or a logged model (``runs:/<run id>/model``,
 ``models:/<name>/<version>``); MLflow URIs are read from the store ``--tracking-uri`` names
-(default: the project's ``sqlite:///mlruns.db``).
+(default: ``$MLFLOW_TRACKING_URI``, else ``mlruns.db`` in the current folder, else the project's).
 
 Memory is bounded at any resolution and length by a pixel budget (``--megapixels``; the default
 U-Net needs about 0.45 GB per megapixel): a forward pass covers at most that many pixels (a frame
@@ -77,13 +77,18 @@ def _device(name: str | None) -> torch.device:
 
 
 def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else the project's own store (as ``conf/logger/mlflow.yaml``)."""
+    """``MLFLOW_TRACKING_URI`` when set, else ``mlruns.db`` in the current folder when there is one
+    (a project run from its folder), else the store of the project this vidlab belongs to."""
     import os
 
     from vidlab.schema import CONF_DIR, choice_values
     from vidlab.tracking import resolve_tracking_uri
 
-    return os.environ.get("MLFLOW_TRACKING_URI") or resolve_tracking_uri(choice_values("logger", "mlflow")["tracking_uri"], CONF_DIR.parent)
+    uri = choice_values("logger", "mlflow")["tracking_uri"]
+    here = resolve_tracking_uri(uri, Path.cwd())
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return here if Path(here.removeprefix("sqlite:///")).is_file() else resolve_tracking_uri(uri, CONF_DIR.parent)
 
 
 def load_module(reference: str | Path, tracking_uri: str | None = None) -> RestorationModule:
@@ -231,8 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     parser.add_argument("--codec", choices=sorted(WRITERS), default="h264",
                         help="h264 (default; plays in browsers) or mp4v (MPEG-4 part 2, OpenCV)")
-    parser.add_argument("--tracking-uri", help="the MLflow store of runs:/ and models:/ URIs "
-                                               "(default: $MLFLOW_TRACKING_URI, else the project's sqlite:///mlruns.db)")
+    parser.add_argument("--tracking-uri", help="the MLflow store of runs:/ and models:/ URIs (default: $MLFLOW_TRACKING_URI, "
+                                               "else mlruns.db in the current folder, else the project's)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     _return_freed_memory()
