@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
+from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader
 
 from vidlab import restore
@@ -228,6 +229,9 @@ def test_refused_output_formats_before_anything_else(tmp_path: Path, name: str):
     ("output folder is a file", "cannot write .*Not a directory"),
     ("missing output folder", "cannot write .*No such file or directory"),
     ("output is the input", "must be different files"),
+    ("unknown run", "runs:/0123456789abcdef0123456789abcdef/model: no PyTorch model of vidlab in sqlite:///.*not found"),
+    ("unknown registered model", "models:/stain_remover/1: no PyTorch model of vidlab in .*not found"),
+    ("missing store", "no MLflow store at sqlite:///.*missing.db"),
 ])
 def test_one_line_errors_with_exit_code_2(checkpoint: Path, bad_checkpoints: Path, video: Path, tmp_path: Path,
                                            case: str, match: str):
@@ -254,6 +258,12 @@ def test_one_line_errors_with_exit_code_2(checkpoint: Path, bad_checkpoints: Pat
         target = tmp_path / "nowhere" / "restored.mp4"
     elif case == "output is the input":
         target = video
+    elif case in ("unknown run", "unknown registered model", "missing store"):
+        store = out.parent / ("missing.db" if case == "missing store" else "store.db")
+        if case != "missing store":
+            MlflowClient(f"sqlite:///{store}").search_experiments()  # an existing store without that run or model
+        ckpt = "models:/stain_remover/1" if case == "unknown registered model" else "runs:/0123456789abcdef0123456789abcdef/model"
+        extra = ["--tracking-uri", f"sqlite:///{store}"]
     before = {p: snapshot(p) for p in (tmp_path, out, video.parent)}
     _assert_refused(run_restore(ckpt, source, target, *extra), 2, match)
     assert {p: snapshot(p) for p in before} == before  # nothing written anywhere

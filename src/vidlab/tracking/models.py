@@ -79,9 +79,16 @@ def is_mlflow_uri(reference: str) -> bool:
     return str(reference).startswith(MLFLOW_URI_SCHEMES)
 
 
+def _check_store(reference: str, uri: str) -> None:
+    """A SQLite store that does not exist is refused: opening it would create an empty one."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise ConfigError(f"{reference}: no MLflow store at {uri} (set --tracking-uri or MLFLOW_TRACKING_URI)")
+
+
 def download(reference: str, uri: str) -> Path:
     """The local copy of a file a run logged (``runs:/<run id>/checkpoints/best.ckpt``); a reference
     the store does not hold is one :class:`ConfigError` line."""
+    _check_store(reference, uri)
     with tracking_uri(uri):
         try:
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=reference, dst_path=tempfile.mkdtemp(prefix="vidlab-")))
@@ -92,6 +99,7 @@ def download(reference: str, uri: str) -> Path:
 def load_pytorch_model(reference: str, uri: str) -> Any:
     """A logged PyTorch model (``runs:/<run id>/model``, ``models:/<name>/<version>``) on the CPU;
     a reference the store does not hold, or another flavour, is one :class:`ConfigError` line."""
+    _check_store(reference, uri)
     with tracking_uri(uri):
         try:
             return mlflow.pytorch.load_model(reference, map_location="cpu")
