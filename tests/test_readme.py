@@ -236,18 +236,6 @@ class Sandbox:
     users: Path  # a user's own files: videos, weights
 
 
-def _write_h264(path: Path, frames: np.ndarray, fps: int) -> None:
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width, stream.pix_fmt = frames.shape[1], frames.shape[2], "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-
-
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
     """A copy of the project (configs, entry points, Makefile; the installed .venv linked) and the
@@ -275,7 +263,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
         if i % 2:
             write_video(users / "mmnist-medium" / f"video{i}.avi", video, 24)
         else:
-            _write_h264(users / "mmnist-medium" / f"video{i}.mp4", video, 24)
+            write_video(users / "mmnist-medium" / f"video{i}.mp4", video, 24, codec="h264")
     torch.manual_seed(0)
     (users / "models").mkdir()
     torch.save(torchvision.models.video.swin3d_t(weights=None).state_dict(), users / "models" / "swin3d_t.pt")
