@@ -258,6 +258,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
         for i in range(count):
             video = render("Flash" if category == "Fight" else "Normal", i, 40, 0)
             write_video(users / "clips" / category / f"{category}{i}.mp4", video, 30)
+    (users / "mmnist-medium").mkdir()
     for i in range(10):  # 130 frames at 24 fps, one 5-second clip each: H.264 mp4 and MPEG-4 part 2 avi
         video = MovingDigits(64, 64, 130, 1, 2, 28, (1.0, 3.0)).render(np.random.default_rng(i))
         if i % 2:
