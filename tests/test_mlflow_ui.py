@@ -54,7 +54,7 @@ def _find_chromium() -> str | None:
 CHROMIUM = _find_chromium()
 EXPERIMENT = "restoration"
 VIDEO = "previews/preview.mp4"
-IMAGES = ("per_frame.png", "previews/per_frame.png", "preview.png")  # the first that the run has, else any PNG
+IMAGES = ("per_frame.png", "preview.png")  # at the top level, where the compare view finds them
 SMALL_DATA = ["dataset.train_videos=8", "dataset.val_videos=2", "dataset.test_videos=2"]
 
 pytestmark = [
@@ -316,8 +316,8 @@ def test_run_page_and_compare_view_render(page: Page, runs: dict):
 def test_png_artifact_renders(page: Page, runs: dict):
     child = runs["children"][0]
     pngs = [path for path in page.ui.artifacts(child["run_id"]) if path.endswith(".png")]
-    image = next((path for path in IMAGES if path in pngs), pngs[0] if pngs else None)
-    assert image, f"run {child['run_name']} has no PNG artifact"
+    assert set(IMAGES) <= set(pngs), f"run {child['run_name']} lacks top-level {IMAGES}: {pngs}"
+    image = IMAGES[0]
     page.open(f"experiments/{runs['experiment']}/runs/{child['run_id']}/artifacts/{image}")
     try:
         page.page.wait_for_function(IMAGE_WIDTH, arg=image, timeout=20_000)
