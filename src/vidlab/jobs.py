@@ -1,6 +1,7 @@
 """What every ``train.py`` / ``extract.py`` task starts from and ends with: the project root, the
 run's output folder, the Lightning Trainer arguments of the config, a process that can start loader
-workers, clean stops on signals, one-line errors and an end status for every MLflow run."""
+workers, clean stops on signals, one-line errors (a traceback for the unexpected ones), an end status for
+every MLflow run and a log line per epoch."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import multiprocessing
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -22,6 +24,10 @@ from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, InputError, one_
 from vidlab.video import VideoReadError
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+TRACEBACK_LINES = 20  # of an unexpected error's traceback, kept as its runs' ``vidlab.error`` tag
 
 
 def job_dirs(cfg: DictConfig) -> tuple[Path, Path]:
@@ -59,6 +65,14 @@ class Stopped(KeyboardInterrupt):
 _received: list[int] = []
 _in_loop: list[bool] = []  # inside a Lightning loop that checks for signals at batch boundaries
 _resume_hint: list[str] = []
+_failure: list[tuple[str, str]] = []  # how the last job ended, when it did not finish
+
+
+def last_failure() -> tuple[str, str] | None:
+    """``(KILLED or FAILED, one line)`` when the last :func:`run_job` of this process was stopped or
+    failed, else None: a sweep's parent run reports it, as a job that exits (a config error, a
+    signal) never reaches Hydra's ``on_job_end``."""
+    return _failure[0] if _failure else None
 
 
 def on_stop_say(hint: str) -> None:
@@ -95,10 +109,49 @@ class StopOnSignal(Callback):
     on_predict_batch_start = on_predict_batch_end = _check
 
 
+class EpochLog(Callback):
+    """A log line per epoch and one for the test, with their metrics: the job's log file (Hydra's
+    ``train.log``) shows how the job went, which the progress bar only draws on a terminal."""
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.is_global_zero:
+            last = f"/{trainer.max_epochs - 1}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+            log.info("epoch %d%s: %s", trainer.current_epoch, last, _metrics(trainer.callback_metrics, ("_step",)))
+
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.is_global_zero:
+            log.info("test: %s", _metrics(trainer.callback_metrics))
+
+
+def _metrics(metrics: dict[str, Any], leave_out: tuple[str, ...] = ()) -> str:
+    """``name=value`` for each metric, by name, but those whose name ends with one of ``leave_out``."""
+    return " ".join(f"{name}={float(value):.5g}" for name, value in sorted(metrics.items()) if not name.endswith(leave_out))
+
+
+def _report_unexpected(err: BaseException) -> str:
+    """The whole traceback as ``error.txt`` beside the job's log and on every run the job left open
+    (an artifact), a line in the log; returns its last lines, the runs' ``vidlab.error`` tag. Saving
+    it may fail too (the store or the disk may be what broke): that must not hide the error."""
+    from hydra.core.hydra_config import HydraConfig
+
+    text = "".join(traceback.format_exception(err))
+    try:
+        path = Path(HydraConfig.get().runtime.output_dir) / "error.txt"
+        path.write_text(text)
+        for client, run_id in tracking._OPEN_RUNS:
+            if client.get_run(run_id).info.status != "FINISHED":
+                client.log_artifact(run_id, str(path))
+        log.error("failed: %s: %s (traceback in %s)", type(err).__name__, one_line(err), path)
+    except Exception as save_err:  # noqa: BLE001 - see above
+        log.error("failed: %s: %s (its traceback could not be saved: %s)", type(err).__name__, one_line(err), one_line(save_err))
+    return "\n".join(text.strip().splitlines()[-TRACEBACK_LINES:])
+
+
 def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     """Run a task the way every entry point does: loader workers allowed under any launcher; SIGTERM
     and SIGINT stop it cleanly; expected failures are one line on stderr with their exit code
-    (:mod:`vidlab.errors`); and every MLflow run it opened ends FINISHED, FAILED or KILLED."""
+    (:mod:`vidlab.errors`), unexpected ones keep their traceback, on their MLflow runs too
+    (:func:`_report_unexpected`); and every MLflow run it opened ends FINISHED, FAILED or KILLED."""
     allow_worker_processes()
     handlers = {}
     if threading.current_thread() is threading.main_thread():
@@ -106,12 +159,14 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     _received.clear()
     _in_loop.clear()
     _resume_hint.clear()
+    _failure.clear()
     try:
         result = task(cfg)
     except BaseException as err:  # noqa: BLE001 - every way out ends the runs, then re-raises or exits
         if _received:  # Lightning turns the interrupt into SystemExit(1): the signal decides the code
             name = signal.Signals(_received[0]).name
             tracking.end_open_runs("KILLED", f"stopped by {name}")
+            _failure.append(("KILLED", f"stopped by {name}"))
             hint = _resume_hint[0] if _resume_hint else "what was written is kept"
             print(f"stopped by {name}: {hint}", file=sys.stderr)
             raise SystemExit(128 + _received[0]) from None
@@ -119,10 +174,12 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
             tracking.end_open_runs("FINISHED")
             raise
         expected = isinstance(err, (ConfigError, InputError, VideoReadError, FileNotFoundError))
-        tracking.end_open_runs("FAILED", one_line(err))
-        if not expected:
-            raise
         label = "config error" if isinstance(err, ConfigError) else "error"
+        _failure.append(("FAILED", f"{label}: {one_line(err)}" if expected else f"{type(err).__name__}: {one_line(err)}"))
+        if not expected:
+            tracking.end_open_runs("FAILED", _report_unexpected(err))
+            raise
+        tracking.end_open_runs("FAILED", one_line(err))
         print(f"{label}: {str(err).strip()}", file=sys.stderr)  # one line; a list of bad files follows it
         raise SystemExit(EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_INPUT) from None
     finally:

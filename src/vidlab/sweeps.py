@@ -3,14 +3,27 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import math
+import signal
+import sys
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback as HydraCallback
+from mlflow.entities import Param, Run
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
+from vidlab import jobs
+from vidlab.errors import one_line
 from vidlab.schema import MlflowLoggerConfig, build_node
 from vidlab.tracking import PARENT_RUN_FILE, ensure_experiment, git_commit, resolve_tracking_uri
 
@@ -23,12 +36,50 @@ def _sweep_logger(config: DictConfig) -> tuple[MlflowLoggerConfig, Path] | None:
     return build_node("logger", MlflowLoggerConfig, resolved), Path(str(config.paths.root)).resolve()
 
 
+def swept_params(config: DictConfig) -> dict[str, str]:
+    """What the sweep varies, as the user wrote it: ``{"model.depth": "2,3", "optimizer.lr":
+    "interval(0.0005, 0.005)"}``, from ``hydra.sweeper.params`` and the command line (which wins,
+    as it does in Hydra's sweepers)."""
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    return {o.get_key_element().lstrip("+"): o.input_line.split("=", 1)[1]
+            for o in OverridesParser.create().parse_overrides(lines) if o.is_sweep_override()}
+
+
+def optimized_mode(config: DictConfig) -> str:
+    """``max`` or ``min``: the config's ``optimized_mode``, else the sweeper's ``direction``, else max."""
+    mode = config.get("optimized_mode")
+    if mode in ("max", "min"):
+        return mode
+    direction = OmegaConf.select(config, "hydra.sweeper.direction")
+    return "min" if direction == "minimize" else "max"
+
+
 class MlflowSweepCallback(HydraCallback):
     """Groups a ``-m`` sweep in MLflow: the store and experiment are prepared once, before any job
-    starts (parallel processes creating a fresh SQLite store corrupt it), a parent run is opened and
-    every job becomes its child; at the end the parent gets a summary CSV (each job's overrides and
-    final metrics), a plot of the optimized metric against each swept parameter, and Optuna's
-    ``optimization_results.yaml`` when there is one."""
+    starts (parallel processes creating a fresh SQLite store corrupt it), a parent run is opened with
+    the swept parameters as params and every job becomes its child. At the end the parent gets a
+    summary CSV (each job's overrides, status, best and final metrics), a plot of the optimized
+    metric against each swept parameter, Optuna's ``optimization_results.yaml`` when there is one,
+    the best child (``best/<optimized_metric>``, tags ``best_run_id``, ``best_run_name``,
+    ``best_overrides``), the ``jobs`` and ``jobs_failed`` counts and an end status: FINISHED,
+    FAILED (a job failed, ``vidlab.error`` says which and why) or KILLED (SIGTERM/SIGINT).
+
+    Hydra never calls ``on_multirun_end`` after a failed job (its sweeper raises) or when a job exits
+    (a config error, a signal), so the parent is also ended at exit; SIGTERM/SIGINT between jobs stop
+    the sweep as they stop a job. The state is plain data: a joblib launcher pickles the callback."""
+
+    def __init__(self) -> None:
+        self._uri: str | None = None          # set while this process's sweep has an open parent run
+        self._parent = ""
+        self._sweep_dir = Path()
+        self._metric = ""
+        self._mode = "max"
+        self._failed: dict[str, str] = {}     # job number -> why it failed
+        self._running: str | None = None      # the job started and not yet returned
+        self._signal: int | None = None
+        self._ending = False
+        self._handlers: dict[int, Any] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         found = _sweep_logger(config)
@@ -37,62 +88,148 @@ class MlflowSweepCallback(HydraCallback):
         cfg, root = found
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        experiment_id = ensure_experiment(cfg, root)
-        client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri, root))
-        tags = {"sweep_dir": str(sweep_dir), "sweep_id": hashlib.sha1(str(sweep_dir).encode()).hexdigest()[:12],
-                "sweep_overrides": " ".join(config.hydra.overrides.task), "vidlab.sweep_parent": "true"}
+        experiment_id = ensure_experiment(cfg, root, str(config.get("task_name") or "") or None)
+        uri = resolve_tracking_uri(cfg.tracking_uri, root)
+        client = MlflowClient(uri)
+        overrides = " ".join(config.hydra.overrides.task)
+        tags = resolve_tags({"sweep_dir": str(sweep_dir), "sweep_id": hashlib.sha1(str(sweep_dir).encode()).hexdigest()[:12],
+                             "sweep_overrides": overrides, "vidlab.sweep_parent": "true",
+                             "mlflow.note.content": f"Hydra `-m` sweep `{overrides}`: its jobs are the nested runs; "
+                                                    "`best/*` and the `best_run_*` tags name the best one."})
         commit = git_commit(root)
         if commit:
             tags["mlflow.source.git.commit"] = commit
+        self._sweep_dir, self._metric, self._mode = sweep_dir, str(config.get("optimized_metric") or ""), optimized_mode(config)
+        atexit.register(self._end_early)  # both before the parent exists: no moment where it could be left RUNNING
+        if threading.current_thread() is threading.main_thread():
+            self._handlers = {s: signal.signal(s, self._stop) for s in (signal.SIGTERM, signal.SIGINT)}
         run = client.create_run(experiment_id, run_name=f"sweep-{sweep_dir.name}", tags=tags)
+        self._uri, self._parent = uri, run.info.run_id
         (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
+        client.log_batch(self._parent, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in swept_params(config).items()])
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._running = str(config.hydra.job.num)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """A failed job is seen here: Hydra's sweeper raises only after the whole batch ran."""
+        self._running = None
+        if job_return.status == JobStatus.FAILED:
+            err = job_return._return_value
+            self._failed[str(config.hydra.job.num)] = f"{type(err).__name__}: {one_line(err)}"
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        found = _sweep_logger(config)
-        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-        if found is None or not (sweep_dir / PARENT_RUN_FILE).exists():
-            return
-        cfg, root = found
-        client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri, root))
-        parent = (sweep_dir / PARENT_RUN_FILE).read_text().strip()
-        experiment_id = client.get_run(parent).info.experiment_id
-        children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
-        metric = str(config.get("optimized_metric", ""))
-        summary = write_sweep_summary(children, metric, sweep_dir)
-        for path in summary:
-            client.log_artifact(parent, str(path), "sweep")
-        results = sweep_dir / "optimization_results.yaml"
-        if results.exists():
-            client.log_artifact(parent, str(results), "sweep")
-            best = OmegaConf.load(results)
-            if "best_value" in best:
-                client.log_metric(parent, f"best/{metric}" if metric else "best_value", float(best.best_value))
-        client.log_metric(parent, "jobs", len(children))
-        client.set_terminated(parent, "FINISHED")
+        if self._uri is not None:
+            self._end(complete=True)
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT outside a job (a job's own handler stops the job): the sweep exits with
+        128 + N, as a stopped job does; once the parent is being ended, that is let finish."""
+        if not self._ending:
+            self._signal = signum
+            print(f"stopped by {signal.Signals(signum).name}", file=sys.stderr)
+            raise SystemExit(128 + signum)
+
+    def _end_early(self) -> None:
+        """At exit, a sweep that never reached ``on_multirun_end``: a failed or stopped job, or a sweeper error."""
+        if self._uri is not None:
+            self._end(complete=False)
+
+    def _failures(self, children: list[Run]) -> tuple[dict[str, str], bool]:
+        """Why each failed job failed, by job number, and whether a job or the sweep was stopped: seen
+        by ``on_job_end``, left by a job that exited the process, or on the child runs (jobs of a
+        launcher that runs them in other processes)."""
+        failed = dict(self._failed)
+        stopped = self._signal is not None
+        if self._running is not None:
+            exited = jobs.last_failure()
+            failed[self._running] = exited[1] if exited else "the job did not return"
+            stopped |= exited is not None and exited[0] == "KILLED"
+        for run in children:
+            if run.info.status in ("FAILED", "KILLED"):
+                lines = run.data.tags.get("vidlab.error", "").strip().splitlines()
+                failed.setdefault(run.data.tags["hydra_job_num"], lines[-1] if lines else run.info.status)
+                stopped |= run.info.status == "KILLED"
+        return failed, stopped
+
+    def _end(self, complete: bool) -> None:
+        """Summary, best child and end status on the parent: KILLED if the sweep or a job was stopped,
+        FAILED if a job failed or the sweep did not reach its end, else FINISHED; the status is set
+        whatever else fails."""
+        self._ending = True
+        atexit.unregister(self._end_early)
+        client = MlflowClient(self._uri)
+        parent, self._uri = self._parent, None
+        status, reason = "FAILED", "the sweep's summary could not be written"
+        try:
+            experiment_id = client.get_run(parent).info.experiment_id
+            children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
+            failed, stopped = self._failures(children)
+            reason = "; ".join(f"job #{num}: {why}" for num, why in sorted(failed.items(), key=lambda item: int(item[0])))
+            if self._signal is not None:
+                reason = f"stopped by {signal.Signals(self._signal).name}" + (f"; {reason}" if reason else "")
+            status = "KILLED" if stopped else "FAILED" if failed or not complete else "FINISHED"
+            if status == "FAILED" and not reason:
+                reason = "the sweep stopped before its end"
+            best = best_values(client, children, self._metric, self._mode)
+            for path in write_sweep_summary(children, self._metric, self._sweep_dir, best):
+                client.log_artifact(parent, str(path), "sweep")
+            results = self._sweep_dir / "optimization_results.yaml"
+            if results.exists():
+                client.log_artifact(parent, str(results), "sweep")
+            if best:
+                winner_id = (max if self._mode == "max" else min)(best, key=best.__getitem__)
+                winner = next(run for run in children if run.info.run_id == winner_id)
+                client.log_metric(parent, f"best/{self._metric}", best[winner_id])
+                for key, value in {"best_run_id": winner_id, "best_run_name": winner.info.run_name,
+                                   "best_overrides": winner.data.tags.get("hydra_overrides", "")}.items():
+                    client.set_tag(parent, key, value)
+            client.log_metric(parent, "jobs", len(children))
+            client.log_metric(parent, "jobs_failed", len(failed))
+        finally:
+            if reason:
+                client.set_tag(parent, "vidlab.error", reason[:5000])
+            client.set_terminated(parent, status)
+            for signum, handler in self._handlers.items():
+                signal.signal(signum, handler)
 
 
-def write_sweep_summary(children: list, metric: str, folder: Path) -> list[Path]:
-    """``sweep_summary.csv`` and ``sweep_<metric>.png`` (the metric against each swept parameter)."""
+def best_values(client: MlflowClient, children: list[Run], metric: str, mode: str) -> dict[str, float]:
+    """Each child's best ``metric`` over its history (what its checkpoint kept and the sweeper got), by run id."""
+    best = {}
+    for run in children:
+        if metric not in run.data.metrics:
+            continue
+        values = [m.value for m in client.get_metric_history(run.info.run_id, metric) if math.isfinite(m.value)]
+        if values:
+            best[run.info.run_id] = max(values) if mode == "max" else min(values)
+    return best
+
+
+def write_sweep_summary(children: list[Run], metric: str, folder: Path, best: dict[str, float]) -> list[Path]:
+    """``sweep_summary.csv`` (each job's overrides, status, best ``metric`` and final metrics) and
+    ``sweep_<metric>.png`` (the best metric against each swept parameter)."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    column = f"best/{metric}"
     rows = []
     for run in children:
         overrides = dict(o.split("=", 1) for o in run.data.tags.get("hydra_overrides", "").split() if "=" in o)
         rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name, "job": run.data.tags.get("hydra_job_num"),
                      "status": run.info.status, **{f"override.{k}": v for k, v in overrides.items()},
-                     **run.data.metrics})
+                     **({column: best.get(run.info.run_id, math.nan)} if metric else {}), **run.data.metrics})
     table = pd.DataFrame(rows).sort_values("job", key=lambda s: pd.to_numeric(s, errors="coerce")) if rows else pd.DataFrame()
     csv = folder / "sweep_summary.csv"
     table.to_csv(csv, index=False)
     files = [csv]
     swept = [c for c in table.columns if c.startswith("override.") and table[c].nunique() > 1]
-    if metric in table.columns and swept:
+    if best and swept:
         fig, axes = plt.subplots(1, len(swept), figsize=(4.5 * len(swept), 3.8), squeeze=False)
-        for ax, column in zip(axes[0], swept):
-            x = pd.to_numeric(table[column], errors="coerce")
-            ax.plot(x if x.notna().all() else table[column].astype(str), table[metric], "o")
-            ax.set(xlabel=column.removeprefix("override."), ylabel=metric)
+        for ax, name in zip(axes[0], swept):
+            x = pd.to_numeric(table[name], errors="coerce")
+            ax.plot(x if x.notna().all() else table[name].astype(str), table[column], "o")
+            ax.set(xlabel=name.removeprefix("override."), ylabel=column)
         fig.tight_layout()
         png = folder / f"sweep_{metric.replace('/', '_')}.png"
         fig.savefig(png, dpi=100)

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
-from vidlab.jobs import StopOnSignal
+from vidlab.jobs import EpochLog, StopOnSignal
 from vidlab.probe.data import Split
 
 
@@ -67,7 +67,7 @@ def fit_lightning(module: L.LightningModule, train: DataLoader, val: DataLoader,
     cap; the best weights are loaded back. Returns the selection metrics and the best checkpoint."""
     checkpoint = ModelCheckpoint(dirpath=context.output_dir / "checkpoints", filename="best", monitor=monitor, mode=mode)
     stopping = EarlyStopping(monitor=monitor, mode=mode, patience=patience)
-    trainer = L.Trainer(**context.trainer_kwargs, logger=context.logger or False, callbacks=[checkpoint, stopping, StopOnSignal()],
+    trainer = L.Trainer(**context.trainer_kwargs, logger=context.logger or False, callbacks=[checkpoint, stopping, StopOnSignal(), EpochLog()],
                         default_root_dir=str(context.output_dir))
     trainer.fit(module, train, val)
     if not checkpoint.best_model_path:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from vidlab import tracking
 from vidlab.files import atomic_path, write_text
-from vidlab.jobs import StopOnSignal, checked_optimizer, job_dirs, on_stop_say, trainer_kwargs
+from vidlab.jobs import EpochLog, StopOnSignal, checked_optimizer, job_dirs, on_stop_say, trainer_kwargs
 from vidlab.restoration.baselines import LABELS
 from vidlab.restoration.config import RunSpec, model_window, validate
 from vidlab.restoration.corruption import build_corruption
@@ -164,7 +164,7 @@ def run(cfg: DictConfig) -> float | None:
         dirpath=output_dir / "checkpoints", filename="best", monitor=spec.top.optimized_metric,
         mode=spec.top.optimized_mode, save_last=True,
     )
-    callbacks = [checkpoint, OnExceptionCheckpoint(output_dir / "checkpoints", "interrupted"), StopOnSignal(),
+    callbacks = [checkpoint, OnExceptionCheckpoint(output_dir / "checkpoints", "interrupted"), StopOnSignal(), EpochLog(),
                  UndefinedMetricWarning(spec.top.optimized_metric), tracking.RunIdInCheckpoint()]
     if logger:
         callbacks += [LearningRateMonitor("epoch"),

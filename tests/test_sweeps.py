@@ -1,0 +1,158 @@
+"""Hydra ``-m`` sweeps as an MLflow user sees them, from real ``train.py`` processes: the parent run's
+end status (FINISHED, FAILED, KILLED), swept params and best child; a failed job's traceback on its
+own run; every job's ``train.log``."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from vidlab.sweeps import optimized_mode, swept_params
+from vidlab.tracking import PARENT_RUN_FILE
+
+from conftest import ROOT, run_train, tiny_overrides
+
+METRIC = "val/smoothed/psnr_content_stain"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated videos shared by this file's runs (generating them is half a tiny run)."""
+    return tmp_path_factory.mktemp("data")
+
+
+def _sweep(root: Path, data_dir: Path, *overrides: str) -> list[str]:
+    return ["-m", *tiny_overrides(root), f"paths.data_dir={data_dir}", "model.base_channels=4", *overrides]
+
+
+def _parent_and_children(root: Path) -> tuple[MlflowClient, Run, list[Run]]:
+    client = MlflowClient(f"sqlite:///{root}/mlruns.db")
+    experiment = client.get_experiment_by_name("restoration").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`vidlab.sweep_parent` = 'true'")
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return client, parent, sorted(children, key=lambda run: int(run.data.tags["hydra_job_num"]))
+
+
+def _best(client: MlflowClient, run: Run) -> float:
+    return max(m.value for m in client.get_metric_history(run.info.run_id, METRIC) if math.isfinite(m.value))
+
+
+def _assert_job_log(log: Path) -> None:
+    """Lightning's records and a line per epoch with its metrics, as written to the job's log file."""
+    text = log.read_text()
+    assert "`Trainer.fit` stopped: `max_epochs=1` reached." in text, text[-3000:]
+    epochs = [line for line in text.splitlines() if "[vidlab.jobs][INFO] - epoch 0/0: " in line]
+    assert epochs, f"no epoch line (is vidlab.jobs.EpochLog among the Trainer's callbacks?):\n{text[-3000:]}"
+    epoch = epochs[0]
+    assert f"{METRIC}=" in epoch and "train/loss_epoch=" in epoch and "_step=" not in epoch
+    assert "[vidlab.jobs][INFO] - test: " in text
+
+
+def test_swept_params_come_from_the_sweeper_and_the_command_line():
+    config = OmegaConf.create({
+        "optimized_metric": "val/roc_auc",
+        "hydra": {"sweeper": {"direction": "minimize", "params": {"optimizer.lr": "interval(0.0001, 0.01)", "seed": "0,1"}},
+                  "overrides": {"task": ["debug=limit", "seed=3,4", "+trainer.gradient_clip_val=0.5,1", "model.depth=choice(2, 3)"]}},
+    })
+    assert swept_params(config) == {"optimizer.lr": "interval(0.0001, 0.01)", "seed": "3,4",
+                                    "trainer.gradient_clip_val": "0.5,1", "model.depth": "choice(2, 3)"}
+    assert optimized_mode(config) == "min"  # the sweeper's direction when the task has no optimized_mode
+    config.optimized_mode = "max"
+    assert optimized_mode(config) == "max"
+
+
+def test_a_sweep_that_succeeds_ends_its_parent_finished_with_params_and_best_child(tmp_path: Path, data_dir: Path):
+    run_train(*_sweep(tmp_path, data_dir, "model.depth=2,3"))
+    client, parent, children = _parent_and_children(tmp_path)
+    assert parent.info.status == "FINISHED" and "vidlab.error" not in parent.data.tags
+    assert parent.data.params == {"model.depth": "2,3"}
+    assert [c.data.params["model.depth"] for c in children] == ["2", "3"]
+    assert parent.data.metrics["jobs"] == 2 and parent.data.metrics["jobs_failed"] == 0
+    best = max(children, key=lambda c: _best(client, c))
+    assert parent.data.metrics[f"best/{METRIC}"] == pytest.approx(_best(client, best))
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert parent.data.tags["best_run_name"] == best.info.run_name == "blend_unet-none-circular_stain"
+    assert f"model.depth={best.data.params['model.depth']}" in parent.data.tags["best_overrides"].split()
+    summary = pd.read_csv(client.download_artifacts(parent.info.run_id, "sweep/sweep_summary.csv", str(tmp_path)))
+    assert list(summary["override.model.depth"]) == [2, 3] and list(summary["status"]) == ["FINISHED"] * 2
+    assert summary[f"best/{METRIC}"].max() == pytest.approx(parent.data.metrics[f"best/{METRIC}"])
+    for job in ("0", "1"):
+        _assert_job_log(tmp_path / "outputs/sweep" / job / "train.log")
+
+
+def test_a_job_that_fails_fails_the_sweep_and_keeps_its_traceback(tmp_path: Path, data_dir: Path):
+    """A value no check refuses up front (the scheduler's ``eta_min``) breaks job #0 after its first
+    epoch; Hydra runs job #1, then exits 1 without calling ``on_multirun_end``."""
+    proc = run_train(*_sweep(tmp_path, data_dir, "scheduler.eta_min=abc,0.0001"), check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    client, parent, (failed, done) = _parent_and_children(tmp_path)
+    assert parent.info.status == "FAILED" and parent.data.params == {"scheduler.eta_min": "abc,0.0001"}
+    assert parent.data.tags["vidlab.error"].startswith("job #0: TypeError: ")
+    assert parent.data.metrics["jobs"] == 2 and parent.data.metrics["jobs_failed"] == 1
+    assert parent.data.tags["best_run_id"] == done.info.run_id and done.info.status == "FINISHED"
+    assert {"sweep/sweep_summary.csv", f"sweep/sweep_{METRIC.replace('/', '_')}.png"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+
+    error = failed.data.tags["vidlab.error"].splitlines()
+    assert failed.info.status == "FAILED" and 5 <= len(error) <= 20 and error[-1].startswith("TypeError: ")
+    assert any(line.strip().startswith("File ") for line in error)  # where it failed, not only what
+    logged = Path(client.download_artifacts(failed.info.run_id, "error.txt", str(tmp_path / "dl")))
+    assert logged.read_text().startswith("Traceback (most recent call last):")
+    assert logged.read_text() == (tmp_path / "outputs/sweep/0/error.txt").read_text()
+    assert "[vidlab.jobs][ERROR] - failed: TypeError: " in (tmp_path / "outputs/sweep/0/train.log").read_text()
+
+
+def test_a_config_error_in_a_job_stops_the_sweep_and_fails_its_parent(tmp_path: Path, data_dir: Path):
+    """A job refused before any work exits the process (code 2, one line): Hydra calls neither
+    ``on_job_end`` nor ``on_multirun_end``, the parent is ended at exit."""
+    proc = run_train(*_sweep(tmp_path, data_dir, "model.depth=9,2"), check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("config error: model.depth must be")
+    _, parent, children = _parent_and_children(tmp_path)
+    assert parent.info.status == "FAILED" and children == []  # job #1 never ran
+    assert parent.data.tags["vidlab.error"].startswith("job #0: config error: model.depth must be")
+    assert parent.data.metrics["jobs"] == 0 and parent.data.metrics["jobs_failed"] == 1
+
+
+def test_a_sweep_stopped_by_sigterm_ends_its_parent_killed(tmp_path: Path, data_dir: Path):
+    args = [sys.executable, str(ROOT / "train.py"), *_sweep(tmp_path, data_dir, "model.depth=2,3", "trainer.max_epochs=50")]
+    with (tmp_path / "stdout.txt").open("w") as out, (tmp_path / "stderr.txt").open("w") as err:
+        proc = subprocess.Popen(args, stdout=out, stderr=err)
+    try:
+        parent_file = tmp_path / "outputs/sweep" / PARENT_RUN_FILE
+        deadline = time.time() + 300
+        while not (parent_file.exists() and _children_of(tmp_path, parent_file.read_text().strip())):
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
+            assert time.time() < deadline, "no child run after 300 s"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, (tmp_path / "stderr.txt").read_text()[-3000:]
+    client, parent, children = _parent_and_children(tmp_path)
+    assert parent.info.status == "KILLED" and parent.data.tags["vidlab.error"] == "job #0: stopped by SIGTERM"
+    assert [c.info.status for c in children] == ["KILLED"]  # job #1 never started
+    assert "sweep/sweep_summary.csv" in {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+
+
+def _children_of(root: Path, parent: str) -> list[Run]:
+    """The sweep's child runs in its store (which the sweep created before writing the parent file)."""
+    client = MlflowClient(f"sqlite:///{root}/mlruns.db")
+    experiment = client.get_experiment_by_name("restoration").experiment_id
+    return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+
+
+def test_a_single_run_writes_its_log_file(tmp_path: Path, data_dir: Path):
+    run_train(*tiny_overrides(tmp_path), f"paths.data_dir={data_dir}", "model.base_channels=4")
+    _assert_job_log(tmp_path / "outputs/run/train.log")
