@@ -311,6 +311,14 @@ def test_run_page_and_compare_view_render(page: Page, runs: dict):
         page.page.get_by_text(run["run_name"]).first.wait_for()
     page.settle()
     page.screenshot("mlflow_compare.png")
+    # further down, the figures both runs logged at the top level, side by side
+    figure = page.page.get_by_text("per_frame.png").last
+    figure.scroll_into_view_if_needed()
+    figure.click()
+    page.page.wait_for_function("() => [...document.images].filter(i => i.naturalWidth > 0 && i.width > 200).length >= 2",
+                                timeout=20_000)
+    page.settle()
+    page.screenshot("mlflow_compare_figures.png")
 
 
 def test_png_artifact_renders(page: Page, runs: dict):
@@ -358,3 +366,4 @@ def test_preview_video_plays_in_the_artifact_viewer(page: Page, runs: dict, tmp_
                     f"(browsers play h264), {state['error'] or 'no error'}, readyState {state['readyState']}, "
                     f"duration {state['duration']}", pytrace=False)
     assert state["width"] > 0 and state["height"] > 0, state
+    page.screenshot("mlflow_preview.png")
