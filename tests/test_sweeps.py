@@ -81,7 +81,8 @@ def test_a_sweep_that_succeeds_ends_its_parent_finished_with_params_and_best_chi
     best = max(children, key=lambda c: _best(client, c))
     assert parent.data.metrics[f"best/{METRIC}"] == pytest.approx(_best(client, best))
     assert parent.data.tags["best_run_id"] == best.info.run_id
-    assert parent.data.tags["best_run_name"] == best.info.run_name == "blend_unet-none-circular_stain"
+    assert parent.data.tags["best_run_name"] == best.info.run_name
+    assert sorted(c.info.run_name for c in children) == ["blend_unet-none-circular_stain", "blend_unet-none-circular_stain-2"]
     assert f"model.depth={best.data.params['model.depth']}" in parent.data.tags["best_overrides"].split()
     summary = pd.read_csv(client.download_artifacts(parent.info.run_id, "sweep/sweep_summary.csv", str(tmp_path)))
     assert list(summary["override.model.depth"]) == [2, 3] and list(summary["status"]) == ["FINISHED"] * 2

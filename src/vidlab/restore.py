@@ -48,7 +48,7 @@ from tqdm import tqdm
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, one_line
 from vidlab.restoration.config import SCHEMAS, build_smoothing_config
 from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer
-from vidlab.video import H264Writer, VideoReadError, VideoWriter, check_video_suffix, iter_frames
+from vidlab.video import WRITERS, H264Writer, VideoReadError, VideoWriter, check_video_suffix, iter_frames
 from vidlab.video.count import video_info
 
 # torch and Lightning take seconds to import (about 8 s on a 2-core CPU): they are imported where
@@ -101,11 +101,12 @@ def load_module(reference: str | Path, tracking_uri: str | None = None) -> Resto
 
     if not is_mlflow_uri(str(reference)):
         return _load_checkpoint(reference)
-    from vidlab.tracking.models import download, load_pytorch_model
+    from vidlab.tracking.models import downloaded, load_pytorch_model
 
     uri = tracking_uri or default_tracking_uri()
     if str(reference).endswith(".ckpt"):
-        return _load_checkpoint(download(str(reference), uri))
+        with downloaded(str(reference), uri) as path:
+            return _load_checkpoint(path)
     return _check_restorer(reference, load_pytorch_model(str(reference), uri))
 
 
@@ -114,9 +115,14 @@ def _check_restorer(reference: str | Path, model: object) -> RestorationModule:
 
     if not isinstance(model, ClipRestorer):
         raise ConfigError(f"{reference} is a {type(model).__name__}, not a restoration model logged by train.py")
-    if getattr(model.module.model_cfg, "mask_channel", False):
+    return _blind(model.module, reference)
+
+
+def _blind(module: RestorationModule, reference: str | Path) -> RestorationModule:
+    """``module`` in eval mode, if it restores without the stain mask (what a user's video lacks)."""
+    if getattr(module.model_cfg, "mask_channel", False):
         raise ConfigError(f"{reference}: this model needs the stain mask as input; blind restore needs mask_channel=false")
-    return model.module.eval()
+    return module.eval()
 
 
 def _load_checkpoint(checkpoint: str | Path) -> RestorationModule:
@@ -141,12 +147,9 @@ def _load_checkpoint(checkpoint: str | Path) -> RestorationModule:
         module.load_state_dict(saved["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:  # ConfigError is a ValueError; weights that do not fit
         raise ConfigError(f"{wanted}: {one_line(err)}") from None
-    if getattr(module.model_cfg, "mask_channel", False):
-        raise ConfigError(f"{checkpoint}: this model needs the stain mask as input; blind restore needs mask_channel=false")
-    return module.eval()
+    return _blind(module, checkpoint)
 
 
-WRITERS = {"h264": H264Writer, "mp4v": VideoWriter}
 
 
 def _writer(path: Path, fps: float, codec: str) -> H264Writer | VideoWriter:

@@ -71,9 +71,17 @@ class MlflowLoggerConfig:
 
     def __post_init__(self) -> None:
         interval = self.system_metrics_interval
-        require(interval is None or interval > 0, f"system_metrics_interval must be > 0 seconds or null (got {interval})")
-        require(self.register_as is None or (self.register_as.strip() and self.log_model),
-                f"register_as needs a name and log_model=true (got {self.register_as!r}, log_model={self.log_model})")
+        require(interval is None or interval >= 1, f"system_metrics_interval must be >= 1 second or null (got {interval})")
+        if self.register_as is not None:
+            from mlflow.exceptions import MlflowException
+            from mlflow.utils.validation import _validate_model_name
+
+            self.register_as = self.register_as.strip()
+            require(self.log_model, f"register_as={self.register_as} needs log_model=true")
+            try:
+                _validate_model_name(self.register_as)
+            except MlflowException as err:
+                raise ValueError(f"register_as: {err.message}") from None
 
 
 @dataclass

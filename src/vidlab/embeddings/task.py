@@ -56,7 +56,8 @@ def _log_checked_index(client: MlflowClient, run_id: str, index_file: Path, sha2
         table = pd.read_csv(index_file, usecols=["split", "path"])
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError):  # pandas' errors for unreadable or other columns
         return
-    log_inputs(client, run_id, index_inputs(index_file, sha256, table))
+    with tracking.best_effort("datasets", client, run_id):
+        log_inputs(client, run_id, index_inputs(index_file, sha256, table))
 
 
 def run(cfg: DictConfig) -> int:
@@ -75,10 +76,11 @@ def run(cfg: DictConfig) -> int:
         allow_padded = spec.check.allow_padded
         if spec.stage == "index":
             index_file, build_report = make_index(spec)
-            if client is not None:
-                table = load_index(index_file, None)
-                videos = {str(split): list(rows.abs_path) for split, rows in table.groupby("split", sort=False)}
-                log_inputs(client, run_id, video_split_inputs(spec.layout.name, videos, {"layout": spec.layout.name}))
+            if client is not None and build_report["clips"]:
+                with tracking.best_effort("datasets", client, run_id):
+                    table = load_index(index_file, None)
+                    videos = {str(split): list(rows.abs_path) for split, rows in table.groupby("split", sort=False)}
+                    log_inputs(client, run_id, video_split_inputs(spec.layout.name, videos, {"layout": spec.layout.name}))
             files.append(("index", index_file))
             files.append(("index", index_file.with_suffix(".json")))
             metrics.update({"videos_indexed": build_report["videos_indexed"], "clips": build_report["clips"],
@@ -88,7 +90,8 @@ def run(cfg: DictConfig) -> int:
                 allow_padded = spec.indexing.short_videos == "pad"
         elif spec.stage == "extract":
             if client is not None:
-                log_inputs(client, run_id, index_inputs(Path(spec.index_file), prepared.index_sha, prepared.table))
+                with tracking.best_effort("datasets", client, run_id):
+                    log_inputs(client, run_id, index_inputs(Path(spec.index_file), prepared.index_sha, prepared.table))
             result = extract_embeddings(spec, prepared, run_id)
             files += result.files
             metrics.update(result.metrics)

@@ -91,9 +91,11 @@ def run(cfg: DictConfig) -> float | None:
         client = tracking.MlflowClient(uri)
         name = run_name(spec, folder, backbone, client, tracking.ensure_experiment(spec.logger, root, "probe"))
         logger = tracking.build_logger(replace(spec.logger, run_name=name), root, output_dir, tags)
-        client.set_tag(logger.run_id, "mlflow.note.content", description(spec, folder, manifest, tags["extraction_run_id"], client))
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
-        log_inputs(client, logger.run_id, embeddings_inputs(folder, manifest, {k: len(v.y) for k, v in splits.items()}))
+        with tracking.best_effort("description", client, logger.run_id):
+            client.set_tag(logger.run_id, "mlflow.note.content", description(spec, folder, manifest, tags["extraction_run_id"], client))
+        with tracking.best_effort("datasets", client, logger.run_id):
+            log_inputs(client, logger.run_id, embeddings_inputs(folder, manifest, {k: len(v.y) for k, v in splits.items()}))
     selected = probe.fit(splits, FitContext(kwargs, optimizer, logger, output_dir, spec.seed))
 
     scores = {split: probe.scores(splits[split]) for split in ("val", "test")}
@@ -119,8 +121,9 @@ def run(cfg: DictConfig) -> float | None:
         files = [("probe", out / "test_scores.csv"), *(("probe", p) for p in probe.files())]
         tracking.log_artifacts(logger.experiment, logger.run_id, files)
         if spec.logger.log_model:
-            model, flavor = probe.mlflow_model(splits["train"].scaler)
-            example = splits["train"].scaler.inverse_transform(splits["val"].x[:4]).astype(np.float32)
-            log_mlflow_model(spec.logger, uri, logger.run_id, model, example, flavor)
+            with tracking.best_effort("model", logger.experiment, logger.run_id):
+                model, flavor = probe.mlflow_model(splits["train"].scaler)
+                example = splits["train"].scaler.inverse_transform(splits["val"].x[:4]).astype(np.float32)
+                log_mlflow_model(spec.logger, uri, logger.run_id, model, example, flavor)
         logger.finalize("success")
     return metrics.get(spec.optimized_metric, metrics["val/roc_auc"])

@@ -14,6 +14,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from matplotlib.figure import Figure
 
+from vidlab.tracking import best_effort
+
 
 def side_by_side(panels: dict[str, np.ndarray], scale: int = 2) -> np.ndarray:
     """Concatenate uint8 clips ``(T, H, W, 3)`` left to right, upscaled, each under its label."""
@@ -45,11 +47,12 @@ class ValidationPreviewImages(Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         logger = trainer.logger
-        if trainer.sanity_checking or not isinstance(logger, MLFlowLogger) or not pl_module.val_preview:
+        if trainer.sanity_checking or not isinstance(logger, MLFlowLogger) or not trainer.is_global_zero or not pl_module.val_preview:
             return
         if trainer.current_epoch % self.every_n_epochs == 0 or trainer.current_epoch + 1 == trainer.max_epochs:
             image = side_by_side(preview_panels(pl_module.val_preview, self.smoothing), self.scale)[0]
-            logger.experiment.log_image(logger.run_id, image, key="val/preview", step=trainer.current_epoch)
+            with best_effort("val/preview image", logger.experiment, logger.run_id):
+                logger.experiment.log_image(logger.run_id, image, key="val/preview", step=trainer.current_epoch)
 
 
 def plot_curves(curves: dict[str, dict[str, list[float]]]) -> Figure:

@@ -120,26 +120,37 @@ def log_test_outputs(logger: MLFlowLogger | None, outputs: TestOutputs, output_d
     if client is not None:
         tracking.log_artifacts(client, run_id, outputs.files)
         for name, image in outputs.images.items():
-            client.log_image(run_id, image, artifact_file=name)
+            with tracking.best_effort(f"image {name}", client, run_id):
+                client.log_image(run_id, image, artifact_file=name)
 
 
-def description(spec: RunSpec, test_summary: dict[str, float]) -> str:
-    """The run's description in the MLflow UI: what was trained on what, and how well it restores."""
+def description(spec: RunSpec, test_summary: dict[str, float], outputs: TestOutputs) -> str:
+    """The run's description in the MLflow UI: what was trained on what, how well it restores, where
+    to look."""
     text = (f"`{spec.model.name}` restoring `{spec.dataset.name}` stained by `{spec.corruption.name}`, "
             f"smoothing `{spec.smoothing.name}`.")
     psnr = test_summary.get("test/smoothed/psnr_content_stain", math.nan)
     stained = test_summary.get("test/stained/psnr_content_stain", math.nan)
     if math.isfinite(psnr):
         text += f" Test PSNR inside the stain: {psnr:.2f} dB (stained input: {stained:.2f} dB)."
-    return text + " Preview: `previews/preview.mp4`; per-epoch validation stills: the `val/preview` image."
+    if outputs.images:
+        text += " Preview: `previews/preview.mp4`; per-epoch validation stills: the `val/preview` image."
+    return text
+
+
+EXAMPLE_SIDE = 64  # the input example's crop: MLflow stores it as JSON twice and runs the model on it
 
 
 def log_model(spec: RunSpec, logger: MLFlowLogger, root: Path, best: Path, datamodule: RestorationDataModule) -> None:
-    """The best checkpoint as an MLflow model (:class:`ClipRestorer`), with a real stained test frame
-    as its input example."""
+    """The best checkpoint as an MLflow model (:class:`ClipRestorer`), with a crop of a real stained
+    test frame as its input example. A model that reads the stain mask (``mask_channel``) cannot
+    restore blind, so it is not logged (its checkpoint is)."""
     from vidlab.restore import load_module
 
-    frame = next(iter(datamodule.stream("test")))["stained"][:1].float().numpy() / 255
+    if getattr(spec.model, "mask_channel", False):
+        log.info("MLflow: no model logged: mask_channel=true needs the stain mask, which a blind restore lacks")
+        return
+    frame = next(iter(datamodule.stream("test")))["stained"][:1, :, :EXAMPLE_SIDE, :EXAMPLE_SIDE].float().numpy() / 255
     uri = tracking.resolve_tracking_uri(spec.logger.tracking_uri, root)
     log_mlflow_model(spec.logger, uri, logger.run_id, ClipRestorer(load_module(best)), frame)
 
@@ -174,21 +185,26 @@ def run(cfg: DictConfig) -> float | None:
     if logger is not None:
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=spec.top.ckpt_path)
-    if logger is not None:
+    logged = logger is not None and trainer.is_global_zero  # the run is rank 0's
+    if logged:
         loader = ("cache_dir", "path", "_target_", "batch_size", "samples_per_clip", "num_workers", "shuffle_buffer")
         settings = {k: v for k, v in asdict(spec.dataset).items() if k not in loader}
         videos = {split: [ref.path for ref in refs] for split, refs in datamodule.clips.items()}
-        log_inputs(logger.experiment, logger.run_id, video_split_inputs(spec.dataset.name, videos, settings))
+        with tracking.best_effort("datasets", logger.experiment, logger.run_id):
+            log_inputs(logger.experiment, logger.run_id, video_split_inputs(spec.dataset.name, videos, settings))
     best = checkpoint.best_model_path if checkpoint.best_model_path and Path(checkpoint.best_model_path).exists() else None
     trainer.test(module, datamodule=datamodule, ckpt_path=best)
     outputs = write_test_outputs(module, spec, output_dir)
-    if logger is not None and spec.logger.log_checkpoint and best:
+    if logged and spec.logger.log_checkpoint and best:
         outputs.files.append(("checkpoints", Path(best)))
-    log_test_outputs(logger, outputs, output_dir)
-    if logger is not None:
-        logger.experiment.set_tag(logger.run_id, "mlflow.note.content", description(spec, module.test_summary))
+    log_test_outputs(logger if logged else None, outputs, output_dir)
+    if logged:
+        with tracking.best_effort("description", logger.experiment, logger.run_id):
+            logger.experiment.set_tag(logger.run_id, "mlflow.note.content", description(spec, module.test_summary, outputs))
         if spec.logger.log_model and best:
-            log_model(spec, logger, root, Path(best), datamodule)
+            with tracking.best_effort("model", logger.experiment, logger.run_id):
+                log_model(spec, logger, root, Path(best), datamodule)
+    if logger is not None:
         logger.finalize("success")
     if checkpoint.best_model_score is not None and math.isfinite(float(checkpoint.best_model_score)):
         return float(checkpoint.best_model_score)

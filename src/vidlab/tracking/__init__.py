@@ -6,8 +6,10 @@ refuses the old file store, and with SQLite the artifact root would otherwise be
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
+import logging
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -150,22 +152,59 @@ _MONITORS: list[SystemMetricsMonitor] = []
 def _monitor_system(cfg: MlflowLoggerConfig, uri: str, run_id: str, resumed: bool) -> None:
     """CPU, memory, disk (and GPU) utilisation as ``system/*`` metrics, every
     ``logger.system_metrics_interval`` seconds, until the run ends."""
-    if cfg.system_metrics_interval is None:
+    if cfg.system_metrics_interval is None or rank_zero_only.rank > 0:  # one monitor per machine's job, on rank 0
         return
-    import logging
-
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop chatter per run
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=cfg.system_metrics_interval, resume_logging=resumed,
-                                   tracking_uri=uri)
-    monitor.start()
-    _MONITORS.append(monitor)
+    with best_effort("system metrics", client=None, run_id=run_id):
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=cfg.system_metrics_interval, resume_logging=resumed,
+                                       tracking_uri=uri)
+        monitor.start()
+        _MONITORS.append(monitor)
+
+
+@contextmanager
+def best_effort(what: str, client: MlflowClient | None, run_id: str | None) -> Iterator[None]:
+    """What only shows a run in the UI (images, figures, datasets, models, descriptions, system
+    metrics) never fails a job that trained and tested: a failure is a warning in the log and, when
+    the run can still be told, the ``vidlab.logging_failed`` tag."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - any failure of the store, the network or a serializer
+        from vidlab.errors import one_line
+
+        logging.getLogger(__name__).warning("MLflow: could not log %s: %s", what, one_line(err))
+        if client is not None and run_id is not None:
+            with contextlib.suppress(Exception):
+                current = client.get_run(run_id).data.tags.get("vidlab.logging_failed", "")
+                client.set_tag(run_id, "vidlab.logging_failed", f"{current} {what}".strip()[:5000])
+
+
+def unique_run_name(client: MlflowClient, experiment_id: str, name: str | None) -> str | None:
+    """``name``, or ``name-2``, ``name-3``... when runs of the experiment already have it: runs of a
+    sweep over a seed or a learning rate are told apart in lists and compare views."""
+    if not name:
+        return name
+    taken = {run.info.run_name for run in client.search_runs(
+        [experiment_id], f"attributes.run_name LIKE '{name.replace(chr(39), '_')}%'", max_results=50000)}
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name}-{number}"
+    return candidate
 
 
 def end_open_runs(status: str, reason: str | None = None) -> None:
     """End every run this process opened that is still RUNNING with ``status`` (FINISHED, FAILED,
-    KILLED), the reason as the ``vidlab.error`` tag; system metrics stop with them."""
-    while _MONITORS:
-        _MONITORS.pop().finish()
+    KILLED), the reason as the ``vidlab.error`` tag; then system metrics stop (a monitor stuck on an
+    unreachable server must not keep a run from its end status)."""
+    try:
+        _end_runs(status, reason)
+    finally:
+        while _MONITORS:
+            _MONITORS.pop().finish()
+
+
+def _end_runs(status: str, reason: str | None) -> None:
     while _OPEN_RUNS:
         client, run_id = _OPEN_RUNS.pop()
         current = client.get_run(run_id).info.status
@@ -182,7 +221,8 @@ def start_run(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags:
     experiment_id = ensure_experiment(cfg, root, extra_tags.get("task"))
     uri = resolve_tracking_uri(cfg.tracking_uri, root)
     client = MlflowClient(uri)
-    run = client.create_run(experiment_id, run_name=cfg.run_name, tags=run_tags(root, output_dir, extra_tags))
+    run = client.create_run(experiment_id, run_name=unique_run_name(client, experiment_id, cfg.run_name),
+                            tags=run_tags(root, output_dir, extra_tags))
     _OPEN_RUNS.append((client, run.info.run_id))
     _monitor_system(cfg, uri, run.info.run_id, resumed=False)
     return client, run.info.run_id
@@ -191,11 +231,11 @@ def start_run(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags:
 def build_logger(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags: dict[str, str],
                  run_id: str | None = None) -> VidlabMLFlowLogger:
     """Lightning's MLflow logger on a new run, or on ``run_id`` (a resumed training continues its run)."""
-    ensure_experiment(cfg, root, extra_tags.get("task"))
+    experiment_id = ensure_experiment(cfg, root, extra_tags.get("task"))
     uri = resolve_tracking_uri(cfg.tracking_uri, root)
     logger = VidlabMLFlowLogger(
         experiment_name=cfg.experiment_name,
-        run_name=cfg.run_name,
+        run_name=cfg.run_name if run_id or rank_zero_only.rank > 0 else unique_run_name(MlflowClient(uri), experiment_id, cfg.run_name),
         tracking_uri=uri,
         artifact_location=_artifact_location(cfg, uri, root),
         tags=None if run_id else run_tags(root, output_dir, extra_tags),
@@ -275,7 +315,8 @@ def log_figures(client: MlflowClient | None, run_id: str | None, figures: dict[s
         with atomic_path(folder / name) as tmp:
             figure.savefig(tmp, dpi=100)
         if client is not None:
-            client.log_figure(run_id, figure, name)
+            with best_effort(f"figure {name}", client, run_id):
+                client.log_figure(run_id, figure, name)
         plt.close(figure)
         paths.append(folder / name)
     return paths

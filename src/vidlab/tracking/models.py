@@ -16,7 +16,7 @@ import mlflow
 import mlflow.pytorch
 import mlflow.sklearn
 import numpy as np
-from mlflow.environment_variables import MLFLOW_EXPERIMENT_ID
+from mlflow.environment_variables import MLFLOW_EXPERIMENT_ID, MLFLOW_TRACKING_URI
 
 from vidlab.errors import ConfigError, one_line
 from vidlab.schema import MlflowLoggerConfig
@@ -29,19 +29,24 @@ MLFLOW_URI_SCHEMES = ("runs:/", "models:/")
 def tracking_uri(uri: str, experiment_id: str | None = None) -> Iterator[None]:
     """MLflow's fluent model API reads the process-wide store and experiment (a logged model is
     created in the active experiment, else in "Default" under the cwd): point both at ``uri`` and
-    ``experiment_id`` for a block."""
-    previous, previous_experiment = mlflow.get_tracking_uri(), os.environ.get(MLFLOW_EXPERIMENT_ID.name)
+    ``experiment_id`` for a block, then put back exactly what was there (``set_tracking_uri`` also
+    writes ``MLFLOW_TRACKING_URI``)."""
+    from mlflow.tracking._tracking_service import utils
+
+    saved_env = {name: os.environ.get(name) for name in (MLFLOW_TRACKING_URI.name, MLFLOW_EXPERIMENT_ID.name)}
+    saved_uri = utils._tracking_uri
     mlflow.set_tracking_uri(uri)
     if experiment_id is not None:
         os.environ[MLFLOW_EXPERIMENT_ID.name] = experiment_id
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
-        if previous_experiment is None:
-            os.environ.pop(MLFLOW_EXPERIMENT_ID.name, None)
-        else:
-            os.environ[MLFLOW_EXPERIMENT_ID.name] = previous_experiment
+        mlflow.set_tracking_uri(saved_uri)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _requirements(*packages: str) -> list[str]:
@@ -85,15 +90,17 @@ def _check_store(reference: str, uri: str) -> None:
         raise ConfigError(f"{reference}: no MLflow store at {uri} (set --tracking-uri or MLFLOW_TRACKING_URI)")
 
 
-def download(reference: str, uri: str) -> Path:
-    """The local copy of a file a run logged (``runs:/<run id>/checkpoints/best.ckpt``); a reference
-    the store does not hold is one :class:`ConfigError` line."""
+@contextmanager
+def downloaded(reference: str, uri: str) -> Iterator[Path]:
+    """A local copy of a file a run logged (``runs:/<run id>/checkpoints/best.ckpt``), removed after
+    the block; a reference the store does not hold is one :class:`ConfigError` line."""
     _check_store(reference, uri)
-    with tracking_uri(uri):
+    with tracking_uri(uri), tempfile.TemporaryDirectory(prefix="vidlab-") as folder:
         try:
-            return Path(mlflow.artifacts.download_artifacts(artifact_uri=reference, dst_path=tempfile.mkdtemp(prefix="vidlab-")))
+            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=reference, dst_path=folder))
         except Exception as err:  # noqa: BLE001 (MlflowException, OSError: the store says why in one line)
             raise ConfigError(f"{reference}: not found in {uri} ({one_line(err)[:300]})") from None
+        yield path
 
 
 def load_pytorch_model(reference: str, uri: str) -> Any:

@@ -8,7 +8,7 @@ from vidlab.video.decode import (
     iter_frames,
     read_frames,
 )
-from vidlab.video.write import VIDEO_SUFFIXES, H264Writer, VideoWriter, check_video_suffix, write_gif, write_video
+from vidlab.video.write import VIDEO_SUFFIXES, WRITERS, H264Writer, VideoWriter, check_video_suffix, write_gif, write_video
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -16,6 +16,7 @@ __all__ = [
     "VideoEndedError",
     "VideoReadError",
     "VideoWriter",
+    "WRITERS",
     "check_video_suffix",
     "count_frames",
     "decode_indexed",

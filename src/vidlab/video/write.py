@@ -126,13 +126,15 @@ class H264Writer(_AtomicWriter):
             self._container.close()
 
 
+WRITERS = {"h264": H264Writer, "mp4v": VideoWriter}  # by codec name: write_video's and the restore command's choices
+
+
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, codec: str = "mp4v") -> Path:
     """Write RGB frames as an ``mp4v`` (OpenCV, MPEG-4 part 2) or ``h264`` (PyAV, plays in browsers)
     video, atomically."""
-    writers = {"mp4v": VideoWriter, "h264": H264Writer}
-    if codec not in writers:
-        raise ValueError(f"codec must be one of {', '.join(writers)} (got {codec!r})")
-    with writers[codec](path, fps) as writer:
+    if codec not in WRITERS:
+        raise ValueError(f"codec must be one of {', '.join(WRITERS)} (got {codec!r})")
+    with WRITERS[codec](path, fps) as writer:
         for frame in frames:
             writer.write(frame)
     return Path(path)
