@@ -71,6 +71,8 @@ def test_training_stopped_by_a_signal_exits_non_zero_killed_and_resumes_the_same
     ("ckpt_path=/nonexistent/last.ckpt", "config error: ckpt_path: no such file: /nonexistent/last.ckpt"),
     ("loss.stain_weight=inf", "config error: loss.stain_weight must be a finite number >= 0 (got inf)"),
     ("optimized_metric=val/raw/psnr_typo", "config error: optimized_metric: must be val/"),
+    ("logger.register_as=team/stain", "config error: logger.register_as: Invalid model name 'team/stain'"),
+    ("logger.system_metrics_interval=0.01", "config error: logger.system_metrics_interval must be >= 1 second"),
 ])
 def test_values_lightning_or_torch_would_reject_are_one_line_before_any_work(tmp_path: Path, override: str, message: str):
     proc = run_train(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", override, check=False)
