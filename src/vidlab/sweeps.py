@@ -109,12 +109,13 @@ class MlflowSweepCallback(HydraCallback):
         client.log_batch(self._parent, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in swept_params(config).items()])
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._running = str(config.hydra.job.num)
+        if self._uri is not None:  # a job of a sweep this callback opened a parent for (a single run has no job number)
+            self._running = str(config.hydra.job.num)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """A failed job is seen here: Hydra's sweeper raises only after the whole batch ran."""
         self._running = None
-        if job_return.status == JobStatus.FAILED:
+        if self._uri is not None and job_return.status == JobStatus.FAILED:
             err = job_return._return_value
             self._failed[str(config.hydra.job.num)] = f"{type(err).__name__}: {one_line(err)}"
 
