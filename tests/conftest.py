@@ -27,6 +27,33 @@ def run_train(*overrides: str, cwd: Path = ROOT, check: bool = True) -> subproce
     return proc
 
 
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for a server a test starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_answers(url: str, server: subprocess.Popen, seconds: float, log: Path | None = None) -> None:
+    """Poll ``url`` until the server answers; fail, with its exit code and log tail, if it exits or
+    ``seconds`` pass first."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=3):
+                return
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+                raise AssertionError(f"no answer from {url} (exit {server.poll()}):\n{tail}") from None
+            time.sleep(0.5)
+
+
 def tiny_overrides(root: Path) -> list[str]:
     """A complete run shrunk to seconds, with its store, data and outputs under ``root``."""
     return [

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_train, tiny_overrides
+from conftest import ROOT, free_port, run_train, tiny_overrides, wait_until_answers
 
 try:
     from playwright.sync_api import sync_playwright
@@ -96,12 +95,6 @@ ADD_VIDEO = """(src) => { document.querySelectorAll('video').forEach(v => v.remo
 IMAGE_WIDTH = """(path) => { const imgs = [...document.querySelectorAll('img')].filter(
   i => i.alt === path || i.src.startsWith('blob:') || i.src.includes('get-artifact'));
   return Math.max(0, ...imgs.filter(i => i.complete).map(i => i.naturalWidth)); }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop_group(process: subprocess.Popen, grace_s: float = 30) -> None:
@@ -186,20 +179,11 @@ def ui(tmp_path_factory: pytest.TempPathFactory):
                 time.sleep(0.5)
             if sweep.done():
                 sweep.result()  # a sweep that failed before its store existed fails here, with train.py's output
-            port = _free_port()
+            port = free_port()
             server = _start_ui(root, port, log)
             sweep.result()  # a failed sweep fails here, with train.py's output
             url = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 120
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/health", timeout=2)
-                    break
-                except OSError:
-                    if server.poll() is not None or time.time() > deadline:
-                        tail = (root / "mlflow_ui.log").read_text(errors="replace")[-3000:]
-                        pytest.fail(f"mlflow ui did not answer on {url} (exit {server.poll()}):\n{tail}")
-                    time.sleep(0.5)
+            wait_until_answers(f"{url}/health", server, 120, root / "mlflow_ui.log")
             yield UI(url)
         finally:
             if server is not None:

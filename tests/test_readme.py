@@ -13,10 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
-import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +22,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT
+from conftest import ROOT, free_port, wait_until_answers
 
 QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
          "trainer.limit_test_batches=2"]
@@ -40,18 +37,6 @@ def _runs(project: Path, experiment: str) -> list:
     client = _store(project)
     found = client.get_experiment_by_name(experiment)
     return client.search_runs([found.experiment_id], max_results=1000) if found else []
-
-
-def _ui_answers(proc: subprocess.Popen, port: int) -> None:
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3) as page:
-                assert page.status == 200
-                return
-        except OSError:
-            assert proc.poll() is None and time.time() < deadline, "make ui did not serve the UI"
-            time.sleep(1)
 
 
 @dataclass
@@ -306,13 +291,11 @@ def test_readme_command(sandbox: Sandbox, command: str):
             shutil.copy(project / f"data/index/ucf_crime/index_clips{suffix}", project / f"processed/index_clips{suffix}")
     line = _concrete(command, sandbox)
     if command == "make ui":
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         proc = subprocess.Popen(f"{line} PORT={port}", shell=True, cwd=project, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _ui_answers(proc, port)
+            wait_until_answers(f"http://127.0.0.1:{port}/", proc, 120)
         finally:
             os.killpg(proc.pid, 15)
             proc.wait(timeout=60)

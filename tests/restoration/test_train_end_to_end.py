@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from vidlab.restore import restore_video
 from vidlab.video import count_frames, iter_frames, write_video
 
-from conftest import run_train, tiny_overrides
+from conftest import free_port, run_train, tiny_overrides, wait_until_answers
 
 
 def _runs(root: Path):
@@ -158,21 +158,11 @@ def test_logged_config_reproduces_the_run(tmp_path: Path):
         assert again.data.metrics[key] == pytest.approx(first.data.metrics[key], abs=1e-9), key
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_shared_tracking_server_round_trip(tmp_path: Path):
     import subprocess
     import sys
-    import time
-    import urllib.request
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
          "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port)],
@@ -180,14 +170,7 @@ def test_shared_tracking_server_round_trip(tmp_path: Path):
     )
     try:
         uri = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(0.5)
+        wait_until_answers(f"{uri}/health", server, 90)
         run_train(*tiny_overrides(tmp_path), "model.base_channels=4", f"logger.tracking_uri={uri}")
         client = MlflowClient(uri)
         runs = client.search_runs([client.get_experiment_by_name("restoration").experiment_id])
