@@ -240,7 +240,7 @@ def test_extraction_stopped_by_sigterm_exits_143_killed_and_resumes(tmp_path: Pa
 @pytest.mark.parametrize("change", [
     "extraction.precision=bf16-mixed", "extraction.compile=true", "extraction.channels_last=true", "extraction.colour=fast",
     "extraction.batch_size=4", "extraction.seed=1", "extraction.preprocess=notebook", "extraction.notebook_size=112",
-    "backbone=r3d_18", "backbone.frames_per_clip=16", "backbone.weights=null",
+    "backbone=r3d_18", "backbone.frames_per_clip=16", "backbone.weights=null", "extraction.resize_on=workers",
 ])
 def test_every_setting_that_changes_the_numbers_is_in_the_resume_key(change: str):
     """Each setting changes the fingerprint a rerun is compared with (the ones this CPU can run are

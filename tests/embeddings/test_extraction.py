@@ -119,6 +119,25 @@ def test_weights_transforms_and_state_dict_file(tmp_path: Path):
         np.testing.assert_allclose(got[pos], expected, rtol=2e-2, atol=2e-3)
 
 
+def test_resize_on_the_device_gives_the_workers_bytes(tmp_path: Path):
+    """The default moves torchvision's resize from the loader workers to the model's device: on the CPU
+    the embedding files are byte for byte those of resizing in the workers; OpenCV's resize
+    (preprocess=notebook) cannot move and is refused in one line before any work."""
+    index = make_index(tmp_path, {"one.mp4": (24, "h264", "train", 1), "two.mp4": (16, "mp4v", "test", 0)})
+    args = ["backbone=r3d_18", "backbone.weights=null", "backbone.frames_per_clip=4", "logger=none"]
+    outputs = {}
+    for resize_on in ("auto", "workers"):
+        _extract(index, tmp_path / resize_on, *args, f"extraction.resize_on={resize_on}")
+        out = tmp_path / resize_on / "outputs/embeddings/r3d_18_T4"
+        assert json.loads((out / "manifest.json").read_text())["preprocessing"]["resize_on"] == ("device" if resize_on == "auto" else "workers")
+        outputs[resize_on] = {name: data for name, data in _files(out).items() if name.endswith(".npy")}
+    assert outputs["auto"] == outputs["workers"] and len(outputs["auto"]) >= 6
+    proc = _extract(index, tmp_path / "refused", *args, "extraction.preprocess=notebook", "extraction.resize_on=device", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
+        "config error: extraction.resize_on=device: preprocess=notebook resizes with OpenCV"), proc.stderr[-2000:]
+    assert not (tmp_path / "refused/outputs").exists()
+
+
 def test_resume_after_kill_gives_identical_files(extracted, tmp_path: Path):
     _, index, _ = extracted
     slow = [a for a in FAST if "preprocess" not in a and "batch_size" not in a] + ["extraction.batch_size=2", "logger=none"]

@@ -66,22 +66,24 @@ def shard(chunks: list[Chunk], rank: int, world_size: int) -> list[Chunk]:
 
 class VideoClipStream(IterableDataset):
     """Yields ``{"x": uint8 (B, T, C, h, w), "rows", "padded"}`` per chunk, or ``{"failed_rows", "reason"}``
-    for chunks of a video that cannot be read (the extractor applies ``on_error``). ``colour`` is the
-    frame conversion (``exact``: swscale's pixels, ``fast``: OpenCV's; see :func:`frame_to_rgb`)."""
+    for chunks of a video that cannot be read (the extractor applies ``on_error``). ``spatial`` (resize,
+    crop) runs here when given; ``None`` leaves the frames at their native size for the device to resize.
+    ``x`` keeps the decoder's channels-last layout (a view, no transposing copy in the worker).
+    ``colour`` is the frame conversion (``exact``: swscale's pixels, ``fast``: OpenCV's; see
+    :func:`frame_to_rgb`)."""
 
-    def __init__(self, chunks: list[Chunk], spatial: Spatial, colour: str = "exact"):
+    def __init__(self, chunks: list[Chunk], spatial: Spatial | None, colour: str = "exact"):
         self.chunks, self.spatial, self.colour = chunks, spatial, colour
         self.rank, self.world_size = 0, 1  # set on every rank once the process group exists
 
-    def _clip(self, frames: dict[int, np.ndarray], wanted: tuple[int, ...], last: int) -> tuple[torch.Tensor, bool]:
-        padded = any(i > last for i in wanted)
-        clip = np.stack([frames[min(i, last)] for i in wanted])
-        return self.spatial(torch.from_numpy(clip).permute(0, 3, 1, 2)), padded
-
     def _batch(self, chunk: Chunk, frames: dict[int, np.ndarray], last: int) -> dict:
-        clips = [self._clip(frames, wanted, last) for wanted in chunk.frames]
-        return {"x": torch.stack([c for c, _ in clips]), "rows": torch.tensor(chunk.rows),
-                "padded": torch.tensor([p for _, p in clips])}
+        clips, frames_per_clip = len(chunk.frames), len(chunk.frames[0])
+        stacked = np.stack([frames[min(i, last)] for wanted in chunk.frames for i in wanted])
+        x = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # (B*T, C, H, W), channels-last strides
+        if self.spatial is not None:
+            x = self.spatial(x)
+        return {"x": x.unflatten(0, (clips, frames_per_clip)), "rows": torch.tensor(chunk.rows),
+                "padded": torch.tensor([any(i > last for i in wanted) for wanted in chunk.frames])}
 
     def _video(self, path: str, chunks: list[Chunk]) -> Iterator[dict]:
         needed = sorted({i for c in chunks for f in c.frames for i in f})

@@ -97,7 +97,8 @@ class ExtractionConfig:
     preprocess: str
     notebook_size: int
     batch_size: int
-    num_workers: int
+    num_workers: int | None
+    resize_on: str
     accelerator: str
     devices: Any
     strategy: str
@@ -115,7 +116,9 @@ class ExtractionConfig:
         at_least(16, self, "notebook_size")
         one_of(self, "colour", "exact", "fast")
         at_least(1, self, "batch_size")
-        at_least(0, self, "num_workers")
+        if self.num_workers is not None:
+            at_least(0, self, "num_workers")
+        one_of(self, "resize_on", "auto", "device", "workers")
         one_of(self, "precision", "32", "32-true", "bf16-mixed", "16-mixed")
         one_of(self, "on_error", "fail", "skip")
         at_least(0, self, "max_artifact_mb")

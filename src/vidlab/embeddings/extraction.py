@@ -29,7 +29,7 @@ from vidlab.embeddings.clip_index import COLUMNS
 from vidlab.embeddings.config import ExtractSpec
 from vidlab.embeddings.extractor import EmbeddingExtractor, StoreWriter, worker_init
 from vidlab.embeddings.index_check import check_index, resolve_paths
-from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess
+from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess, resize_on_device
 from vidlab.embeddings.store import EmbeddingStore, read_jsonl
 from vidlab.errors import InputError
 from vidlab.files import write_text
@@ -102,8 +102,16 @@ def _fingerprint(spec: ExtractSpec, index_sha: str, preprocess) -> dict:
     weights_file = weights is not None and Path(weights).is_file()
     return {"index_sha256": index_sha, "backbone": asdict(spec.backbone), "preprocess": preprocess.description,
             "batch_size": x.batch_size, "seed": x.seed, "colour": x.colour, "precision": x.precision,
-            "compile": x.compile, "channels_last": x.channels_last,
+            "compile": x.compile, "channels_last": x.channels_last, "resize_on": x.resize_on,
             "weights_sha256": file_sha256(Path(weights)) if weights_file else None}
+
+
+def loader_workers(num_workers: int | None, devices: int) -> int:
+    """``extraction.num_workers``, or by default every core this process may use, shared by the devices
+    of this node: decoding is the CPU's whole job during extraction."""
+    if num_workers is not None:
+        return num_workers
+    return max(1, len(os.sched_getaffinity(0)) // max(1, devices))
 
 
 def is_child_rank() -> bool:
@@ -118,6 +126,7 @@ class PreparedExtraction:
     table: pd.DataFrame
     index_sha: str
     preprocess: WeightsPreprocess | NotebookPreprocess
+    resize_on_device: bool
     trainer_args: dict
 
 
@@ -135,14 +144,15 @@ def prepare_extraction(spec: ExtractSpec) -> PreparedExtraction:
                          f"(extract.py stage=validate index={index_file} lists every violation)")
     trainer_args = checked_trainer_args({"accelerator": x.accelerator, "devices": x.devices, "strategy": x.strategy,
                                          "precision": x.precision}, "extraction")
-    return PreparedExtraction(table, file_sha256(index_file), _preprocess(spec), trainer_args)
+    preprocess = _preprocess(spec)
+    return PreparedExtraction(table, file_sha256(index_file), preprocess, resize_on_device(preprocess, x.resize_on), trainer_args)
 
 
 def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: str | None = None) -> ExtractionResult:
     """Extract every clip not yet in the output folder (a rerun resumes), then write the manifest."""
     x = spec.extraction
     index_file = Path(spec.index_file)
-    table, index_sha, preprocess, trainer_args = prepared.table, prepared.index_sha, prepared.preprocess, prepared.trainer_args
+    table, index_sha, preprocess, on_device = prepared.table, prepared.index_sha, prepared.preprocess, prepared.resize_on_device
     torch.manual_seed(x.seed)  # random-init weights are the same on every run and rank
     backbone = load_backbone(spec.backbone.name, spec.backbone.weights)
     folder = Path(x.output).resolve()
@@ -155,33 +165,36 @@ def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: 
     chunks = [c for c in make_chunks(table, spec.backbone.frames_per_clip, x.batch_size) if not all(done[list(c.rows)])]
     todo = sum(len(c.rows) for c in chunks)
     print(f"{'resuming' if resumed else 'starting'} {folder}: {todo} of {len(table)} clips to extract")
-    stream = VideoClipStream(chunks, preprocess.spatial, x.colour)
+    stream = VideoClipStream(chunks, None if on_device else preprocess.spatial, x.colour)
     writer = StoreWriter(store, stream, x.on_error, todo)
     trainer = L.Trainer(
-        **trainer_args, logger=False, callbacks=[writer, StopOnSignal()], enable_progress_bar=False,
+        **prepared.trainer_args, logger=False, callbacks=[writer, StopOnSignal()], enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False,
     )
+    workers = loader_workers(x.num_workers, trainer.num_devices)
     loader = DataLoader(
-        stream, batch_size=None, num_workers=x.num_workers,
-        worker_init_fn=worker_init, pin_memory=torch.cuda.is_available(), prefetch_factor=4 if x.num_workers else None,
-        multiprocessing_context=WORKER_CONTEXT if x.num_workers else None,
+        stream, batch_size=None, num_workers=workers, worker_init_fn=worker_init,
+        pin_memory=trainer.strategy.root_device.type == "cuda", prefetch_factor=2 if workers else None,
+        multiprocessing_context=WORKER_CONTEXT if workers else None,
     )
     if chunks:
-        trainer.predict(EmbeddingExtractor(backbone, preprocess.normalize, x.channels_last, x.compile), dataloaders=loader, return_predictions=False)
+        model = EmbeddingExtractor(backbone, preprocess.normalize, preprocess.spatial if on_device else None,
+                                   x.channels_last, x.compile)
+        trainer.predict(model, dataloaders=loader, return_predictions=False)
         trainer.strategy.barrier("extraction done")  # every rank's rows are on disk before the manifest
     if not trainer.is_global_zero:
         return ExtractionResult(folder, {})
     remaining = int((~store.done_rows()).sum())
     if remaining:
         raise RuntimeError(f"{remaining} rows were not extracted; rerun the same command to resume")
-    manifest = write_manifest(spec, store, table, index_file, index_sha, preprocess, dim, writer, run_id)
+    manifest = write_manifest(spec, store, table, index_file, index_sha, preprocess, on_device, dim, writer, run_id)
     metrics = {"clips_per_second": writer.clips_per_second, "rows_written": writer.rows_written,
                "rows_failed": len(manifest["failed_rows"]), "rows_total": len(table)}
     return ExtractionResult(folder, manifest, metrics, [("embeddings", folder / "manifest.json")])
 
 
 def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame, index_file: Path,
-                   index_sha: str, preprocess, dim: int, writer: StoreWriter, run_id: str | None) -> dict:
+                   index_sha: str, preprocess, on_device: bool, dim: int, writer: StoreWriter, run_id: str | None) -> dict:
     failures = {r["row"]: r["reason"] for r in read_jsonl(store.folder / "failures.jsonl")}
     padded = sorted({r["row"] for r in read_jsonl(store.folder / "padded.jsonl")})
     splits = {}
@@ -197,7 +210,7 @@ def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame
         "created_at": datetime.now(timezone.utc).isoformat(),
         "backbone": f"torchvision/{spec.backbone.name}",
         "weights": spec.backbone.weights,
-        "preprocessing": preprocess.description,
+        "preprocessing": {**preprocess.description, "resize_on": "device" if on_device else "workers"},
         "colour": {"mode": spec.extraction.colour, "conversion": COLOUR_CONVERSIONS[spec.extraction.colour]},
         "frames_per_clip": spec.backbone.frames_per_clip,
         "sampling": "start + round(linspace(0, max(1, end - start) - 1, frames_per_clip)); frames past the video's end repeat its last frame",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 import cv2
@@ -20,10 +21,16 @@ from vidlab.video import VideoReadError
 
 
 class EmbeddingExtractor(L.LightningModule):
+    """The frozen backbone behind the device half of preprocessing: ``spatial`` (resize, crop) when the
+    workers left the frames at native size, then ``normalize``. The embeddings start their copy to the
+    host without waiting (``non_blocking``: pinned memory on CUDA), so the next batch is queued on the
+    device while :class:`StoreWriter` waits only for the previous one's copy."""
+
     def __init__(self, backbone: nn.Module, normalize: Callable[[torch.Tensor], torch.Tensor],
+                 spatial: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  channels_last: bool = False, compile: bool = False):
         super().__init__()
-        self.normalize, self.channels_last = normalize, channels_last
+        self.normalize, self.spatial, self.channels_last = normalize, spatial, channels_last
         if channels_last:
             backbone = backbone.to(memory_format=torch.channels_last_3d)
         self.backbone = torch.compile(backbone) if compile else backbone
@@ -31,14 +38,23 @@ class EmbeddingExtractor(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         if "failed_rows" in batch:
             return batch
-        x = self.normalize(batch["x"])
+        x = batch["x"]
+        if self.spatial is not None:
+            x = self.spatial(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        x = self.normalize(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        return {"rows": batch["rows"], "padded": batch["padded"], "emb": self.backbone(x).float()}
+        emb = self.backbone(x).float().to("cpu", non_blocking=True)
+        copied = None
+        if x.device.type == "cuda":
+            copied = torch.cuda.Event()
+            copied.record()
+        return {"rows": batch["rows"], "padded": batch["padded"], "emb": emb, "copied": copied}
 
 
 class StoreWriter(BasePredictionWriter):
-    """Writes rows as batches finish; applies ``on_error`` to rows of unreadable videos."""
+    """Writes rows as batches finish, each one batch late so the device never waits on the host;
+    applies ``on_error`` to rows of unreadable videos."""
 
     def __init__(self, store: EmbeddingStore, stream: VideoClipStream, on_error: str, total_rows: int):
         super().__init__(write_interval="batch")
@@ -46,6 +62,7 @@ class StoreWriter(BasePredictionWriter):
         self.rows_written = self.rows_failed = 0
         self.seconds = 0.0
         self._bar: tqdm | None = None
+        self._pending: dict | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # runs on every rank after the process group exists and before the loader's workers start
@@ -64,18 +81,36 @@ class StoreWriter(BasePredictionWriter):
                                      "set extraction.on_error=skip to mark them invalid and go on")
             self.store.fail(rows, prediction["reason"])
             self.rows_failed += len(rows)
-        else:
-            rows = prediction["rows"].cpu().numpy()
-            self.store.write(rows, prediction["emb"].cpu().numpy(), prediction["padded"].cpu().numpy())
-            self.rows_written += len(rows)
+            self._advance(trainer, len(rows))
+            return
+        self._write_pending(trainer)
+        self._pending = prediction  # written once the next batch is queued: its copy to the host overlaps that
+
+    def _write_pending(self, trainer: L.Trainer) -> None:
+        prediction, self._pending = self._pending, None
+        if prediction is None:
+            return
+        if prediction["copied"] is not None:
+            prediction["copied"].synchronize()
+        rows = prediction["rows"].numpy()
+        self.store.write(rows, prediction["emb"].numpy(), prediction["padded"].numpy())
+        self.rows_written += len(rows)
+        self._advance(trainer, len(rows))
+
+    def _advance(self, trainer: L.Trainer, rows: int) -> None:
         if self._bar is not None:
-            self._bar.update(len(rows) * trainer.world_size)
+            self._bar.update(rows * trainer.world_size)
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write_pending(trainer)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.seconds = time.perf_counter() - self._start
         self._close_bar()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        with suppress(RuntimeError):  # a batch computed before the stop is kept; a broken device keeps it pending
+            self._write_pending(trainer)
         self._close_bar()  # before the job's last line (an error or "stopped by ..."), not after it
 
     def _close_bar(self) -> None:
