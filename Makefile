@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PORT ?= 5000
 
-.PHONY: install lint train test test-all bench ui clean
+.PHONY: install lint train test test-all bench bench-extraction bench-peers ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,17 @@ test-all: $(STAMP)  ## also the tests marked slow
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py $(ARGS)
+
+bench-extraction: $(STAMP)  ## docs/benchmarks.md's extraction table; ARGS="--videos 64 --seconds 120" on a GPU machine
+	$(BIN)/python benchmarks/extraction.py $(ARGS)
+
+# Peers for bench-extraction, not vidlab dependencies: torchcodec (a release built for the installed torch,
+# loading the OS's FFmpeg 5 libraries) and decord (its own FFmpeg). Root on Debian/Ubuntu for the libraries.
+FFMPEG_LIBS := libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8
+bench-peers: $(STAMP)
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FFMPEG_LIBS); fi
+	$(BIN)/python -m pip install --quiet --no-deps torchcodec==0.17.0 decord==0.6.0
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port $(PORT)

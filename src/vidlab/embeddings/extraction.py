@@ -114,6 +114,12 @@ def loader_workers(num_workers: int | None, devices: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) // max(1, devices))
 
 
+def clip_loader(stream: VideoClipStream, workers: int, pin_memory: bool) -> DataLoader:
+    """The extraction's loader: each worker decodes whole videos (fresh processes: see WORKER_CONTEXT)."""
+    return DataLoader(stream, batch_size=None, num_workers=workers, worker_init_fn=worker_init, pin_memory=pin_memory,
+                      prefetch_factor=2 if workers else None, multiprocessing_context=WORKER_CONTEXT if workers else None)
+
+
 def is_child_rank() -> bool:
     # Lightning's DDP launcher re-runs the command for ranks > 0 with these set
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
@@ -171,12 +177,7 @@ def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: 
         **prepared.trainer_args, logger=False, callbacks=[writer, StopOnSignal()], enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False,
     )
-    workers = loader_workers(x.num_workers, trainer.num_devices)
-    loader = DataLoader(
-        stream, batch_size=None, num_workers=workers, worker_init_fn=worker_init,
-        pin_memory=trainer.strategy.root_device.type == "cuda", prefetch_factor=2 if workers else None,
-        multiprocessing_context=WORKER_CONTEXT if workers else None,
-    )
+    loader = clip_loader(stream, loader_workers(x.num_workers, trainer.num_devices), trainer.strategy.root_device.type == "cuda")
     if chunks:
         model = EmbeddingExtractor(backbone, preprocess.normalize, preprocess.spatial if on_device else None,
                                    x.channels_last, x.compile)
@@ -225,7 +226,8 @@ def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame
                         for r, reason in sorted(failures.items())],
         "padded_rows": padded,
         "mlflow_run_id": run_id,
-        "throughput": {"clips_per_second_last_run": writer.clips_per_second, "seconds_last_run": writer.seconds},
+        "throughput": {"clips_per_second_last_run": writer.clips_per_second, "seconds_last_run": writer.seconds,
+                       "startup_seconds_last_run": writer.startup_seconds},
         "software": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "lightning": L.__version__, "numpy": np.__version__},
     }

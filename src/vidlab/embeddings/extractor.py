@@ -60,7 +60,7 @@ class StoreWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.store, self.stream, self.on_error, self.total = store, stream, on_error, total_rows
         self.rows_written = self.rows_failed = 0
-        self.seconds = 0.0
+        self.seconds = self.startup_seconds = 0.0  # from the first batch to the end; before it (workers starting)
         self._bar: tqdm | None = None
         self._pending: dict | None = None
 
@@ -69,9 +69,14 @@ class StoreWriter(BasePredictionWriter):
         self.stream.rank, self.stream.world_size = trainer.global_rank, trainer.world_size
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
+        self._start, self._first_batch = time.perf_counter(), None
         if trainer.is_global_zero:
             self._bar = tqdm(total=self.total, desc="extracting", unit="clip", dynamic_ncols=True)
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self._first_batch is None:  # the workers have started and delivered: the steady state begins
+            self._first_batch = time.perf_counter()
+            self.startup_seconds = self._first_batch - self._start
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0) -> None:
         if "failed_rows" in prediction:
@@ -105,7 +110,7 @@ class StoreWriter(BasePredictionWriter):
         self._write_pending(trainer)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.seconds = time.perf_counter() - self._start
+        self.seconds = time.perf_counter() - (self._first_batch or self._start)
         self._close_bar()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
