@@ -408,7 +408,11 @@ def main() -> None:
     for row in (args.e2e if args.e2e is not None else default_rows):
         overrides = [o for o in row.split(";") if o] + [f"extraction.batch_size={batch}"]
         with tempfile.TemporaryDirectory(dir=folder) as work:
-            r = run_extract(e2e_index, Path(work), overrides)
+            try:
+                r = run_extract(e2e_index, Path(work), overrides)
+            except RuntimeError as err:
+                say(f"| {' '.join(overrides)} | failed: {str(err).splitlines()[-1]} | | | |")
+                continue
         say(f"| {' '.join(overrides)} | {rate(r['clips_per_second_last_run'])} | {r['clips_per_second_last_run'] / ceiling[CORES]:.2f} | "
             f"{r['startup_seconds_last_run']:.1f} | {r['wall']:.1f} |")
     say()
@@ -428,7 +432,11 @@ def main() -> None:
         long_index = write_index([long_video], folder / f"index_long_{n}.csv")
         overrides = [o for o in args.rss_overrides.split(";") if o] + [f"extraction.batch_size={batch}"]
         with tempfile.TemporaryDirectory(dir=folder) as work:
-            r = run_extract(long_index, Path(work), overrides, rss=True)
+            try:
+                r = run_extract(long_index, Path(work), overrides, rss=True)
+            except RuntimeError as err:
+                say(f"| {n} | failed: {str(err).splitlines()[-1]} | | | |")
+                continue
         rss = f"{r['max_rss_mb']:.0f}" if r["max_rss_mb"] else "no /usr/bin/time"
         say(f"| {count_frames(long_video)} | {r['clips']} | {rss} | {r['tree_mb']:.0f} | {rate(r['clips_per_second_last_run'])} |")
     say()
