@@ -34,6 +34,7 @@ import multiprocessing as mp
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,7 +57,7 @@ from peers import PEERS, unavailable  # noqa: E402
 from vidlab.embeddings.backbones import load_backbone, weights_enum  # noqa: E402
 from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks, sample_indices  # noqa: E402
 from vidlab.embeddings.clip_index import COLUMNS, clip_starts  # noqa: E402
-from vidlab.embeddings.extraction import clip_loader, load_index  # noqa: E402
+from vidlab.embeddings.extraction import clip_loader, decode_threads, load_index  # noqa: E402
 from vidlab.embeddings.extractor import EmbeddingExtractor  # noqa: E402
 from vidlab.embeddings.preprocess import WeightsPreprocess  # noqa: E402
 from vidlab.video import count_frames, read_frames  # noqa: E402
@@ -83,18 +84,23 @@ def rate(x: float) -> str:
 def _write_one(args: tuple[Path, int, int]) -> None:
     path, frames, seed = args
     tmp = path.with_name(f".{path.name}")
-    write_h264(tmp, _frames(frames, seed))
+    write_h264(tmp, _frames(frames, seed), x264_params="threads=1")  # one encoder per core
     tmp.replace(path)
 
 
 def make_videos(folder: Path, videos: int, frames: int) -> list[Path]:
-    """``videos`` distinct H.264 files of ``frames`` frames, written in parallel, kept between runs."""
+    """``videos`` H.264 files of ``frames`` frames, kept between runs: one encoded per core (distinct
+    content), the rest copies of those (decoding costs the same; encoding is what takes minutes)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"ucf_like_{i}_{frames}.mp4" for i in range(videos)]
-    todo = [(p, frames, i) for i, p in enumerate(paths) if not p.exists()]
+    unique = paths[:CORES]
+    todo = [(p, frames, i) for i, p in enumerate(unique) if not p.exists()]
     if todo:
         with mp.get_context("spawn").Pool(min(CORES, len(todo))) as pool:
             pool.map(_write_one, todo)
+    for i, path in enumerate(paths[CORES:], CORES):
+        if not path.exists():
+            shutil.copyfile(unique[i % CORES], path)
     return paths
 
 
@@ -132,9 +138,11 @@ def write_index(paths: list[Path], csv: Path) -> Path:
 
 
 # -------------------------------------------------------------------------------------------- ceilings
-def decode_every_frame(path: str) -> int:
-    """What any exact reader must do at least: decode every frame (vidlab's decoder settings: PyAV's)."""
+def decode_every_frame(args: tuple[str, int]) -> int:
+    """What any exact reader must do at least: decode every frame, with the threads vidlab's workers use."""
+    path, threads = args
     with av.open(path) as container:
+        container.streams.video[0].thread_count = threads
         return sum(1 for _ in container.decode(video=0))
 
 
@@ -156,7 +164,8 @@ def loader_rate(table: pd.DataFrame, workers: int, resize_in_workers: bool, batc
     """Steady clips/s of vidlab's extraction loader, no model: timed once every worker has delivered a
     batch (the loader takes them from the workers in turn), so the workers' start-up is left out."""
     preprocess = WeightsPreprocess(weights_enum(BACKBONE, None))
-    stream = VideoClipStream(make_chunks(table, T, batch), preprocess.spatial if resize_in_workers else None, "exact")
+    stream = VideoClipStream(make_chunks(table, T, batch), preprocess.spatial if resize_in_workers else None, "exact",
+                             decode_threads(workers, 1))
     it = iter(clip_loader(stream, workers, pin_memory=False))
     for _ in range(max(1, workers)):
         next(it)
@@ -348,13 +357,14 @@ def main() -> None:
 
     # decode ceilings and loaders: one process on the first --single-videos videos, one per core on all
     subsets = {1: table[table.abs_path.isin(table.abs_path.unique()[: args.single_videos])], CORES: table}
-    ceiling = {n: len(t) / timed_pool(decode_every_frame, list(t.abs_path.unique()), n) for n, t in subsets.items()}
+    ceiling = {n: len(t) / timed_pool(decode_every_frame, [(p, decode_threads(n, 1)) for p in t.abs_path.unique()], n)
+               for n, t in subsets.items()}
     say(f"One process: the first {args.single_videos} videos ({len(subsets[1])} clips); one per core: all {clips} clips.")
     say()
     say("| reader | processes | clips/s | of the decode ceiling | same pixels as vidlab exact |")
     say("|---|---|---|---|---|")
     for n in subsets:
-        say(f"| decode ceiling: PyAV, every frame, no conversion | {n} | {rate(ceiling[n])} | 1.00 | |")
+        say(f"| decode ceiling: PyAV, every frame, no conversion, {decode_threads(n, 1)} thread(s) each | {n} | {rate(ceiling[n])} | 1.00 | |")
     for resize_in_workers, label in ((False, "resize on the device (default)"), (True, "resize in the workers")):
         for n, t in subsets.items():
             clips_s = loader_rate(t, n, resize_in_workers, batch)

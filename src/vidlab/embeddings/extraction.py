@@ -114,6 +114,13 @@ def loader_workers(num_workers: int | None, devices: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) // max(1, devices))
 
 
+def decode_threads(workers: int, devices: int) -> int:
+    """PyAV threads per decoding process: this rank's share of the cores split among its workers (one
+    each when every core has a worker; FFmpeg's own count, one per core in every process, would
+    oversubscribe the machine: docs/benchmarks.md, "Extraction")."""
+    return max(1, len(os.sched_getaffinity(0)) // max(1, devices) // max(1, workers))
+
+
 def clip_loader(stream: VideoClipStream, workers: int, pin_memory: bool) -> DataLoader:
     """The extraction's loader: each worker decodes whole videos (fresh processes: see WORKER_CONTEXT)."""
     return DataLoader(stream, batch_size=None, num_workers=workers, worker_init_fn=worker_init, pin_memory=pin_memory,
@@ -173,11 +180,11 @@ def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: 
     print(f"{'resuming' if resumed else 'starting'} {folder}: {todo} of {len(table)} clips to extract")
     stream = VideoClipStream(chunks, None if on_device else preprocess.spatial, x.colour)
     writer = StoreWriter(store, stream, x.on_error, todo)
-    trainer = L.Trainer(
-        **prepared.trainer_args, logger=False, callbacks=[writer, StopOnSignal()], enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False,
-    )
-    loader = clip_loader(stream, loader_workers(x.num_workers, trainer.num_devices), trainer.strategy.root_device.type == "cuda")
+    trainer = L.Trainer(**prepared.trainer_args, logger=False, callbacks=[writer, StopOnSignal()],
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    workers = loader_workers(x.num_workers, trainer.num_devices)
+    stream.decode_threads = decode_threads(workers, trainer.num_devices)
+    loader = clip_loader(stream, workers, trainer.strategy.root_device.type == "cuda")
     if chunks:
         model = EmbeddingExtractor(backbone, preprocess.normalize, preprocess.spatial if on_device else None,
                                    x.channels_last, x.compile)

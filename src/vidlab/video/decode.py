@@ -55,9 +55,11 @@ def frame_to_rgb(frame: av.VideoFrame, colour: str = "exact", reformatter: Video
     return (reformatter or VideoReformatter()).reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
-def decode_indexed(path: str | os.PathLike, indices: Iterable[int], colour: str = "exact") -> Iterator[tuple[int, np.ndarray]]:
+def decode_indexed(path: str | os.PathLike, indices: Iterable[int], colour: str = "exact",
+                   threads: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(index, RGB uint8 frame)`` for each distinct requested index, ascending, in one pass;
-    ``colour`` picks the conversion (:func:`frame_to_rgb`).
+    ``colour`` picks the conversion (:func:`frame_to_rgb`); ``threads`` is the decoder's thread count
+    (0: FFmpeg's choice, one per core; 1 when every core already runs a decoding process).
 
     Raises :class:`VideoReadError` (naming the file) if it cannot be decoded or ends before the last
     requested frame; frames before the failure have been yielded.
@@ -75,6 +77,7 @@ def decode_indexed(path: str | os.PathLike, indices: Iterable[int], colour: str 
             if not container.streams.video:
                 raise VideoReadError(f"no video stream: {path}")
             stream = container.streams.video[0]
+            stream.thread_count = threads
             reformatter = VideoReformatter()
             for index, frame in enumerate(container.decode(stream)):
                 decoded = index + 1
