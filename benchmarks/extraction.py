@@ -331,12 +331,14 @@ def main() -> None:
     parser.add_argument("--rss-frames", default="25000,100000", help="two lengths of the long video")
     parser.add_argument("--rss-overrides", default="", help="extract.py overrides for the memory runs (';'-separated)")
     parser.add_argument("--data", default=str(ROOT / "data" / "bench_extraction"))
+    parser.add_argument("--sections", default="readers,e2e,memory,model", help="which tables, comma-separated")
     parser.add_argument("--out", default="", help="also write the tables to this markdown file")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
     gpu = device.type == "cuda"
     batch = args.batch or (32 if gpu else 16)
     folder = Path(args.data)
+    sections = set(args.sections.split(","))
     if args.out:
         OUT.append(Path(args.out))
         OUT[0].write_text("")
@@ -355,101 +357,104 @@ def main() -> None:
         f"{clips} clips (32 frames, stride 16, T=8), made in {time.perf_counter() - start:.0f} s")
     say()
 
-    # decode ceilings and loaders: one process on the first --single-videos videos, one per core on all
+    # decode ceilings (every table's yardstick): one process on the first --single-videos videos, one per core on all
     subsets = {1: table[table.abs_path.isin(table.abs_path.unique()[: args.single_videos])], CORES: table}
     ceiling = {n: len(t) / timed_pool(decode_every_frame, [(p, decode_threads(n, 1)) for p in t.abs_path.unique()], n)
                for n, t in subsets.items()}
-    say(f"One process: the first {args.single_videos} videos ({len(subsets[1])} clips); one per core: all {clips} clips.")
-    say()
-    say("| reader | processes | clips/s | of the decode ceiling | same pixels as vidlab exact |")
-    say("|---|---|---|---|---|")
-    for n in subsets:
-        say(f"| decode ceiling: PyAV, every frame, no conversion, {decode_threads(n, 1)} thread(s) each | {n} | {rate(ceiling[n])} | 1.00 | |")
-    for resize_in_workers, label in ((False, "resize on the device (default)"), (True, "resize in the workers")):
+    wanted, first = wanted_frames(table), str(paths[0])
+    if "readers" in sections:
+        say(f"One process: the first {args.single_videos} videos ({len(subsets[1])} clips); one per core: all {clips} clips.")
+        say()
+        say("| reader | processes | clips/s | of the decode ceiling | same pixels as vidlab exact |")
+        say("|---|---|---|---|---|")
+        for n in subsets:
+            say(f"| decode ceiling: PyAV, every frame, no conversion, {decode_threads(n, 1)} thread(s) each | {n} | {rate(ceiling[n])} | 1.00 | |")
+        for resize_in_workers, label in ((False, "resize on the device (default)"), (True, "resize in the workers")):
+            for n, t in subsets.items():
+                clips_s = loader_rate(t, n, resize_in_workers, batch)
+                say(f"| vidlab loader, exact colour, {label} | {n} | {rate(clips_s)} | {clips_s / ceiling[n]:.2f} | reference |")
+        ours = read_frames(first, wanted[first], "exact")
+        same = same_pixels(ours, notebook_frames(first, wanted[first]))
         for n, t in subsets.items():
-            clips_s = loader_rate(t, n, resize_in_workers, batch)
-            say(f"| vidlab loader, exact colour, {label} | {n} | {rate(clips_s)} | {clips_s / ceiling[n]:.2f} | reference |")
-    wanted = wanted_frames(table)
-    first = str(paths[0])
-    ours = read_frames(first, wanted[first], "exact")
-    same = same_pixels(ours, notebook_frames(first, wanted[first]))
-    for n, t in subsets.items():
-        clips_s = notebook_rate(t, 0 if n == 1 else n, args.notebook_clips * n)
-        say(f"| notebook loader: OpenCV seek + read per sampled frame | {n} | {rate(clips_s)} | {clips_s / ceiling[n]:.3f} | {same} |")
-    missing = unavailable()  # imports the peers in this process too
-    for name in PEERS:
-        if name in missing:
-            say(f"| {name} | | not measured: {missing[name]} | | |")
-            continue
-        same = same_pixels(ours, PEERS[name](first, wanted[first]))
-        for n, t in subsets.items():
-            seconds = timed_pool(_peer_job, [(name, p, wanted[p]) for p in t.abs_path.unique()], n)
-            say(f"| {name} (asked for the same frames) | {n} | {rate(len(t) / seconds)} | {len(t) / seconds / ceiling[n]:.2f} | {same} |")
-    say()
-
-    # model alone
-    iters, model_batch = args.model_iters or (20 if gpu else 2), args.model_batch or (batch if gpu else 2)
-    say(f"Model alone on {device.type} ({BACKBONE}, T={T}, batch {model_batch}, native 240x320 uint8 in, resize+crop+normalise on the device):")
-    say()
-    say("| variant | clips/s | min cosine to fp32 |")
-    say("|---|---|---|")
-    for name, clips_s, cosine in model_rates(device, model_batch, iters, gpu, 240, 320):
-        say(f"| {name} | {rate(clips_s)} | {cosine:.6f} |")
-    say()
-    if gpu:
-        differ, largest, cosine = device_resize_check(device, read_frames(first, wanted[first][:512], "exact"))
-        say(f"Resize on {torch.cuda.get_device_name(device)} vs on the CPU (torchvision, the same 512 real frames): "
-            f"{differ:.4%} of bytes differ (max {largest} level), fp32 embeddings min cosine {cosine:.7f}.")
+            clips_s = notebook_rate(t, 0 if n == 1 else n, args.notebook_clips * n)
+            say(f"| notebook loader: OpenCV seek + read per sampled frame | {n} | {rate(clips_s)} | {clips_s / ceiling[n]:.3f} | {same} |")
+        missing = unavailable()  # imports the peers in this process too
+        for name in PEERS:
+            if name in missing:
+                say(f"| {name} | | not measured: {missing[name]} | | |")
+                continue
+            same = same_pixels(ours, PEERS[name](first, wanted[first]))
+            for n, t in subsets.items():
+                seconds = timed_pool(_peer_job, [(name, p, wanted[p]) for p in t.abs_path.unique()], n)
+                say(f"| {name} (asked for the same frames) | {n} | {rate(len(t) / seconds)} | {len(t) / seconds / ceiling[n]:.2f} | {same} |")
         say()
 
-    # end to end
-    e2e_index = index
-    if not gpu or args.e2e_clips:
-        e2e_index = folder / "index_e2e.csv"
-        pd.read_csv(index).head(args.e2e_clips or 48).to_csv(e2e_index, index=False)
-    default_rows = (["extraction.precision=bf16-mixed;extraction.channels_last=true",
-                     "extraction.precision=bf16-mixed;extraction.channels_last=true;extraction.compile=true"]
-                    if gpu else [""])
-    say(f"End to end: extract.py ({len(pd.read_csv(e2e_index))} clips, batch {batch}, workers: one per core; "
-        "steady = from the first batch, wall = the whole command):")
-    say()
-    say("| extract.py overrides | steady clips/s | of the all-cores decode ceiling | start-up s | wall s |")
-    say("|---|---|---|---|---|")
-    for row in (args.e2e if args.e2e is not None else default_rows):
-        overrides = [o for o in row.split(";") if o] + [f"extraction.batch_size={batch}"]
-        with tempfile.TemporaryDirectory(dir=folder) as work:
-            try:
-                r = run_extract(e2e_index, Path(work), overrides)
-            except RuntimeError as err:
-                say(f"| {' '.join(overrides)} | failed: {str(err).splitlines()[-1]} | | | |")
-                continue
-        say(f"| {' '.join(overrides)} | {rate(r['clips_per_second_last_run'])} | {r['clips_per_second_last_run'] / ceiling[CORES]:.2f} | "
-            f"{r['startup_seconds_last_run']:.1f} | {r['wall']:.1f} |")
-    say()
+    if "e2e" in sections:
+        # end to end
+        e2e_index = index
+        if not gpu or args.e2e_clips:
+            e2e_index = folder / "index_e2e.csv"
+            pd.read_csv(index).head(args.e2e_clips or 48).to_csv(e2e_index, index=False)
+        default_rows = (["extraction.precision=bf16-mixed;extraction.channels_last=true",
+                         "extraction.precision=bf16-mixed;extraction.channels_last=true;extraction.compile=true"]
+                        if gpu else [""])
+        say(f"End to end: extract.py ({len(pd.read_csv(e2e_index))} clips, batch {batch}, workers: one per core; "
+            "steady = from the first batch, wall = the whole command):")
+        say()
+        say("| extract.py overrides | steady clips/s | of the all-cores decode ceiling | start-up s | wall s |")
+        say("|---|---|---|---|---|")
+        for row in (args.e2e if args.e2e is not None else default_rows):
+            overrides = [o for o in row.split(";") if o] + [f"extraction.batch_size={batch}"]
+            with tempfile.TemporaryDirectory(dir=folder) as work:
+                try:
+                    r = run_extract(e2e_index, Path(work), overrides)
+                except RuntimeError as err:
+                    say(f"| {' '.join(overrides)} | failed: {str(err).splitlines()[-1]} | | | |")
+                    continue
+            say(f"| {' '.join(overrides)} | {rate(r['clips_per_second_last_run'])} | {r['clips_per_second_last_run'] / ceiling[CORES]:.2f} | "
+                f"{r['startup_seconds_last_run']:.1f} | {r['wall']:.1f} |")
+        say()
 
-    # memory
-    lengths = [int(n) for n in args.rss_frames.split(",")]
-    segment = make_videos(folder, 1, 10_000)[0]
-    say("Peak memory of one extract.py over one long video (max RSS of one process from /usr/bin/time -v; "
-        "sum over the process tree, loader workers included, sampled every 0.2 s):")
-    say()
-    say("| video frames | clips | max RSS (MB) | process tree peak (MB) | steady clips/s |")
-    say("|---|---|---|---|---|")
-    for n in lengths:
-        long_video = folder / f"long_{n}.mp4"
-        if not long_video.exists():
-            repeat_video(segment, long_video, n // 10_000)
-        long_index = write_index([long_video], folder / f"index_long_{n}.csv")
-        overrides = [o for o in args.rss_overrides.split(";") if o] + [f"extraction.batch_size={batch}"]
-        with tempfile.TemporaryDirectory(dir=folder) as work:
-            try:
-                r = run_extract(long_index, Path(work), overrides, rss=True)
-            except RuntimeError as err:
-                say(f"| {n} | failed: {str(err).splitlines()[-1]} | | | |")
-                continue
-        rss = f"{r['max_rss_mb']:.0f}" if r["max_rss_mb"] else "no /usr/bin/time"
-        say(f"| {count_frames(long_video)} | {r['clips']} | {rss} | {r['tree_mb']:.0f} | {rate(r['clips_per_second_last_run'])} |")
-    say()
+    if "memory" in sections:
+        # memory
+        lengths = [int(n) for n in args.rss_frames.split(",")]
+        segment = make_videos(folder, 1, 2_500)[0]
+        say("Peak memory of one extract.py over one long video (max RSS of one process from /usr/bin/time -v; "
+            "sum over the process tree, loader workers included, sampled every 0.2 s):")
+        say()
+        say("| video frames | clips | max RSS (MB) | process tree peak (MB) | steady clips/s |")
+        say("|---|---|---|---|---|")
+        for n in lengths:
+            long_video = folder / f"long_{n}.mp4"
+            if not long_video.exists():
+                repeat_video(segment, long_video, n // 2_500)
+            long_index = write_index([long_video], folder / f"index_long_{n}.csv")
+            overrides = [o for o in args.rss_overrides.split(";") if o] + [f"extraction.batch_size={batch}"]
+            with tempfile.TemporaryDirectory(dir=folder) as work:
+                try:
+                    r = run_extract(long_index, Path(work), overrides, rss=True)
+                except RuntimeError as err:
+                    say(f"| {n} | failed: {str(err).splitlines()[-1]} | | | |")
+                    continue
+            rss = f"{r['max_rss_mb']:.0f}" if r["max_rss_mb"] else "no /usr/bin/time"
+            say(f"| {count_frames(long_video)} | {r['clips']} | {rss} | {r['tree_mb']:.0f} | {rate(r['clips_per_second_last_run'])} |")
+        say()
+    if "model" in sections:
+        # model alone
+        iters, model_batch = args.model_iters or (20 if gpu else 2), args.model_batch or (batch if gpu else 2)
+        say(f"Model alone on {device.type} ({BACKBONE}, T={T}, batch {model_batch}, native 240x320 uint8 in, resize+crop+normalise on the device):")
+        say()
+        say("| variant | clips/s | min cosine to fp32 |")
+        say("|---|---|---|")
+        for name, clips_s, cosine in model_rates(device, model_batch, iters, gpu, 240, 320):
+            say(f"| {name} | {rate(clips_s)} | {cosine:.6f} |")
+        say()
+        if gpu:
+            differ, largest, cosine = device_resize_check(device, read_frames(first, wanted[first][:512], "exact"))
+            say(f"Resize on {torch.cuda.get_device_name(device)} vs on the CPU (torchvision, the same 512 real frames): "
+                f"{differ:.4%} of bytes differ (max {largest} level), fp32 embeddings min cosine {cosine:.7f}.")
+            say()
+
     say(f"benchmark wall time: {time.perf_counter() - start:.0f} s")
 
 
