@@ -35,6 +35,13 @@ class EmbeddingExtractor(L.LightningModule):
             backbone = backbone.to(memory_format=torch.channels_last_3d)
         self.backbone = torch.compile(backbone) if compile else backbone
 
+    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, dataloader_idx: int) -> dict[str, Any]:
+        """Only the clips go to the device: row ids and flags stay on the host, where the writer reads
+        them without synchronising the device."""
+        if "x" not in batch:
+            return batch
+        return {**batch, "x": batch["x"].to(device, non_blocking=True)}
+
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         if "failed_rows" in batch:
             return batch
