@@ -368,7 +368,7 @@ def main() -> None:
         say("| reader | processes | clips/s | of the decode ceiling | same pixels as vidlab exact |")
         say("|---|---|---|---|---|")
         for n in subsets:
-            say(f"| decode ceiling: PyAV, every frame, no conversion, {decode_threads(n, 1)} thread(s) each | {n} | {rate(ceiling[n])} | 1.00 | |")
+            say(f"| decode ceiling: PyAV, every frame, no conversion, {decode_threads(n, 1) or 'FFmpeg'} thread(s) each | {n} | {rate(ceiling[n])} | 1.00 | |")
         for resize_in_workers, label in ((False, "resize on the device (default)"), (True, "resize in the workers")):
             for n, t in subsets.items():
                 clips_s = loader_rate(t, n, resize_in_workers, batch)

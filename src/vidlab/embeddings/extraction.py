@@ -115,10 +115,10 @@ def loader_workers(num_workers: int | None, devices: int) -> int:
 
 
 def decode_threads(workers: int, devices: int) -> int:
-    """PyAV threads per decoding process: this rank's share of the cores split among its workers (one
-    each when every core has a worker; FFmpeg's own count, one per core in every process, would
-    oversubscribe the machine: docs/benchmarks.md, "Extraction")."""
-    return max(1, len(os.sched_getaffinity(0)) // max(1, devices) // max(1, workers))
+    """PyAV threads per decoding process: one when every core of this rank has a worker (FFmpeg's own
+    count, a thread per core in every process, oversubscribes the machine), else 0: FFmpeg's choice,
+    which decoded faster than naming the core count (docs/benchmarks.md, "Extraction")."""
+    return 1 if workers >= len(os.sched_getaffinity(0)) // max(1, devices) else 0
 
 
 def clip_loader(stream: VideoClipStream, workers: int, pin_memory: bool) -> DataLoader:
