@@ -218,7 +218,7 @@ def wanted_frames(table: pd.DataFrame) -> dict[str, list[int]]:
 
 def _peer_job(args: tuple[str, str, list[int]]) -> int:
     name, path, indices = args
-    return len(PEERS[name](path, indices))
+    return len(read_frames(path, indices, "exact") if name == "vidlab" else PEERS[name](path, indices))
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -378,6 +378,10 @@ def main() -> None:
         for n, t in subsets.items():
             clips_s = notebook_rate(t, 0 if n == 1 else n, args.notebook_clips * n)
             say(f"| notebook loader: OpenCV seek + read per sampled frame | {n} | {rate(clips_s)} | {clips_s / ceiling[n]:.3f} | {same} |")
+        for n, t in subsets.items():  # vidlab's reader on the same terms as the peers: no loader, no model
+            seconds = timed_pool(_peer_job, [("vidlab", p, wanted[p]) for p in t.abs_path.unique()], n)
+            say(f"| vidlab read_frames, exact colour (asked for the same frames) | {n} | {rate(len(t) / seconds)} | "
+                f"{len(t) / seconds / ceiling[n]:.2f} | reference |")
         missing = unavailable()  # imports the peers in this process too
         for name in PEERS:
             if name in missing:
