@@ -126,13 +126,13 @@ def repeat_video(segment: Path, out: Path, times: int) -> None:
     tmp.replace(out)
 
 
-def write_index(paths: list[Path], csv: Path) -> Path:
+def write_index(paths: list[Path], csv: Path, stride: int = STRIDE) -> Path:
     """An index_clips.csv in vidlab's format (exact frame counts: packets, checked against the writer)."""
     rows = []
     for path in paths:
         n = count_frames(path)
-        for i, start in enumerate(clip_starts(n, CLIP_LEN, STRIDE, "drop")):
-            rows.append(["test", 0, "Normal", str(path), i, start, start + CLIP_LEN, CLIP_LEN, STRIDE, 30.0, n])
+        for i, start in enumerate(clip_starts(n, CLIP_LEN, stride, "drop")):
+            rows.append(["test", 0, "Normal", str(path), i, start, start + CLIP_LEN, CLIP_LEN, stride, 30.0, n])
     pd.DataFrame(rows, columns=COLUMNS).to_csv(csv, index=False)
     return csv
 
@@ -330,6 +330,8 @@ def main() -> None:
     parser.add_argument("--notebook-clips", type=int, default=32, help="clips per process for the notebook's loader")
     parser.add_argument("--rss-frames", default="25000,100000", help="two lengths of the long video")
     parser.add_argument("--rss-overrides", default="", help="extract.py overrides for the memory runs (';'-separated)")
+    parser.add_argument("--rss-stride", type=int, default=STRIDE, help="clip stride of the memory runs (larger: fewer clips, "
+                        "the whole video still decoded)")
     parser.add_argument("--data", default=str(ROOT / "data" / "bench_extraction"))
     parser.add_argument("--sections", default="readers,e2e,memory,model", help="which tables, comma-separated")
     parser.add_argument("--out", default="", help="also write the tables to this markdown file")
@@ -423,8 +425,8 @@ def main() -> None:
         # memory
         lengths = [int(n) for n in args.rss_frames.split(",")]
         segment = make_videos(folder, 1, 2_500)[0]
-        say("Peak memory of one extract.py over one long video (max RSS of one process from /usr/bin/time -v; "
-            "sum over the process tree, loader workers included, sampled every 0.2 s):")
+        say(f"Peak memory of one extract.py over one long video, a clip every {args.rss_stride} frames (max RSS of one "
+            "process from /usr/bin/time -v; sum over the process tree, loader workers included, sampled every 0.2 s):")
         say()
         say("| video frames | clips | max RSS (MB) | process tree peak (MB) | steady clips/s |")
         say("|---|---|---|---|---|")
@@ -432,7 +434,7 @@ def main() -> None:
             long_video = folder / f"long_{n}.mp4"
             if not long_video.exists():
                 repeat_video(segment, long_video, n // 2_500)
-            long_index = write_index([long_video], folder / f"index_long_{n}.csv")
+            long_index = write_index([long_video], folder / f"index_long_{n}.csv", args.rss_stride)
             overrides = [o for o in args.rss_overrides.split(";") if o] + [f"extraction.batch_size={batch}"]
             with tempfile.TemporaryDirectory(dir=folder) as work:
                 try:
