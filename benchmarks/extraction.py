@@ -371,7 +371,7 @@ def main() -> None:
         say("|---|---|---|---|---|")
         for n in subsets:
             say(f"| decode ceiling: PyAV, every frame, no conversion, {decode_threads(n, 1) or 'FFmpeg'} thread(s) each | {n} | {rate(ceiling[n])} | 1.00 | |")
-        for resize_in_workers, label in ((False, "resize on the device (default)"), (True, "resize in the workers")):
+        for resize_in_workers, label in ((False, "resize on the device (CPU default)"), (True, "resize in the workers (GPU default)")):
             for n, t in subsets.items():
                 clips_s = loader_rate(t, n, resize_in_workers, batch)
                 say(f"| vidlab loader, exact colour, {label} | {n} | {rate(clips_s)} | {clips_s / ceiling[n]:.2f} | reference |")
@@ -401,9 +401,8 @@ def main() -> None:
         if not gpu or args.e2e_clips:
             e2e_index = folder / "index_e2e.csv"
             pd.read_csv(index).head(args.e2e_clips or 48).to_csv(e2e_index, index=False)
-        default_rows = (["extraction.precision=bf16-mixed;extraction.channels_last=true",
-                         "extraction.precision=bf16-mixed;extraction.channels_last=true;extraction.compile=true"]
-                        if gpu else [""])
+        fast = "extraction.precision=bf16-mixed;extraction.channels_last=true;extraction.resize_on=device"
+        default_rows = ["", fast, f"{fast};extraction.compile=true"] if gpu else [""]
         say(f"End to end: extract.py ({len(pd.read_csv(e2e_index))} clips, batch {batch}, workers: one per core; "
             "steady = from the first batch, wall = the whole command):")
         say()

@@ -139,7 +139,6 @@ class PreparedExtraction:
     table: pd.DataFrame
     index_sha: str
     preprocess: WeightsPreprocess | NotebookPreprocess
-    resize_on_device: bool
     trainer_args: dict
 
 
@@ -158,14 +157,15 @@ def prepare_extraction(spec: ExtractSpec) -> PreparedExtraction:
     trainer_args = checked_trainer_args({"accelerator": x.accelerator, "devices": x.devices, "strategy": x.strategy,
                                          "precision": x.precision}, "extraction")
     preprocess = _preprocess(spec)
-    return PreparedExtraction(table, file_sha256(index_file), preprocess, resize_on_device(preprocess, x.resize_on), trainer_args)
+    resize_on_device(preprocess, x.resize_on, "cpu")  # refuses notebook + device before any work
+    return PreparedExtraction(table, file_sha256(index_file), preprocess, trainer_args)
 
 
 def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: str | None = None) -> ExtractionResult:
     """Extract every clip not yet in the output folder (a rerun resumes), then write the manifest."""
     x = spec.extraction
     index_file = Path(spec.index_file)
-    table, index_sha, preprocess, on_device = prepared.table, prepared.index_sha, prepared.preprocess, prepared.resize_on_device
+    table, index_sha, preprocess = prepared.table, prepared.index_sha, prepared.preprocess
     torch.manual_seed(x.seed)  # random-init weights are the same on every run and rank
     backbone = load_backbone(spec.backbone.name, spec.backbone.weights)
     folder = Path(x.output).resolve()
@@ -178,10 +178,12 @@ def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: 
     chunks = [c for c in make_chunks(table, spec.backbone.frames_per_clip, x.batch_size) if not all(done[list(c.rows)])]
     todo = sum(len(c.rows) for c in chunks)
     print(f"{'resuming' if resumed else 'starting'} {folder}: {todo} of {len(table)} clips to extract")
-    stream = VideoClipStream(chunks, None if on_device else preprocess.spatial, x.colour)
+    stream = VideoClipStream(chunks, None, x.colour)
     writer = StoreWriter(store, stream, x.on_error, todo)
     trainer = L.Trainer(**prepared.trainer_args, logger=False, callbacks=[writer, StopOnSignal()],
                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    on_device = resize_on_device(preprocess, x.resize_on, trainer.strategy.root_device.type)
+    stream.spatial = None if on_device else preprocess.spatial  # None: the workers hand over native-size frames
     workers = loader_workers(x.num_workers, trainer.num_devices)
     stream.decode_threads = decode_threads(workers, trainer.num_devices)
     loader = clip_loader(stream, workers, trainer.strategy.root_device.type == "cuda")

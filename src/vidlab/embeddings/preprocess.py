@@ -66,14 +66,16 @@ class NotebookPreprocess:
         return _normalize(x, self.mean, self.std)
 
 
-def resize_on_device(preprocess: WeightsPreprocess | NotebookPreprocess, resize_on: str) -> bool:
-    """Where ``spatial`` runs. ``auto`` puts torchvision's resize on the model's device: the workers then
-    only decode and convert colour (the resize cost 4x the decoding of a clip on a CPU core, 320x240 to
-    256 short side) and move native-size uint8. ``workers`` keeps it in the loader; OpenCV's resize
-    (``preprocess=notebook``) is CPU-only and always runs there."""
-    if resize_on == "auto":
-        return preprocess.device_spatial
+def resize_on_device(preprocess: WeightsPreprocess | NotebookPreprocess, resize_on: str, device_type: str) -> bool:
+    """Where ``spatial`` runs. ``auto`` puts torchvision's resize on the model's device when that is the
+    CPU: the same kernel, so the same bytes (tested), and the workers then only decode and convert
+    colour (resizing cost 4x the decoding of a clip on a CPU core, 320x240 to 256 short side). On a GPU
+    ``auto`` keeps it in the workers, since CUDA's pixels against the CPU's are not measured yet
+    (``benchmarks/extraction.py`` prints them); ``device`` opts in there. OpenCV's resize
+    (``preprocess=notebook``) is CPU-only and always runs in the workers."""
     if resize_on == "device" and not preprocess.device_spatial:
         raise ConfigError("extraction.resize_on=device: preprocess=notebook resizes with OpenCV on the CPU; "
                           "use resize_on=auto or workers")
+    if resize_on == "auto":
+        return preprocess.device_spatial and device_type == "cpu"
     return resize_on == "device"
