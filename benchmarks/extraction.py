@@ -329,9 +329,10 @@ def main() -> None:
     parser.add_argument("--single-videos", type=int, default=4, help="videos read by the one-process rows")
     parser.add_argument("--notebook-clips", type=int, default=32, help="clips per process for the notebook's loader")
     parser.add_argument("--rss-frames", default="25000,100000", help="two lengths of the long video")
-    parser.add_argument("--rss-overrides", default="", help="extract.py overrides for the memory runs (';'-separated)")
-    parser.add_argument("--rss-stride", type=int, default=STRIDE, help="clip stride of the memory runs (larger: fewer clips, "
-                        "the whole video still decoded)")
+    parser.add_argument("--rss-overrides", default=None, help="extract.py overrides for the memory runs (';'-separated); "
+                        "default: none on a GPU, r3d_18 at T=4 on a CPU")
+    parser.add_argument("--rss-stride", type=int, default=0, help="clip stride of the memory runs (larger: fewer clips, "
+                        "the whole video still decoded); 0: 16 on a GPU, 400 on a CPU")
     parser.add_argument("--data", default=str(ROOT / "data" / "bench_extraction"))
     parser.add_argument("--sections", default="readers,e2e,memory,model", help="which tables, comma-separated")
     parser.add_argument("--out", default="", help="also write the tables to this markdown file")
@@ -339,6 +340,9 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
     gpu = device.type == "cuda"
     batch = args.batch or (32 if gpu else 16)
+    if args.rss_overrides is None:  # a CPU extracts swin3d_t at about 1 clip/s: 100,000 frames need a lighter run
+        args.rss_overrides = "" if gpu else "backbone=r3d_18;backbone.frames_per_clip=4"
+    args.rss_stride = args.rss_stride or (STRIDE if gpu else 400)
     folder = Path(args.data)
     sections = set(args.sections.split(","))
     if args.out:
