@@ -6,14 +6,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import vidlab.embeddings.task
+import vidlab.extract
 
 os.environ["VIDLAB_ROOT"] = str(Path(__file__).resolve().parent)  # paths.root: the project, from any cwd
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="extract")
 def main(cfg: DictConfig) -> None:
-    vidlab.embeddings.task.main(cfg)
+    vidlab.extract.main(cfg)
 
 
 if __name__ == "__main__":

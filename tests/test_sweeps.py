@@ -51,11 +51,11 @@ def _assert_job_log(log: Path) -> None:
     """Lightning's records and a line per epoch with its metrics, as written to the job's log file."""
     text = log.read_text()
     assert "`Trainer.fit` stopped: `max_epochs=1` reached." in text, text[-3000:]
-    epochs = [line for line in text.splitlines() if "[vidlab.jobs][INFO] - epoch 0/0: " in line]
-    assert epochs, f"no epoch line (is vidlab.jobs.EpochLog among the Trainer's callbacks?):\n{text[-3000:]}"
+    epochs = [line for line in text.splitlines() if "[vidlab.trainer][INFO] - epoch 0/0: " in line]
+    assert epochs, f"no epoch line (is vidlab.trainer.EpochLog among the Trainer's callbacks?):\n{text[-3000:]}"
     epoch = epochs[0]
     assert f"{METRIC}=" in epoch and "train/loss_epoch=" in epoch and "_step=" not in epoch
-    assert "[vidlab.jobs][INFO] - test: " in text
+    assert "[vidlab.trainer][INFO] - test: " in text
 
 
 def test_swept_params_come_from_the_sweeper_and_the_command_line():

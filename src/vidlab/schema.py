@@ -91,8 +91,9 @@ class NoLoggerConfig:
 
 @dataclass
 class TrainerConfig:
-    """The Trainer arguments vidlab types (``None``: not set, Lightning's own default); any other
-    Lightning Trainer argument passes through. The values are in ``conf/trainer/``."""
+    """The Trainer arguments vidlab types (``None``: not set, Lightning's own default), those the shipped
+    configs set among them, so checking them needs no Lightning import; any other Lightning Trainer
+    argument passes through, checked against Lightning's signature. The values are in ``conf/trainer/``."""
 
     accelerator: Optional[str] = None
     devices: Any = None
@@ -104,6 +105,12 @@ class TrainerConfig:
     limit_test_batches: Any = None
     log_every_n_steps: Optional[int] = None
     deterministic: Any = None
+    num_sanity_val_steps: Optional[int] = None
+    fast_dev_run: Any = None
+    overfit_batches: Any = None
+    check_val_every_n_epoch: Optional[int] = None
+    strategy: Any = None
+    sync_batchnorm: Optional[bool] = None
 
     def __post_init__(self) -> None:
         epochs = self.max_epochs
@@ -187,7 +194,8 @@ def instantiate_choice(cfg: Any, settings: tuple[str, ...] = ()) -> Any:
 def trainer_config(cfg: DictConfig) -> TrainerConfig:
     """The typed ``trainer`` node; an argument Lightning's Trainer does not take is refused."""
     node = resolved(cfg, "trainer") or {}
-    unknown = sorted(set(node) - _trainer_arguments())
+    others = set(node) - set(TrainerConfig.__dataclass_fields__)  # Lightning is imported only to check these
+    unknown = sorted(others - _trainer_arguments()) if others else []
     if unknown:
         raise ConfigError(f"trainer.{unknown[0]}: not an argument of lightning.Trainer")
     return build_node("trainer", TrainerConfig, {k: node[k] for k in node if k in TrainerConfig.__dataclass_fields__})

@@ -11,21 +11,20 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback as HydraCallback
-from mlflow.entities import Param, Run
-from mlflow.tracking import MlflowClient
-from mlflow.tracking.context.registry import resolve_tags
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
 from vidlab import jobs
 from vidlab.errors import one_line
 from vidlab.schema import MlflowLoggerConfig, build_node
-from vidlab.tracking import PARENT_RUN_FILE, ensure_experiment, git_commit, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 
 def _sweep_logger(config: DictConfig) -> tuple[MlflowLoggerConfig, Path] | None:
@@ -85,6 +84,15 @@ class MlflowSweepCallback(HydraCallback):
         found = _sweep_logger(config)
         if found is None:
             return
+        # MLflow and vidlab.tracking (Lightning) only once a sweep needs them: Hydra builds this callback
+        # for every run, before a config error could be answered
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+        from mlflow.tracking.context.registry import resolve_tags
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+        from vidlab.tracking import PARENT_RUN_FILE, ensure_experiment, git_commit, resolve_tracking_uri
+
         cfg, root = found
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -157,6 +165,8 @@ class MlflowSweepCallback(HydraCallback):
         """Summary, best child and end status on the parent: KILLED if the sweep or a job was stopped,
         FAILED if a job failed or the sweep did not reach its end, else FINISHED; the status is set
         whatever else fails."""
+        from mlflow.tracking import MlflowClient
+
         self._ending = True
         atexit.unregister(self._end_early)
         client = MlflowClient(self._uri)

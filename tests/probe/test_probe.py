@@ -12,12 +12,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from vidlab.jobs import checked_optimizer, trainer_kwargs
 from vidlab.probe import metrics as pm
 from vidlab.probe.config import validate_probe
 from vidlab.probe.data import check_manifest, load_splits
 from vidlab.probe.fitting import FitContext
 from vidlab.schema import instantiate_choice
+from vidlab.trainer import checked_optimizer, trainer_kwargs
 
 from conftest import ROOT, run_train
 

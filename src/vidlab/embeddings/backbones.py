@@ -7,21 +7,20 @@ backbone gets another's statistics. ``weights`` is ``DEFAULT``, an enum member n
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
-from torchvision.models import get_model_weights
-from torchvision.models import video as tv_video
+from typing import TYPE_CHECKING
 
 from vidlab.errors import ConfigError
+
+if TYPE_CHECKING:  # torch and torchvision are imported where a model is built: checking a config needs neither
+    from torch import nn
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    builder: Callable[..., nn.Module]
+    """A torchvision video model (``torchvision.models.get_model(name)``), as an embedding backbone."""
+
     head: str             # attribute replaced by nn.Identity
     dim: int              # embedding size once the head is gone
     min_frames: int                # smallest T the architecture accepts (at its own crop size)
@@ -29,21 +28,23 @@ class BackboneSpec:
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "swin3d_t": BackboneSpec(tv_video.swin3d_t, "head", 768, 1),
-    "swin3d_s": BackboneSpec(tv_video.swin3d_s, "head", 768, 1),
-    "swin3d_b": BackboneSpec(tv_video.swin3d_b, "head", 1024, 1),
-    "r3d_18": BackboneSpec(tv_video.r3d_18, "fc", 512, 1),
-    "mc3_18": BackboneSpec(tv_video.mc3_18, "fc", 512, 1),
-    "r2plus1d_18": BackboneSpec(tv_video.r2plus1d_18, "fc", 512, 1),
-    "s3d": BackboneSpec(tv_video.s3d, "classifier", 1024, 13),
-    "mvit_v1_b": BackboneSpec(tv_video.mvit_v1_b, "head", 768, 15, 16),
-    "mvit_v2_s": BackboneSpec(tv_video.mvit_v2_s, "head", 768, 15, 16),
+    "swin3d_t": BackboneSpec("head", 768, 1),
+    "swin3d_s": BackboneSpec("head", 768, 1),
+    "swin3d_b": BackboneSpec("head", 1024, 1),
+    "r3d_18": BackboneSpec("fc", 512, 1),
+    "mc3_18": BackboneSpec("fc", 512, 1),
+    "r2plus1d_18": BackboneSpec("fc", 512, 1),
+    "s3d": BackboneSpec("classifier", 1024, 13),
+    "mvit_v1_b": BackboneSpec("head", 768, 15, 16),
+    "mvit_v2_s": BackboneSpec("head", 768, 15, 16),
 }
 
 
 def weights_enum(name: str, weights: str | None):
     """The weights member that defines preprocessing: the chosen one, or DEFAULT for random/state_dict."""
-    enum = get_model_weights(BACKBONES[name].builder)
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(name)
     if weights is None or Path(weights).suffix in (".pt", ".pth", ".bin", ".ckpt") or weights == "DEFAULT":
         return enum.DEFAULT
     try:
@@ -65,13 +66,16 @@ def load_backbone(name: str, weights: str | None) -> nn.Module:
     """Build the backbone frozen in eval mode with its head removed. ``DEFAULT`` or an enum name
     downloads through torchvision (cached in ``$TORCH_HOME``); a path loads a saved state_dict (with or
     without its head)."""
+    import torch
+    from torchvision.models import get_model
+
     if name not in BACKBONES:
         raise ValueError(f"backbone.name: unknown backbone {name!r} (choose one of {', '.join(BACKBONES)})")
     spec = BACKBONES[name]
     if weights is not None and Path(weights).suffix in (".pt", ".pth", ".bin", ".ckpt"):
         if not Path(weights).is_file():
             raise ConfigError(f"backbone.weights: state_dict file not found: {weights}")
-        model = spec.builder(weights=None)
+        model = get_model(name, weights=None)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
         head_keys = [k for k in state if k.startswith(f"{spec.head}.")]
@@ -79,8 +83,8 @@ def load_backbone(name: str, weights: str | None) -> nn.Module:
             state = {k: v for k, v in state.items() if k not in head_keys}
         model.load_state_dict(state)
     else:
-        model = spec.builder(weights=None if weights is None else weights_enum(name, weights))
-    setattr(model, spec.head, nn.Identity())
+        model = get_model(name, weights=None if weights is None else weights_enum(name, weights))
+    setattr(model, spec.head, torch.nn.Identity())
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)

@@ -33,7 +33,8 @@ from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess, 
 from vidlab.embeddings.store import EmbeddingStore, read_jsonl
 from vidlab.errors import InputError
 from vidlab.files import write_text
-from vidlab.jobs import StopOnSignal, checked_trainer_args, on_stop_say
+from vidlab.jobs import on_stop_say
+from vidlab.trainer import StopOnSignal, checked_trainer_args
 
 # The manifest says how frames became RGB: embeddings of the same clips differ between the two.
 COLOUR_CONVERSIONS = {

@@ -19,7 +19,7 @@ from vidlab.embeddings.config import ExtractSpec, UcfCrimeConfig, validate_extra
 from vidlab.embeddings.extraction import extract_embeddings, file_sha256, is_child_rank, load_index, prepare_extraction
 from vidlab.embeddings.index_check import check_index, format_report
 from vidlab.errors import ConfigError
-from vidlab.jobs import job_dirs, run_job
+from vidlab.jobs import job_dirs
 from vidlab.schema import MlflowLoggerConfig
 from vidlab.tracking.inputs import index_inputs, log_inputs, video_split_inputs
 
@@ -124,9 +124,3 @@ def run(cfg: DictConfig) -> int:
             if status == "FINISHED":
                 client.set_terminated(run_id, status)
 
-
-def main(cfg: DictConfig) -> None:
-    """Entry point for ``extract.py``; exit 1 when ``stage=validate`` finds violations."""
-    code = run_job(run, cfg)
-    if code:
-        raise SystemExit(code)

@@ -15,8 +15,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
-from vidlab.jobs import EpochLog, StopOnSignal
 from vidlab.probe.data import Split
+from vidlab.trainer import EpochLog, StopOnSignal
 
 
 @dataclass

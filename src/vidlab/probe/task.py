@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
 from vidlab import tracking
-from vidlab.jobs import checked_optimizer, job_dirs, trainer_kwargs
+from vidlab.jobs import job_dirs
 from vidlab.probe import metrics as pm
 from vidlab.probe import plots
 from vidlab.probe.config import ProbeSpec, validate_probe
@@ -30,6 +30,7 @@ from vidlab.probe.fitting import FitContext, Probe
 from vidlab.schema import MlflowLoggerConfig, instantiate_choice
 from vidlab.tracking.inputs import embeddings_inputs, log_inputs
 from vidlab.tracking.models import log_model as log_mlflow_model
+from vidlab.trainer import checked_optimizer, trainer_kwargs
 
 
 def run_name(spec: ProbeSpec, folder: Path, backbone: str, client, experiment_id: str) -> str:

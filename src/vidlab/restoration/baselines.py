@@ -17,13 +17,6 @@ from vidlab.restoration.blend import invert_blend
 INPAINT_HOLE = 0.05          # pixels with stain opacity above this are the hole OpenCV fills
 INPAINT_RADIUS = 3           # OpenCV's neighbourhood radius, in pixels
 NOTEBOOK_TINT = 0.3          # the notebook's stain grey, which the clip-minimum estimate assumes
-BASELINES = ("inpaint_telea", "inpaint_ns", "clip_minimum", "true_inverse")
-LABELS = {
-    "inpaint_telea": "OpenCV inpainting, Telea (true mask)",
-    "inpaint_ns": "OpenCV inpainting, Navier-Stokes (true mask)",
-    "clip_minimum": "clip-minimum blind inverse",
-    "true_inverse": "analytic inverse (true mask: the ceiling)",
-}
 
 
 ORACLE_MIN_GAIN = 1e-6       # the exact inverse divides by 1 - m down to this (opaque pixels: content gone)

@@ -3,6 +3,7 @@ preview and the top-level keys, checked before any data or model work."""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Optional
@@ -28,6 +29,18 @@ from vidlab.schema import (
     trainer_config,
     within,
 )
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("stained", "raw", "smoothed")  # the input (baseline), the network's output, after smoothing
+METRICS = ("psnr_content_stain", "psnr_stain", "psnr", "ssim", "flicker", "flicker_stain")  # restoration/metrics.py
+BASELINES = {  # the reference restorations of restoration/baselines.py, by name, as the comparison table labels them
+    "inpaint_telea": "OpenCV inpainting, Telea (true mask)",
+    "inpaint_ns": "OpenCV inpainting, Navier-Stokes (true mask)",
+    "clip_minimum": "clip-minimum blind inverse",
+    "true_inverse": "analytic inverse (true mask: the ceiling)",
+}
+
 
 
 # ---------------------------------------------------------------- corruption
@@ -203,8 +216,6 @@ class TopLevelConfig:
     ckpt_path: Optional[str]
 
     def __post_init__(self) -> None:
-        from vidlab.restoration.baselines import BASELINES
-
         one_of(self, "optimized_mode", "max", "min")
         unknown = set(self.compare_smoothing) - set(SCHEMAS["smoothing"])
         require(not unknown, f"compare_smoothing: unknown choices {sorted(unknown)}")
@@ -249,10 +260,28 @@ def build_smoothing_config(name: str, overrides: Any = None) -> Any:
     return build_node("smoothing", SCHEMAS["smoothing"][name], {**choice_values("smoothing", name), **(overrides or {})})
 
 
+# A stain metric has no pixel to score without a stain: its whole-frame counterpart stands in.
+STAIN_METRIC_FALLBACK = {"psnr_content_stain": "psnr", "psnr_stain": "psnr", "flicker_stain": "flicker"}
+
+
+def restoration_metric(metric: str, stained: bool) -> str:
+    """The validation metric to monitor and return: ``val/<variant>/<metric>``, checked here so a typo
+    fails before training, not after the first epoch. With ``corruption=none`` a stain metric is
+    undefined, so its whole-frame counterpart is used (said once in the log)."""
+    parts = metric.split("/")
+    if len(parts) != 3 or parts[0] != "val" or parts[1] not in VARIANTS or parts[2] not in METRICS:
+        raise ConfigError(
+            f"optimized_metric: must be val/<{'|'.join(VARIANTS)}>/<{'|'.join(METRICS)}> (got {metric!r})"
+        )
+    if not stained and parts[2] in STAIN_METRIC_FALLBACK:
+        fallback = f"val/{parts[1]}/{STAIN_METRIC_FALLBACK[parts[2]]}"
+        log.warning("optimized_metric: %s is undefined without a stain (corruption=none); using %s", metric, fallback)
+        return fallback
+    return metric
+
+
 def validate(cfg: DictConfig) -> RunSpec:
     """Check the whole composed config; raise :class:`ConfigError` on the first bad value."""
-    from vidlab.restoration.metrics import restoration_metric  # torch: not needed by restore's quick checks
-
     nodes: dict[str, Any] = {group: build_choice(cfg, group, choices) for group, choices in SCHEMAS.items()}
     for key, schema in FIXED_SCHEMAS.items():
         nodes[key] = build_node(key, schema, resolved(cfg, key) or {})

@@ -8,20 +8,14 @@ lag and ghosting count too. A metric with no pixel to measure is NaN.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
 import torch.nn.functional as F
 
-from vidlab.errors import ConfigError
-
 STAIN_THRESHOLD = 0.5
 CONTENT_LUMA = 0.1
 MAX_PSNR = 100.0
-VARIANTS = ("stained", "raw", "smoothed")  # the input (baseline), the network's output, after smoothing
-METRICS = ("psnr_content_stain", "psnr_stain", "psnr", "ssim", "flicker", "flicker_stain")
-log = logging.getLogger(__name__)
 
 
 def luma(frames: torch.Tensor) -> torch.Tensor:
@@ -108,23 +102,3 @@ def per_frame_curves(pred: torch.Tensor, clean: torch.Tensor) -> dict[str, list[
         "psnr": [psnr(pred[i], clean[i]) for i in range(t)],
         "flicker": [math.nan] + [flicker(pred[i - 1 : i + 1], clean[i - 1 : i + 1]) for i in range(1, t)],
     }
-
-
-# A stain metric has no pixel to score without a stain: its whole-frame counterpart stands in.
-STAIN_METRIC_FALLBACK = {"psnr_content_stain": "psnr", "psnr_stain": "psnr", "flicker_stain": "flicker"}
-
-
-def restoration_metric(metric: str, stained: bool) -> str:
-    """The validation metric to monitor and return: ``val/<variant>/<metric>``, checked here so a typo
-    fails before training, not after the first epoch. With ``corruption=none`` a stain metric is
-    undefined, so its whole-frame counterpart is used (said once in the log)."""
-    parts = metric.split("/")
-    if len(parts) != 3 or parts[0] != "val" or parts[1] not in VARIANTS or parts[2] not in METRICS:
-        raise ConfigError(
-            f"optimized_metric: must be val/<{'|'.join(VARIANTS)}>/<{'|'.join(METRICS)}> (got {metric!r})"
-        )
-    if not stained and parts[2] in STAIN_METRIC_FALLBACK:
-        fallback = f"val/{parts[1]}/{STAIN_METRIC_FALLBACK[parts[2]]}"
-        log.warning("optimized_metric: %s is undefined without a stain (corruption=none); using %s", metric, fallback)
-        return fallback
-    return metric

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from vidlab.restoration.baselines import run_baseline
 from vidlab.restoration.blend import BlendUNet
-from vidlab.restoration.config import SCHEMAS, LossConfig, build_smoothing_config
+from vidlab.restoration.config import SCHEMAS, VARIANTS, LossConfig, build_smoothing_config
 from vidlab.restoration.data import neighbour_indices
-from vidlab.restoration.metrics import VARIANTS, clip_metrics, per_frame_curves, ssim_map
+from vidlab.restoration.metrics import clip_metrics, per_frame_curves, ssim_map
 from vidlab.restoration.smoothing import Smoother, build_smoothing
 from vidlab.restoration.unet import UNet
 from vidlab.schema import build_node, instantiate_choice

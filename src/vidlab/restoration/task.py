@@ -19,17 +19,16 @@ from omegaconf import DictConfig
 
 from vidlab import tracking
 from vidlab.files import atomic_path, write_text
-from vidlab.jobs import EpochLog, StopOnSignal, checked_optimizer, job_dirs, on_stop_say, trainer_kwargs
-from vidlab.restoration.baselines import LABELS
-from vidlab.restoration.config import RunSpec, model_window, validate
+from vidlab.jobs import job_dirs, on_stop_say
+from vidlab.restoration.config import BASELINES, METRICS, RunSpec, model_window, validate
 from vidlab.restoration.corruption import build_corruption
 from vidlab.restoration.data import RestorationDataModule
-from vidlab.restoration.metrics import METRICS
 from vidlab.restoration.module import ClipRestorer, RestorationModule, module_from_spec
 from vidlab.restoration.previews import ValidationPreviewImages, plot_curves, preview_panels, side_by_side
 from vidlab.schema import MlflowLoggerConfig
 from vidlab.tracking.inputs import log_inputs, video_split_inputs
 from vidlab.tracking.models import log_model as log_mlflow_model
+from vidlab.trainer import EpochLog, StopOnSignal, checked_optimizer, trainer_kwargs
 from vidlab.video import write_gif, write_video
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
 def comparison_table(summary: dict[str, float], model: str, smoothings: list[str], baselines: list[str]) -> list[dict[str, Any]]:
     """One row per output: the stained input, each baseline, the raw model and each compared smoothing."""
     rows = []
-    outputs = [("stained input", "stained")] + [(LABELS[name], f"baseline_{name}") for name in baselines]
+    outputs = [("stained input", "stained")] + [(BASELINES[name], f"baseline_{name}") for name in baselines]
     outputs += [(f"{model}, smoothing=none", "raw")]
     outputs += [(f"{model}, smoothing={name}", f"smoothing_{name}") for name in smoothings if name != "none"]
     for label, variant in outputs:
