@@ -1,10 +1,22 @@
-"""Shared fixtures: real video files written with OpenCV, composed real configs."""
+"""Shared fixtures: real video files written with OpenCV, composed real configs, and the expensive things
+many tests only read, built once per session: generated digits, a tiny trained run, a tiny sweep, a small
+clip index and its extraction. A test that changes one of them works on its own copy.
+
+``train.py`` and ``extract.py`` run in this process (:func:`run_main`: their own ``main``, through Hydra)
+unless the process is the point (exit codes and signals as a shell sees them, launchers): a process pays
+~12 s of imports before it does anything."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+import runpy
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +28,68 @@ from vidlab.embeddings.clip_index import COLUMNS, clip_starts
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@dataclass
+class Outcome:
+    """How an entry point's ``main`` ended: its exit code and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(script: str, *args: str, check: bool = True) -> Outcome:
+    """``python <script> <args>`` in this process: the script run as ``__main__`` (``runpy``), so its
+    ``hydra.main`` composes, makes the run folder, sets up job logging, callbacks and the launcher, then
+    runs the task through ``vidlab.jobs.run_job``, with ``args`` as its command line; its exit code and
+    what it printed to stdout and stderr. The root logger's handlers Hydra configured for the job (its
+    ``train.log``) are closed afterwards."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    out, err = io.StringIO(), io.StringIO()
+    argv, sys.argv = sys.argv, [str(ROOT / script), *args]
+    GlobalHydra.instance().clear()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    outcome = Outcome(code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"{script} {' '.join(args)} failed ({code}):\n{outcome.stdout[-3000:]}\n{outcome.stderr[-5000:]}")
+    return outcome
+
+
+def train(*args: str, check: bool = True) -> Outcome:
+    """``train.py <args>``, in this process (:func:`run_main`)."""
+    return run_main("train.py", *args, check=check)
+
+
+def extract(*args: str, check: bool = True) -> Outcome:
+    """``extract.py <args>``, in this process (:func:`run_main`)."""
+    return run_main("extract.py", *args, check=check)
+
+
+def only_line(text: str) -> str:
+    """The one line an error prints (failing if there is more than one)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text[-3000:]
+    return lines[0]
+
+
 def run_train(*overrides: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real ``train.py`` in a subprocess (what users run), returning its output."""
+    """Run the real ``train.py`` in a subprocess, where the process is the point (exit codes, signals,
+    launchers), returning its output."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *overrides], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
@@ -54,14 +126,67 @@ def wait_until_answers(url: str, server: subprocess.Popen, seconds: float, log: 
             time.sleep(0.5)
 
 
-def tiny_overrides(root: Path) -> list[str]:
-    """A complete run shrunk to seconds, with its store, data and outputs under ``root``."""
+def tiny_overrides(root: Path, digits: Path) -> list[str]:
+    """A complete run shrunk to seconds, with its store and outputs under ``root``, reading the
+    session's generated digits (``digits``, the :func:`digits` fixture)."""
     return [
         "debug=limit",
         f"paths.root={root}",
+        f"paths.data_dir={digits}",
         f"hydra.run.dir={root}/outputs/run",
         f"hydra.sweep.dir={root}/outputs/sweep",
     ]
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default data set's generated videos, made once (``paths.data_dir`` of every tiny run): the
+    cache is keyed by the generator's settings, so a run that changes them makes its own beside."""
+    from hydra import compose, initialize_config_dir
+
+    from vidlab.restoration.config import validate
+    from vidlab.restoration.sources import moving_digits_clips
+
+    folder = tmp_path_factory.mktemp("digits")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.data_dir={folder}", "paths.output_dir=unused"])
+    moving_digits_clips(validate(cfg).dataset)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Path:
+    """One tiny trained restoration run (its root: ``mlruns.db``, ``outputs/run/checkpoints``, a logged
+    model registered as ``stain_remover``), for the tests that read a finished run."""
+    root = tmp_path_factory.mktemp("tiny run")
+    train(*tiny_overrides(root, digits), "model.base_channels=6", "trainer.max_epochs=2", "logger.system_metrics_interval=1",
+          "logger.register_as=stain_remover")
+    return root
+
+
+SWEEP = ["model.base_channels=4", "model.depth=2,3"]  # the session sweep's overrides (after -m and tiny_overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Path:
+    """One tiny two-job ``-m`` sweep (Hydra's basic launcher) into a fresh store: its root."""
+    root = tmp_path_factory.mktemp("tiny sweep")
+    train("-m", *tiny_overrides(root, digits), *SWEEP)
+    return root
+
+
+def copy_of(folder: Path, to: Path) -> Path:
+    """A test's own copy of a shared folder, to change."""
+    return Path(shutil.copytree(folder, to, symlinks=True))
+
+
+def copy_of_index(index: Path, to: Path) -> Path:
+    """A test's own copy of an index made by :func:`make_index` (its videos, and its rows pointing at them)."""
+    folder = copy_of(index.parent, to)
+    table = pd.read_csv(folder / index.name)
+    table["path"] = table.path.str.replace(str(index.parent), str(folder), regex=False)
+    table.to_csv(folder / index.name, index=False)
+    return folder / index.name
 
 
 def moving_square_frames(n: int = 12, h: int = 40, w: int = 56) -> np.ndarray:
@@ -165,3 +290,26 @@ VIDEOS = {
     "normal_c.mp4": (24, "mp4v", "val", 0),
     "fight_d.mp4": (32, "h264", "test", 1),
 }
+
+# A small extraction, shrunk as a user trying it would (random-init r3d_18, 4 frames per clip, small batches)
+EXTRACT = ["backbone=r3d_18", "backbone.weights=null", "backbone.frames_per_clip=4", "extraction.preprocess=notebook",
+           "extraction.notebook_size=32", "extraction.batch_size=3"]
+
+
+@pytest.fixture(scope="session")
+def small_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:data:`VIDEOS` and their clip index (``index_clips.csv``), written once; a test that changes
+    them works on a copy (:func:`copy_of` of the index's folder)."""
+    return make_index(tmp_path_factory.mktemp("small index"), VIDEOS)
+
+
+@pytest.fixture(scope="session")
+def extraction(tmp_path_factory: pytest.TempPathFactory, small_index: Path) -> Path:
+    """The small index extracted once with :data:`EXTRACT` (the root the run wrote into: its
+    ``mlruns.db`` and ``outputs/embeddings/r3d_18_T4``)."""
+    work = tmp_path_factory.mktemp("extraction")
+    extract(f"index={small_index}", f"paths.root={work}", f"hydra.run.dir={work}/run", *EXTRACT)
+    return work
+
+
+EXTRACTED = "outputs/embeddings/r3d_18_T4"  # where :func:`extraction` wrote, under its root

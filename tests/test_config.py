@@ -9,7 +9,7 @@ from vidlab.errors import ConfigError
 from vidlab.restoration.config import UNetConfig, validate
 from vidlab.schema import build_node, choice_values
 
-from conftest import ROOT, run_train
+from conftest import ROOT, only_line, train
 
 CONF = str(ROOT / "conf")
 
@@ -77,11 +77,22 @@ def test_bad_values_name_their_key(override, key):
 
 
 def test_bad_override_is_one_clear_line_before_any_work(tmp_path: Path):
-    proc = run_train("model.base_channels=-3", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/out", check=False)
-    assert proc.returncode == 2
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == ["config error: model.base_channels must be >= 1 (got -3)"]
-    assert not (tmp_path / "data").exists() and not (tmp_path / "mlruns.db").exists()
+    """train.py's own main (its process, exit 2 in about a second, is the README's command in test_readme.py)."""
+    proc = train("model.base_channels=-3", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/out", check=False)
+    assert proc.returncode == 2 and only_line(proc.stderr) == "config error: model.base_channels must be >= 1 (got -3)"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # Hydra's run folder, nothing of vidlab's
+
+
+def test_a_config_error_is_answered_before_torch_lightning_and_mlflow_load():
+    """A refusal costs a second, not the ~12 s of importing torch, Lightning and MLflow."""
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; sys.argv = ['train.py', 'model.base_channels=-3', 'hydra.run.dir=/tmp/unused']\n"
+            f"try:\n    runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')\nexcept SystemExit as e:\n"
+            "    print(e.code, sorted(m for m in ('torch', 'lightning', 'mlflow') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split("\n")[0] == "2 []", proc.stdout + proc.stderr[-2000:]
 
 
 def test_defaults_live_in_the_yaml_only():

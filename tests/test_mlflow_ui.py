@@ -1,7 +1,7 @@
 """The MLflow UI in a real browser over a store written by a tiny real ``train.py -m`` sweep.
 
-A two-job sweep (a parent run and two children) goes into a SQLite store in a temporary folder, the
-venv's ``mlflow ui`` serves it on a free loopback port, and headless chromium (Playwright driving the
+The session's two-job sweep (a parent run and two children, conftest's ``tiny_sweep``) is in a SQLite
+store in a temporary folder, the venv's ``mlflow ui`` serves it on a free loopback port, and headless chromium (Playwright driving the
 system's chromium: Debian's ``chromium`` package, or ``VIDLAB_CHROMIUM=/path``) opens it. Facts (run
 ids, statuses) come from the UI server's REST API; the page is used only for what a browser alone can
 tell: the run page and the compare view render, a PNG artifact decodes in an ``<img>``, and the preview
@@ -19,19 +19,16 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, run_train, tiny_overrides, wait_until_answers
+from conftest import ROOT, free_port, wait_until_answers
 
 try:
     from playwright.sync_api import sync_playwright
@@ -54,7 +51,6 @@ CHROMIUM = _find_chromium()
 EXPERIMENT = "restoration"
 VIDEO = "previews/preview.mp4"
 IMAGES = ("per_frame.png", "preview.png")  # at the top level, where the compare view finds them
-SMALL_DATA = ["dataset.train_videos=8", "dataset.val_videos=2", "dataset.test_videos=2"]
 
 pytestmark = [
     pytest.mark.browser,
@@ -139,18 +135,6 @@ class UI:
         return f"{self.url}/get-artifact?" + urllib.parse.urlencode({"path": path, "run_uuid": run_id})
 
 
-def _store_ready(root: Path) -> bool:
-    """The sweep's store is fully created: its parent run exists (the launcher creates both before any job)."""
-    db = root / "mlruns.db"
-    if not db.exists():
-        return False
-    try:
-        with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as connection:
-            return connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0] > 0
-    except sqlite3.Error:  # tables not there yet
-        return False
-
-
 def _start_ui(root: Path, port: int, log) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return subprocess.Popen(
@@ -161,34 +145,20 @@ def _start_ui(root: Path, port: int, log) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory: pytest.TempPathFactory):
-    """A tiny real two-job sweep into a fresh store, and ``mlflow ui`` serving it on a free loopback port.
-
-    The sweep is shrunk as a user would: ``debug=limit`` (one epoch of two batches per stage) and fewer
-    generated videos. The UI starts once the sweep's store exists, while its jobs run (a user's
-    ``make ui`` beside a sweep), to overlap their start-up times on small machines.
-    """
-    root = tmp_path_factory.mktemp("ui_store")
-    overrides = ["-m", *tiny_overrides(root), *SMALL_DATA, "smoothing=none,ema"]
-    log = open(root / "mlflow_ui.log", "wb")  # closed below, once the server is gone
+def ui(tiny_sweep: Path):
+    """``mlflow ui`` serving the session's tiny real two-job sweep (conftest) on a free loopback port."""
+    log = open(tiny_sweep / "mlflow_ui.log", "wb")  # closed below, once the server is gone
     server = None
-    with ThreadPoolExecutor(1) as pool:
-        sweep = pool.submit(run_train, *overrides)
-        try:
-            while not sweep.done() and not _store_ready(root):
-                time.sleep(0.5)
-            if sweep.done():
-                sweep.result()  # a sweep that failed before its store existed fails here, with train.py's output
-            port = free_port()
-            server = _start_ui(root, port, log)
-            sweep.result()  # a failed sweep fails here, with train.py's output
-            url = f"http://127.0.0.1:{port}"
-            wait_until_answers(f"{url}/health", server, 120, root / "mlflow_ui.log")
-            yield UI(url)
-        finally:
-            if server is not None:
-                _stop_group(server)
-            log.close()
+    try:
+        port = free_port()
+        server = _start_ui(tiny_sweep, port, log)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_answers(f"{url}/health", server, 120, tiny_sweep / "mlflow_ui.log")
+        yield UI(url)
+    finally:
+        if server is not None:
+            _stop_group(server)
+        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,11 @@ def _joblib_sweep(project: Path, proc: subprocess.CompletedProcess) -> None:
     parent = next(r for r in _runs(project, "restoration") if r.data.tags.get("sweep_overrides", "").startswith("seed=0,1,2,3"))
     jobs = [r for r in _runs(project, "restoration") if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.params["seed"] for r in jobs) == ["0", "1", "2", "3"]
+    client = _store(project)
+    for run in jobs:  # four jobs at once in their own processes, each a whole run
+        assert run.info.status == "FINISHED"
+        assert "test/raw/psnr_content_stain" in run.data.metrics and "val/raw/psnr" in run.data.metrics
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"checkpoints", "config", "previews", "test"}
 
 
 def _restored(project: Path, proc: subprocess.CompletedProcess) -> None:

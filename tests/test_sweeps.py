@@ -1,6 +1,7 @@
-"""Hydra ``-m`` sweeps as an MLflow user sees them, from real ``train.py`` processes: the parent run's
-end status (FINISHED, FAILED, KILLED), swept params and best child; a failed job's traceback on its
-own run; every job's ``train.log``."""
+"""Hydra ``-m`` sweeps as an MLflow user sees them: the parent run's end status (FINISHED, FAILED,
+KILLED), swept params and best child; a failed job's traceback on its own run; every job's
+``train.log``. A sweep that ends by an exception, an exit or a signal runs in its own ``train.py``
+process: its parent run is ended by the process's exit hook or signal handler."""
 
 from __future__ import annotations
 
@@ -20,19 +21,13 @@ from omegaconf import OmegaConf
 from vidlab.sweeps import optimized_mode, swept_params
 from vidlab.tracking import PARENT_RUN_FILE
 
-from conftest import ROOT, run_train, tiny_overrides
+from conftest import ROOT, SWEEP, run_train, tiny_overrides
 
 METRIC = "val/smoothed/psnr_content_stain"
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Generated videos shared by this file's runs (generating them is half a tiny run)."""
-    return tmp_path_factory.mktemp("data")
-
-
-def _sweep(root: Path, data_dir: Path, *overrides: str) -> list[str]:
-    return ["-m", *tiny_overrides(root), f"paths.data_dir={data_dir}", "model.base_channels=4", *overrides]
+def _sweep(root: Path, digits: Path, *overrides: str) -> list[str]:
+    return ["-m", *tiny_overrides(root, digits), "model.base_channels=4", *overrides]
 
 
 def _parent_and_children(root: Path) -> tuple[MlflowClient, Run, list[Run]]:
@@ -47,11 +42,11 @@ def _best(client: MlflowClient, run: Run) -> float:
     return max(m.value for m in client.get_metric_history(run.info.run_id, METRIC) if math.isfinite(m.value))
 
 
-def _assert_job_log(log: Path) -> None:
+def _assert_job_log(log: Path, epochs: int = 1) -> None:
     """Lightning's records and a line per epoch with its metrics, as written to the job's log file."""
     text = log.read_text()
-    assert "`Trainer.fit` stopped: `max_epochs=1` reached." in text, text[-3000:]
-    epochs = [line for line in text.splitlines() if "[vidlab.trainer][INFO] - epoch 0/0: " in line]
+    assert f"`Trainer.fit` stopped: `max_epochs={epochs}` reached." in text, text[-3000:]
+    epochs = [line for line in text.splitlines() if f"[vidlab.trainer][INFO] - epoch 0/{epochs - 1}: " in line]
     assert epochs, f"no epoch line (is vidlab.trainer.EpochLog among the Trainer's callbacks?):\n{text[-3000:]}"
     epoch = epochs[0]
     assert f"{METRIC}=" in epoch and "train/loss_epoch=" in epoch and "_step=" not in epoch
@@ -71,9 +66,9 @@ def test_swept_params_come_from_the_sweeper_and_the_command_line():
     assert optimized_mode(config) == "max"
 
 
-def test_a_sweep_that_succeeds_ends_its_parent_finished_with_params_and_best_child(tmp_path: Path, data_dir: Path):
-    run_train(*_sweep(tmp_path, data_dir, "model.depth=2,3"))
-    client, parent, children = _parent_and_children(tmp_path)
+def test_a_sweep_that_succeeds_ends_its_parent_finished_with_params_and_best_child(tiny_sweep: Path, tmp_path: Path):
+    assert SWEEP == ["model.base_channels=4", "model.depth=2,3"]  # the session's sweep (conftest)
+    client, parent, children = _parent_and_children(tiny_sweep)
     assert parent.info.status == "FINISHED" and "vidlab.error" not in parent.data.tags
     assert parent.data.params == {"model.depth": "2,3"}
     assert [c.data.params["model.depth"] for c in children] == ["2", "3"]
@@ -88,13 +83,13 @@ def test_a_sweep_that_succeeds_ends_its_parent_finished_with_params_and_best_chi
     assert list(summary["override.model.depth"]) == [2, 3] and list(summary["status"]) == ["FINISHED"] * 2
     assert summary[f"best/{METRIC}"].max() == pytest.approx(parent.data.metrics[f"best/{METRIC}"])
     for job in ("0", "1"):
-        _assert_job_log(tmp_path / "outputs/sweep" / job / "train.log")
+        _assert_job_log(tiny_sweep / "outputs/sweep" / job / "train.log")
 
 
-def test_a_job_that_fails_fails_the_sweep_and_keeps_its_traceback(tmp_path: Path, data_dir: Path):
+def test_a_job_that_fails_fails_the_sweep_and_keeps_its_traceback(tmp_path: Path, digits: Path):
     """A value no check refuses up front (the scheduler's ``eta_min``) breaks job #0 after its first
     epoch; Hydra runs job #1, then exits 1 without calling ``on_multirun_end``."""
-    proc = run_train(*_sweep(tmp_path, data_dir, "scheduler.eta_min=abc,0.0001"), check=False)
+    proc = run_train(*_sweep(tmp_path, digits, "scheduler.eta_min=abc,0.0001"), check=False)
     assert proc.returncode == 1, proc.stderr[-3000:]
     client, parent, (failed, done) = _parent_and_children(tmp_path)
     assert parent.info.status == "FAILED" and parent.data.params == {"scheduler.eta_min": "abc,0.0001"}
@@ -113,10 +108,10 @@ def test_a_job_that_fails_fails_the_sweep_and_keeps_its_traceback(tmp_path: Path
     assert "[vidlab.jobs][ERROR] - failed: TypeError: " in (tmp_path / "outputs/sweep/0/train.log").read_text()
 
 
-def test_a_config_error_in_a_job_stops_the_sweep_and_fails_its_parent(tmp_path: Path, data_dir: Path):
+def test_a_config_error_in_a_job_stops_the_sweep_and_fails_its_parent(tmp_path: Path, digits: Path):
     """A job refused before any work exits the process (code 2, one line): Hydra calls neither
     ``on_job_end`` nor ``on_multirun_end``, the parent is ended at exit."""
-    proc = run_train(*_sweep(tmp_path, data_dir, "model.depth=9,2"), check=False)
+    proc = run_train(*_sweep(tmp_path, digits, "model.depth=9,2"), check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("config error: model.depth must be")
     _, parent, children = _parent_and_children(tmp_path)
     assert parent.info.status == "FAILED" and children == []  # job #1 never ran
@@ -124,8 +119,8 @@ def test_a_config_error_in_a_job_stops_the_sweep_and_fails_its_parent(tmp_path: 
     assert parent.data.metrics["jobs"] == 0 and parent.data.metrics["jobs_failed"] == 1
 
 
-def test_a_sweep_stopped_by_sigterm_ends_its_parent_killed(tmp_path: Path, data_dir: Path):
-    args = [sys.executable, str(ROOT / "train.py"), *_sweep(tmp_path, data_dir, "model.depth=2,3", "trainer.max_epochs=50")]
+def test_a_sweep_stopped_by_sigterm_ends_its_parent_killed(tmp_path: Path, digits: Path):
+    args = [sys.executable, str(ROOT / "train.py"), *_sweep(tmp_path, digits, "model.depth=2,3", "trainer.max_epochs=50")]
     with (tmp_path / "stdout.txt").open("w") as out, (tmp_path / "stderr.txt").open("w") as err:
         proc = subprocess.Popen(args, stdout=out, stderr=err)
     try:
@@ -154,6 +149,5 @@ def _children_of(root: Path, parent: str) -> list[Run]:
     return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
 
 
-def test_a_single_run_writes_its_log_file(tmp_path: Path, data_dir: Path):
-    run_train(*tiny_overrides(tmp_path), f"paths.data_dir={data_dir}", "model.base_channels=4")
-    _assert_job_log(tmp_path / "outputs/run/train.log")
+def test_a_single_run_writes_its_log_file(tiny_run: Path):
+    _assert_job_log(tiny_run / "outputs/run/train.log", epochs=2)

@@ -14,7 +14,7 @@ from vidlab import tracking
 from vidlab.tracking.models import tracking_uri
 from vidlab.tracking.params import split_config
 
-from conftest import run_train, tiny_overrides
+from conftest import tiny_overrides, train
 
 
 def test_hyper_parameters_are_params_and_the_rest_config_tags():
@@ -67,8 +67,8 @@ def test_the_fluent_tracking_uri_is_put_back_exactly(tmp_path: Path, monkeypatch
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///somewhere.db"
 
 
-def test_a_model_that_needs_the_mask_finishes_without_an_mlflow_model(tmp_path: Path):
-    run_train(*tiny_overrides(tmp_path), "model=unet", "model.mask_channel=true", "dataset.train_videos=4",
+def test_a_model_that_needs_the_mask_finishes_without_an_mlflow_model(tmp_path: Path, digits: Path):
+    train(*tiny_overrides(tmp_path, digits), "model=unet", "model.mask_channel=true", "dataset.train_videos=4",
               "dataset.val_videos=2", "dataset.test_videos=2")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     run = client.search_runs([client.get_experiment_by_name("restoration").experiment_id])[0]

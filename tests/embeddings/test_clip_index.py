@@ -1,4 +1,5 @@
-"""The clip index: real video trees (OpenCV mp4v and PyAV H.264 with B-frames), real extract.py runs."""
+"""The clip index: real video trees (OpenCV mp4v and PyAV H.264 with B-frames), extract.py run in this
+process through its own ``main``; its exit codes 1 and 2 on real processes (``test_clear_errors``)."""
 
 import json
 import shutil
@@ -14,11 +15,11 @@ from vidlab.embeddings.index_check import check_index, resolve_paths
 from vidlab.embeddings.layouts import Video, stratified_split
 from vidlab.video.count import FrameCountCache, count_many, video_info
 
-from conftest import UCF_VIDEOS, make_ucf_tree, run_extract, write_h264, write_mp4v
+from conftest import UCF_VIDEOS, extract, make_ucf_tree, run_extract, write_h264, write_mp4v
 
 
 def _index(root: Path, work: Path, *extra: str, check: bool = True):
-    proc = run_extract(
+    proc = extract(
         "stage=index", "layout=ucf_crime", f"layout.root={root}", f"paths.root={work}",
         f"hydra.run.dir={work}/out", "indexing.clip_len=16", "indexing.stride=8", "indexing.workers=2", *extra, check=check,
     )
@@ -95,7 +96,7 @@ def test_video_tree_layout_and_stratified_split(tmp_path: Path):
     for category in ("Normal", "Fight", "Theft"):
         for i in range(5):
             write_mp4v(root / category / "nested" / f"{category}_{i}.avi" if i % 2 else root / category / f"{category}_{i}.mp4", 20)
-    proc = run_extract("stage=index", "layout=video_tree", f"layout.root={root}", f"paths.root={tmp_path}",
+    proc = extract("stage=index", "layout=video_tree", f"layout.root={root}", f"paths.root={tmp_path}",
                        f"hydra.run.dir={tmp_path}/out", "indexing.clip_len=8", "indexing.stride=8", "logger=none",
                        "layout.split_ratios=[0.6,0.2,0.2]")
     table = pd.read_csv(tmp_path / "data/index/video_tree/index_clips.csv")
@@ -155,9 +156,9 @@ def test_validate_stage_exit_code_and_path_root_remap(valid_index, tmp_path: Pat
     foreign = tmp_path / "foreign.csv"
     elsewhere.to_csv(foreign, index=False)
     common = ["stage=validate", f"index={foreign}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/v"]
-    proc = run_extract(*common, check=False)
+    proc = extract(*common, check=False)
     assert proc.returncode == 1 and "missing_files" in proc.stdout
-    proc = run_extract(*common, f"path_root={ucf_tree}")
+    proc = extract(*common, f"path_root={ucf_tree}")
     assert "valid: no violation" in proc.stdout and "train" in proc.stdout
     remapped = resolve_paths(elsewhere.path, foreign, str(ucf_tree))
     assert all(Path(p).is_file() for p in remapped)
@@ -166,6 +167,7 @@ def test_validate_stage_exit_code_and_path_root_remap(valid_index, tmp_path: Pat
 
 
 def test_clear_errors(tmp_path: Path):
+    """extract.py's exit codes as a shell sees them: 2 for a config error, 1 for a missing index."""
     proc = run_extract("stage=index", "layout=ucf_crime", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/o", check=False)
     assert proc.returncode == 2 and "layout.root" in proc.stderr
     proc = run_extract("stage=validate", f"index={tmp_path}/none.csv", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)

@@ -1,4 +1,6 @@
-"""extract.py stage=extract on real generated videos, random-init torchvision weights, CPU."""
+"""extract.py stage=extract on real generated videos, random-init torchvision weights, CPU: in this
+process through its own ``main``, in processes of its own where the process is the point (a kill -9,
+two DDP ranks)."""
 
 import json
 import os
@@ -19,7 +21,7 @@ from vidlab.embeddings.clip_dataset import sample_indices
 from vidlab.embeddings.clip_index import clip_starts
 from vidlab.video import VideoEndedError, read_frames
 
-from conftest import ROOT, VIDEOS, make_index, run_extract, write_h264, write_mp4v
+from conftest import EXTRACT, EXTRACTED, ROOT, extract, make_index, run_extract, write_h264, write_mp4v
 
 
 @pytest.mark.parametrize("writer", [write_h264, write_mp4v])
@@ -34,24 +36,21 @@ def test_read_frames_is_frame_exact(tmp_path: Path, writer):
         read_frames(path, [3, 60])
 
 
-FAST = ["backbone=r3d_18", "backbone.weights=null", "backbone.frames_per_clip=4", "extraction.preprocess=notebook",
-        "extraction.notebook_size=32", "extraction.batch_size=3"]
+FAST = EXTRACT  # the session's extraction settings (conftest)
 
 
-def _extract(index: Path, work: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run_extract(f"index={index}", f"paths.root={work}", f"hydra.run.dir={work}/run", *extra, check=check)
+def _extract(index: Path, work: Path, *extra: str, check: bool = True):
+    return extract(f"index={index}", f"paths.root={work}", f"hydra.run.dir={work}/run", *extra, check=check)
 
 
 def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.npy"))}
 
 
-@pytest.fixture(scope="module")
-def extracted(tmp_path_factory) -> tuple[Path, Path, Path]:
-    base = tmp_path_factory.mktemp("extract")
-    index = make_index(base, VIDEOS)
-    _extract(index, base / "work", *FAST)
-    return base, index, base / "work/outputs/embeddings/r3d_18_T4"
+@pytest.fixture
+def extracted(small_index: Path, extraction: Path) -> tuple[Path, Path, Path]:
+    """The session's extraction: (its root, the index, its output folder)."""
+    return extraction, small_index, extraction / EXTRACTED
 
 
 def test_outputs_manifest_and_mlflow(extracted):
@@ -71,7 +70,7 @@ def test_outputs_manifest_and_mlflow(extracted):
     assert manifest["embedding_dim"] == 512 and manifest["frames_per_clip"] == 4 and manifest["failed_rows"] == []
     assert manifest["index"]["rows"] == len(table) and len(manifest["index"]["sha256"]) == 64
     assert manifest["preprocessing"]["kind"] == "notebook"
-    client = MlflowClient(f"sqlite:///{base}/work/mlruns.db")
+    client = MlflowClient(f"sqlite:///{base}/mlruns.db")
     run = client.search_runs([client.get_experiment_by_name("embeddings").experiment_id])[0]
     assert run.data.metrics["rows_written"] == len(table) and run.data.metrics["clips_per_second"] > 0
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "embeddings")}
@@ -107,7 +106,7 @@ def test_weights_transforms_and_state_dict_file(tmp_path: Path):
     model = r3d_18(weights=None)
     torch.save(model.state_dict(), tmp_path / "r3d.pt")
     args = ["backbone=r3d_18", f"backbone.weights={tmp_path / 'r3d.pt'}", "backbone.frames_per_clip=4", "logger=none"]
-    run_extract(f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", *args)
+    extract(f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", *args)
     got = np.load(tmp_path / "outputs/embeddings/r3d_18_T4/embeddings_train.npy").astype(np.float32)
     model.fc = torch.nn.Identity()
     model.eval()
@@ -159,8 +158,7 @@ def test_resume_after_kill_gives_identical_files(extracted, tmp_path: Path):
     written = sum(int(np.load(p).sum()) for p in out.glob("done_*.npy"))
     assert 0 < written < total, "the kill must land mid-run"
     assert not (out / "manifest.json").exists()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = extract(*cmd[2:])  # the same command line, resumed
     assert f"resuming {out}: {total - written} of {total} clips" in proc.stdout
     assert _files(out).keys() == _files(reference).keys()
     for name, data in _files(reference).items():
@@ -194,8 +192,10 @@ def test_clear_errors(tmp_path: Path):
 
 
 def test_two_ddp_processes_write_the_same_files(extracted, tmp_path: Path):
+    """Lightning's DDP starts the second rank as a process running the same command line: a process."""
     _, index, reference = extracted
-    _extract(index, tmp_path, *FAST, "logger=none", "extraction.accelerator=cpu", "extraction.devices=2", "extraction.strategy=ddp")
+    run_extract(f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", *FAST, "logger=none",
+                "extraction.accelerator=cpu", "extraction.devices=2", "extraction.strategy=ddp")
     out = tmp_path / "outputs/embeddings/r3d_18_T4"
     assert (out / "manifest.json").exists()
     for name, data in _files(reference).items():

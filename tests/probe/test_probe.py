@@ -1,5 +1,5 @@
-"""The anomaly probes: real train.py runs and real Lightning fits on extraction folders written in the
-extraction format, scored with scikit-learn."""
+"""The anomaly probes: train.py task=probe (in this process, through its own ``main``) and real Lightning
+fits on extraction folders written in the extraction format, scored with scikit-learn."""
 
 import json
 from pathlib import Path
@@ -19,7 +19,7 @@ from vidlab.probe.fitting import FitContext
 from vidlab.schema import instantiate_choice
 from vidlab.trainer import checked_optimizer, trainer_kwargs
 
-from conftest import ROOT, run_train
+from conftest import ROOT, only_line, train
 
 ROWS = (("train", 240), ("val", 80), ("test", 80))
 
@@ -77,7 +77,7 @@ def held_out_auc(probe, splits, split: str = "test") -> float:
 
 
 def _probe(root: Path, embeddings: Path, *extra: str):
-    return run_train("task=probe", f"embeddings={embeddings}", f"paths.root={root}", f"hydra.run.dir={root}/run", *extra)
+    return train("task=probe", f"embeddings={embeddings}", f"paths.root={root}", f"hydra.run.dir={root}/run", *extra)
 
 
 def mlflow_model(root: Path, reference: str):
@@ -163,7 +163,7 @@ def test_invalid_rows_are_left_out_and_counted(tmp_path: Path):
 def test_broken_manifest_is_a_clear_error(tmp_path: Path):
     folder = write_extraction(tmp_path / "emb")
     np.save(folder / "embeddings_val.npy", np.zeros((80, 8), np.float16))
-    proc = run_train("task=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r", check=False)
+    proc = train("task=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r", check=False)
     assert proc.returncode == 1 and "embeddings_val.npy is (80, 8) float16, the manifest says (80, 16)" in proc.stderr
 
 
@@ -275,9 +275,9 @@ def test_bad_probe_input_is_one_line_before_training(tmp_path: Path, damage: str
              "annotations": [f"probe.annotations={tmp_path}/missing.txt"]}.get(damage, [])
     if damage.startswith("annotations_"):
         extra = [f"probe.annotations={tmp_path}/a.txt"]
-    proc = run_train("task=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r", *extra, check=False)
+    proc = train("task=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r", *extra, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    line = proc.stderr.strip().splitlines()[-1]
+    line = only_line(proc.stderr)
     assert line.startswith("error: ") and message in line
     assert not (tmp_path / "r/checkpoints").exists() and not (tmp_path / "mlruns.db").exists()
 

@@ -1,5 +1,5 @@
 """Generated non-black footage (``python -m vidlab.restoration.footage``) and the blend-aware model
-trained on it through the real ``train.py`` with ``dataset=video_folder``."""
+trained on it through ``train.py``'s own ``main`` with ``dataset=video_folder``."""
 
 import subprocess
 import sys
@@ -12,7 +12,7 @@ from vidlab.restoration.footage import FORMATS, write_footage
 from vidlab.video import iter_frames
 from vidlab.video.count import video_info
 
-from conftest import ROOT, run_train, tiny_overrides
+from conftest import ROOT, tiny_overrides, train
 
 
 def test_footage_is_every_format_and_size_seeded_and_nowhere_black(tmp_path: Path):
@@ -39,9 +39,9 @@ def test_command_line(tmp_path: Path):
     assert bad.returncode == 2 and not (tmp_path / "g").exists()
 
 
-def test_blend_model_trains_and_tests_on_a_folder_of_mixed_footage(tmp_path: Path):
+def test_blend_model_trains_and_tests_on_a_folder_of_mixed_footage(tmp_path: Path, digits: Path):
     write_footage(tmp_path / "footage", videos=10, frames=32, fps=24.0, seed=0)
-    run_train(*tiny_overrides(tmp_path), "model=blend_unet", "dataset=video_folder", f"dataset.path={tmp_path}/footage",
+    train(*tiny_overrides(tmp_path, digits), "model=blend_unet", "dataset=video_folder", f"dataset.path={tmp_path}/footage",
               "dataset.resize=[72,128]", "model.base_channels=4")
     table = pd.read_csv(tmp_path / "outputs/run/test/comparison.csv").set_index("output")
     assert list(table.index[:5]) == ["stained input", "OpenCV inpainting, Telea (true mask)",

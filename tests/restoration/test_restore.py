@@ -4,7 +4,9 @@ errors with their exit codes, and nothing left behind on failure."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
 import re
 import subprocess
@@ -31,7 +33,7 @@ from vidlab.schema import choice_values
 from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
 from vidlab.video.count import video_info
 
-from conftest import ROOT, moving_square_frames
+from conftest import ROOT, Outcome, moving_square_frames
 
 SMALL = {"name": "unet_temporal", "context_frames": 3, "depth": 2, "base_channels": 4}
 BLEND = {"name": "blend_unet", "window": 4, "context_frames": 3, "depth": 2, "base_channels": 4}
@@ -88,9 +90,22 @@ def write_mpeg4(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
 
 
 def run_restore(*args: str | Path) -> subprocess.CompletedProcess:
+    """``python -m vidlab.restore <args>`` in a process of its own: exit codes as a shell sees them."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "vidlab.restore", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, env=env, timeout=300)
+
+
+def restore_here(*args: str | Path) -> Outcome:
+    """``python -m vidlab.restore <args>`` in this process: the same ``main``, its exit code and output."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            restore.main([str(a) for a in args])
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    return Outcome(code, out.getvalue(), err.getvalue())
 
 
 def snapshot(folder: Path) -> list[str]:
@@ -101,7 +116,7 @@ def snapshot(folder: Path) -> list[str]:
 def test_cli_restores_with_progress_and_summary(checkpoint: Path, video: Path, tmp_path: Path):
     out = tmp_path / "out"
     out.mkdir()
-    proc = run_restore(checkpoint, video, out / "restored.mkv", "--side-by-side", out / "pair.avi", "--megapixels", "0.02")
+    proc = restore_here(checkpoint, video, out / "restored.mkv", "--side-by-side", out / "pair.avi", "--megapixels", "0.02")
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"restored 12 frames in [\d.]+ s \([\d.]+ frames/s\) -> .*restored\.mkv\n", proc.stdout)
     assert "restoring" in proc.stderr and "12/12" in proc.stderr and "frame/s" in proc.stderr  # tqdm bar
@@ -204,7 +219,7 @@ def test_other_checkpoint_kinds_are_refused(tmp_path: Path):
             restore.load_module(tmp_path / f"{name}.ckpt")
 
 
-def _assert_refused(proc: subprocess.CompletedProcess, code: int, match: str) -> None:
+def _assert_refused(proc: subprocess.CompletedProcess | Outcome, code: int, match: str) -> None:
     lines = proc.stderr.splitlines()
     assert proc.returncode == code and len(lines) == 1 and proc.stdout == "", (proc.returncode, proc.stderr)
     assert lines[0].startswith("error: ") and re.search(match, lines[0]), lines[0]
@@ -212,6 +227,7 @@ def _assert_refused(proc: subprocess.CompletedProcess, code: int, match: str) ->
 
 @pytest.mark.parametrize("name", ["restored.gif", "restored.png", "restored"])
 def test_refused_output_formats_before_anything_else(tmp_path: Path, name: str):
+    """The command's exit 2 as a shell sees it, before torch is imported (about a second)."""
     # the input and the checkpoint do not even exist: the format is the first thing checked
     proc = run_restore(tmp_path / "missing.ckpt", tmp_path / "missing.mp4", tmp_path / name)
     _assert_refused(proc, 2, r"cannot write a video .*use \.mp4, \.mkv, \.avi")
@@ -265,7 +281,7 @@ def test_one_line_errors_with_exit_code_2(checkpoint: Path, bad_checkpoints: Pat
         ckpt = "models:/stain_remover/1" if case == "unknown registered model" else "runs:/0123456789abcdef0123456789abcdef/model"
         extra = ["--tracking-uri", f"sqlite:///{store}"]
     before = {p: snapshot(p) for p in (tmp_path, out, video.parent)}
-    _assert_refused(run_restore(ckpt, source, target, *extra), 2, match)
+    _assert_refused(restore_here(ckpt, source, target, *extra), 2, match)
     assert {p: snapshot(p) for p in before} == before  # nothing written anywhere
 
 

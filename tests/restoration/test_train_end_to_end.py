@@ -1,4 +1,5 @@
-"""Real runs of train.py: Lightning trainer, SQLite MLflow store, Hydra multirun, restore."""
+"""Real runs of train.py (in this process, through its own ``main``): Lightning trainer, SQLite MLflow
+store, Hydra multirun, restore. The finished run and the sweep are the session's (conftest)."""
 
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from omegaconf import OmegaConf
 from vidlab.restore import restore_video
 from vidlab.video import count_frames, iter_frames, write_video
 
-from conftest import free_port, run_train, tiny_overrides, wait_until_answers
+from conftest import free_port, tiny_overrides, train, wait_until_answers
 
 
 def _runs(root: Path):
@@ -28,14 +29,12 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
     return found
 
 
-def test_tiny_run_logs_metrics_params_and_artifacts(tmp_path: Path):
-    run_train(*tiny_overrides(tmp_path), "model.base_channels=6", "trainer.max_epochs=2", "logger.system_metrics_interval=1",
-              "logger.register_as=stain_remover")
-    client, runs = _runs(tmp_path)
+def test_tiny_run_logs_metrics_params_and_artifacts(tiny_run: Path, digits: Path, tmp_path: Path):
+    client, runs = _runs(tiny_run)
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.run_name == "blend_unet-none-circular_stain"
-    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+    assert run.info.artifact_uri.startswith((tiny_run / "mlartifacts").as_uri())
     metrics = run.data.metrics
     for variant in ("stained", "raw", "smoothed"):
         for metric in ("psnr", "ssim", "psnr_stain", "psnr_content_stain", "flicker", "flicker_stain"):
@@ -51,7 +50,7 @@ def test_tiny_run_logs_metrics_params_and_artifacts(tmp_path: Path):
     assert params["model.base_channels"] == "6" and params["corruption.radius"] == "25" and params["optimizer.lr"] == "0.002"
     assert not [k for k in params if k.split(".")[0] in ("paths", "logger", "run_name", "ckpt_path", "task")]
     assert not [k for k, v in params.items() if v in ("None", "???") or v.startswith("/")]
-    assert tags["config.paths.output_dir"] == str(tmp_path / "outputs/run") and tags["config.ckpt_path"] == "null"
+    assert tags["config.paths.output_dir"] == str(tiny_run / "outputs/run") and tags["config.ckpt_path"] == "null"
     assert tags["hydra_overrides"].startswith("debug=limit") and tags["mlflow.user"] and tags["mlflow.source.name"].endswith("train.py")
     assert tags["mlflow.note.content"].startswith("`blend_unet` restoring `moving_digits` stained by `circular_stain`")
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.note.content"].startswith("Blind removal")
@@ -77,32 +76,26 @@ def test_tiny_run_logs_metrics_params_and_artifacts(tmp_path: Path):
     assert first.shape == (18 + 2 * 72, 4 * 2 * 128 + 3 * 2, 3)
 
     # restore a user's video with the trained checkpoint, blind, streamed in chunks
-    clip = next(iter_frames(sorted((tmp_path / "data").rglob("*.mp4"))[0]))
+    clip = next(iter_frames(sorted(digits.rglob("*.mp4"))[0]))
     stained_video = write_video(tmp_path / "mine.mp4", [clip] * 11, fps=24)
-    checkpoint = tmp_path / "outputs/run/checkpoints/best.ckpt"
+    checkpoint = tiny_run / "outputs/run/checkpoints/best.ckpt"
     n = restore_video(checkpoint, stained_video, tmp_path / "restored.mp4", tmp_path / "pair.mp4", chunk=4)
     assert n == 11 == count_frames(tmp_path / "restored.mp4") == count_frames(tmp_path / "pair.mp4")
     assert next(iter_frames(tmp_path / "pair.mp4")).shape == (18 + 72, 2 * 128 + 2, 3)
     # the logged model, by run and by registered name, restores exactly as the checkpoint does
     expected = np.stack(list(iter_frames(tmp_path / "restored.mp4")))
-    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    uri = f"sqlite:///{tiny_run}/mlruns.db"
     for reference in (f"runs:/{run.info.run_id}/model", "models:/stain_remover/1", f"runs:/{run.info.run_id}/checkpoints/best.ckpt"):
         restore_video(reference, stained_video, tmp_path / "by_uri.mp4", chunk=4, tracking_uri=uri)
         np.testing.assert_array_equal(np.stack(list(iter_frames(tmp_path / "by_uri.mp4"))), expected, err_msg=reference)
 
 
-def test_multirun_jobs_share_one_sweep_id(tmp_path: Path):
-    proc = run_train("-m", *tiny_overrides(tmp_path), "smoothing=none,ema", "model.base_channels=4")
-    assert "#1 : " in proc.stdout or "#1 :" in proc.stderr
-    _, runs = _runs(tmp_path)
-    assert sorted(r.data.params["smoothing.name"] for r in runs) == ["ema", "none"]
+def test_multirun_jobs_share_one_sweep_id_under_a_parent_with_its_summary(tiny_sweep: Path, tmp_path: Path):
+    _, runs = _runs(tiny_sweep)
+    assert sorted(r.data.params["model.depth"] for r in runs) == ["2", "3"]
     assert len({r.data.tags["sweep_id"] for r in runs}) == 1
     assert sorted(r.data.tags["hydra_job_num"] for r in runs) == ["0", "1"]
-
-
-def test_sweep_parent_run_and_summary(tmp_path: Path):
-    run_train("-m", *tiny_overrides(tmp_path), "smoothing=none,ema", "model.base_channels=4")
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    client = MlflowClient(f"sqlite:///{tiny_sweep}/mlruns.db")
     experiment = client.get_experiment_by_name("restoration")
     parents = client.search_runs([experiment.experiment_id], "tags.`vidlab.sweep_parent` = 'true'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -113,25 +106,12 @@ def test_sweep_parent_run_and_summary(tmp_path: Path):
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")} == {
         "sweep/sweep_summary.csv", "sweep/sweep_val_smoothed_psnr_content_stain.png"}
     summary = pd.read_csv(client.download_artifacts(parent.info.run_id, "sweep/sweep_summary.csv", str(tmp_path)))
-    assert sorted(summary["override.smoothing"]) == ["ema", "none"]
+    assert sorted(summary["override.model.depth"]) == [2, 3]
     assert summary["test/smoothed/psnr_content_stain"].notna().all()
 
 
-def test_four_parallel_jobs_on_a_fresh_store(tmp_path: Path):
-    run_train("-m", *tiny_overrides(tmp_path), "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
-              "seed=0,1,2,3", "model.base_channels=4")
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
-    experiment = client.get_experiment_by_name("restoration")
-    runs = client.search_runs([experiment.experiment_id], "tags.hydra_job_num != ''")
-    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3"]
-    for run in runs:
-        assert run.info.status == "FINISHED"
-        assert "test/raw/psnr_content_stain" in run.data.metrics and "val/raw/psnr" in run.data.metrics
-        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"checkpoints", "config", "previews", "test"}
-
-
-def test_optuna_sweep_returns_the_metric(tmp_path: Path):
-    run_train("-m", *tiny_overrides(tmp_path), "hparams_search=restoration_optuna", "hydra.sweeper.n_trials=3",
+def test_optuna_sweep_returns_the_metric(tmp_path: Path, digits: Path):
+    train("-m", *tiny_overrides(tmp_path, digits), "hparams_search=restoration_optuna", "hydra.sweeper.n_trials=3",
               "hydra.sweeper.sampler.n_startup_trials=2")
     results = OmegaConf.load(tmp_path / "outputs/sweep/optimization_results.yaml")
     assert np.isfinite(results.best_value) and set(results.best_params) >= {"model.base_channels", "optimizer.lr"}
@@ -145,20 +125,20 @@ def test_optuna_sweep_returns_the_metric(tmp_path: Path):
     assert "sweep/optimization_results.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
 
 
-def test_logged_config_reproduces_the_run(tmp_path: Path):
-    run_train(*tiny_overrides(tmp_path), "model.base_channels=4", "seed=0")
-    client, runs = _runs(tmp_path)
-    first = runs[0]
+def test_logged_config_reproduces_the_run(tiny_run: Path, tmp_path: Path):
+    """The session's run, trained again from its logged ``config/config.yaml`` into a store of its own."""
+    client, (first,) = _runs(tiny_run)
     folder = Path(client.download_artifacts(first.info.run_id, "config", str(tmp_path / "logged")))
-    run_train("--config-dir", str(folder), "--config-name", "config", "paths.output_dir=${hydra:runtime.output_dir}",
-              f"hydra.run.dir={tmp_path}/outputs/again")
-    _, runs = _runs(tmp_path)
-    again = next(r for r in runs if r.info.run_id != first.info.run_id)
+    train("--config-dir", str(folder), "--config-name", "config", "paths.output_dir=${hydra:runtime.output_dir}",
+          f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/outputs/again", f"logger.tracking_uri=sqlite:///{tmp_path}/again.db",
+          f"logger.artifact_location={tmp_path}/artifacts", "logger.register_as=null")
+    again = MlflowClient(f"sqlite:///{tmp_path}/again.db").search_runs(
+        [MlflowClient(f"sqlite:///{tmp_path}/again.db").get_experiment_by_name("restoration").experiment_id])[0]
     for key in ("test/raw/psnr_content_stain", "test/smoothed/flicker", "val/raw/psnr"):
         assert again.data.metrics[key] == pytest.approx(first.data.metrics[key], abs=1e-9), key
 
 
-def test_shared_tracking_server_round_trip(tmp_path: Path):
+def test_shared_tracking_server_round_trip(tmp_path: Path, digits: Path):
     import subprocess
     import sys
 
@@ -171,7 +151,7 @@ def test_shared_tracking_server_round_trip(tmp_path: Path):
     try:
         uri = f"http://127.0.0.1:{port}"
         wait_until_answers(f"{uri}/health", server, 90)
-        run_train(*tiny_overrides(tmp_path), "model.base_channels=4", f"logger.tracking_uri={uri}")
+        train(*tiny_overrides(tmp_path, digits), "model.base_channels=4", f"logger.tracking_uri={uri}")
         client = MlflowClient(uri)
         runs = client.search_runs([client.get_experiment_by_name("restoration").experiment_id])
         assert len(runs) == 1 and runs[0].info.status == "FINISHED"

@@ -22,7 +22,7 @@ from vidlab.embeddings.config import validate_extract
 from vidlab.errors import ConfigError
 from vidlab.video import read_frames, write_video
 
-from conftest import ROOT, run_extract
+from conftest import ROOT, extract
 
 N = 24  # frames per test video
 
@@ -145,8 +145,8 @@ def test_colour_is_checked_by_config_and_recorded_in_manifest(tmp_path: Path):
     video = write_pyav(tmp_path / "v.mp4", "libx264", "yuv420p", (64, 96))
     index = tmp_path / "index_clips.csv"
     pd.DataFrame([["train", 0, "Normal", str(video), 0, 0, 8, 8, 8, 30.0, N]], columns=COLUMNS).to_csv(index, index=False)
-    run_extract(f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", "logger=none", "backbone=r3d_18",
-                "backbone.weights=null", "backbone.frames_per_clip=4", "extraction.preprocess=notebook", "extraction.notebook_size=32",
-                "extraction.colour=fast")
+    extract(f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", "logger=none", "backbone=r3d_18",
+            "backbone.weights=null", "backbone.frames_per_clip=4", "extraction.preprocess=notebook", "extraction.notebook_size=32",
+            "extraction.colour=fast")
     manifest = json.loads((tmp_path / "outputs/embeddings/r3d_18_T4/manifest.json").read_text())
     assert manifest["colour"]["mode"] == "fast" and "I420" in manifest["colour"]["conversion"]
