@@ -87,6 +87,12 @@ def only_line(text: str) -> str:
     return lines[0]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """test_readme.py first: the longest file (every README command is a process of its own), so that
+    with two workers (``make test``) it runs on one while the rest of the suite runs on the other."""
+    items.sort(key=lambda item: item.path.name != "test_readme.py")
+
+
 def run_train(*overrides: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real ``train.py`` in a subprocess, where the process is the point (exit codes, signals,
     launchers), returning its output."""
