@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
-WORKERS ?= 2  # make test: pytest-xdist workers; a file stays on one worker (its module fixtures, test_readme.py's order)
+# make test's pytest-xdist workers; a file stays on one worker (its module fixtures, test_readme.py's order)
+WORKERS ?= 2
 PORT ?= 5000
 
 .PHONY: install lint train test bench bench-extraction bench-peers ui clean
