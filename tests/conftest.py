@@ -14,6 +14,7 @@ import logging
 import os
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -42,12 +43,16 @@ def run_main(script: str, *args: str, check: bool = True) -> Outcome:
     ``hydra.main`` composes, makes the run folder, sets up job logging, callbacks and the launcher, then
     runs the task through ``vidlab.jobs.run_job``, with ``args`` as its command line; its exit code and
     what it printed to stdout and stderr. The root logger's handlers Hydra configured for the job (its
-    ``train.log``) are closed afterwards."""
+    ``train.log``) are closed afterwards, and what a job sets for the rest of its process (signal
+    handlers, environment variables such as Lightning's seed, Hydra's config) is put back."""
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     out, err = io.StringIO(), io.StringIO()
+    environ = dict(os.environ)
+    signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     argv, sys.argv = sys.argv, [str(ROOT / script), *args]
     GlobalHydra.instance().clear()
     try:
@@ -59,6 +64,11 @@ def run_main(script: str, *args: str, check: bool = True) -> Outcome:
     finally:
         sys.argv = argv
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None
+        os.environ.clear()
+        os.environ.update(environ)
+        for signum, handler in signals.items():
+            signal.signal(signum, handler)
         for handler in root.handlers:
             if handler not in handlers:
                 handler.close()
@@ -85,6 +95,18 @@ def only_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) == 1, text[-3000:]
     return lines[0]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test``: two workers) each worker, and every process it starts, gets its
+    share of the cores for torch's threads: two workers each running torch on every core oversubscribe
+    the machine (a probe's fit took 4x as long on 2 cores). The numbers do not depend on it."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -177,7 +199,8 @@ SWEEP = ["model.base_channels=4", "model.depth=2,3"]  # the session sweep's over
 def tiny_sweep(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Path:
     """One tiny two-job ``-m`` sweep (Hydra's basic launcher) into a fresh store: its root."""
     root = tmp_path_factory.mktemp("tiny sweep")
-    train("-m", *tiny_overrides(root, digits), *SWEEP)
+    outcome = train("-m", *tiny_overrides(root, digits), *SWEEP)
+    (root / "sweep.log").write_text(outcome.stdout + outcome.stderr)  # what the launcher printed
     return root
 
 

@@ -135,25 +135,27 @@ class UI:
         return f"{self.url}/get-artifact?" + urllib.parse.urlencode({"path": path, "run_uuid": run_id})
 
 
-def _start_ui(root: Path, port: int, log) -> subprocess.Popen:
+def _start_ui(root: Path, cwd: Path, port: int, log) -> subprocess.Popen:
+    """``mlflow ui`` over ``root``'s store, started in ``cwd``."""
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{root}/mlruns.db",
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
 
 
 @pytest.fixture(scope="module")
-def ui(tiny_sweep: Path):
+def ui(tiny_sweep: Path, tmp_path_factory: pytest.TempPathFactory):
     """``mlflow ui`` serving the session's tiny real two-job sweep (conftest) on a free loopback port."""
-    log = open(tiny_sweep / "mlflow_ui.log", "wb")  # closed below, once the server is gone
+    folder = tmp_path_factory.mktemp("mlflow_ui")
+    log = open(folder / "mlflow_ui.log", "wb")  # closed below, once the server is gone
     server = None
     try:
         port = free_port()
-        server = _start_ui(tiny_sweep, port, log)
+        server = _start_ui(tiny_sweep, folder, port, log)
         url = f"http://127.0.0.1:{port}"
-        wait_until_answers(f"{url}/health", server, 120, tiny_sweep / "mlflow_ui.log")
+        wait_until_answers(f"{url}/health", server, 120, folder / "mlflow_ui.log")
         yield UI(url)
     finally:
         if server is not None:

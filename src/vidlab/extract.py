@@ -20,5 +20,4 @@ def main(cfg: DictConfig) -> None:
 
 
 def _run_stage(cfg: DictConfig) -> int:
-    validate_extract(cfg)
-    return import_module("vidlab.embeddings.task").run(cfg)
+    return import_module("vidlab.embeddings.task").run(cfg, validate_extract(cfg))

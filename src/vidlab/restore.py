@@ -242,7 +242,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", help="the MLflow store of runs:/ and models:/ URIs (default: $MLFLOW_TRACKING_URI, "
                                                "else mlruns.db in the current folder, else the project's)")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        _restore(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # main() called from Python leaves the caller's handler as it was
+
+
+def _restore(args: argparse.Namespace) -> None:
     _return_freed_memory()
     start = time.perf_counter()
     try:

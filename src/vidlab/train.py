@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from vidlab.errors import ConfigError
 from vidlab.jobs import run_job
 
-TASKS = {  # task -> (module and function that check its config, module whose run(cfg) trains, tests, logs, returns the metric)
+TASKS = {  # task -> (module and function that check its config, module whose run(cfg, spec) trains, tests, logs, returns the metric)
     "restoration": ("vidlab.restoration.config", "validate", "vidlab.restoration.task"),
     "probe": ("vidlab.probe.config", "validate_probe", "vidlab.probe.task"),
 }
@@ -26,5 +26,5 @@ def _run_task(cfg: DictConfig) -> float | None:
     if task not in TASKS:
         raise ConfigError(f"task: unknown {task!r} (choose one of {', '.join(TASKS)})")
     config_module, validate, task_module = TASKS[task]
-    getattr(import_module(config_module), validate)(cfg)
-    return import_module(task_module).run(cfg)
+    spec = getattr(import_module(config_module), validate)(cfg)
+    return import_module(task_module).run(cfg, spec)

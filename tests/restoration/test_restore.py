@@ -9,8 +9,10 @@ import functools
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -104,7 +106,7 @@ def restore_here(*args: str | Path) -> Outcome:
             restore.main([str(a) for a in args])
         code = 0
     except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 1
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     return Outcome(code, out.getvalue(), err.getvalue())
 
 
@@ -193,6 +195,31 @@ def test_halo_covers_the_receptive_field(depth: int):
     module = RestorationModule(model={**choice_values("model", "unet_temporal"), **SMALL, "depth": depth},
                                smoothing=choice_values("smoothing", "none"), loss=LOSS)
     assert radius <= Restorer(module, build_smoothing(build_smoothing_config("none"))).halo
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_command_non_zero_and_leaves_nothing(checkpoint: Path, tmp_path: Path, signum: int):
+    """``python -m vidlab.restore`` stopped by SIGTERM (143) or Ctrl-C (130) mid-video, as a shell sees
+    it: the temporary outputs are removed, nothing is left under the output's name."""
+    frames = np.repeat(moving_square_frames(12, 120, 160), 50, axis=0)  # 600 frames: seconds of work
+    source = write_video(tmp_path / "long.mp4", frames, fps=24)
+    out = tmp_path / "out"
+    out.mkdir()
+    with (tmp_path / "stderr.txt").open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "vidlab.restore", str(checkpoint), str(source), str(out / "restored.mp4"),
+                                 "--chunk", "4"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.time() + 120
+        while "restoring" not in (tmp_path / "stderr.txt").read_text():  # the progress bar: frames are being restored
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "stderr.txt").read_text()[-2000:]
+            time.sleep(0.1)
+        proc.send_signal(signum)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signum, (tmp_path / "stderr.txt").read_text()[-2000:]
+    assert snapshot(out) == []
 
 
 # ---------------------------------------------------------------- refusals and errors

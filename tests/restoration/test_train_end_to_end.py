@@ -91,6 +91,7 @@ def test_tiny_run_logs_metrics_params_and_artifacts(tiny_run: Path, digits: Path
 
 
 def test_multirun_jobs_share_one_sweep_id_under_a_parent_with_its_summary(tiny_sweep: Path, tmp_path: Path):
+    assert "#1 : " in (tiny_sweep / "sweep.log").read_text()  # Hydra's launcher announced both jobs
     _, runs = _runs(tiny_sweep)
     assert sorted(r.data.params["model.depth"] for r in runs) == ["2", "3"]
     assert len({r.data.tags["sweep_id"] for r in runs}) == 1

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from vidlab.restoration.config import METRICS
 from vidlab.restoration.metrics import clip_metrics, flicker, psnr, ssim
 from vidlab.restoration.smoothing import EmaSmoothing, MaskedSmoothing, NoSmoothing, WindowSmoothing
 from vidlab.restoration.unet import UNet
@@ -103,5 +104,6 @@ def test_flicker_hand_computed_and_clip_metrics():
     mask[0, 0, 0] = 0.9
     clean[:, :, 0, 0] = 1.0  # content inside the stain
     metrics = clip_metrics(out, clean, mask)
+    assert sorted(metrics) == sorted(METRICS)  # the names the config checks optimized_metric against
     assert metrics["psnr_content_stain"] == pytest.approx(psnr(out[:, :, :1, :1], clean[:, :, :1, :1]))
     assert metrics["flicker_stain"] == pytest.approx(0.3)

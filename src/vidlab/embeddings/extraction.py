@@ -174,34 +174,37 @@ def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: 
     dim = BACKBONES[spec.backbone.name].dim
     resumed = store.create_or_resume(_fingerprint(spec, index_sha, preprocess), dim, x.overwrite and not is_child_rank(),
                                      lock=not is_child_rank())
-    on_stop_say(f"what was written is kept in {folder}; rerun the same command to resume")
-    done = store.done_rows()
-    chunks = [c for c in make_chunks(table, spec.backbone.frames_per_clip, x.batch_size) if not all(done[list(c.rows)])]
-    todo = sum(len(c.rows) for c in chunks)
-    print(f"{'resuming' if resumed else 'starting'} {folder}: {todo} of {len(table)} clips to extract")
-    stream = VideoClipStream(chunks, None, x.colour)
-    writer = StoreWriter(store, stream, x.on_error, todo)
-    trainer = L.Trainer(**prepared.trainer_args, logger=False, callbacks=[writer, StopOnSignal()],
-                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
-    on_device = resize_on_device(preprocess, x.resize_on, trainer.strategy.root_device.type)
-    stream.spatial = None if on_device else preprocess.spatial  # None: the workers hand over native-size frames
-    workers = loader_workers(x.num_workers, trainer.num_devices)
-    stream.decode_threads = decode_threads(workers, trainer.num_devices)
-    loader = clip_loader(stream, workers, trainer.strategy.root_device.type == "cuda")
-    if chunks:
-        model = EmbeddingExtractor(backbone, preprocess.normalize, preprocess.spatial if on_device else None,
-                                   x.channels_last, x.compile)
-        trainer.predict(model, dataloaders=loader, return_predictions=False)
-        trainer.strategy.barrier("extraction done")  # every rank's rows are on disk before the manifest
-    if not trainer.is_global_zero:
-        return ExtractionResult(folder, {})
-    remaining = int((~store.done_rows()).sum())
-    if remaining:
-        raise RuntimeError(f"{remaining} rows were not extracted; rerun the same command to resume")
-    manifest = write_manifest(spec, store, table, index_file, index_sha, preprocess, on_device, dim, writer, run_id)
-    metrics = {"clips_per_second": writer.clips_per_second, "rows_written": writer.rows_written,
-               "rows_failed": len(manifest["failed_rows"]), "rows_total": len(table)}
-    return ExtractionResult(folder, manifest, metrics, [("embeddings", folder / "manifest.json")])
+    try:
+        on_stop_say(f"what was written is kept in {folder}; rerun the same command to resume")
+        done = store.done_rows()
+        chunks = [c for c in make_chunks(table, spec.backbone.frames_per_clip, x.batch_size) if not all(done[list(c.rows)])]
+        todo = sum(len(c.rows) for c in chunks)
+        print(f"{'resuming' if resumed else 'starting'} {folder}: {todo} of {len(table)} clips to extract")
+        stream = VideoClipStream(chunks, None, x.colour)
+        writer = StoreWriter(store, stream, x.on_error, todo)
+        trainer = L.Trainer(**prepared.trainer_args, logger=False, callbacks=[writer, StopOnSignal()],
+                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+        on_device = resize_on_device(preprocess, x.resize_on, trainer.strategy.root_device.type)
+        stream.spatial = None if on_device else preprocess.spatial  # None: the workers hand over native-size frames
+        workers = loader_workers(x.num_workers, trainer.num_devices)
+        stream.decode_threads = decode_threads(workers, trainer.num_devices)
+        loader = clip_loader(stream, workers, trainer.strategy.root_device.type == "cuda")
+        if chunks:
+            model = EmbeddingExtractor(backbone, preprocess.normalize, preprocess.spatial if on_device else None,
+                                       x.channels_last, x.compile)
+            trainer.predict(model, dataloaders=loader, return_predictions=False)
+            trainer.strategy.barrier("extraction done")  # every rank's rows are on disk before the manifest
+        if not trainer.is_global_zero:
+            return ExtractionResult(folder, {})
+        remaining = int((~store.done_rows()).sum())
+        if remaining:
+            raise RuntimeError(f"{remaining} rows were not extracted; rerun the same command to resume")
+        manifest = write_manifest(spec, store, table, index_file, index_sha, preprocess, on_device, dim, writer, run_id)
+        metrics = {"clips_per_second": writer.clips_per_second, "rows_written": writer.rows_written,
+                   "rows_failed": len(manifest["failed_rows"]), "rows_total": len(table)}
+        return ExtractionResult(folder, manifest, metrics, [("embeddings", folder / "manifest.json")])
+    finally:
+        store.unlock()  # the folder is free once this extraction ends, also for a caller in the same process
 
 
 def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame, index_file: Path,

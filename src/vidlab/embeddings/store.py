@@ -15,6 +15,7 @@ import os
 import re
 import socket
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -50,13 +51,15 @@ class EmbeddingStore:
         self.counts = {s: int((rows["split"] == s).sum()) for s in SPLITS if (rows["split"] == s).any()}
         self.labels = {s: rows.loc[rows.split == s, "y"].to_numpy(np.int8) for s in self.counts}
         self._open: dict[str, dict[str, np.memmap]] = {}
+        self._lock: TextIO | None = None
 
     def path(self, kind: str, split: str) -> Path:
         return self.folder / f"{kind}_{split}.npy"
 
     def lock(self) -> None:
-        """Hold an OS lock on the folder until this process exits (however it exits): a second
-        writer of the same folder is refused, naming the holder, instead of mixing or deleting rows."""
+        """Hold an OS lock on the folder until :meth:`unlock` or this process's exit (however it
+        exits): a second writer of the same folder is refused, naming the holder, instead of mixing or
+        deleting rows."""
         self.folder.mkdir(parents=True, exist_ok=True)
         handle = (self.folder / LOCK).open("a+")
         try:
@@ -72,6 +75,12 @@ class EmbeddingStore:
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
         self._lock = handle
+
+    def unlock(self) -> None:
+        handle, self._lock = self._lock, None
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
     def foreign_files(self) -> list[str]:
         """Names in the folder that an extraction does not write."""

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from vidlab import tracking
 from vidlab.embeddings import layouts
 from vidlab.embeddings.clip_index import IndexSettings, build_index
-from vidlab.embeddings.config import ExtractSpec, UcfCrimeConfig, validate_extract
+from vidlab.embeddings.config import ExtractSpec, UcfCrimeConfig
 from vidlab.embeddings.extraction import extract_embeddings, file_sha256, is_child_rank, load_index, prepare_extraction
 from vidlab.embeddings.index_check import check_index, format_report
 from vidlab.errors import ConfigError
@@ -60,9 +60,9 @@ def _log_checked_index(client: MlflowClient, run_id: str, index_file: Path, sha2
         log_inputs(client, run_id, index_inputs(index_file, sha256, table))
 
 
-def run(cfg: DictConfig) -> int:
-    """Run the configured stage; returns the process exit code (non-zero when the index is invalid)."""
-    spec = validate_extract(cfg)
+def run(cfg: DictConfig, spec: ExtractSpec) -> int:
+    """Run the stage ``spec`` (``cfg`` checked by :func:`vidlab.embeddings.config.validate_extract`) describes; returns the
+    process exit code (non-zero when the index is invalid)."""
     prepared = prepare_extraction(spec) if spec.stage == "extract" else None  # refused before a run exists
     root, output_dir = job_dirs(cfg)
     client = run_id = None

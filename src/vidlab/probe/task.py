@@ -24,7 +24,7 @@ from vidlab import tracking
 from vidlab.jobs import job_dirs
 from vidlab.probe import metrics as pm
 from vidlab.probe import plots
-from vidlab.probe.config import ProbeSpec, validate_probe
+from vidlab.probe.config import ProbeSpec
 from vidlab.probe.data import ProbeInputError, Split, check_manifest, load_splits, resolve_embeddings
 from vidlab.probe.fitting import FitContext, Probe
 from vidlab.schema import MlflowLoggerConfig, instantiate_choice
@@ -64,8 +64,8 @@ def score_table(split: Split, scores) -> pd.DataFrame:
     return pd.concat([split.clips[[c for c in ("path", "clip_idx", "start_frame", "end_frame", "n_frames") if c in split.clips]], table], axis=1)
 
 
-def run(cfg: DictConfig) -> float | None:
-    spec = validate_probe(cfg)
+def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
+    """Fit, score and log the probe ``spec`` (``cfg`` checked by :func:`vidlab.probe.config.validate_probe`) describes."""
     kwargs = trainer_kwargs(cfg)
     optimizer = checked_optimizer(cfg)
     root, output_dir = job_dirs(cfg)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from vidlab import tracking
 from vidlab.files import atomic_path, write_text
 from vidlab.jobs import job_dirs, on_stop_say
-from vidlab.restoration.config import BASELINES, METRICS, RunSpec, model_window, validate
+from vidlab.restoration.config import BASELINES, METRICS, RunSpec, model_window
 from vidlab.restoration.corruption import build_corruption
 from vidlab.restoration.data import RestorationDataModule
 from vidlab.restoration.module import ClipRestorer, RestorationModule, module_from_spec
@@ -154,9 +154,10 @@ def log_model(spec: RunSpec, logger: MLFlowLogger, root: Path, best: Path, datam
     log_mlflow_model(spec.logger, uri, logger.run_id, ClipRestorer(load_module(best)), frame)
 
 
-def run(cfg: DictConfig) -> float | None:
-    """Train and test one configuration; returns ``optimized_metric`` (best validation value)."""
-    spec = validate(cfg)  # everything a user can get wrong fails here, before any file or run exists
+def run(cfg: DictConfig, spec: RunSpec) -> float | None:
+    """Train and test the configuration ``spec`` (``cfg`` checked by :func:`vidlab.restoration.config.validate`: everything a
+    user can get wrong failed there, before any file or run exists); returns ``optimized_metric``
+    (best validation value)."""
     kwargs = trainer_kwargs(cfg)
     optimizer = checked_optimizer(cfg)
     resumed_run = tracking.checkpoint_run_id(spec.top.ckpt_path) if spec.top.ckpt_path else None
