@@ -100,7 +100,7 @@ def only_line(text: str) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (``make test``: two workers) each worker, and every process it starts, gets its
     share of the cores for torch's threads: two workers each running torch on every core oversubscribe
-    the machine (a probe's fit took 4x as long on 2 cores). The numbers do not depend on it."""
+    the machine (a probe's fit took 4x as long on 2 cores). A test's processes all see the same count."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         threads = max(1, len(os.sched_getaffinity(0)) // workers)
