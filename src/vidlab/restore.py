@@ -242,11 +242,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", help="the MLflow store of runs:/ and models:/ URIs (default: $MLFLOW_TRACKING_URI, "
                                                "else mlruns.db in the current folder, else the project's)")
     args = parser.parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C stops it as it stops train.py and extract.py, even where the parent ignores SIGINT (a
+    # background job of a script, a test runner's worker); main() called from Python puts both back
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     try:
         _restore(args)
     finally:
-        signal.signal(signal.SIGTERM, previous)  # main() called from Python leaves the caller's handler as it was
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _restore(args: argparse.Namespace) -> None:

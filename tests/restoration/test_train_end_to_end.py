@@ -140,6 +140,8 @@ def test_logged_config_reproduces_the_run(tiny_run: Path, tmp_path: Path):
 
 
 def test_shared_tracking_server_round_trip(tmp_path: Path, digits: Path):
+    """About 60 s with two workers: a real ``mlflow server`` process starts (~20 s of its own imports)
+    before the run can log to it over HTTP."""
     import subprocess
     import sys
 
