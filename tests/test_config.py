@@ -83,13 +83,15 @@ def test_bad_override_is_one_clear_line_before_any_work(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # Hydra's run folder, nothing of vidlab's
 
 
-def test_a_config_error_is_answered_before_torch_lightning_and_mlflow_load(tmp_path: Path):
+@pytest.mark.parametrize("script,overrides", [("train.py", ["model.base_channels=-3"]),
+                                              ("extract.py", ["stage=index", "layout.root=/x", "indexing.stride=0"])])
+def test_a_config_error_is_answered_before_torch_lightning_and_mlflow_load(tmp_path: Path, script: str, overrides: list[str]):
     """A refusal costs a second, not the ~12 s of importing torch, Lightning and MLflow."""
     import subprocess
     import sys
 
-    code = (f"import sys, runpy; sys.argv = ['train.py', 'model.base_channels=-3', 'hydra.run.dir={tmp_path}']\n"
-            f"try:\n    runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')\nexcept SystemExit as e:\n"
+    code = (f"import sys, runpy; sys.argv = {[script, *overrides, f'hydra.run.dir={tmp_path}']!r}\n"
+            f"try:\n    runpy.run_path({str(ROOT / script)!r}, run_name='__main__')\nexcept SystemExit as e:\n"
             "    print(e.code, sorted(m for m in ('torch', 'lightning', 'mlflow') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.split("\n")[0] == "2 []", proc.stdout + proc.stderr[-2000:]

@@ -20,4 +20,5 @@ def main(cfg: DictConfig) -> None:
 
 
 def _run_stage(cfg: DictConfig) -> int:
-    return import_module("vidlab.embeddings.task").run(cfg, validate_extract(cfg))
+    spec = validate_extract(cfg)  # before the stages' module (torch, Lightning, MLflow) is imported
+    return import_module("vidlab.embeddings.task").run(cfg, spec)
