@@ -138,6 +138,8 @@ def test_resize_on_the_device_gives_the_workers_bytes(tmp_path: Path):
 
 
 def test_resume_after_kill_gives_identical_files(extracted, tmp_path: Path):
+    """45-70 s on 2 cores, why: a reference extraction, then a real process (its ~12 s of imports)
+    killed with -9 mid-run, then the resumed run: three extractions of the index are the claim."""
     _, index, _ = extracted
     slow = [a for a in FAST if "preprocess" not in a and "batch_size" not in a] + ["extraction.batch_size=2", "logger=none"]
     _extract(index, tmp_path / "reference", *slow)

@@ -287,7 +287,7 @@ def test_mil_ranking_scores_the_planted_anomaly_above_the_rest_of_its_video(tmp_
     of its clips. MIL ranking must find it: in the anomalous test videos, the planted clips score
     above the video's other clips.
 
-    80-95 s on 2 cores, why it is this long: the claim is that MIL converges on video labels alone,
+    80-105 s on 2 cores, why it is this long: the claim is that MIL converges on video labels alone,
     so the probe trains as configured (early stopping on the validation AUC, 50 videos of clips); a
     shorter fit or fewer videos tests a probe that has not learned, and makes the 0.9 thresholds luck."""
     from vidlab.probe.synthetic import ANNOTATIONS, write_localised
