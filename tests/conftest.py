@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,19 @@ class Outcome:
     stderr: str
 
 
+def call_main(main: Callable[[], object]) -> Outcome:
+    """A command's ``main`` called in this process: its exit code (``SystemExit``'s, as the process
+    would end) and what it printed to stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    return Outcome(code, out.getvalue(), err.getvalue())
+
+
 def run_main(script: str, *args: str, check: bool = True) -> Outcome:
     """``python <script> <args>`` in this process: the script run as ``__main__`` (``runpy``), so its
     ``hydra.main`` composes, makes the run folder, sets up job logging, callbacks and the launcher, then
@@ -50,17 +64,12 @@ def run_main(script: str, *args: str, check: bool = True) -> Outcome:
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    out, err = io.StringIO(), io.StringIO()
     environ = dict(os.environ)
     signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     argv, sys.argv = sys.argv, [str(ROOT / script), *args]
     GlobalHydra.instance().clear()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            runpy.run_path(str(ROOT / script), run_name="__main__")
-        code = 0
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        outcome = call_main(lambda: runpy.run_path(str(ROOT / script), run_name="__main__"))
     finally:
         sys.argv = argv
         GlobalHydra.instance().clear()
@@ -74,9 +83,8 @@ def run_main(script: str, *args: str, check: bool = True) -> Outcome:
                 handler.close()
         root.handlers[:] = handlers
         root.setLevel(level)
-    outcome = Outcome(code, out.getvalue(), err.getvalue())
-    if check and code != 0:
-        raise AssertionError(f"{script} {' '.join(args)} failed ({code}):\n{outcome.stdout[-3000:]}\n{outcome.stderr[-5000:]}")
+    if check and outcome.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} failed ({outcome.returncode}):\n{outcome.stdout[-3000:]}\n{outcome.stderr[-5000:]}")
     return outcome
 
 

@@ -4,9 +4,7 @@ errors with their exit codes, and nothing left behind on failure."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import os
 import re
 import signal
@@ -35,7 +33,7 @@ from vidlab.schema import choice_values
 from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
 from vidlab.video.count import video_info
 
-from conftest import ROOT, Outcome, moving_square_frames
+from conftest import ROOT, Outcome, call_main, moving_square_frames
 
 SMALL = {"name": "unet_temporal", "context_frames": 3, "depth": 2, "base_channels": 4}
 BLEND = {"name": "blend_unet", "window": 4, "context_frames": 3, "depth": 2, "base_channels": 4}
@@ -100,14 +98,7 @@ def run_restore(*args: str | Path) -> subprocess.CompletedProcess:
 
 def restore_here(*args: str | Path) -> Outcome:
     """``python -m vidlab.restore <args>`` in this process: the same ``main``, its exit code and output."""
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            restore.main([str(a) for a in args])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    return Outcome(code, out.getvalue(), err.getvalue())
+    return call_main(lambda: restore.main([str(a) for a in args]))
 
 
 def snapshot(folder: Path) -> list[str]:
