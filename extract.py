@@ -7,6 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 import vidlab.extract
+import vidlab.jobs
 
 os.environ["VIDLAB_ROOT"] = str(Path(__file__).resolve().parent)  # paths.root: the project, from any cwd
 
@@ -17,4 +18,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    vidlab.jobs.main(main)  # Hydra's own refusals: one line, exit 2

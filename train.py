@@ -6,6 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import vidlab.jobs
 import vidlab.train
 
 os.environ["VIDLAB_ROOT"] = str(Path(__file__).resolve().parent)  # paths.root: the project, from any cwd
@@ -17,4 +18,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    vidlab.jobs.main(main)  # Hydra's own refusals: one line, exit 2

@@ -7,6 +7,7 @@ The Lightning side of a job (Trainer arguments, callbacks) is :mod:`vidlab.train
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
 import signal
@@ -51,6 +52,19 @@ def allow_worker_processes() -> None:
     current = multiprocessing.current_process()
     if current.daemon:
         current.daemon = False
+
+
+class JobFailed(Exception):
+    """A job of a ``-m`` sweep failed (its one line already said why): an ``Exception``, not an exit,
+    so Hydra records the job FAILED and its launcher goes on to the next job (an Optuna sweeper tells
+    Optuna the trial failed); :func:`main` turns it into the sweep's exit code at the end."""
+
+    def __init__(self, line: str, code: int):
+        super().__init__(line)
+        self.line, self.code = line, code
+
+    def __reduce__(self) -> tuple:  # a joblib worker sends it back to the sweep's process pickled
+        return type(self), (self.line, self.code)
 
 
 class Stopped(KeyboardInterrupt):
@@ -104,6 +118,21 @@ def _end_open_runs(status: str, reason: str | None = None) -> None:
         tracking.end_open_runs(status, reason)
 
 
+def _no_space_left(err: BaseException) -> str | None:
+    """Where a write ran out of space, if that is what ``err`` or an error it arose from is: the
+    file system is full or over quota, or SQLite found its disk full. A full disk makes later steps
+    fail too (the exception checkpoint, a log line), so the first such error in the chain names it."""
+    where, seen = None, set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = str(err.filename) if err.filename else where or "the device"  # a failed write() names no file
+        elif "database or disk is full" in str(err):
+            where = "the MLflow store's disk"
+        err = err.__cause__ or err.__context__
+    return where
+
+
 def _stop(signum: int, frame: FrameType | None) -> None:
     """Outside Lightning's loops, stop at once (Python's own Ctrl-C); inside them, at the next batch
     boundary (:class:`vidlab.trainer.StopOnSignal`): an exception raised at an arbitrary point can be swallowed
@@ -133,11 +162,20 @@ def _report_unexpected(err: BaseException) -> str:
     return "\n".join(text.strip().splitlines()[-TRACEBACK_LINES:])
 
 
+def _in_sweep() -> bool:
+    """Whether this job is one of a Hydra ``-m`` sweep (then a failure must not end the sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     """Run a task the way every entry point does: loader workers allowed under any launcher; SIGTERM
     and SIGINT stop it cleanly; expected failures are one line on stderr with their exit code
-    (:mod:`vidlab.errors`), unexpected ones keep their traceback, on their MLflow runs too
-    (:func:`_report_unexpected`); and every MLflow run it opened ends FINISHED, FAILED or KILLED."""
+    (:mod:`vidlab.errors`; in a ``-m`` sweep, :class:`JobFailed`, so the sweep goes on), unexpected
+    ones keep their traceback, on their MLflow runs too (:func:`_report_unexpected`); and every
+    MLflow run it opened ends FINISHED, FAILED or KILLED."""
     allow_worker_processes()
     handlers = {}
     if threading.current_thread() is threading.main_thread():
@@ -159,17 +197,72 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         if isinstance(err, SystemExit) and not err.code:
             _end_open_runs("FINISHED")
             raise
+        full = _no_space_left(err)
+        if full is not None:
+            err = InputError(f"no space left on {full}: free some space and run the same command again")
         expected = isinstance(err, (ConfigError, InputError, VideoReadError, FileNotFoundError))
         label = "config error" if isinstance(err, ConfigError) else "error"
         _failure.append(("FAILED", f"{label}: {one_line(err)}" if expected else f"{type(err).__name__}: {one_line(err)}"))
         if not expected:
             _end_open_runs("FAILED", _report_unexpected(err))
+            err.raised_by_job = True  # an OmegaConf error of a job is a bug, not a refusal of the command line (kept when pickled)
             raise
         _end_open_runs("FAILED", one_line(err))
         print(f"{label}: {str(err).strip()}", file=sys.stderr)  # one line; a list of bad files follows it
-        raise SystemExit(EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_INPUT) from None
+        code = EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_INPUT
+        if _in_sweep():
+            raise JobFailed(f"{label}: {one_line(err)}", code) from None
+        raise SystemExit(code) from None
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     _end_open_runs("FINISHED")
     return result
+
+
+def hydra_error_line(err: BaseException) -> str:
+    """One line for Hydra's and OmegaConf's own refusals (an unknown choice, a key not in the config,
+    an override that does not parse), which Hydra prints over 6-10 lines: the message and its
+    cause's, without OmegaConf's ``full_key``/``object_type`` detail lines; a missing choice lists
+    the available ones."""
+    from hydra.errors import MissingConfigException
+
+    parts = []
+    for part in (err, err.__cause__):
+        if part is None:
+            continue
+        lines = [line.strip() for line in str(part).splitlines() if line.strip()]
+        parts.append(" ".join(line for line in lines if not line.startswith(("full_key:", "object_type=", "Available options", "Config search path", "provider="))
+                              and not (isinstance(part, MissingConfigException) and line in (part.options or []))))
+    line = ": ".join(p.rstrip(".") for p in parts if p)
+    if isinstance(err, MissingConfigException) and err.options:
+        line += f" (choose one of {', '.join(sorted(err.options))})"
+    return line
+
+
+def main(hydra_main: Callable[[], object]) -> None:
+    """Run a ``@hydra.main`` entry point (``train.py``, ``extract.py``) with the project's exit
+    codes: Hydra's own refusals (and a run folder it cannot make) are one line and exit 2 (Hydra
+    prints several lines and exits 1), and a
+    ``-m`` sweep whose jobs failed (each said why, the others ran) exits 1 naming one of them."""
+    import os
+
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    full_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user asked Hydra for whole tracebacks
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing them
+    try:
+        hydra_main()
+    except JobFailed as err:
+        print(f"error: a job of the sweep failed ({err.line}); the other jobs ran", file=sys.stderr)
+        raise SystemExit(EXIT_INPUT) from None
+    except (HydraException, OmegaConfBaseException, OSError) as err:
+        if getattr(err, "raised_by_job", False) or full_traces:
+            raise
+        if isinstance(err, (HydraException, OmegaConfBaseException)):  # MissingConfigException is an OSError too
+            line = hydra_error_line(err)
+        else:  # Hydra makes the run folder before the job starts
+            line = f"cannot create {err.filename or 'the run folder'}: {err.strerror or one_line(err)} (see paths.root and hydra.run.dir)"
+        print(f"config error: {line}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None

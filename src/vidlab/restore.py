@@ -19,7 +19,10 @@ model (``blend_unet``) estimates the stain once per segment of ``model.window`` 
 test clips were scored.
 
 The output is H.264 in ``.mp4`` (index first: plays in a browser while it loads), ``.mkv`` or ``.avi``,
-at the input's exact size (odd sizes too, as 4:4:4); ``--codec mp4v`` writes MPEG-4 part 2 instead.
+at the input's exact size as shown (odd sizes too, as 4:4:4); ``--codec mp4v`` writes MPEG-4 part 2 instead.
+It shows as the input does: a phone video stored sideways with a rotation (display matrix) is
+decoded upright, as a player shows it, so the model and the stain see upright content, as in
+training, and it is written upright, without a rotation to apply (which ``mp4v`` could not carry).
 A progress bar (frames, frames/s) goes to stderr, a one-line summary to stdout.
 
 Exit codes (errors are one line on stderr, and the output folder is left as it was):

@@ -43,6 +43,15 @@ def within(low: float, high: float, cfg: Any, *names: str) -> None:
         require(low <= value <= high, f"{name} must be in [{low}, {high}] (got {value})")
 
 
+SEED_MAX = 2**32 - 1  # NumPy's and Lightning's seeding accept [0, 2**32 - 1]
+
+
+def seeds(cfg: Any, *names: str) -> None:
+    """Each named field of ``cfg`` is a seed NumPy, torch and Lightning accept (a negative one fails
+    deep inside them, after the run was made)."""
+    within(0, SEED_MAX, cfg, *names)
+
+
 def check_range(name: str, pair: list[float], low: float, high: float | None = None) -> None:
     require(len(pair) == 2 and pair[0] <= pair[1], f"{name} must be [min, max] with min <= max (got {pair})")
     require(pair[0] >= low, f"{name} must be >= {low} (got {pair})")

@@ -125,11 +125,15 @@ class MlflowSweepCallback(HydraCallback):
         self._running = None
         if self._uri is not None and job_return.status == JobStatus.FAILED:
             err = job_return._return_value
-            self._failed[str(config.hydra.job.num)] = f"{type(err).__name__}: {one_line(err)}"
+            self._failed[str(config.hydra.job.num)] = err.line if isinstance(err, jobs.JobFailed) else f"{type(err).__name__}: {one_line(err)}"
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep that ran to its end (an Optuna search goes on past failed trials): exit 1 if a job failed."""
         if self._uri is not None:
-            self._end(complete=True)
+            failed = self._end(complete=True)
+            if failed:
+                print(f"error: {len(failed)} job(s) of the sweep failed ({failed}); the other jobs ran", file=sys.stderr)
+                raise SystemExit(jobs.EXIT_INPUT)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT outside a job (a job's own handler stops the job): the sweep exits with
@@ -161,22 +165,25 @@ class MlflowSweepCallback(HydraCallback):
                 stopped |= run.info.status == "KILLED"
         return failed, stopped
 
-    def _end(self, complete: bool) -> None:
+    def _end(self, complete: bool) -> str:
         """Summary, best child and end status on the parent: KILLED if the sweep or a job was stopped,
         FAILED if a job failed or the sweep did not reach its end, else FINISHED; the status is set
-        whatever else fails."""
+        whatever else fails. Returns which jobs failed and why (empty if none)."""
         from mlflow.tracking import MlflowClient
 
         self._ending = True
         atexit.unregister(self._end_early)
         client = MlflowClient(self._uri)
         parent, self._uri = self._parent, None
-        status, reason = "FAILED", "the sweep's summary could not be written"
+        status, reason, listed = "FAILED", "the sweep's summary could not be written", ""
         try:
             experiment_id = client.get_run(parent).info.experiment_id
             children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
+            if self._signal is not None:
+                self._end_stopped_children(client, children, f"stopped by {signal.Signals(self._signal).name}")
+                children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
             failed, stopped = self._failures(children)
-            reason = "; ".join(f"job #{num}: {why}" for num, why in sorted(failed.items(), key=lambda item: int(item[0])))
+            reason = listed = "; ".join(f"job #{num}: {why}" for num, why in sorted(failed.items(), key=lambda item: int(item[0])))
             if self._signal is not None:
                 reason = f"stopped by {signal.Signals(self._signal).name}" + (f"; {reason}" if reason else "")
             status = "KILLED" if stopped else "FAILED" if failed or not complete else "FINISHED"
@@ -203,6 +210,19 @@ class MlflowSweepCallback(HydraCallback):
             client.set_terminated(parent, status)
             for signum, handler in self._handlers.items():
                 signal.signal(signum, handler)
+        return listed
+
+
+    @staticmethod
+    def _end_stopped_children(client: MlflowClient, children: list[Run], reason: str) -> None:
+        """A stopped sweep's jobs that did not end their runs themselves end KILLED: a launcher that
+        runs them in other processes (joblib's workers) may end those before a job could, leaving its
+        run RUNNING, or FAILED by Lightning's logger with no ``vidlab.error`` (vidlab always says why)."""
+        for run in children:
+            now = client.get_run(run.info.run_id)
+            if now.info.status == "RUNNING" or (now.info.status == "FAILED" and "vidlab.error" not in now.data.tags):
+                client.set_tag(run.info.run_id, "vidlab.error", f"{reason} (the sweep was stopped)"[:5000])
+                client.set_terminated(run.info.run_id, "KILLED")
 
 
 def best_values(client: MlflowClient, children: list[Run], metric: str, mode: str) -> dict[str, float]:

@@ -4,10 +4,13 @@ epoch). Kept apart from :mod:`vidlab.jobs` because Lightning takes seconds to im
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,10 +57,36 @@ def _metrics(metrics: dict[str, Any], leave_out: tuple[str, ...] = ()) -> str:
     return " ".join(f"{name}={float(value):.5g}" for name, value in sorted(metrics.items()) if not name.endswith(leave_out))
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints appear whole under their name or not at all: serialized in memory, written to a
+    temporary name beside the target, flushed to disk, then renamed. Lightning writes in place, so a
+    full disk left a truncated ``best.ckpt``/``last.ckpt`` and a 0-byte ``interrupted.ckpt`` that a
+    resume would then fail on; here a failed write leaves the previous checkpoint as it was and
+    raises ``OSError`` (``ENOSPC`` on a full disk), which the job reports in one line."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None) -> None:
+        import torch
+
+        from vidlab.files import atomic_path
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:  # a failed write() names no file: name the checkpoint
+            raise OSError(err.errno, err.strerror, str(path)) from err
+
+
 def trainer_kwargs(cfg: DictConfig, key: str = "trainer") -> dict[str, Any]:
-    """The resolved Trainer arguments of ``cfg[key]`` (unset ones left to Lightning), checked."""
+    """The resolved Trainer arguments of ``cfg[key]`` (unset ones left to Lightning), checked; with
+    checkpoints written atomically (:class:`AtomicCheckpointIO`) unless the config brings its plugins."""
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg[key], resolve=True).items() if v is not None}
-    return checked_trainer_args(kwargs, key)
+    kwargs = checked_trainer_args(kwargs, key)
+    kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+    return kwargs
 
 
 def checked_trainer_args(kwargs: dict[str, Any], key: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def test_dataset_cached_as_video_files(tmp_path: Path):
 
 
 def test_clip_cutting_and_video_split():
-    assert [(c.start, c.length) for c in cut_clips(0, "v", 50, 16)] == [(0, 16), (16, 16), (32, 16)]
+    assert [(c.start, c.length) for c in cut_clips(0, "v", 50, 16, (64, 64))] == [(0, 16), (16, 16), (32, 16)]
     paths = [Path(f"v{i:02d}.mp4") for i in range(20)]
     a, b = split_videos(paths, [0.6, 0.2, 0.2], 3), split_videos(paths, [0.6, 0.2, 0.2], 3)
     assert a == b and [len(a[s]) for s in ("train", "val", "test")] == [12, 4, 4]

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import av
+import cv2
 import lightning as L
 import numpy as np
 import pytest
@@ -77,12 +78,15 @@ def video(tmp_path: Path) -> Path:
     return write_video(tmp_path / "in" / "stained clip.mp4", moving_square_frames(12), fps=10)
 
 
-def write_mpeg4(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
-    """MPEG-4 part 2 through PyAV, which (unlike OpenCV's writer) keeps odd sizes."""
+def write_mpeg4(path: Path, frames: np.ndarray, fps: int = 10, rotation: int = 0) -> Path:
+    """MPEG-4 part 2 through PyAV, which (unlike OpenCV's writer) keeps odd sizes; ``rotation``
+    (degrees counter-clockwise) is written as a display matrix, as a phone does."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=fps)
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
@@ -133,6 +137,37 @@ def test_odd_size_round_trip(checkpoint: Path, tmp_path: Path, suffix: str):
     expected = np.stack([r for _, r in Restorer(restore.load_module(checkpoint), build_smoothing(
         build_smoothing_config("masked")))(iter_frames(source))])
     assert np.abs(decoded.astype(int) - expected).mean() < 2
+
+
+@pytest.mark.parametrize("codec", ["h264", "mp4v"])
+def test_a_phone_video_shows_as_its_input(checkpoint: Path, tmp_path: Path, codec: str):
+    """A portrait phone video, stored sideways (landscape) with a display matrix that turns it a
+    quarter clockwise ("rotate=90"), is restored upright: the model is given what a player shows, and
+    the output, written upright without a rotation, shows as the input does (in OpenCV, which applies
+    the rotation as players do, too)."""
+    source = write_mpeg4(tmp_path / "phone.mp4", moving_square_frames(12, 40, 56), rotation=-90)  # 40 rows, 56 columns
+    with av.open(str(source)) as container:  # PyAV's own frames, as stored (it applies no display matrix)
+        stored = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    shown = np.rot90(stored, -1, axes=(1, 2))  # a quarter turn clockwise: 56 rows, 40 columns
+    before = video_info(source)
+    assert (before.width, before.height, before.rotation) == (40, 56, -90)
+    proc = restore_here(checkpoint, source, tmp_path / "restored.mp4", "--side-by-side", tmp_path / "pair.mp4", "--codec", codec)
+    assert proc.returncode == 0, proc.stderr
+    after = video_info(tmp_path / "restored.mp4")
+    assert (after.width, after.height, after.rotation, after.n_frames) == (40, 56, 0, 12)
+    for path in (source, tmp_path / "restored.mp4"):  # a player's view: OpenCV applies the display matrix
+        capture = cv2.VideoCapture(str(path))
+        assert capture.read()[1].shape == (56, 40, 3), path
+        capture.release()
+    # The preview's input half is what the restorer was given: the upright picture. Both outputs hold
+    # what restoring that gives, up to the codec's loss (a few levels; a half turn is ~25 off).
+    expected = np.stack([r for _, r in Restorer(restore.load_module(checkpoint), build_smoothing(
+        build_smoothing_config("masked")))(iter(shown))])
+    restored = np.stack(list(iter_frames(tmp_path / "restored.mp4")))
+    pair = np.stack(list(iter_frames(tmp_path / "pair.mp4")))
+    assert restored.shape == (12, 56, 40, 3) and pair.shape == (12, 18 + 56, 2 * 40 + 2, 3)
+    for got, want in [(pair[:, 18:, :40], shown), (pair[:, 18:, 42:], expected), (restored, expected)]:
+        assert np.abs(got.astype(int) - want).mean() < 3
 
 
 # ---------------------------------------------------------------- streaming does not change the result

@@ -76,12 +76,8 @@ def load_backbone(name: str, weights: str | None) -> nn.Module:
         if not Path(weights).is_file():
             raise ConfigError(f"backbone.weights: state_dict file not found: {weights}")
         model = get_model(name, weights=None)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        head_keys = [k for k in state if k.startswith(f"{spec.head}.")]
-        if head_keys and not any(k.startswith(f"{spec.head}.") for k in model.state_dict()):
-            state = {k: v for k, v in state.items() if k not in head_keys}
-        model.load_state_dict(state)
+        setattr(model, spec.head, torch.nn.Identity())
+        model.load_state_dict(_read_state_dict(weights, model, spec.head))
     else:
         model = get_model(name, weights=None if weights is None else weights_enum(name, weights))
     setattr(model, spec.head, torch.nn.Identity())
@@ -89,3 +85,30 @@ def load_backbone(name: str, weights: str | None) -> nn.Module:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+def _read_state_dict(path: str, model: nn.Module, head: str) -> dict:
+    """The weights of ``path`` for ``model`` (its head already replaced; a checkpoint's ``state_dict``
+    too, the head's weights dropped), read weights-only; anything that is not a state_dict of this
+    architecture is one :class:`ConfigError` naming the file."""
+    import torch
+
+    from vidlab.errors import one_line
+
+    name = type(model).__name__
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 (torch raises pickle, zip, EOF, runtime errors for other files)
+        raise ConfigError(f"backbone.weights: {path} is not a state_dict file (torch.load, weights only: {one_line(err)[:200]})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"backbone.weights: {path} holds no state_dict (a dict of tensors) for {name}")
+    state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
+    expected = model.state_dict()
+    missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
+    wrong = [k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        first = sorted(missing)[:1] or sorted(unexpected)[:1] or wrong[:1]
+        raise ConfigError(f"backbone.weights: {path} is not a state_dict of {name} ({len(missing)} missing, "
+                          f"{len(unexpected)} unexpected, {len(wrong)} mis-shaped tensors, e.g. {first[0]})")
+    return state

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from vidlab.errors import ConfigError
 from vidlab.schema import (
     LOGGERS,
+    SEED_MAX,
     Choice,
     MlflowLoggerConfig,
     NoLoggerConfig,
@@ -105,8 +106,8 @@ def validate_probe(cfg: DictConfig) -> ProbeSpec:
     if metric not in SELECTION_METRICS:
         raise ConfigError(f"optimized_metric: {metric!r} is not a val metric of the probe (choose one of {', '.join(SELECTION_METRICS)})")
     seed = resolved(cfg, "seed")
-    if not isinstance(seed, int):
-        raise ConfigError(f"seed: must be an integer (got {seed!r})")
+    if not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"seed: must be an integer in [0, {SEED_MAX}] (got {seed!r})")
     return ProbeSpec(
         embeddings=embeddings, probe=build_choice(cfg, "probe", PROBES),
         trainer=trainer_config(cfg), logger=build_choice(cfg, "logger", LOGGERS),

@@ -26,6 +26,7 @@ from vidlab.schema import (
     one_of,
     require,
     resolved,
+    seeds,
     trainer_config,
     within,
 )
@@ -217,6 +218,7 @@ class TopLevelConfig:
 
     def __post_init__(self) -> None:
         one_of(self, "optimized_mode", "max", "min")
+        seeds(self, "seed")
         unknown = set(self.compare_smoothing) - set(SCHEMAS["smoothing"])
         require(not unknown, f"compare_smoothing: unknown choices {sorted(unknown)}")
         unknown = set(self.compare_baselines) - set(BASELINES)

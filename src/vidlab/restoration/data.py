@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import cv2
 import lightning as L
@@ -162,21 +163,31 @@ class RestorationDataModule(L.LightningDataModule):
         return getattr(self.cfg, "resize", None)
 
     def prepare_data(self) -> None:
-        self._load_clips()
+        self.check_inputs()
 
     def setup(self, stage: str | None = None) -> None:
-        if not self.clips:  # on ranks other than 0, which do not run prepare_data
-            self._load_clips()
+        self.check_inputs()  # on ranks other than 0, which do not run prepare_data
 
-    def _load_clips(self) -> None:
-        """Generate or probe the videos (once per process) and check the stain fits their frames."""
-        self.clips = build_clips(self.cfg)
-        first = self.clips["train"][0]
-        _, frames = next(read_clips(first.path, [first], self.resize))
+    def check_inputs(self) -> None:
+        """Generate or probe the videos (once per process) and check that their frames can be batched
+        and hold the stain: the task calls it before any MLflow run or checkpoint exists, so a
+        misfit is one line and nothing is made."""
+        if self.clips:
+            return
+        clips = build_clips(self.cfg)
+        sizes: dict[tuple[int, int], str] = {}  # each frame size, with the first video that has it
+        for ref in sorted((ref for refs in clips.values() for ref in refs), key=lambda ref: ref.path):
+            sizes.setdefault(ref.size, ref.path)
+        if self.resize is None and len(sizes) > 1:
+            shown = ", ".join(f"{h}x{w} ({Path(path).name})" for (h, w), path in list(sizes.items())[:3])
+            raise ConfigError(f"dataset.resize: the videos differ in frame size ({shown}) and clips of a batch must "
+                              "match: set dataset.resize=[height,width]")
+        height, width = self.resize if self.resize is not None else next(iter(sizes))
         try:
-            self.corruption.check_frame(frames.shape[1], frames.shape[2])
+            self.corruption.check_frame(height, width)
         except ValueError as err:
             raise ConfigError(f"corruption: {err}") from None
+        self.clips = clips
 
     def stream(self, split: str) -> StainedClipStream:
         train = split == "train"

@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vidlab.errors import InputError, one_line
+
 _FONTS = (
     cv2.FONT_HERSHEY_SIMPLEX,
     cv2.FONT_HERSHEY_DUPLEX,
@@ -48,15 +50,20 @@ def draw_glyph(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def load_mnist_idx(path: str | Path) -> np.ndarray:
-    """Images from an MNIST IDX file (``*-images-idx3-ubyte``, optionally gzipped), uint8 (N, 28, 28)."""
+    """Images from an MNIST IDX file (``*-images-idx3-ubyte``, optionally gzipped), uint8 (N, 28, 28);
+    anything else is one :class:`InputError` naming ``dataset.mnist_path``."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except OSError as err:  # missing, unreadable, or not gzip despite its name
+        raise InputError(f"dataset.mnist_path: cannot read {path}: {err.strerror or one_line(err)}") from None
     magic = int.from_bytes(data[:4], "big")
-    if magic != 2051:
-        raise ValueError(f"{path}: not an IDX image file (magic {magic}, expected 2051)")
     n, rows, cols = (int.from_bytes(data[4 * i : 4 * i + 4], "big") for i in range(1, 4))
+    if magic != 2051 or len(data) != 16 + n * rows * cols or not n:
+        raise InputError(f"dataset.mnist_path: {path} is not an MNIST IDX image file (*-images-idx3-ubyte[.gz]: "
+                         f"magic 2051, then count, rows, columns and the pixels)")
     return np.frombuffer(data, np.uint8, offset=16).reshape(n, rows, cols)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from vidlab.errors import InputError
 from vidlab.restoration.digits import MovingDigits, load_mnist_idx
-from vidlab.schema import at_least, check_range, require
+from vidlab.schema import at_least, check_range, require, seeds
 from vidlab.splits import SPLITS
 from vidlab.video import VideoReadError, write_video
 from vidlab.video.count import video_info
@@ -39,6 +39,7 @@ class ClipLoaderConfig:
         at_least(2, self, "clip_frames")
         at_least(1, self, "batch_size", "samples_per_clip", "shuffle_buffer")
         at_least(0, self, "num_workers")
+        seeds(self, "seed")
 
 
 @dataclass
@@ -87,6 +88,7 @@ class VideoFolderConfig(ClipLoaderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        seeds(self, "split_seed")
         require(self.clip_seconds is None or self.clip_seconds > 0, f"clip_seconds must be > 0 (got {self.clip_seconds})")
         require(
             self.resize is None or (len(self.resize) == 2 and min(self.resize) >= 8),
@@ -101,19 +103,21 @@ class VideoFolderConfig(ClipLoaderConfig):
 # ---------------------------------------------------------------- sources
 @dataclass(frozen=True)
 class ClipRef:
-    """One clip: frames ``[start, start + length)`` of video ``video_idx`` of a split."""
+    """One clip: frames ``[start, start + length)`` of video ``video_idx`` of a split, whose frames
+    are ``size`` (height, width) as stored."""
 
     path: str
     video_idx: int
     clip_idx: int
     start: int
     length: int
+    size: tuple[int, int]
 
 
-def cut_clips(video_idx: int, path: str, n_frames: int, clip_frames: int) -> list[ClipRef]:
+def cut_clips(video_idx: int, path: str, n_frames: int, clip_frames: int, size: tuple[int, int]) -> list[ClipRef]:
     """Non-overlapping clips from frame 0 while they fit; a shorter tail is left out."""
     return [
-        ClipRef(path, video_idx, i, start, clip_frames)
+        ClipRef(path, video_idx, i, start, clip_frames, size)
         for i, start in enumerate(range(0, n_frames - clip_frames + 1, clip_frames))
     ]
 
@@ -141,7 +145,7 @@ def moving_digits_clips(cfg: MovingDigitsConfig) -> dict[str, list[ClipRef]]:
             if not path.exists():  # files appear only whole (atomic write), so presence means done
                 rng = np.random.default_rng([cfg.seed, SPLITS.index(split), idx])
                 write_video(path, generator.render(rng), cfg.fps)
-            clips[split] += cut_clips(idx, str(path), cfg.frames_per_video, cfg.clip_frames)
+            clips[split] += cut_clips(idx, str(path), cfg.frames_per_video, cfg.clip_frames, (cfg.height, cfg.width))
     return clips
 
 
@@ -184,7 +188,7 @@ def video_folder_clips(cfg: VideoFolderConfig) -> dict[str, list[ClipRef]]:
             length = cfg.clip_frames
             if cfg.clip_seconds is not None:
                 length = max(2, int(round(cfg.clip_seconds * info.fps)))
-            clips[split] += cut_clips(idx, str(path), info.n_frames, length)
+            clips[split] += cut_clips(idx, str(path), info.n_frames, length, (info.height, info.width))
     for split, refs in clips.items():
         if not refs and split != "val":
             raise InputError(f"dataset: split {split!r} has no clip; add videos or shorten the clips")

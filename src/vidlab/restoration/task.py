@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from vidlab import tracking
 from vidlab.files import atomic_path, write_text
 from vidlab.jobs import job_dirs, on_stop_say
+from vidlab.restoration.checkpoints import check_resume
 from vidlab.restoration.config import BASELINES, METRICS, RunSpec, model_window
 from vidlab.restoration.corruption import build_corruption
 from vidlab.restoration.data import RestorationDataModule
@@ -160,17 +161,19 @@ def run(cfg: DictConfig, spec: RunSpec) -> float | None:
     (best validation value)."""
     kwargs = trainer_kwargs(cfg)
     optimizer = checked_optimizer(cfg)
-    resumed_run = tracking.checkpoint_run_id(spec.top.ckpt_path) if spec.top.ckpt_path else None
+    resumed_run = check_resume(spec.top.ckpt_path, spec.model) if spec.top.ckpt_path else None
     root, output_dir = job_dirs(cfg)
+    datamodule = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.context_frames, model_window(spec.model))
+    datamodule.check_inputs()  # the videos' sizes against the stain and the batch: before any run or checkpoint
     L.seed_everything(spec.top.seed, workers=True)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
     module = module_from_spec(spec, optimizer, scheduler)
-    datamodule = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.context_frames, model_window(spec.model))
 
     logger = None
     if isinstance(spec.logger, MlflowLoggerConfig):
-        logger = tracking.build_logger(spec.logger, root, output_dir, {"task": "restoration"},
-                                       tracking.reusable_run(spec.logger, root, resumed_run))
+        continued = tracking.reusable_run(spec.logger, root, resumed_run)
+        tags = {"task": "restoration", **({"vidlab.resumed_from": resumed_run} if resumed_run and not continued else {})}
+        logger = tracking.build_logger(spec.logger, root, output_dir, tags, continued)
     checkpoint = ModelCheckpoint(
         dirpath=output_dir / "checkpoints", filename="best", monitor=spec.top.optimized_metric,
         mode=spec.top.optimized_mode, save_last=True,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
+from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
@@ -73,11 +74,25 @@ EXPERIMENT_DESCRIPTIONS = {  # task -> the experiment's description in the MLflo
 }
 
 
+@contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """A store that cannot be used (not a SQLite database, read-only, full, an unreachable server)
+    is one :class:`InputError` naming it, not SQLAlchemy's traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from vidlab.errors import InputError, one_line
+
+    try:
+        yield
+    except (SQLAlchemyError, MlflowException, OSError) as err:  # OSError: its lock file beside it
+        raise InputError(f"logger.tracking_uri: cannot use the MLflow store {uri}: {one_line(err)[:300]}") from err
+
+
 def ensure_experiment(cfg: MlflowLoggerConfig, root: Path, task: str | None = None) -> str:
     """Create the store and experiment once (with its artifact location and, for a known ``task``,
     its description); return its id."""
     uri = resolve_tracking_uri(cfg.tracking_uri, root)
-    with _store_lock(uri):
+    with store_errors(uri), _store_lock(uri):
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name(cfg.experiment_name)
         if experiment is not None:
@@ -208,8 +223,9 @@ def _end_runs(status: str, reason: str | None) -> None:
     while _OPEN_RUNS:
         client, run_id = _OPEN_RUNS.pop()
         current = client.get_run(run_id).info.status
-        # a run the task ended stays as it is; Lightning ends an interrupted run FAILED: KILLED wins
-        if current == "FINISHED" or (status == "FINISHED" and current != "RUNNING"):
+        # a run the task ended stays as it is; Lightning ends an interrupted run FAILED: KILLED wins, and a
+        # run its stopped sweep ended KILLED stays KILLED
+        if current in ("FINISHED", "KILLED") or (status == "FINISHED" and current != "RUNNING"):
             continue
         if reason:
             client.set_tag(run_id, "vidlab.error", reason[:5000])
@@ -221,8 +237,9 @@ def start_run(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags:
     experiment_id = ensure_experiment(cfg, root, extra_tags.get("task"))
     uri = resolve_tracking_uri(cfg.tracking_uri, root)
     client = MlflowClient(uri)
-    run = client.create_run(experiment_id, run_name=unique_run_name(client, experiment_id, cfg.run_name),
-                            tags=run_tags(root, output_dir, extra_tags))
+    with store_errors(uri):
+        run = client.create_run(experiment_id, run_name=unique_run_name(client, experiment_id, cfg.run_name),
+                                tags=run_tags(root, output_dir, extra_tags))
     _OPEN_RUNS.append((client, run.info.run_id))
     _monitor_system(cfg, uri, run.info.run_id, resumed=False)
     return client, run.info.run_id
@@ -242,7 +259,8 @@ def build_logger(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_ta
         log_model=False,
         run_id=run_id,
     )
-    _OPEN_RUNS.append((logger.experiment, logger.run_id))  # .experiment creates (or reopens) the run
+    with store_errors(uri):
+        _OPEN_RUNS.append((logger.experiment, logger.run_id))  # .experiment creates (or reopens) the run
     if run_id:
         logger.experiment.update_run(run_id, status="RUNNING")
     _monitor_system(cfg, uri, logger.run_id, resumed=bool(run_id))
@@ -257,34 +275,25 @@ class RunIdInCheckpoint(Callback):
             checkpoint["mlflow_run_id"] = trainer.logger.run_id
 
 
-def checkpoint_run_id(path: str) -> str | None:
-    """Check ``ckpt_path`` is a readable Lightning checkpoint (before any work); its MLflow run id."""
-    import torch
-
-    from vidlab.errors import ConfigError
-
-    if not Path(path).is_file():
-        raise ConfigError(f"ckpt_path: no such file: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ConfigError(f"ckpt_path: not a readable checkpoint: {path} ({str(err).splitlines()[0][:200]})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "epoch" not in checkpoint:
-        raise ConfigError(f"ckpt_path: not a Lightning checkpoint of train.py: {path}")
-    return checkpoint.get("mlflow_run_id")
-
-
 def reusable_run(cfg: MlflowLoggerConfig, root: Path, run_id: str | None) -> str | None:
-    """``run_id`` if it is a run of this store's experiment (a resumed training continues it), else None."""
+    """``run_id`` if a resumed training may continue it: a run of this store's experiment, not
+    deleted, and not FINISHED (a finished run's result, params and config stay as they were; the
+    training continues in a new run tagged ``vidlab.resumed_from``)."""
     if not run_id:
         return None
     client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri, root))
     try:
         run = client.get_run(run_id)
-    except Exception:  # another store, or deleted: the resumed training gets a new run
+    except Exception:  # another store, or purged: the resumed training gets a new run
         return None
     experiment = client.get_experiment_by_name(cfg.experiment_name)
-    return run_id if experiment is not None and run.info.experiment_id == experiment.experiment_id else None
+    if experiment is None or run.info.experiment_id != experiment.experiment_id or run.info.lifecycle_stage != "active":
+        return None
+    if run.info.status == "FINISHED":
+        logging.getLogger(__name__).info("MLflow: run %s of the checkpoint is FINISHED and stays as it is: the "
+                                         "resumed training is a new run (tag vidlab.resumed_from)", run_id)
+        return None
+    return run_id
 
 
 def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, output_dir: Path,

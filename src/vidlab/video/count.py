@@ -2,7 +2,9 @@
 
 ``CAP_PROP_FRAME_COUNT`` is a header estimate that can be wrong; here ``n_frames`` is the number of
 video packets demuxed (one per frame for the codecs and containers in use, checked by the tests
-against a full decode), or, with ``method="decode"``, the number of frames decoded.
+against a full decode), or, with ``method="decode"``, the number of frames decoded. Width and height
+are those of the frames :mod:`vidlab.video.decode` yields: as displayed, so a phone's portrait video
+stored sideways is tall (its display matrix is read from the first decoded frame).
 """
 
 from __future__ import annotations
@@ -10,23 +12,24 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import av
 from tqdm import tqdm
 
 from vidlab.files import write_text
-from vidlab.video.decode import VideoReadError
+from vidlab.video.decode import VideoReadError, display_turn
 
 
 @dataclass(frozen=True)
 class VideoInfo:
     n_frames: int
     fps: float
-    width: int
+    width: int  # as displayed
     height: int
     codec: str
+    rotation: int  # degrees counter-clockwise the stored picture is turned for display, as ffprobe reports it
 
 
 def video_info(path: str | os.PathLike, method: str = "packets") -> VideoInfo:
@@ -38,13 +41,21 @@ def video_info(path: str | os.PathLike, method: str = "packets") -> VideoInfo:
             if not container.streams.video:
                 raise VideoReadError(f"no video stream: {path}")
             stream = container.streams.video[0]
+            n, first = 0, None
             if method == "packets":
-                n = sum(1 for packet in container.demux(stream) if packet.size > 0)
+                stream.thread_count = 1  # one frame to decode: threads would only cost their start (~5 ms a video)
+                for packet in container.demux(stream):
+                    n += packet.size > 0
+                    if first is None:  # decode only up to the first frame, for its display matrix
+                        first = next(iter(stream.decode(packet)), None)
             else:
-                n = sum(1 for _ in container.decode(stream))
+                for frame in container.decode(stream):
+                    n, first = n + 1, frame if first is None else first
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            info = VideoInfo(n, float(rate) if rate else 0.0, stream.codec_context.width,
-                               stream.codec_context.height, stream.codec_context.name)
+            size = stream.codec_context.width, stream.codec_context.height
+            turned = first is not None and display_turn(first)[0]
+            info = VideoInfo(n, float(rate) if rate else 0.0, *(size[::-1] if turned else size),
+                             stream.codec_context.name, first.rotation if first is not None else 0)
     except VideoReadError:
         raise
     except (av.FFmpegError, OSError, ValueError) as err:
@@ -74,8 +85,10 @@ class FrameCountCache:
         return f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{method}"
 
     def get(self, path: str | os.PathLike, method: str) -> VideoInfo | None:
+        """The cached probe, or None; an entry without every field of :class:`VideoInfo` (written before
+        orientation was read, when sizes were the stored ones) is probed again."""
         entry = self.entries.get(self.key(path, method))
-        return VideoInfo(**entry) if entry else None
+        return VideoInfo(**entry) if entry and entry.keys() == {f.name for f in fields(VideoInfo)} else None
 
     def put(self, path: str | os.PathLike, method: str, info: VideoInfo) -> None:
         self.entries[self.key(path, method)] = asdict(info)

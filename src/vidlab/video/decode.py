@@ -7,6 +7,11 @@ Colour: ``exact`` (the default) gives PyAV's ``to_ndarray(format="rgb24")`` pixe
 embeddings match what other tools compute: OpenCV's ``VideoCapture`` gives the same pixels on 8-bit
 video of even size (tests/video/test_colour.py says where and why it does not). ``fast`` is OpenCV's BT.601
 I420 conversion of the raw planes, a few levels off (docs/benchmarks.md, "Colour conversion").
+
+Orientation: frames come as a player shows them. A phone stores a portrait video sideways with a
+display matrix (the "rotate" tag of old); FFmpeg attaches that matrix to every decoded frame, and
+:func:`frame_to_rgb` applies it (quarter turns and mirrors), as OpenCV's ``VideoCapture`` and the
+``ffmpeg`` command do by default. Models, stains and previews then all see upright content.
 """
 
 from __future__ import annotations
@@ -40,10 +45,35 @@ _BT601 = (2, 5, 6)
 _LIMITED = (0, 1)
 
 
-def frame_to_rgb(frame: av.VideoFrame, colour: str = "exact", reformatter: VideoReformatter | None = None) -> np.ndarray:
-    """RGB uint8 of a decoded frame.
+def display_turn(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
+    """``(transpose, flip rows, flip columns)`` that turn the stored picture into the one a player
+    shows, from the frame's display matrix (none: nothing to do). The matrix maps a stored pixel
+    ``(x, y)`` to ``(a*x + c*y, b*x + d*y)`` (FFmpeg's ``libavutil/display.h``, rows downwards);
+    an angle that is not a multiple of 90 degrees goes to the nearest one."""
+    matrix = frame.side_data.get("DISPLAYMATRIX")
+    if matrix is None:
+        return False, False, False
+    a, b, _, c, d = np.frombuffer(matrix, np.int32)[:5].tolist()
+    if abs(b) > abs(a):  # a quarter turn: the displayed row follows the stored column
+        return True, b < 0, c < 0
+    return False, d < 0, a < 0
 
-    ``exact``: swscale's pixels, bit for bit those of ``frame.to_ndarray(format="rgb24")``; one
+
+def _upright(rgb: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
+    transpose, flip_rows, flip_columns = display_turn(frame)
+    if transpose:
+        rgb = rgb.swapaxes(0, 1)
+    if flip_rows:
+        rgb = rgb[::-1]
+    if flip_columns:
+        rgb = rgb[:, ::-1]
+    return np.ascontiguousarray(rgb)  # a copy only when turned (torch.from_numpy refuses negative strides)
+
+
+def frame_to_rgb(frame: av.VideoFrame, colour: str = "exact", reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """RGB uint8 of a decoded frame, turned as its display matrix says (see the module's docstring).
+
+    ``exact``: swscale's pixels, bit for bit those of ``frame.to_ndarray(format="rgb24")`` turned; one
     reformatter reused across a video's frames keeps its swscale context (a fresh one per frame costs
     more than the conversion), and one thread per conversion because parallelism comes from workers.
     ``fast``: OpenCV's I420 conversion where its assumptions hold (8-bit 4:2:0, even sizes, BT.601,
@@ -51,8 +81,8 @@ def frame_to_rgb(frame: av.VideoFrame, colour: str = "exact", reformatter: Video
     """
     if (colour == "fast" and frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0
             and frame.colorspace in _BT601 and frame.color_range in _LIMITED):
-        return cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420)
-    return (reformatter or VideoReformatter()).reformat(frame, format="rgb24", threads=1).to_ndarray()
+        return _upright(cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420), frame)
+    return _upright((reformatter or VideoReformatter()).reformat(frame, format="rgb24", threads=1).to_ndarray(), frame)
 
 
 def decode_indexed(path: str | os.PathLike, indices: Iterable[int], colour: str = "exact",

@@ -1,0 +1,47 @@
+"""Reading ``train.py``'s checkpoints weights-only (no pickled code runs) and checking one given as
+``ckpt_path`` against the config before any MLflow run is opened or reopened: a checkpoint of another
+model would otherwise fail only inside ``trainer.fit``, after the run it came from was reopened."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from vidlab.errors import ConfigError, one_line
+
+NOT_RESTORATION = "is not a train.py checkpoint of vidlab's RestorationModule (e.g. outputs/.../checkpoints/best.ckpt)"
+
+
+def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
+    """A restoration checkpoint's contents, loaded weights-only; ``key`` names the setting in errors."""
+    import torch
+
+    if not Path(path).is_file():
+        raise ConfigError(f"{key}: no such file: {path}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 (torch raises pickle, zip, EOF, runtime errors for non-checkpoints)
+        raise ConfigError(f"{key}: {path} {NOT_RESTORATION} (torch.load, weights only: {type(err).__name__}: {one_line(err)[:200]})") from None
+    hparams = saved.get("hyper_parameters") if isinstance(saved, dict) else None
+    if not isinstance(hparams, dict) or not {"model", "smoothing"} <= hparams.keys() or "state_dict" not in saved:
+        raise ConfigError(f"{key}: {path} {NOT_RESTORATION}")
+    return saved
+
+
+def _describe(model: dict[str, Any], keys: list[str]) -> str:
+    return f"model={model.get('name')} ({', '.join(f'{k}={model.get(k)}' for k in keys)})" if keys else f"model={model.get('name')}"
+
+
+def check_resume(path: str, model: Any) -> str | None:
+    """Check that ``ckpt_path`` is a training checkpoint of the configured ``model`` (its typed
+    config): same choice, same architecture. Returns the MLflow run id it was written under."""
+    saved = read_checkpoint(path, "ckpt_path")
+    if "epoch" not in saved or "optimizer_states" not in saved:
+        raise ConfigError(f"ckpt_path: {path} holds weights but no training state (a Lightning checkpoint of train.py resumes)")
+    wanted, held = asdict(model), saved["hyper_parameters"]["model"]
+    differ = sorted(k for k in wanted.keys() | held.keys() if k != "name" and wanted.get(k) != held.get(k))
+    if wanted.get("name") != held.get("name") or differ:
+        raise ConfigError(f"ckpt_path: {path} was trained as {_describe(held, differ)}, the config asks for "
+                          f"{_describe(wanted, differ)}: resume with the checkpoint's model settings, or train anew without ckpt_path")
+    return saved.get("mlflow_run_id")
