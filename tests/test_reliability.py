@@ -69,7 +69,7 @@ def test_training_stopped_by_a_signal_exits_non_zero_killed_and_resumes_the_same
     ("trainer.precision=7", "config error: trainer: Precision 7 is invalid"),
     ("trainer.devices=0", "config error: trainer: `Trainer(devices=0)` value is not a valid input"),
     ("trainer.accelerator=tpu", "config error: trainer:"),
-    ("ckpt_path=/nonexistent/last.ckpt", "config error: ckpt_path: no such file: /nonexistent/last.ckpt"),
+    ("ckpt_path=/nonexistent/last.ckpt", "config error: ckpt_path: checkpoint not found: /nonexistent/last.ckpt"),
     ("loss.stain_weight=inf", "config error: loss.stain_weight must be a finite number >= 0 (got inf)"),
     ("optimized_metric=val/raw/psnr_typo", "config error: optimized_metric: must be val/"),
     ("logger.register_as=team/stain", "config error: logger.register_as: Invalid model name 'team/stain'"),

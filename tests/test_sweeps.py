@@ -6,6 +6,7 @@ process: its parent run is ended by the process's exit hook or signal handler.""
 from __future__ import annotations
 
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -123,6 +124,23 @@ def test_a_config_error_in_a_job_fails_that_job_and_the_sweep_goes_on(tmp_path: 
     assert parent.data.metrics["jobs"] == 1 and parent.data.metrics["jobs_failed"] == 1
 
 
+def test_an_optuna_trial_that_fails_is_told_to_optuna_and_the_search_goes_on(tmp_path: Path, digits: Path):
+    """The sampler (seeded) draws depth 2 for trial #0 and 9, which the model refuses, for #1: the
+    failed trial is FAIL in Optuna, the search ends normally (results written), and the command exits
+    1 naming it."""
+    proc = run_train(*_sweep(tmp_path, digits, "hparams_search=restoration_optuna", "hydra.sweeper.n_trials=2",
+                             "model.depth=choice(9,2)", "model.base_channels=choice(4)"), check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: 1 of the sweep's jobs failed (job #1: config error: model.depth must be in [1, 6] (got 9)); the other jobs ran")
+    assert "Failed experiment: config error: model.depth must be" in proc.stdout + proc.stderr  # Optuna was told
+    results = OmegaConf.load(tmp_path / "outputs/sweep/optimization_results.yaml")
+    assert results.best_params["model.depth"] == 2
+    _, parent, children = _parent_and_children(tmp_path)
+    assert [c.info.status for c in children] == ["FINISHED"]
+    assert parent.info.status == "FAILED" and parent.data.tags["vidlab.error"].startswith("job #1: config error: model.depth")
+
+
 def test_a_sweep_stopped_by_sigterm_ends_its_parent_killed(tmp_path: Path, digits: Path):
     args = [sys.executable, str(ROOT / "train.py"), *_sweep(tmp_path, digits, "model.depth=2,3", "trainer.max_epochs=50")]
     with (tmp_path / "stdout.txt").open("w") as out, (tmp_path / "stderr.txt").open("w") as err:
@@ -144,6 +162,40 @@ def test_a_sweep_stopped_by_sigterm_ends_its_parent_killed(tmp_path: Path, digit
     assert parent.info.status == "KILLED" and parent.data.tags["vidlab.error"] == "job #0: stopped by SIGTERM"
     assert [c.info.status for c in children] == ["KILLED"]  # job #1 never started
     assert "sweep/sweep_summary.csv" in {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+
+
+@pytest.mark.parametrize("how", ["Ctrl-C", "SIGTERM"])
+def test_a_joblib_sweep_stopped_ends_every_child_killed(tmp_path: Path, digits: Path, how: str):
+    """Ctrl-C (SIGINT to the whole process group) or SIGTERM to the sweep's process while two joblib
+    workers train: the sweep exits 128 + N and no run is left RUNNING, nor FAILED without a reason
+    (the workers may be ended before their jobs end their runs; the sweep ends those). Over 60 s:
+    two worker processes start torch and Lightning before there is anything to stop."""
+    args = [sys.executable, str(ROOT / "train.py"), *_sweep(tmp_path, digits, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                                                             "seed=0,1", "trainer.max_epochs=50")]
+    with (tmp_path / "stdout.txt").open("w") as out, (tmp_path / "stderr.txt").open("w") as err:
+        proc = subprocess.Popen(args, stdout=out, stderr=err, start_new_session=True)
+    try:
+        parent_file = tmp_path / "outputs/sweep" / PARENT_RUN_FILE
+        deadline = time.time() + 300
+        while not (parent_file.exists() and len(_children_of(tmp_path, parent_file.read_text().strip())) == 2):
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
+            assert time.time() < deadline, "no two child runs after 300 s"
+            time.sleep(0.5)
+        signum = signal.SIGINT if how == "Ctrl-C" else signal.SIGTERM
+        if how == "Ctrl-C":
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signum, (tmp_path / "stderr.txt").read_text()[-3000:]
+    _, parent, children = _parent_and_children(tmp_path)
+    name = signal.Signals(signum).name
+    assert parent.info.status == "KILLED" and parent.data.tags["vidlab.error"].startswith(f"stopped by {name}")
+    assert [c.info.status for c in children] == ["KILLED", "KILLED"]
+    assert all(c.data.tags["vidlab.error"].startswith(f"stopped by {name}") for c in children)
 
 
 def _children_of(root: Path, parent: str) -> list[Run]:

@@ -130,26 +130,15 @@ def _blind(module: RestorationModule, reference: str | Path) -> RestorationModul
 
 def _load_checkpoint(checkpoint: str | Path) -> RestorationModule:
     """The restoration model of a train.py checkpoint, loaded weights-only."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {checkpoint}")
-    import torch
-
+    from vidlab.restoration.checkpoints import NOT_RESTORATION, read_checkpoint
     from vidlab.restoration.module import RestorationModule
 
-    wanted = f"{checkpoint} is not a train.py checkpoint of vidlab's RestorationModule (e.g. outputs/.../checkpoints/best.ckpt)"
+    saved = read_checkpoint(checkpoint, "model")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 (torch raises pickle, zip, EOF, runtime errors for non-checkpoints)
-        raise ConfigError(f"{wanted} (torch.load, weights only: {type(err).__name__})") from None
-    hparams = saved.get("hyper_parameters") if isinstance(saved, dict) else None
-    if not isinstance(hparams, dict) or not {"model", "smoothing"} <= hparams.keys() or "state_dict" not in saved:
-        raise ConfigError(wanted)
-    try:
-        module = RestorationModule(**hparams)
+        module = RestorationModule(**saved["hyper_parameters"])
         module.load_state_dict(saved["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:  # ConfigError is a ValueError; weights that do not fit
-        raise ConfigError(f"{wanted}: {one_line(err)}") from None
+        raise ConfigError(f"model: {checkpoint} {NOT_RESTORATION}: {one_line(err)}") from None
     return _blind(module, checkpoint)
 
 

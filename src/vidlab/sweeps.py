@@ -132,7 +132,7 @@ class MlflowSweepCallback(HydraCallback):
         if self._uri is not None:
             failed = self._end(complete=True)
             if failed:
-                print(f"error: {len(failed)} job(s) of the sweep failed ({failed}); the other jobs ran", file=sys.stderr)
+                print(f"error: {len(failed)} of the sweep's jobs failed ({_listed(failed)}); the other jobs ran", file=sys.stderr)
                 raise SystemExit(jobs.EXIT_INPUT)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
@@ -165,17 +165,17 @@ class MlflowSweepCallback(HydraCallback):
                 stopped |= run.info.status == "KILLED"
         return failed, stopped
 
-    def _end(self, complete: bool) -> str:
+    def _end(self, complete: bool) -> dict[str, str]:
         """Summary, best child and end status on the parent: KILLED if the sweep or a job was stopped,
         FAILED if a job failed or the sweep did not reach its end, else FINISHED; the status is set
-        whatever else fails. Returns which jobs failed and why (empty if none)."""
+        whatever else fails. Returns why each failed job failed, by job number."""
         from mlflow.tracking import MlflowClient
 
         self._ending = True
         atexit.unregister(self._end_early)
         client = MlflowClient(self._uri)
         parent, self._uri = self._parent, None
-        status, reason, listed = "FAILED", "the sweep's summary could not be written", ""
+        status, reason, failed = "FAILED", "the sweep's summary could not be written", {}
         try:
             experiment_id = client.get_run(parent).info.experiment_id
             children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
@@ -183,7 +183,7 @@ class MlflowSweepCallback(HydraCallback):
                 self._end_stopped_children(client, children, f"stopped by {signal.Signals(self._signal).name}")
                 children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
             failed, stopped = self._failures(children)
-            reason = listed = "; ".join(f"job #{num}: {why}" for num, why in sorted(failed.items(), key=lambda item: int(item[0])))
+            reason = _listed(failed)
             if self._signal is not None:
                 reason = f"stopped by {signal.Signals(self._signal).name}" + (f"; {reason}" if reason else "")
             status = "KILLED" if stopped else "FAILED" if failed or not complete else "FINISHED"
@@ -210,7 +210,7 @@ class MlflowSweepCallback(HydraCallback):
             client.set_terminated(parent, status)
             for signum, handler in self._handlers.items():
                 signal.signal(signum, handler)
-        return listed
+        return failed
 
 
     @staticmethod
@@ -223,6 +223,11 @@ class MlflowSweepCallback(HydraCallback):
             if now.info.status == "RUNNING" or (now.info.status == "FAILED" and "vidlab.error" not in now.data.tags):
                 client.set_tag(run.info.run_id, "vidlab.error", f"{reason} (the sweep was stopped)"[:5000])
                 client.set_terminated(run.info.run_id, "KILLED")
+
+
+def _listed(failed: dict[str, str]) -> str:
+    """``job #0: why; job #3: why``, by job number."""
+    return "; ".join(f"job #{num}: {why}" for num, why in sorted(failed.items(), key=lambda item: int(item[0])))
 
 
 def best_values(client: MlflowClient, children: list[Run], metric: str, mode: str) -> dict[str, float]:

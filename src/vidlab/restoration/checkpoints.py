@@ -18,7 +18,7 @@ def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
     import torch
 
     if not Path(path).is_file():
-        raise ConfigError(f"{key}: no such file: {path}")
+        raise ConfigError(f"{key}: checkpoint not found: {path}")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 (torch raises pickle, zip, EOF, runtime errors for non-checkpoints)
