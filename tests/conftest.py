@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -350,3 +350,18 @@ def extraction(tmp_path_factory: pytest.TempPathFactory, small_index: Path) -> P
 
 
 EXTRACTED = "outputs/embeddings/r3d_18_T4"  # where :func:`extraction` wrote, under its root
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path: Path, size: str, *options: str) -> Iterator[Path]:
+    """A small tmpfs at ``path``: a full or read-only disk for real. Mounting needs root (CI and this
+    machine run as root); elsewhere the test is skipped with the reason."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or mounted.returncode}): needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -1,14 +1,12 @@
-"""What a hostile afternoon tried on ``train.py`` (docs/reliability.md, round two): a finished run is
+"""What a hostile afternoon tried on ``train.py`` and ``extract.py`` (docs/reliability.md, round two): a finished run is
 never rewritten by a checkpoint given to resume, Hydra's own refusals and data-dependent misfits are one
 line with nothing made, an unusable store is one line, and a full disk leaves no truncated checkpoint.
-In this process through ``train.py``'s ``__main__`` (conftest's ``train``), as the exit code is
+In this process through the scripts' ``__main__`` (conftest's ``train``, ``extract``), as the exit code is
 ``SystemExit``'s."""
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import copy_of, moving_square_frames, only_line, tiny_overrides, train
+from conftest import copy_of, extract, mounted_tmpfs, moving_square_frames, only_line, tiny_overrides, train
 
 
 def _client(root: Path) -> MlflowClient:
@@ -55,6 +53,13 @@ def test_hydras_refusals_and_bad_seeds_are_one_line_exit_2(tmp_path: Path, overr
     proc = train(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", override, check=False)
     assert proc.returncode == 2 and only_line(proc.stderr).startswith(line), proc.stderr[-2000:]
     _nothing_made(tmp_path)
+
+
+def test_hydras_refusals_of_extract_py_are_one_line_exit_2(tmp_path: Path):
+    proc = extract(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", "backbone=nope", check=False)
+    assert proc.returncode == 2 and only_line(proc.stderr).startswith(
+        "config error: In 'extract': Could not find 'backbone/nope' (choose one of mc3_18, "), proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "mlruns.db").exists()
 
 
 def test_a_root_that_is_a_file_is_one_line(tmp_path: Path):
@@ -145,23 +150,8 @@ def test_a_store_that_is_not_a_database_is_one_line_and_kept(tmp_path: Path, dig
     assert (tmp_path / "mlruns.db").read_bytes() == garbage and not list(tmp_path.rglob("*.ckpt"))
 
 
-@contextlib.contextmanager
-def _mounted_tmpfs(path: Path, size: str, *options: str) -> Iterator[Path]:
-    """A small tmpfs at ``path``: a full or read-only disk for real. Mounting needs root (CI and this
-    machine run as root); elsewhere the test is skipped with the reason."""
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs", str(path)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or mounted.returncode}): needs root")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_a_read_only_store_is_one_line(tmp_path: Path, digits: Path):
-    with _mounted_tmpfs(tmp_path / "ro", "1m") as ro:
+    with mounted_tmpfs(tmp_path / "ro", "1m") as ro:
         (ro / "mlruns.db").write_bytes(b"")
         subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
         proc = train(*tiny_overrides(tmp_path, digits), f"logger.tracking_uri=sqlite:///{ro}/mlruns.db", check=False)
@@ -172,7 +162,7 @@ def test_a_read_only_store_is_one_line(tmp_path: Path, digits: Path):
 
 def test_a_full_disk_is_one_line_leaves_no_truncated_checkpoint_and_the_same_command_runs_once_freed(tmp_path: Path,
                                                                                                      digits: Path):
-    with _mounted_tmpfs(tmp_path / "disk", "120k") as disk:
+    with mounted_tmpfs(tmp_path / "disk", "120k") as disk:
         command = [*tiny_overrides(tmp_path, digits), f"hydra.run.dir={disk}/run", "logger.log_model=false"]
         proc = train(*command, check=False)
         line = proc.stderr.strip().splitlines()[-1]  # after the store's and Lightning's own log lines

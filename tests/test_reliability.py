@@ -135,8 +135,7 @@ def test_overwrite_never_removes_what_vidlab_did_not_write(small_index: Path, tm
         assert proc.stderr.strip().splitlines()[-1] == (
             f"config error: extraction.output: {mine} holds files an extraction did not write (thesis.tex); choose a new or empty folder")
         assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
-    for run in _runs(tmp_path, "embeddings"):
-        assert run.info.status == "FAILED" and run.data.tags["vidlab.error"].startswith("extraction.output:")
+    assert not _runs(tmp_path, "embeddings")  # refused before any MLflow run
 
 
 def test_a_second_writer_is_refused_and_settings_that_change_numbers_are_the_resume_key(small_index: Path, extraction: Path,
@@ -196,6 +195,23 @@ def test_a_bad_index_is_refused_before_the_output_folder_exists(small_index: Pat
     assert line.startswith(f"error: index: {index} is not valid [") and check in line.split("[")[1].split("]")[0]
     assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[0] == line
     assert not out.exists() and not _runs(tmp_path, "embeddings")  # refused before any folder or MLflow run
+
+
+@pytest.mark.parametrize("content", ["text", "tensor", "other model"])
+def test_a_weights_file_that_is_not_the_backbones_state_dict_is_one_line_before_any_run(small_index: Path, tmp_path: Path,
+                                                                                       content: str):
+    import torch
+    from torchvision.models.video import mc3_18
+
+    weights = tmp_path / "w.pt"
+    if content == "text":
+        weights.write_text("not weights")
+    else:
+        torch.save(torch.zeros(3) if content == "tensor" else mc3_18().state_dict(), weights)  # EXTRACT's backbone is r3d_18
+    out = tmp_path / "emb"
+    proc = _extract(small_index, tmp_path, f"extraction.output={out}", f"backbone.weights={weights}")
+    assert proc.returncode == 2 and only_line(proc.stderr).startswith(f"config error: backbone.weights: {weights} "), proc.stderr[-2000:]
+    assert not out.exists() and not _runs(tmp_path, "embeddings")
 
 
 def test_an_empty_video_is_refused(small_index: Path, tmp_path: Path):

@@ -8,6 +8,8 @@ Exit codes (the same for ``train.py``, ``extract.py`` and ``python -m vidlab.res
 
 from __future__ import annotations
 
+import errno
+
 EXIT_INPUT = 1
 EXIT_CONFIG = 2
 
@@ -24,3 +26,18 @@ def one_line(err: BaseException) -> str:
     """The first line of an error's message (its type's name when it has none)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def no_space_left(err: BaseException) -> str | None:
+    """Where a write ran out of space, if that is what ``err`` or an error it arose from is: the
+    file system is full or over quota, or SQLite found its disk full. A full disk makes later steps
+    fail too (the exception checkpoint, a log line), so the first such error in the chain names it."""
+    where, seen = None, set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = str(err.filename) if err.filename else where or "the device"  # a failed write() names no file
+        elif "database or disk is full" in str(err):
+            where = "the MLflow store's disk"
+        err = err.__cause__ or err.__context__
+    return where

@@ -7,7 +7,6 @@ The Lightning side of a job (Trainer arguments, callbacks) is :mod:`vidlab.train
 
 from __future__ import annotations
 
-import errno
 import logging
 import multiprocessing
 import signal
@@ -21,7 +20,7 @@ from typing import TypeVar
 
 from omegaconf import DictConfig
 
-from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, InputError, one_line
+from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, InputError, no_space_left, one_line
 from vidlab.video import VideoReadError
 
 T = TypeVar("T")
@@ -118,21 +117,6 @@ def _end_open_runs(status: str, reason: str | None = None) -> None:
         tracking.end_open_runs(status, reason)
 
 
-def _no_space_left(err: BaseException) -> str | None:
-    """Where a write ran out of space, if that is what ``err`` or an error it arose from is: the
-    file system is full or over quota, or SQLite found its disk full. A full disk makes later steps
-    fail too (the exception checkpoint, a log line), so the first such error in the chain names it."""
-    where, seen = None, set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            where = str(err.filename) if err.filename else where or "the device"  # a failed write() names no file
-        elif "database or disk is full" in str(err):
-            where = "the MLflow store's disk"
-        err = err.__cause__ or err.__context__
-    return where
-
-
 def _stop(signum: int, frame: FrameType | None) -> None:
     """Outside Lightning's loops, stop at once (Python's own Ctrl-C); inside them, at the next batch
     boundary (:class:`vidlab.trainer.StopOnSignal`): an exception raised at an arbitrary point can be swallowed
@@ -197,7 +181,7 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         if isinstance(err, SystemExit) and not err.code:
             _end_open_runs("FINISHED")
             raise
-        full = _no_space_left(err)
+        full = no_space_left(err)
         if full is not None:
             err = InputError(f"no space left on {full}: free some space and run the same command again")
         expected = isinstance(err, (ConfigError, InputError, VideoReadError, FileNotFoundError))

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, one_line
+from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, no_space_left, one_line
 from vidlab.restoration.config import SCHEMAS, build_smoothing_config
 from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer
 from vidlab.video import WRITERS, H264Writer, VideoReadError, VideoWriter, check_video_suffix, iter_frames
@@ -258,6 +258,9 @@ def _restore(args: argparse.Namespace) -> None:
         print("error: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as err:  # noqa: BLE001 (a user gets one line naming the cause, never a traceback)
+        if no_space_left(err) is not None:  # written under a temporary name: nothing is left behind
+            print(f"error: no space left on {Path(args.output).parent}: free some space and run the same command again", file=sys.stderr)
+            raise SystemExit(EXIT_INPUT) from None
         print(f"error: restore failed: {type(err).__name__}: {one_line(err)}", file=sys.stderr)
         raise SystemExit(EXIT_INPUT) from None
     seconds = time.perf_counter() - start

@@ -15,7 +15,7 @@ from vidlab.embeddings.index_check import check_index, resolve_paths
 from vidlab.embeddings.layouts import Video, stratified_split
 from vidlab.video.count import FrameCountCache, count_many, video_info
 
-from conftest import UCF_VIDEOS, extract, make_ucf_tree, run_extract, write_h264, write_mp4v
+from conftest import UCF_VIDEOS, extract, make_ucf_tree, only_line, run_extract, write_h264, write_mp4v
 
 
 def _index(root: Path, work: Path, *extra: str, check: bool = True):
@@ -166,10 +166,55 @@ def test_validate_stage_exit_code_and_path_root_remap(valid_index, tmp_path: Pat
     assert report["violations"] == [] and len(report["sha256"]) == 64
 
 
+def test_the_notebooks_index_is_read_as_written_and_a_strict_root_is_opt_in(valid_index, tmp_path: Path, monkeypatch):
+    """The seed notebook's ``processed/index_clips.csv``: its columns, absolute paths, no sidecar JSON,
+    in a folder of its own (the videos elsewhere), named relative to the working directory."""
+    ucf_tree, csv = valid_index
+    table = pd.read_csv(csv)
+    processed = tmp_path / "processed"
+    processed.mkdir()
+    table.assign(path=[str(ucf_tree / p) for p in table.path]).to_csv(processed / "index_clips.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    common = ["stage=validate", "index=processed/index_clips.csv", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/v", "logger=none"]
+    assert "valid: no violation" in extract(*common).stdout
+    proc = extract(*common, "check.strict_root=true", check=False)  # for an index from elsewhere
+    assert proc.returncode == 1
+    assert f"[outside_root] {len(table)} row(s): path leaves the video root {processed} (check.strict_root=true)" in proc.stdout
+    assert "valid: no violation" in extract(*common, "check.strict_root=true", f"path_root={ucf_tree}").stdout  # the root named
+    moved = tmp_path / "moved.csv"  # made on the notebook's machine, remapped here with path_root
+    table.assign(path="/home/DIINF/dvaldes/tesis/UCF_Crime/" + table.path).to_csv(moved, index=False)
+    assert "valid: no violation" in extract(*common, f"index={moved}", f"path_root={ucf_tree}", "check.strict_root=true").stdout
+
+
+def test_an_index_without_clips_is_not_valid(tmp_path: Path):
+    """A header and no clip (or not even a header): exit 1 from stage=validate, one line from
+    stage=extract before any output folder or MLflow run."""
+    index = tmp_path / "index_clips.csv"
+    pd.DataFrame(columns=COLUMNS).to_csv(index, index=False)
+    common = [f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run"]
+    proc = extract("stage=validate", *common, check=False)
+    assert proc.returncode == 1 and "[empty] 0 row(s): the index has no clip" in proc.stdout and "valid: no violation" not in proc.stdout
+    extraction = [*common, "backbone=r3d_18", "backbone.weights=null", f"extraction.output={tmp_path / 'emb'}"]
+    proc = extract(*extraction, check=False)
+    assert proc.returncode == 1 and only_line(proc.stderr) == f"error: index: {index} has no clip"
+    index.write_bytes(b"")
+    for stage in ("validate", "extract"):
+        proc = extract(f"stage={stage}", *extraction, check=False)
+        assert proc.returncode == 1 and only_line(proc.stderr).startswith(f"error: index: {index} is not a readable CSV (No columns")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    assert [run.data.tags["stage"] for run in client.search_runs([client.get_experiment_by_name("embeddings").experiment_id])] == ["validate"] * 2
+    assert not (tmp_path / "emb").exists()
+
+
 def test_clear_errors(tmp_path: Path):
-    """extract.py's exit codes as a shell sees them: 2 for a config error, 1 for a missing index."""
+    """extract.py's exit codes as a shell sees them: 2 for a config error, 1 for a missing index;
+    a layout root that is not a folder is refused before the MLflow run exists."""
     proc = run_extract("stage=index", "layout=ucf_crime", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/o", check=False)
     assert proc.returncode == 2 and "layout.root" in proc.stderr
+    proc = extract("stage=index", "layout=ucf_crime", f"layout.root={tmp_path}/nowhere", f"paths.root={tmp_path}",
+                   f"hydra.run.dir={tmp_path}/o", check=False)  # in this process: the exit code is the one above
+    assert proc.returncode == 2 and only_line(proc.stderr) == f"config error: layout.root: not a folder: {tmp_path}/nowhere"
+    assert not (tmp_path / "mlruns.db").exists()
     proc = run_extract("stage=validate", f"index={tmp_path}/none.csv", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
     assert proc.returncode == 1 and "index: file not found" in proc.stderr
     proc = run_extract("stage=index", "indexing.stride=0", "layout.root=/x", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)

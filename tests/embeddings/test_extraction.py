@@ -4,6 +4,8 @@ two DDP ranks)."""
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from vidlab.embeddings.clip_dataset import sample_indices
 from vidlab.embeddings.clip_index import clip_starts
 from vidlab.video import VideoEndedError, read_frames
 
-from conftest import EXTRACT, EXTRACTED, ROOT, extract, make_index, run_extract, write_h264, write_mp4v
+from conftest import EXTRACT, EXTRACTED, ROOT, copy_of, extract, make_index, only_line, run_extract, write_h264, write_mp4v
 
 
 @pytest.mark.parametrize("writer", [write_h264, write_mp4v])
@@ -165,6 +167,103 @@ def test_resume_after_kill_gives_identical_files(extracted, tmp_path: Path):
     assert _files(out).keys() == _files(reference).keys()
     for name, data in _files(reference).items():
         assert _files(out)[name] == data, name
+
+
+def test_a_folder_is_vidlabs_by_its_progress_record_not_by_file_names(extracted, tmp_path: Path):
+    """A folder holding the user's own ``manifest.json``, ``labels_train.npy`` and ``progress.json``
+    is refused in one line before any MLflow run, overwrite or not, and left byte for byte; in
+    vidlab's own folder, ``overwrite=true`` starts over and a file of the user's stays."""
+    _, index, reference = extracted
+    theirs = tmp_path / "my embeddings"
+    theirs.mkdir()
+    np.save(theirs / "labels_train.npy", np.array([1, 0, 1], np.int8))
+    (theirs / "manifest.json").write_text('{"model": "mine"}')
+    (theirs / "progress.json").write_text('{"epoch": 3}')
+    before = {p.name: p.read_bytes() for p in theirs.iterdir()}
+    for overwrite in ("false", "true"):
+        proc = _extract(index, tmp_path, *FAST, f"extraction.output={theirs}", f"extraction.overwrite={overwrite}", check=False)
+        assert proc.returncode == 2 and only_line(proc.stderr) == (
+            f"config error: extraction.output: {theirs} holds files an extraction did not write "
+            "(labels_train.npy, manifest.json, progress.json); choose a new or empty folder")
+        assert {p.name: p.read_bytes() for p in theirs.iterdir()} == before
+    assert not (tmp_path / "mlruns.db").exists()
+
+    from vidlab.embeddings.extraction import load_index
+    from vidlab.embeddings.store import EmbeddingStore
+    from vidlab.errors import ConfigError
+
+    cut_short = tmp_path / "cut short"  # a start stopped before its claim (a full disk, a signal) is vidlab's to continue
+    cut_short.mkdir()
+    (cut_short / ".lock").write_text("pid 4242 on elsewhere\n")
+    (cut_short / ".progress.4242.part.json").write_text('{"written_by"')
+    store = EmbeddingStore(cut_short, load_index(index, None))
+    assert store.check_claim({"index_sha256": "any"}, overwrite=False) is False  # nothing claimed, nothing foreign
+    (cut_short / ".lock").write_text("the user's own .lock")
+    with pytest.raises(ConfigError, match=r"holds files an extraction did not write \(\.lock\)"):
+        store.check_claim({"index_sha256": "any"}, overwrite=True)
+
+    ours = copy_of(reference, tmp_path / "ours")
+    (ours / "notes.txt").write_text("the session's extraction")
+    embeddings = np.load(ours / "embeddings_train.npy", mmap_mode="r+")
+    embeddings[0] = 0  # changed: starting over must compute it again
+    embeddings.flush()
+    del embeddings
+    proc = _extract(index, tmp_path, *FAST, "logger=none", "extraction.num_workers=0", f"extraction.output={ours}", "extraction.overwrite=true")
+    assert f"starting {ours}: {len(pd.read_csv(index))} of" in proc.stdout
+    assert _files(ours) == _files(reference) and (ours / "notes.txt").read_text() == "the session's extraction"
+
+
+def test_the_notebooks_index_is_extracted_as_written(extracted, tmp_path: Path, monkeypatch):
+    """The seed notebook's ``processed/index_clips.csv``: absolute paths into another folder, no
+    sidecar JSON, named relative to the working directory; the session's embeddings, byte for byte."""
+    _, index, reference = extracted
+    (tmp_path / "processed").mkdir()
+    shutil.copy(index, tmp_path / "processed/index_clips.csv")
+    monkeypatch.chdir(tmp_path)
+    _extract(Path("processed/index_clips.csv"), tmp_path, *FAST, "logger=none", "extraction.num_workers=0")
+    assert _files(tmp_path / EXTRACTED) == _files(reference)
+
+
+def test_a_full_disk_is_one_line_and_the_same_command_resumes(extracted, tmp_path: Path):
+    """Real processes on a 1 MiB tmpfs left 64 KiB free (a mount namespace of their own, ``unshare``):
+    room for the memory-mapped files made sparse, not for their rows. Before, the first rows written
+    killed the process with SIGBUS (exit 135, no message, its run left RUNNING); now the files get
+    their space when made: one line, exit 1, the run FAILED, and once space is freed the same command
+    resumes to the session's files. 40-55 s on 2 cores, why: two real processes (~12 s of imports
+    each), as the mount namespace holds the tmpfs only for the processes started in it."""
+    _, index, reference = extracted
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) to mount a small tmpfs")
+    disk, out = tmp_path / "disk", tmp_path / "disk/emb"
+    disk.mkdir()
+    command = shlex.join([sys.executable, str(ROOT / "extract.py"), f"index={index}", f"paths.root={tmp_path}",
+                          f"hydra.run.dir={tmp_path}/run", *FAST, "extraction.num_workers=0", f"extraction.output={out}"])
+    fill = ("import os, sys; free = os.statvfs(sys.argv[1]); f = os.open(sys.argv[1] + '/filler', os.O_CREAT | os.O_WRONLY); "
+            "os.posix_fallocate(f, 0, free.f_bavail * free.f_frsize - 65536)")
+    q = shlex.quote
+    script = "\n".join([
+        f"mount -t tmpfs -o size=1m tmpfs {q(str(disk))} || exit 77",
+        f"{q(sys.executable)} -c {q(fill)} {q(str(disk))} || exit 1",
+        f"{command} >{q(str(tmp_path / 'full.out'))} 2>{q(str(tmp_path / 'full.err'))}; echo $? >{q(str(tmp_path / 'full.rc'))}",
+        f"rm {q(str(disk / 'filler'))}",
+        f"{command} >{q(str(tmp_path / 'freed.out'))} 2>{q(str(tmp_path / 'freed.err'))}; echo $? >{q(str(tmp_path / 'freed.rc'))}",
+        f"cp -a {q(str(out))} {q(str(tmp_path / 'after'))}",
+    ])
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    if not (tmp_path / "full.rc").exists():
+        pytest.skip(f"no tmpfs could be mounted here (unshare exit {proc.returncode}: {proc.stderr.strip()[-300:]})")
+    full_err = (tmp_path / "full.err").read_text()
+    assert (tmp_path / "full.rc").read_text().strip() == "1", full_err[-3000:]
+    assert full_err.strip().splitlines()[-1].startswith(f"error: no space left on {out}") and "Traceback" not in full_err
+    assert (tmp_path / "freed.rc").read_text().strip() == "0", (tmp_path / "freed.err").read_text()[-3000:]
+    assert f"resuming {out}: {len(pd.read_csv(index))} of" in (tmp_path / "freed.out").read_text()
+    assert _files(tmp_path / "after") == _files(reference)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    full, freed = sorted(client.search_runs([client.get_experiment_by_name("embeddings").experiment_id]), key=lambda r: r.info.start_time)
+    assert full.info.status == "FAILED" and full.data.tags["vidlab.error"].startswith(f"no space left on {out}")
+    assert freed.info.status == "FINISHED"
 
 
 def test_skip_policy_and_fail_policy(tmp_path: Path):

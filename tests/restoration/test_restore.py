@@ -34,7 +34,7 @@ from vidlab.schema import choice_values
 from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
 from vidlab.video.count import video_info
 
-from conftest import ROOT, Outcome, call_main, moving_square_frames
+from conftest import ROOT, Outcome, call_main, mounted_tmpfs, moving_square_frames
 
 SMALL = {"name": "unet_temporal", "context_frames": 3, "depth": 2, "base_channels": 4}
 BLEND = {"name": "blend_unet", "window": 4, "context_frames": 3, "depth": 2, "base_channels": 4}
@@ -354,3 +354,17 @@ def test_failure_while_running_is_one_line_exit_1_and_leaves_nothing(
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"error: restore failed: VideoReadError: {video}: corrupt packet at frame 3")
     assert snapshot(out) == []
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(checkpoint: Path, tmp_path: Path):
+    from vidlab.video import write_video
+
+    noise = np.random.default_rng(0).integers(0, 256, (24, 64, 64, 3), dtype=np.uint8)  # far over 4 KiB encoded
+    video = write_video(tmp_path / "noise.mp4", noise, 24)
+    with mounted_tmpfs(tmp_path / "disk", "4k") as disk:
+        outcome = restore_here(checkpoint, video, disk / "restored.mp4")
+        left = snapshot(disk)
+    assert outcome.returncode == 1
+    assert outcome.stderr.strip().splitlines()[-1] == f"error: no space left on {disk}: free some space and run the same command again"
+    assert "Traceback" not in outcome.stderr  # the progress bar, then the one line
+    assert left == []  # written under a temporary name, removed when the write failed

@@ -9,7 +9,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from vidlab.errors import ConfigError
-from vidlab.schema import LOGGERS, MlflowLoggerConfig, NoLoggerConfig, at_least, build_choice, build_node, one_of, require, resolved
+from vidlab.schema import LOGGERS, MlflowLoggerConfig, NoLoggerConfig, at_least, build_choice, build_node, one_of, require, resolved, seeds
 
 VIDEO_EXTENSIONS = [".mp4", ".avi", ".mkv", ".mov", ".mpg"]
 
@@ -35,6 +35,7 @@ class UcfCrimeConfig:
         one_of(self, "split_lists", "auto", "official", "none")
         _check_ratios(self.split_ratios)
         require(0 <= self.val_ratio < 1, f"val_ratio must be in [0, 1) (got {self.val_ratio})")
+        seeds(self, "seed")
 
 
 @dataclass
@@ -48,6 +49,7 @@ class VideoTreeConfig:
 
     def __post_init__(self) -> None:
         _check_ratios(self.split_ratios)
+        seeds(self, "seed")
 
 
 @dataclass
@@ -75,7 +77,7 @@ class IndexConfig:
 class IndexCheckConfig:
     allow_padded: Optional[bool]
     check_files: bool
-    allow_outside_root: bool
+    strict_root: bool
 
 
 @dataclass
@@ -122,6 +124,7 @@ class ExtractionConfig:
         one_of(self, "precision", "32", "32-true", "bf16-mixed", "16-mixed")
         one_of(self, "on_error", "fail", "skip")
         at_least(0, self, "max_artifact_mb")
+        seeds(self, "seed")
 
 
 @dataclass

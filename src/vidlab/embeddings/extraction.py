@@ -28,7 +28,7 @@ from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks
 from vidlab.embeddings.clip_index import COLUMNS
 from vidlab.embeddings.config import ExtractSpec
 from vidlab.embeddings.extractor import EmbeddingExtractor, StoreWriter, worker_init
-from vidlab.embeddings.index_check import check_index, resolve_paths
+from vidlab.embeddings.index_check import check_index, read_index, resolve_paths
 from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess, resize_on_device
 from vidlab.embeddings.store import EmbeddingStore, read_jsonl
 from vidlab.errors import InputError
@@ -47,7 +47,7 @@ WORKER_CONTEXT = "spawn"
 
 
 class IndexFormatError(InputError):
-    """The index file is missing or not in the clip-index format."""
+    """The index is not in the clip-index format, or has no clip."""
 
 
 def file_sha256(path: Path) -> str:
@@ -60,13 +60,11 @@ def file_sha256(path: Path) -> str:
 
 def load_index(path: Path, path_root: str | None) -> pd.DataFrame:
     """The index with ``row`` (global id, file order), ``pos`` (row within its split), ``abs_path``."""
-    if not path.is_file():
-        raise IndexFormatError(f"index: file not found: {path}")
-    table = pd.read_csv(path)
+    table = read_index(path)
     if list(table.columns) != COLUMNS:
         raise IndexFormatError(f"index: {path} has columns {list(table.columns)}; expected {COLUMNS}")
     if table.empty:
-        raise IndexFormatError(f"index: {path} has no row")
+        raise IndexFormatError(f"index: {path} has no clip")
     table["row"] = np.arange(len(table))
     table["pos"] = table.groupby("split").cumcount()
     table["abs_path"] = resolve_paths(table["path"], path, path_root)
@@ -135,22 +133,26 @@ def is_child_rank() -> bool:
 
 @dataclass
 class PreparedExtraction:
-    """What :func:`prepare_extraction` checked, handed to :func:`extract_embeddings`."""
+    """What :func:`prepare_extraction` checked, handed to :func:`extract_embeddings`; ``store`` holds
+    the output folder's lock (rank 0) from then on: the caller unlocks it."""
 
     table: pd.DataFrame
     index_sha: str
     preprocess: WeightsPreprocess | NotebookPreprocess
     trainer_args: dict
+    backbone: torch.nn.Module
+    store: EmbeddingStore
+    fingerprint: dict
 
 
 def prepare_extraction(spec: ExtractSpec) -> PreparedExtraction:
-    """Everything that can be refused (index, preprocessing, Trainer arguments), checked before any
-    MLflow run is started and before the output folder is locked and written."""
+    """Everything that can be refused (index, preprocessing, Trainer arguments, the weights, an output
+    folder that is not vidlab's, holds another extraction or is being written), checked before any
+    MLflow run is started; the folder is locked last, and nothing is written into it yet."""
     x = spec.extraction
     index_file = Path(spec.index_file)
     table = load_index(index_file, spec.path_root)
-    report = check_index(index_file, spec.path_root, allow_padded=True, check_files=True,
-                         allow_outside_root=spec.check.allow_outside_root)
+    report = check_index(index_file, spec.path_root, allow_padded=True, check_files=True, strict_root=spec.check.strict_root)
     if report["violations"]:
         first, checks = report["violations"][0], ", ".join(v["check"] for v in report["violations"])
         raise InputError(f"index: {index_file} is not valid [{checks}]: {first['rows']} row(s): {first['detail']} "
@@ -159,52 +161,53 @@ def prepare_extraction(spec: ExtractSpec) -> PreparedExtraction:
                                          "precision": x.precision}, "extraction")
     preprocess = _preprocess(spec)
     resize_on_device(preprocess, x.resize_on, "cpu")  # refuses notebook + device before any work
-    return PreparedExtraction(table, file_sha256(index_file), preprocess, trainer_args)
+    torch.manual_seed(x.seed)  # random-init weights are the same on every run and rank
+    backbone = load_backbone(spec.backbone.name, spec.backbone.weights)
+    index_sha = file_sha256(index_file)
+    fingerprint = _fingerprint(spec, index_sha, preprocess)
+    store = EmbeddingStore(Path(x.output).resolve(), table)
+    store.check_claim(fingerprint, x.overwrite)
+    if not is_child_rank():  # rank 0 holds it for the whole job
+        store.lock()
+    return PreparedExtraction(table, index_sha, preprocess, trainer_args, backbone, store, fingerprint)
 
 
 def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: str | None = None) -> ExtractionResult:
     """Extract every clip not yet in the output folder (a rerun resumes), then write the manifest."""
     x = spec.extraction
     index_file = Path(spec.index_file)
-    table, index_sha, preprocess = prepared.table, prepared.index_sha, prepared.preprocess
-    torch.manual_seed(x.seed)  # random-init weights are the same on every run and rank
-    backbone = load_backbone(spec.backbone.name, spec.backbone.weights)
-    folder = Path(x.output).resolve()
-    store = EmbeddingStore(folder, table)
+    table, index_sha, preprocess, store = prepared.table, prepared.index_sha, prepared.preprocess, prepared.store
+    folder = store.folder
     dim = BACKBONES[spec.backbone.name].dim
-    resumed = store.create_or_resume(_fingerprint(spec, index_sha, preprocess), dim, x.overwrite and not is_child_rank(),
-                                     lock=not is_child_rank())
-    try:
-        on_stop_say(f"what was written is kept in {folder}; rerun the same command to resume")
-        done = store.done_rows()
-        chunks = [c for c in make_chunks(table, spec.backbone.frames_per_clip, x.batch_size) if not all(done[list(c.rows)])]
-        todo = sum(len(c.rows) for c in chunks)
-        print(f"{'resuming' if resumed else 'starting'} {folder}: {todo} of {len(table)} clips to extract")
-        stream = VideoClipStream(chunks, None, x.colour)
-        writer = StoreWriter(store, stream, x.on_error, todo)
-        trainer = L.Trainer(**prepared.trainer_args, logger=False, callbacks=[writer, StopOnSignal()],
-                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
-        on_device = resize_on_device(preprocess, x.resize_on, trainer.strategy.root_device.type)
-        stream.spatial = None if on_device else preprocess.spatial  # None: the workers hand over native-size frames
-        workers = loader_workers(x.num_workers, trainer.num_devices)
-        stream.decode_threads = decode_threads(workers, trainer.num_devices)
-        loader = clip_loader(stream, workers, trainer.strategy.root_device.type == "cuda")
-        if chunks:
-            model = EmbeddingExtractor(backbone, preprocess.normalize, preprocess.spatial if on_device else None,
-                                       x.channels_last, x.compile)
-            trainer.predict(model, dataloaders=loader, return_predictions=False)
-            trainer.strategy.barrier("extraction done")  # every rank's rows are on disk before the manifest
-        if not trainer.is_global_zero:
-            return ExtractionResult(folder, {})
-        remaining = int((~store.done_rows()).sum())
-        if remaining:
-            raise RuntimeError(f"{remaining} rows were not extracted; rerun the same command to resume")
-        manifest = write_manifest(spec, store, table, index_file, index_sha, preprocess, on_device, dim, writer, run_id)
-        metrics = {"clips_per_second": writer.clips_per_second, "rows_written": writer.rows_written,
-                   "rows_failed": len(manifest["failed_rows"]), "rows_total": len(table)}
-        return ExtractionResult(folder, manifest, metrics, [("embeddings", folder / "manifest.json")])
-    finally:
-        store.unlock()  # the folder is free once this extraction ends, also for a caller in the same process
+    resumed = store.create_or_resume(prepared.fingerprint, dim, x.overwrite and not is_child_rank())
+    on_stop_say(f"what was written is kept in {folder}; rerun the same command to resume")
+    done = store.done_rows()
+    chunks = [c for c in make_chunks(table, spec.backbone.frames_per_clip, x.batch_size) if not all(done[list(c.rows)])]
+    todo = sum(len(c.rows) for c in chunks)
+    print(f"{'resuming' if resumed else 'starting'} {folder}: {todo} of {len(table)} clips to extract")
+    stream = VideoClipStream(chunks, None, x.colour)
+    writer = StoreWriter(store, stream, x.on_error, todo)
+    trainer = L.Trainer(**prepared.trainer_args, logger=False, callbacks=[writer, StopOnSignal()],
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    on_device = resize_on_device(preprocess, x.resize_on, trainer.strategy.root_device.type)
+    stream.spatial = None if on_device else preprocess.spatial  # None: the workers hand over native-size frames
+    workers = loader_workers(x.num_workers, trainer.num_devices)
+    stream.decode_threads = decode_threads(workers, trainer.num_devices)
+    loader = clip_loader(stream, workers, trainer.strategy.root_device.type == "cuda")
+    if chunks:
+        model = EmbeddingExtractor(prepared.backbone, preprocess.normalize, preprocess.spatial if on_device else None,
+                                   x.channels_last, x.compile)
+        trainer.predict(model, dataloaders=loader, return_predictions=False)
+        trainer.strategy.barrier("extraction done")  # every rank's rows are on disk before the manifest
+    if not trainer.is_global_zero:
+        return ExtractionResult(folder, {})
+    remaining = int((~store.done_rows()).sum())
+    if remaining:
+        raise RuntimeError(f"{remaining} rows were not extracted; rerun the same command to resume")
+    manifest = write_manifest(spec, store, table, index_file, index_sha, preprocess, on_device, dim, writer, run_id)
+    metrics = {"clips_per_second": writer.clips_per_second, "rows_written": writer.rows_written,
+               "rows_failed": len(manifest["failed_rows"]), "rows_total": len(table)}
+    return ExtractionResult(folder, manifest, metrics, [("embeddings", folder / "manifest.json")])
 
 
 def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame, index_file: Path,

@@ -1,7 +1,10 @@
 """Validate an ``index_clips.csv`` made here or elsewhere, before a long extraction.
 
-Checks the column set and types, clip ranges, ``end_frame > n_frames``, clip numbering, missing
-files, duplicate rows, per-video consistency, and videos found in more than one split.
+Checks the column set and types, that it has clips, clip ranges, ``end_frame > n_frames``, clip
+numbering, missing files, duplicate rows, per-video consistency, and videos found in more than one split.
+Paths are the user's: an absolute path is read as written (the notebook's index holds absolute paths
+and no sidecar); a relative one is read under the video root and may not climb out of it;
+``strict_root`` holds absolute paths to the root too, for indexes from elsewhere.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ def _common_dir(paths: list[str]) -> str:
 
 
 def video_root(index_file: Path, path_root: str | None) -> str:
-    """Where the index's videos live: ``path_root``, else the root its sidecar JSON records, else
-    the index's own folder."""
+    """What the index's relative paths are read under (and, with ``strict_root``, where every video must
+    be): ``path_root``, else the root its sidecar JSON records, else the index's own folder."""
     sidecar = index_file.with_suffix(".json")
     recorded = None
     if sidecar.exists():
@@ -34,6 +37,16 @@ def video_root(index_file: Path, path_root: str | None) -> str:
         except (json.JSONDecodeError, AttributeError):
             recorded = None
     return path_root or recorded or str(index_file.parent)
+
+
+def read_index(index_file: Path) -> pd.DataFrame:
+    """The index as written (text columns kept as text), or one line saying why it cannot be read."""
+    if not index_file.is_file():
+        raise InputError(f"index: file not found: {index_file}")
+    try:
+        return pd.read_csv(index_file, dtype={"path": str, "split": str, "category": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(f"index: {index_file} is not a readable CSV ({str(err).splitlines()[0]})") from None
 
 
 def resolve_paths(paths: pd.Series, index_file: Path, path_root: str | None, old_root: str | None = None) -> pd.Series:
@@ -61,18 +74,23 @@ def _violation(name: str, rows: pd.DataFrame, detail: str) -> dict:
             "examples": rows.head(EXAMPLES).astype(str).to_dict(orient="records")}
 
 
+def _outside_root(paths: pd.Series, resolved: pd.Series, root: str, strict_root: bool) -> tuple[pd.Series, str]:
+    """Rows whose file is not under ``root``: relative paths always (``../..`` climbing out of the
+    root they are read under is a mistake, not a place), absolute ones only with ``strict_root``."""
+    checked = pd.Series(True, index=paths.index) if strict_root else ~paths.map(os.path.isabs)
+    outside = checked & resolved.map(lambda p: os.path.commonpath([root, os.path.realpath(p)]) != root)
+    if strict_root:
+        return outside, f"path leaves the video root {root} (check.strict_root=true)"
+    return outside, f"relative path climbs out of the video root {root} (write it absolute to read it as written)"
+
+
 def check_index(index_file: str | Path, path_root: str | None = None, allow_padded: bool = False, check_files: bool = True,
-                allow_outside_root: bool = False) -> dict:
+                strict_root: bool = False) -> dict:
     """A report: ``counts`` (per split and class) and ``violations`` (empty when the index is valid).
     The one validation of an index: ``stage=validate`` prints it, ``stage=extract`` refuses to start
     on any violation."""
     index_file = Path(index_file)
-    if not index_file.is_file():
-        raise InputError(f"index: file not found: {index_file}")
-    try:
-        table = pd.read_csv(index_file, dtype={"path": str, "split": str, "category": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise InputError(f"index: {index_file} is not a readable CSV ({str(err).splitlines()[0]})") from None
+    table = read_index(index_file)
     report: dict = {"index": str(index_file), "rows": int(len(table)), "violations": []}
     violations = report["violations"]
     if list(table.columns) != COLUMNS:
@@ -80,6 +98,9 @@ def check_index(index_file: str | Path, path_root: str | None = None, allow_padd
         extra = [c for c in table.columns if c not in COLUMNS]
         violations.append({"check": "columns", "rows": 0, "examples": [],
                            "detail": f"expected {','.join(COLUMNS)}; missing {missing}, unexpected {extra}, got order {list(table.columns)}"})
+        return report
+    if table.empty:  # nothing to extract or train on is not a valid index, whatever else holds
+        violations.append({"check": "empty", "rows": 0, "examples": [], "detail": "the index has no clip"})
         return report
     for column in INT_COLUMNS + ["fps"]:
         numeric = pd.to_numeric(table[column], errors="coerce")
@@ -120,13 +141,11 @@ def check_index(index_file: str | Path, path_root: str | None = None, allow_padd
     numbering = per_video["clip_idx"].transform(lambda s: list(range(len(s))) != sorted(s.tolist()))
     if numbering.any():
         violations.append(_violation("clip_idx", table[numbering], "clip_idx must count 0, 1, 2, ... per video"))
-    resolved = resolve_paths(table["path"].fillna(""), index_file, path_root)
-    if not allow_outside_root:
-        root = os.path.realpath(video_root(index_file, path_root))
-        outside = resolved.map(lambda p: os.path.commonpath([root, os.path.realpath(p)]) != root)
-        if outside.any():
-            violations.append(_violation("outside_root", table[outside], f"path leaves the video root {root} "
-                                         "(check.allow_outside_root=true accepts it)"))
+    paths = table["path"].fillna("")
+    resolved = resolve_paths(paths, index_file, path_root)
+    outside, detail = _outside_root(paths, resolved, os.path.realpath(video_root(index_file, path_root)), strict_root)
+    if outside.any():
+        violations.append(_violation("outside_root", table[outside], detail))
     if check_files:
         size = {p: os.path.getsize(p) if os.path.isfile(p) else -1 for p in resolved.unique()}
         missing = table[resolved.map(size) < 0]

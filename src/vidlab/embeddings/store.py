@@ -1,19 +1,29 @@
 """The output folder of an extraction, written in place so a killed run can resume.
 
 Per split: ``embeddings_<split>.npy`` (float16 ``[N, D]``, rows in index order), ``labels_<split>.npy``
-(int8), ``valid_<split>.npy`` (bool) and ``done_<split>.npy`` (bool, the progress record). A batch
+(int8), ``valid_<split>.npy`` (bool) and ``done_<split>.npy`` (bool: the rows written). A batch
 is written data first, flushed, then marked done and flushed again, so a row marked done always has
 its data. Failed and padded rows are appended (and fsynced) to ``failures.jsonl`` / ``padded.jsonl``.
-``progress.json`` holds the fingerprint of the job, so a rerun only continues the same extraction.
+
+``progress.json`` is vidlab's claim on the folder, written before anything else: marked as vidlab's
+and holding the fingerprint of the job, so a rerun only continues the same extraction. A folder
+without it is never vidlab's, whatever its files are named: one that holds anything (but what a
+start cut short left) is refused, and ``overwrite`` removes only what an extraction writes, from a
+folder that holds the claim.
+Data files are made whole under a temporary name with their space allocated (``posix_fallocate``),
+so a full disk is an ``OSError`` when the file is made, never a SIGBUS when a row is written.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -21,13 +31,61 @@ import numpy as np
 import pandas as pd
 
 from vidlab.errors import ConfigError
-from vidlab.files import write_text
+from vidlab.files import atomic_path, write_text
 from vidlab.splits import SPLITS
 
 LOCK = ".lock"
-# What an extraction writes into its folder, and nothing else: all that overwrite=true may remove.
+PROGRESS = "progress.json"
+WRITTEN_BY = "vidlab clip-embedding extraction"  # in progress.json: the mark that makes a folder vidlab's
+# What an extraction writes into a folder it claimed, and nothing else: all that overwrite=true may remove.
 OWN_FILE = re.compile(r"^((embeddings|labels|valid|done)_(train|val|test)\.npy|progress\.json|manifest\.json|"
                       r"failures\.jsonl|padded\.jsonl|\.lock|\.[\w.]+\.part(\.\w+)?)$")
+# What a start cut short before the claim leaves in a folder: vidlab's lock line, a half-written claim.
+LOCK_LINE = re.compile(r"(pid \d+ on \S+\n?)?")
+CLAIM_PART = re.compile(r"^\.progress\.\d+\.part\.json$")
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def naming_where_space_ran_out(where: Path) -> Iterator[None]:
+    """A full disk or quota met by a write that names no file (``write``, ``msync``, ``fallocate``)
+    is told as being on ``where``: :func:`vidlab.jobs.run_job` makes it the one line "no space left on
+    <path>" (exit 1, the run FAILED), and what was written stays for the same command to resume."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in NO_SPACE and not err.filename:
+            err.filename = str(where)
+        raise
+
+
+def allocate(path: Path) -> None:
+    """Give the file its blocks now: rows written through a memory map into a sparse file on a full
+    disk kill the process with SIGBUS; here the disk's refusal is an ``OSError`` (ENOSPC)."""
+    with path.open("r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+
+
+def read_claim(folder: Path) -> dict | None:
+    """The fingerprint in the folder's ``progress.json`` when vidlab wrote it (its mark), else None."""
+    try:
+        record = json.loads((folder / PROGRESS).read_text())
+    except (OSError, ValueError):  # absent, unreadable, not JSON: not vidlab's record
+        return None
+    if isinstance(record, dict) and record.get("written_by") == WRITTEN_BY and isinstance(record.get("fingerprint"), dict):
+        return record["fingerprint"]
+    if isinstance(record, dict) and {"index_sha256", "backbone", "preprocess", "weights_sha256"} <= record.keys():
+        return record  # vidlab 0.2 wrote the bare fingerprint: its extractions still resume
+    return None
+
+
+def _is_trace(path: Path) -> bool:
+    """Left by a vidlab start cut short before it claimed the folder (a full disk, a signal)."""
+    if CLAIM_PART.match(path.name):
+        return True
+    if path.name != LOCK or not path.is_file() or path.stat().st_size > 4096:
+        return False
+    return LOCK_LINE.fullmatch(path.read_text(errors="replace")) is not None
 
 
 def _append_jsonl(path: Path, records: list[dict]) -> None:
@@ -59,9 +117,12 @@ class EmbeddingStore:
     def lock(self) -> None:
         """Hold an OS lock on the folder until :meth:`unlock` or this process's exit (however it
         exits): a second writer of the same folder is refused, naming the holder, instead of mixing or
-        deleting rows."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        handle = (self.folder / LOCK).open("a+")
+        deleting rows. Taken after :meth:`check_claim`: a ``.lock`` that is not vidlab's is not opened."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle = (self.folder / LOCK).open("a+")
+        except PermissionError as err:
+            raise ConfigError(f"extraction.output: cannot write {self.folder} ({err.strerror})") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -70,11 +131,15 @@ class EmbeddingStore:
             handle.close()
             raise ConfigError(f"extraction.output: {self.folder} is being written by {holder}; wait for it to end, "
                               "or choose another extraction.output") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
         self._lock = handle
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+        except OSError:  # a full disk: no caller holds this store yet to unlock it
+            self.unlock()
+            raise
 
     def unlock(self) -> None:
         handle, self._lock = self._lock, None
@@ -82,42 +147,57 @@ class EmbeddingStore:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
 
-    def foreign_files(self) -> list[str]:
-        """Names in the folder that an extraction does not write."""
-        return sorted(p.name for p in self.folder.iterdir() if not OWN_FILE.match(p.name)) if self.folder.is_dir() else []
+    def check_claim(self, fingerprint: dict, overwrite: bool) -> bool:
+        """Whether the folder holds vidlab's claim; refuses, before anything is written, a folder that
+        holds anything without one (whatever the names: a user's ``manifest.json`` is theirs), and one
+        claimed by another extraction unless ``overwrite``."""
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ConfigError(f"extraction.output: {self.folder} is a file, not a folder")
+        recorded = read_claim(self.folder)
+        if recorded is None:
+            foreign = sorted(p.name for p in self.folder.iterdir() if not _is_trace(p)) if self.folder.is_dir() else []
+            if foreign:
+                raise ConfigError(f"extraction.output: {self.folder} holds files an extraction did not write "
+                                  f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
+            return False
+        if recorded != fingerprint and not overwrite:
+            changed = sorted(k for k in set(recorded) | set(fingerprint) if recorded.get(k) != fingerprint.get(k))
+            raise ConfigError(f"extraction.output: {self.folder} holds another extraction (differs in {', '.join(changed)}); "
+                              "set overwrite=true to start over, or choose another output")
+        return True
 
-    def create_or_resume(self, fingerprint: dict, dim: int, overwrite: bool, lock: bool = True) -> bool:
-        """Lock the folder, then create the files or check they belong to this job; returns True
-        when resuming. ``overwrite`` removes only the files an extraction writes, and a folder that
-        holds anything else is refused before anything is written into it."""
-        progress = self.folder / "progress.json"
-        foreign = self.foreign_files()
-        if foreign and (overwrite or not progress.exists()):
-            raise ConfigError(f"extraction.output: {self.folder} holds files an extraction did not write "
-                              f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
-        if lock:
-            self.lock()
-        if overwrite:
-            for path in self.folder.iterdir():
-                if path.name != LOCK:
+    def create_or_resume(self, fingerprint: dict, dim: int, overwrite: bool) -> bool:
+        """Under the lock: claim the folder and make the files, or check they belong to this job;
+        returns True when resuming. ``overwrite`` removes only what an extraction writes (files that
+        are not its stay). A split's files missing (a start cut short) are made, none of them done."""
+        claimed = self.check_claim(fingerprint, overwrite)  # again: the folder may have changed before the lock
+        if claimed and overwrite:  # done flags first, the claim kept until replaced: a stop midway leaves a folder that resumes
+            for path in sorted(self.folder.iterdir(), key=lambda p: not p.name.startswith("done_")):
+                if OWN_FILE.match(path.name) and path.name not in (LOCK, PROGRESS):
                     path.unlink()
-        if progress.exists():
-            recorded = json.loads(progress.read_text())
-            if recorded != fingerprint:
-                changed = sorted(k for k in set(recorded) | set(fingerprint) if recorded.get(k) != fingerprint.get(k))
-                raise ConfigError(f"extraction.output: {self.folder} holds another extraction (differs in {', '.join(changed)}); "
-                                 "set overwrite=true to start over, or choose another output")
-            return True
-        self.folder.mkdir(parents=True, exist_ok=True)
+        resumed = claimed and not overwrite
+        if not resumed:
+            write_text(self.folder / PROGRESS, json.dumps({"written_by": WRITTEN_BY, "fingerprint": fingerprint}, indent=2))
         for split, n in self.counts.items():
-            np.lib.format.open_memmap(self.path("embeddings", split), "w+", np.float16, (n, dim)).flush()
-            labels = np.lib.format.open_memmap(self.path("labels", split), "w+", np.int8, (n,))
-            labels[:] = self.labels[split]
-            labels.flush()
-            for kind in ("valid", "done"):
-                np.lib.format.open_memmap(self.path(kind, split), "w+", np.bool_, (n,)).flush()
-        write_text(progress, json.dumps(fingerprint, indent=2))
-        return False
+            if not self.path("done", split).exists():  # made last: a split without it has no row done
+                self._make(self.path("embeddings", split), np.float16, (n, dim))
+                self._make(self.path("labels", split), np.int8, (n,), self.labels[split])
+                self._make(self.path("valid", split), np.bool_, (n,))
+                self._make(self.path("done", split), np.bool_, (n,))
+            for kind in ("embeddings", "valid", "done"):
+                allocate(self.path(kind, split))  # a folder copied sparse (rsync -S, cp --sparse) gets its space back
+        return resumed
+
+    @staticmethod
+    def _make(path: Path, dtype: type, shape: tuple[int, ...], values: np.ndarray | None = None) -> None:
+        """A zero-filled ``.npy`` with its space allocated, whole under its name or absent."""
+        with atomic_path(path) as tmp:
+            array = np.lib.format.open_memmap(tmp, "w+", dtype, shape)
+            allocate(tmp)
+            if values is not None:
+                array[:] = values
+            array.flush()
+            del array
 
     def _maps(self, split: str) -> dict[str, np.memmap]:
         if split not in self._open:

@@ -16,15 +16,18 @@ from vidlab import tracking
 from vidlab.embeddings import layouts
 from vidlab.embeddings.clip_index import IndexSettings, build_index
 from vidlab.embeddings.config import ExtractSpec, UcfCrimeConfig
-from vidlab.embeddings.extraction import extract_embeddings, file_sha256, is_child_rank, load_index, prepare_extraction
+from vidlab.embeddings.extraction import PreparedExtraction, extract_embeddings, file_sha256, is_child_rank, load_index, prepare_extraction
 from vidlab.embeddings.index_check import check_index, format_report
+from vidlab.embeddings.store import naming_where_space_ran_out
 from vidlab.errors import ConfigError
 from vidlab.jobs import job_dirs
 from vidlab.schema import MlflowLoggerConfig
 from vidlab.tracking.inputs import index_inputs, log_inputs, video_split_inputs
 
 
-def make_index(spec: ExtractSpec) -> tuple[Path, dict]:
+def layout_videos(spec: ExtractSpec) -> tuple[list[layouts.Video], dict]:
+    """The collection's videos and splits: a root that is not a folder or holds none is refused
+    before the run exists."""
     data = spec.layout
     root = Path(data.root)
     if not root.is_dir():
@@ -35,6 +38,11 @@ def make_index(spec: ExtractSpec) -> tuple[Path, dict]:
         videos, layout_report = layouts.video_tree(root, data.extensions, data.normal_categories, data.split_ratios, data.seed)
     if not videos:
         raise ConfigError(f"layout.root: no video of the {data.name} layout under {root}")
+    return videos, layout_report
+
+
+def make_index(spec: ExtractSpec, videos: list[layouts.Video], layout_report: dict) -> tuple[Path, dict]:
+    data, root = spec.layout, Path(spec.layout.root)
     s = spec.indexing
     settings = IndexSettings(s.clip_len, s.stride, s.short_videos, s.on_error, s.paths, s.frame_count, s.workers,
                              s.count_cache, {"layout": data.name, "seed": data.seed})
@@ -62,9 +70,22 @@ def _log_checked_index(client: MlflowClient, run_id: str, index_file: Path, sha2
 
 def run(cfg: DictConfig, spec: ExtractSpec) -> int:
     """Run the stage ``spec`` (``cfg`` checked by :func:`vidlab.embeddings.config.validate_extract`) describes; returns the
-    process exit code (non-zero when the index is invalid)."""
-    prepared = prepare_extraction(spec) if spec.stage == "extract" else None  # refused before a run exists
+    process exit code (non-zero when the index is invalid). What can be refused is refused before a run
+    exists; a full disk is one line naming where."""
     root, output_dir = job_dirs(cfg)
+    written = {"extract": spec.extraction.output, "index": spec.indexing.output}.get(spec.stage, output_dir)
+    with naming_where_space_ran_out(Path(written)):
+        prepared = prepare_extraction(spec) if spec.stage == "extract" else None
+        found = layout_videos(spec) if spec.stage == "index" else None
+        try:
+            return _run_stage(cfg, spec, root, output_dir, prepared, found)
+        finally:
+            if prepared is not None:
+                prepared.store.unlock()  # the folder is free once this job ends, also for a caller in the same process
+
+
+def _run_stage(cfg: DictConfig, spec: ExtractSpec, root: Path, output_dir: Path, prepared: PreparedExtraction | None,
+               found: tuple[list[layouts.Video], dict] | None) -> int:
     client = run_id = None
     if isinstance(spec.logger, MlflowLoggerConfig) and not is_child_rank():
         name = spec.logger.run_name or (f"extract-{spec.backbone.name}_T{spec.backbone.frames_per_clip}" if spec.stage == "extract"
@@ -75,7 +96,7 @@ def run(cfg: DictConfig, spec: ExtractSpec) -> int:
     try:
         allow_padded = spec.check.allow_padded
         if spec.stage == "index":
-            index_file, build_report = make_index(spec)
+            index_file, build_report = make_index(spec, *found)
             if client is not None and build_report["clips"]:
                 with tracking.best_effort("datasets", client, run_id):
                     table = load_index(index_file, None)
@@ -101,7 +122,7 @@ def run(cfg: DictConfig, spec: ExtractSpec) -> int:
             return 0
         else:
             index_file = Path(spec.index_file)
-        report = check_index(index_file, spec.path_root, bool(allow_padded), spec.check.check_files, spec.check.allow_outside_root)
+        report = check_index(index_file, spec.path_root, bool(allow_padded), spec.check.check_files, spec.check.strict_root)
         report["sha256"] = file_sha256(index_file)
         if client is not None and spec.stage == "validate":
             _log_checked_index(client, run_id, index_file, report["sha256"])
