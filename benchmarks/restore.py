@@ -3,12 +3,13 @@ subprocess per size under ``/usr/bin/time -v``, with the fixed 32-frame-chunk re
 (``src/vidlab/restore.py`` at commit b151dd8) as the baseline on the smallest size.
 
     python benchmarks/restore.py [--frames 48] [--sizes 320x240,1280x720,1920x1080] [--megapixels 1.0]
+                                 [--models default,unet]
 
-Everything is generated under a temporary folder: a checkpoint of the per-frame U-Net with masked
-smoothing, 0.2's defaults and the table's model (``train.py debug=limit logger=none model=unet
-smoothing=masked``: one short epoch, so the weights are not good, which does not
-change the cost) and, per size, a moving pattern under a static stain (the notebook's formula),
-written as MPEG-4 part 2 by OpenCV, like a user's ordinary video.
+Everything is generated under a temporary folder: a checkpoint per model, ``default`` (the default
+config: ``train.py debug=limit logger=none``, the blend-aware model) and ``unet`` (the per-frame U-Net
+with masked smoothing, 0.2's defaults: ``model=unet smoothing=masked``), each trained one short epoch,
+so the weights are not good, which does not change the cost; and, per size, a moving pattern under a
+static stain (the notebook's formula), written as MPEG-4 part 2 by OpenCV, like a user's ordinary video.
 """
 
 from __future__ import annotations
@@ -49,10 +50,14 @@ def make_video(path: Path, width: int, height: int, frames: int) -> Path:
     return write_video(path, (frame(t) for t in range(frames)), fps=24)
 
 
-def make_checkpoint(folder: Path) -> Path:
-    subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=limit", "logger=none", "model=unet", "smoothing=masked", f"paths.root={folder}",
-                    f"hydra.run.dir={folder}/run"], cwd=ROOT, check=True, capture_output=True)
-    return folder / "run" / "checkpoints" / "best.ckpt"
+MODELS = {"default": [], "unet": ["model=unet", "smoothing=masked"]}  # name -> train.py overrides
+
+
+def make_checkpoint(folder: Path, model: str) -> Path:
+    run = folder / f"run_{model}"
+    subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=limit", "logger=none", *MODELS[model], f"paths.root={folder}",
+                    f"hydra.run.dir={run}"], cwd=ROOT, check=True, capture_output=True)
+    return run / "checkpoints" / "best.ckpt"
 
 
 def measure(command: list[str]) -> tuple[float, float, str]:
@@ -82,11 +87,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--sizes", default="320x240,1280x720,1920x1080")
     parser.add_argument("--megapixels", type=float, help="passed to vidlab.restore (default: its own)")
+    parser.add_argument("--models", default="default,unet", help=f"comma-separated, of {', '.join(MODELS)}")
     args = parser.parse_args()
     sizes = [tuple(map(int, size.split("x"))) for size in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="vidlab-bench-restore-") as tmp:
         work = Path(tmp)
-        checkpoint = make_checkpoint(work)
+        checkpoints = {model: make_checkpoint(work, model) for model in args.models.split(",")}
         budget = ["--megapixels", str(args.megapixels)] if args.megapixels else []
         rows = []
         baseline = work / "restore_b151dd8.py"
@@ -96,24 +102,26 @@ def main() -> None:
             baseline.write_text(source.stdout)
         for width, height in sizes:
             video = make_video(work / f"stained_{width}x{height}.mp4", width, height, args.frames)
-            seconds, rss, stderr = measure([sys.executable, "-m", "vidlab.restore", str(checkpoint), str(video),
-                                            str(work / f"restored_{width}x{height}.mp4"), "--device", "cpu", *budget])
-            rows.append((f"{width}x{height}", "vidlab.restore", seconds, restoring_rate(stderr), rss))
-            if (width, height) == sizes[0] and baseline.exists():
-                seconds, rss, _ = measure([sys.executable, str(baseline), str(checkpoint), str(video),
+            for model, checkpoint in checkpoints.items():
+                seconds, rss, stderr = measure([sys.executable, "-m", "vidlab.restore", str(checkpoint), str(video),
+                                                str(work / f"restored_{width}x{height}.mp4"), "--device", "cpu", *budget])
+                rows.append((f"{width}x{height}", model, "vidlab.restore", seconds, restoring_rate(stderr), rss))
+            if (width, height) == sizes[0] and baseline.exists() and "unet" in checkpoints:
+                seconds, rss, _ = measure([sys.executable, str(baseline), str(checkpoints["unet"]), str(video),
                                            str(work / "restored_baseline.mp4"), "--device", "cpu"])
-                rows.append((f"{width}x{height}", f"baseline ({BASELINE_COMMIT}, 32-frame chunks)", seconds, None, rss))
+                rows.append((f"{width}x{height}", "unet", f"baseline ({BASELINE_COMMIT}, 32-frame chunks)", seconds, None, rss))
             os.remove(video)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
     print(f"machine: {cpu}, {os.cpu_count()} cores, "
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CUDA {torch.cuda.is_available()}")
-    print(f"{args.frames} frames per video; model: unet (depth 3, 16 base channels), masked smoothing (0.2's defaults)")
-    print("| size | restore | wall s (whole command) | frames/s (whole command) | frames/s (restoring) | peak RSS GB |")
-    print("|---|---|---|---|---|---|")
-    for size, name, seconds, rate, rss in rows:
+    print(f"{args.frames} frames per video; models: default (the default config's blend-aware model and smoothing), "
+          "unet (depth 3, 16 base channels, masked smoothing: 0.2's defaults)")
+    print("| size | model | restore | wall s (whole command) | frames/s (whole command) | frames/s (restoring) | peak RSS GB |")
+    print("|---|---|---|---|---|---|---|")
+    for size, model, name, seconds, rate, rss in rows:
         loop = f"{rate:.2f}" if rate is not None else "n/a"
-        print(f"| {size} | {name} | {seconds:.1f} | {args.frames / seconds:.2f} | {loop} | {rss:.2f} |")
+        print(f"| {size} | {model} | {name} | {seconds:.1f} | {args.frames / seconds:.2f} | {loop} | {rss:.2f} |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Restore a stained video with a trained checkpoint (blind: the model finds the stain).
 
     python -m vidlab.restore MODEL INPUT OUTPUT [--side-by-side PATH] [--smoothing NAME]
-                             [--megapixels N] [--chunk N] [--device cpu|cuda] [--codec h264|mp4v]
+                             [--megapixels N] [--chunk N] [--device cpu|cuda] [--codec h264|mp4v|ffv1]
 
 MODEL is a train.py checkpoint (``outputs/.../checkpoints/best.ckpt``), a checkpoint logged to
 MLflow (``runs:/<run id>/checkpoints/best.ckpt``) or a logged model (``runs:/<run id>/model``,
@@ -19,7 +19,8 @@ model (``blend_unet``) estimates the stain once per segment of ``model.window`` 
 test clips were scored.
 
 The output is H.264 in ``.mp4`` (index first: plays in a browser while it loads), ``.mkv`` or ``.avi``,
-at the input's exact size as shown (odd sizes too, as 4:4:4); ``--codec mp4v`` writes MPEG-4 part 2 instead.
+at the input's exact size as shown (odd sizes too, as 4:4:4); ``--codec mp4v`` writes MPEG-4 part 2 instead,
+and ``--codec ffv1`` a lossless ``.mkv`` (FFV1, RGB: the restored frames bit for bit, for measuring).
 It shows as the input does: a phone video stored sideways with a rotation (display matrix) is
 decoded upright, as a player shows it, so the model and the stain see upright content, as in
 training, and it is written upright, without a rotation to apply (which ``mp4v`` could not carry).
@@ -149,6 +150,8 @@ def _writer(path: Path, fps: float, codec: str) -> H264Writer | VideoWriter:
         return WRITERS[codec](path, fps)
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror or err}") from None
+    except ValueError as err:  # a suffix the codec's container cannot hold (ffv1 needs .mkv)
+        raise ConfigError(str(err)) from None
 
 
 def restore_video(
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, help="at most this many frames per block (default: what --megapixels allows)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     parser.add_argument("--codec", choices=sorted(WRITERS), default="h264",
-                        help="h264 (default; plays in browsers) or mp4v (MPEG-4 part 2, OpenCV)")
+                        help="h264 (default; plays in browsers), mp4v (MPEG-4 part 2, OpenCV) or ffv1 (lossless, .mkv)")
     parser.add_argument("--tracking-uri", help="the MLflow store of runs:/ and models:/ URIs (default: $MLFLOW_TRACKING_URI, "
                                                "else mlruns.db in the current folder, else the project's)")
     args = parser.parse_args(argv)

@@ -123,12 +123,12 @@ def test_cli_restores_with_progress_and_summary(checkpoint: Path, video: Path, t
     assert next(iter_frames(out / "pair.avi")).shape == (18 + 40, 2 * 56 + 2, 3)
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".avi"])
-def test_odd_size_round_trip(checkpoint: Path, tmp_path: Path, suffix: str):
+@pytest.mark.parametrize("suffix,codec", [(".mp4", "h264"), (".mkv", "h264"), (".avi", "h264"), (".mkv", "ffv1")])
+def test_odd_size_round_trip(checkpoint: Path, tmp_path: Path, suffix: str, codec: str):
     stained = moving_square_frames(9, 33, 47)
     source = write_mpeg4(tmp_path / "odd.mp4", stained)
     assert video_info(source).width == 47
-    n = restore.restore_video(checkpoint, source, tmp_path / f"restored{suffix}")
+    n = restore.restore_video(checkpoint, source, tmp_path / f"restored{suffix}", codec=codec)
     decoded = np.stack(list(iter_frames(tmp_path / f"restored{suffix}")))
     assert n == 9 and decoded.shape == (9, 33, 47, 3)
     probe = video_info(tmp_path / f"restored{suffix}")
@@ -137,6 +137,10 @@ def test_odd_size_round_trip(checkpoint: Path, tmp_path: Path, suffix: str):
     expected = np.stack([r for _, r in Restorer(restore.load_module(checkpoint), build_smoothing(
         build_smoothing_config("masked")))(iter_frames(source))])
     assert np.abs(decoded.astype(int) - expected).mean() < 2
+    if codec == "ffv1":  # lossless: the restored frames bit for bit; and only in Matroska
+        assert np.array_equal(decoded, expected)
+        refused = restore_here(checkpoint, source, tmp_path / "lossless.mp4", "--codec", "ffv1")
+        assert refused.returncode == 2 and refused.stderr.strip() == f"error: cannot write lossless FFV1 to {tmp_path / 'lossless.mp4'}: use .mkv"
 
 
 @pytest.mark.parametrize("codec", ["h264", "mp4v"])

@@ -103,15 +103,19 @@ class H264Writer(_AtomicWriter):
         self._stream: av.VideoStream | None = None
         self._tmp.touch()
 
+    def _add_stream(self, h: int, w: int) -> av.VideoStream:
+        stream = self._container.add_stream("libx264", rate=self.rate)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
+        stream.options = {"crf": str(self.crf), "rc-lookahead": "10"}
+        return stream
+
     def write(self, frame: np.ndarray) -> None:
         if self._container is None:
             h, w = frame.shape[:2]
             faststart = {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".mov") else {}
             self._container = av.open(str(self._tmp), "w", options=faststart)
-            self._stream = self._container.add_stream("libx264", rate=self.rate)
-            self._stream.width, self._stream.height = w, h
-            self._stream.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
-            self._stream.options = {"crf": str(self.crf), "rc-lookahead": "10"}
+            self._stream = self._add_stream(h, w)
         picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         self._container.mux(self._stream.encode(picture))
         self.frames += 1
@@ -126,7 +130,22 @@ class H264Writer(_AtomicWriter):
             self._container.close()
 
 
-WRITERS = {"h264": H264Writer, "mp4v": VideoWriter}  # by codec name: write_video's and the restore command's choices
+class FFV1Writer(H264Writer):
+    """Lossless: FFV1 in Matroska (``.mkv``), RGB as ``bgr0`` (a repacking of the frames; FFmpeg's FFV1 has no 8-bit ``gbrp``), so
+    the frames read back bit for bit, for users who measure what a model did."""
+
+    def __init__(self, path: str | os.PathLike, fps: float):
+        if Path(path).suffix.lower() != ".mkv":
+            raise ValueError(f"cannot write lossless FFV1 to {path}: use .mkv")
+        super().__init__(path, fps)
+
+    def _add_stream(self, h: int, w: int) -> av.VideoStream:
+        stream = self._container.add_stream("ffv1", rate=self.rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "bgr0"
+        return stream
+
+
+WRITERS = {"h264": H264Writer, "mp4v": VideoWriter, "ffv1": FFV1Writer}  # by codec name: write_video's and the restore command's choices
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, codec: str = "mp4v") -> Path:
