@@ -7,6 +7,7 @@ The Lightning side of a job (Trainer arguments, callbacks) is :mod:`vidlab.train
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import signal
@@ -58,12 +59,9 @@ class JobFailed(Exception):
     so Hydra records the job FAILED and its launcher goes on to the next job (an Optuna sweeper tells
     Optuna the trial failed); :func:`main` turns it into the sweep's exit code at the end."""
 
-    def __init__(self, line: str, code: int):
-        super().__init__(line)
-        self.line, self.code = line, code
-
-    def __reduce__(self) -> tuple:  # a joblib worker sends it back to the sweep's process pickled
-        return type(self), (self.line, self.code)
+    def __init__(self, line: str):
+        super().__init__(line)  # its one argument: a joblib worker sends it back pickled
+        self.line = line
 
 
 class Stopped(KeyboardInterrupt):
@@ -189,14 +187,14 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         _failure.append(("FAILED", f"{label}: {one_line(err)}" if expected else f"{type(err).__name__}: {one_line(err)}"))
         if not expected:
             _end_open_runs("FAILED", _report_unexpected(err))
-            err.raised_by_job = True  # an OmegaConf error of a job is a bug, not a refusal of the command line (kept when pickled)
+            with contextlib.suppress(AttributeError):  # an exception type without a __dict__
+                err.raised_by_job = True  # an OmegaConf error of a job is a bug, not a refusal of the command line (kept when pickled)
             raise
         _end_open_runs("FAILED", one_line(err))
         print(f"{label}: {str(err).strip()}", file=sys.stderr)  # one line; a list of bad files follows it
-        code = EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_INPUT
         if _in_sweep():
-            raise JobFailed(f"{label}: {one_line(err)}", code) from None
-        raise SystemExit(code) from None
+            raise JobFailed(f"{label}: {one_line(err)}") from None
+        raise SystemExit(EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_INPUT) from None
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
@@ -227,8 +225,8 @@ def hydra_error_line(err: BaseException) -> str:
 def main(hydra_main: Callable[[], object]) -> None:
     """Run a ``@hydra.main`` entry point (``train.py``, ``extract.py``) with the project's exit
     codes: Hydra's own refusals (and a run folder it cannot make) are one line and exit 2 (Hydra
-    prints several lines and exits 1), and a
-    ``-m`` sweep whose jobs failed (each said why, the others ran) exits 1 naming one of them."""
+    prints several lines and exits 1), and a ``-m`` sweep whose jobs failed (each said why, the
+    others ran) exits 1 naming one of them."""
     import os
 
     from hydra.errors import HydraException

@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
 from vidlab import jobs
-from vidlab.errors import one_line
+from vidlab.errors import EXIT_INPUT, one_line
 from vidlab.schema import MlflowLoggerConfig, build_node
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class MlflowSweepCallback(HydraCallback):
             failed = self._end(complete=True)
             if failed:
                 print(f"error: {len(failed)} of the sweep's jobs failed ({_listed(failed)}); the other jobs ran", file=sys.stderr)
-                raise SystemExit(jobs.EXIT_INPUT)
+                raise SystemExit(EXIT_INPUT)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT outside a job (a job's own handler stops the job): the sweep exits with
@@ -211,7 +211,6 @@ class MlflowSweepCallback(HydraCallback):
             for signum, handler in self._handlers.items():
                 signal.signal(signum, handler)
         return failed
-
 
     @staticmethod
     def _end_stopped_children(client: MlflowClient, children: list[Run], reason: str) -> None:
