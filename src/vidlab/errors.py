@@ -28,6 +28,9 @@ def one_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full file system, a full quota
+
+
 def no_space_left(err: BaseException) -> str | None:
     """Where a write ran out of space, if that is what ``err`` or an error it arose from is: the
     file system is full or over quota, or SQLite found its disk full. A full disk makes later steps
@@ -35,7 +38,7 @@ def no_space_left(err: BaseException) -> str | None:
     where, seen = None, set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(err, OSError) and err.errno in NO_SPACE:
             where = str(err.filename) if err.filename else where or "the device"  # a failed write() names no file
         elif "database or disk is full" in str(err):
             where = "the MLflow store's disk"

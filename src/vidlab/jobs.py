@@ -57,11 +57,8 @@ def allow_worker_processes() -> None:
 class JobFailed(Exception):
     """A job of a ``-m`` sweep failed (its one line already said why): an ``Exception``, not an exit,
     so Hydra records the job FAILED and its launcher goes on to the next job (an Optuna sweeper tells
-    Optuna the trial failed); :func:`main` turns it into the sweep's exit code at the end."""
-
-    def __init__(self, line: str):
-        super().__init__(line)  # its one argument: a joblib worker sends it back pickled
-        self.line = line
+    Optuna the trial failed); :func:`main` turns it into the sweep's exit code at the end. Its
+    message is that line."""
 
 
 class Stopped(KeyboardInterrupt):
@@ -237,7 +234,7 @@ def main(hydra_main: Callable[[], object]) -> None:
     try:
         hydra_main()
     except JobFailed as err:
-        print(f"error: a job of the sweep failed ({err.line}); the other jobs ran", file=sys.stderr)
+        print(f"error: a job of the sweep failed ({err}); the other jobs ran", file=sys.stderr)
         raise SystemExit(EXIT_INPUT) from None
     except (HydraException, OmegaConfBaseException, OSError) as err:
         if getattr(err, "raised_by_job", False) or full_traces:

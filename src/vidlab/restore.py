@@ -52,7 +52,7 @@ from tqdm import tqdm
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, no_space_left, one_line
 from vidlab.restoration.config import SCHEMAS, build_smoothing_config
 from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer
-from vidlab.video import WRITERS, H264Writer, VideoReadError, VideoWriter, check_video_suffix, iter_frames
+from vidlab.video import WRITERS, FFV1Writer, H264Writer, VideoReadError, VideoWriter, check_video_suffix, iter_frames
 from vidlab.video.count import video_info
 
 # torch and Lightning take seconds to import (about 8 s on a 2-core CPU): they are imported where
@@ -145,7 +145,7 @@ def _load_checkpoint(checkpoint: str | Path) -> RestorationModule:
 
 
 
-def _writer(path: Path, fps: float, codec: str) -> H264Writer | VideoWriter:
+def _writer(path: Path, fps: float, codec: str) -> H264Writer | FFV1Writer | VideoWriter:
     try:
         return WRITERS[codec](path, fps)
     except OSError as err:

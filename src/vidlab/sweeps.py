@@ -125,7 +125,7 @@ class MlflowSweepCallback(HydraCallback):
         self._running = None
         if self._uri is not None and job_return.status == JobStatus.FAILED:
             err = job_return._return_value
-            self._failed[str(config.hydra.job.num)] = err.line if isinstance(err, jobs.JobFailed) else f"{type(err).__name__}: {one_line(err)}"
+            self._failed[str(config.hydra.job.num)] = str(err) if isinstance(err, jobs.JobFailed) else f"{type(err).__name__}: {one_line(err)}"
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """A sweep that ran to its end (an Optuna search goes on past failed trials): exit 1 if a job failed."""

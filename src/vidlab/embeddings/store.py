@@ -16,7 +16,6 @@ so a full disk is an ``OSError`` when the file is made, never a SIGBUS when a ro
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -30,7 +29,7 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
-from vidlab.errors import ConfigError
+from vidlab.errors import NO_SPACE, ConfigError
 from vidlab.files import atomic_path, write_text
 from vidlab.splits import SPLITS
 
@@ -43,7 +42,6 @@ OWN_FILE = re.compile(r"^((embeddings|labels|valid|done)_(train|val|test)\.npy|p
 # What a start cut short before the claim leaves in a folder: vidlab's lock line, a half-written claim.
 LOCK_LINE = re.compile(r"(pid \d+ on \S+\n?)?")
 CLAIM_PART = re.compile(r"^\.progress\.\d+\.part\.json$")
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextmanager

@@ -83,32 +83,23 @@ def check_video_suffix(path: str | os.PathLike) -> None:
         raise ValueError(f"cannot write a video to {path} ({suffix or 'no suffix'}): use {', '.join(VIDEO_SUFFIXES)}")
 
 
-class H264Writer(_AtomicWriter):
-    """Streaming H.264 writer (PyAV/libx264) of RGB frames at their exact size: ``yuv420p`` (plays
-    everywhere) when both sides are even, else ``yuv444p``, since 4:2:0 needs even sides. A short
-    rate-control lookahead halves the encoder's memory (about 0.18 GB at 1080p instead of 0.37).
-    An ``.mp4``/``.mov`` gets its index at the front (``+faststart``), so a browser plays it while
-    it downloads (the MLflow UI's artifact view).
+class _PyAVWriter(_AtomicWriter):
+    """Streaming PyAV writer of RGB frames at their exact size; the codec's stream comes from
+    :meth:`_add_stream`. The folder must exist and the temporary file is created at once, so an
+    unwritable destination fails before any frame is computed."""
 
-    The folder must exist and the temporary file is created at once, so an unwritable destination
-    fails before any frame is computed."""
-
-    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 18):
+    def __init__(self, path: str | os.PathLike, fps: float):
         super().__init__(path)
         check_video_suffix(self.path)
         if self.path.is_dir():
             raise IsADirectoryError(f"{self.path} is a folder")
-        self.rate, self.crf = Fraction(fps).limit_denominator(1001), crf
+        self.rate = Fraction(fps).limit_denominator(1001)
         self._container: av.container.OutputContainer | None = None
         self._stream: av.VideoStream | None = None
         self._tmp.touch()
 
     def _add_stream(self, h: int, w: int) -> av.VideoStream:
-        stream = self._container.add_stream("libx264", rate=self.rate)
-        stream.width, stream.height = w, h
-        stream.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
-        stream.options = {"crf": str(self.crf), "rc-lookahead": "10"}
-        return stream
+        raise NotImplementedError
 
     def write(self, frame: np.ndarray) -> None:
         if self._container is None:
@@ -130,9 +121,27 @@ class H264Writer(_AtomicWriter):
             self._container.close()
 
 
-class FFV1Writer(H264Writer):
-    """Lossless: FFV1 in Matroska (``.mkv``), RGB as ``bgr0`` (a repacking of the frames; FFmpeg's FFV1 has no 8-bit ``gbrp``), so
-    the frames read back bit for bit, for users who measure what a model did."""
+class H264Writer(_PyAVWriter):
+    """H.264 (libx264): ``yuv420p`` (plays everywhere) when both sides are even, else ``yuv444p``,
+    since 4:2:0 needs even sides. A short rate-control lookahead halves the encoder's memory (about
+    0.18 GB at 1080p instead of 0.37). An ``.mp4``/``.mov`` gets its index at the front
+    (``+faststart``), so a browser plays it while it downloads (the MLflow UI's artifact view)."""
+
+    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 18):
+        super().__init__(path, fps)
+        self.crf = crf
+
+    def _add_stream(self, h: int, w: int) -> av.VideoStream:
+        stream = self._container.add_stream("libx264", rate=self.rate)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
+        stream.options = {"crf": str(self.crf), "rc-lookahead": "10"}
+        return stream
+
+
+class FFV1Writer(_PyAVWriter):
+    """Lossless: FFV1 in Matroska (``.mkv``), RGB as ``bgr0`` (a repacking of the frames; FFmpeg's FFV1
+    has no 8-bit ``gbrp``), so the frames read back bit for bit, for users who measure what a model did."""
 
     def __init__(self, path: str | os.PathLike, fps: float):
         if Path(path).suffix.lower() != ".mkv":
