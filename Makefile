@@ -8,7 +8,7 @@ ARGS ?=
 WORKERS ?= 2
 PORT ?= 5000
 
-.PHONY: install lint train test bench bench-extraction bench-peers ui clean
+.PHONY: install lint train default-model test bench bench-extraction bench-peers ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ install: $(STAMP)
 
 train: $(STAMP)  ## the main job on embedded defaults; pass overrides with ARGS="model.depth=4"
 	$(BIN)/python train.py $(ARGS)
+
+# The model python -m vidlab.restore uses when given none: make train's job, its weights exported
+default-model: $(STAMP)
+	$(BIN)/python train.py hydra.run.dir=outputs/default-model $(ARGS)
+	$(BIN)/python -m vidlab.restoration.checkpoints outputs/default-model/checkpoints/best.ckpt src/vidlab/restoration/weights/blend_unet.ckpt
 
 lint: $(STAMP)  ## ruff: lint and import order (configured in pyproject.toml)
 	$(BIN)/ruff check .

@@ -1,9 +1,10 @@
-"""Restore a stained video with a trained checkpoint (blind: the model finds the stain).
+"""Restore a stained video (blind: the model finds the stain).
 
-    python -m vidlab.restore MODEL INPUT OUTPUT [--side-by-side PATH] [--smoothing NAME]
+    python -m vidlab.restore [MODEL] INPUT OUTPUT [--side-by-side PATH] [--smoothing NAME]
                              [--megapixels N] [--chunk N] [--device cpu|cuda] [--codec h264|mp4v|ffv1]
 
-MODEL is a train.py checkpoint (``outputs/.../checkpoints/best.ckpt``), a checkpoint logged to
+Without MODEL, the model that ships with vidlab restores (:data:`DEFAULT_MODEL`: ``blend_unet``
+trained by ``make default-model``, a few MB). MODEL is a train.py checkpoint (``outputs/.../checkpoints/best.ckpt``), a checkpoint logged to
 MLflow (``runs:/<run id>/checkpoints/best.ckpt``) or a logged model (``runs:/<run id>/model``,
 ``models:/<name>/<version>``); MLflow URIs are read from the store ``--tracking-uri`` names
 (default: ``$MLFLOW_TRACKING_URI``, else ``mlruns.db`` in the current folder, else the project's).
@@ -93,6 +94,9 @@ def default_tracking_uri() -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return here if Path(here.removeprefix("sqlite:///")).is_file() else resolve_tracking_uri(uri, CONF_DIR.parent)
+
+
+DEFAULT_MODEL = Path(__file__).parent / "restoration" / "weights" / "blend_unet.ckpt"
 
 
 def load_module(reference: str | Path, tracking_uri: str | None = None) -> RestorationModule:
@@ -221,11 +225,11 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m vidlab.restore", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", metavar="model",
-                        help="a .ckpt written by train.py (outputs/.../checkpoints/best.ckpt), or an MLflow URI: "
-                             "runs:/<run id>/model, runs:/<run id>/checkpoints/best.ckpt, models:/<name>/<version>")
-    parser.add_argument("input", help="the video to restore")
-    parser.add_argument("output", help="where to write the restored video (.mp4, .mkv or .avi)")
+    parser.add_argument("paths", nargs="+", metavar="[model] input output",
+                        help="model (optional; default: the model that ships with vidlab): a .ckpt written by train.py "
+                             "(outputs/.../checkpoints/best.ckpt), or an MLflow URI: runs:/<run id>/model, "
+                             "runs:/<run id>/checkpoints/best.ckpt, models:/<name>/<version>; "
+                             "input: the video to restore; output: where to write the restored video (.mp4, .mkv or .avi)")
     parser.add_argument("--side-by-side", help="also write input | restored to this video")
     parser.add_argument("--smoothing", choices=sorted(SCHEMAS["smoothing"]), help="override the checkpoint's smoothing")
     parser.add_argument("--megapixels", type=float, default=DEFAULT_MEGAPIXELS,
@@ -237,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", help="the MLflow store of runs:/ and models:/ URIs (default: $MLFLOW_TRACKING_URI, "
                                                "else mlruns.db in the current folder, else the project's)")
     args = parser.parse_args(argv)
+    if len(args.paths) not in (2, 3):
+        parser.error(f"expected [model] input output, got {len(args.paths)} paths")
+    args.checkpoint, args.input, args.output = ([str(DEFAULT_MODEL)] if len(args.paths) == 2 else []) + args.paths
     # Ctrl-C stops it as it stops train.py and extract.py, even where the parent ignores SIGINT (a
     # background job of a script, a test runner's worker); main() called from Python puts both back
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate),

@@ -196,8 +196,12 @@ def instantiate_choice(cfg: Any, settings: tuple[str, ...] = ()) -> Any:
 
     from hydra.utils import instantiate
 
-    fields = {k: v for k, v in asdict(cfg).items() if k not in ("name", *settings)}
-    return instantiate(fields, _convert_="all")
+    def unnamed(node: Any, drop: tuple[str, ...]) -> Any:  # a choice inside a choice is built the same way
+        if isinstance(node, dict) and "_target_" in node:
+            return {k: unnamed(v, ()) for k, v in node.items() if k not in ("name", *drop)}
+        return node
+
+    return instantiate(unnamed(asdict(cfg), settings), _convert_="all")
 
 
 def trainer_config(cfg: DictConfig) -> TrainerConfig:

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidlab.restoration.corruption import CircularStain
 from vidlab.restoration.data import neighbour_indices
+from vidlab.restoration.stain_fit import fit_stain
 from vidlab.restoration.unet import ConvUNet
 
 STATISTICS = ("minimum", "maximum", "mean", "motion")  # per channel, over the clip's frames
@@ -31,11 +33,12 @@ STATISTICS = ("minimum", "maximum", "mean", "motion")  # per channel, over the c
 
 class BlendOutput(NamedTuple):
     """What training scores: the restored frames and the inverse-blend frames ``(B, S, 3, H, W)``
-    (the inverse alone, before repair), and the opacity logits ``(B, 1, H, W)``."""
+    (the inverse alone, before repair), and the opacity logits ``(B, 1, H, W)`` (None when the stain
+    is fitted: nothing is learned about it)."""
 
     frames: torch.Tensor
     inverted: torch.Tensor
-    opacity_logits: torch.Tensor
+    opacity_logits: torch.Tensor | None
 
 
 def clip_statistics(clip: torch.Tensor) -> torch.Tensor:
@@ -54,14 +57,23 @@ def invert_blend(frames: torch.Tensor, opacity: torch.Tensor, offset: torch.Tens
 
 class BlendUNet(nn.Module):
     """Reads windows of ``window`` stained frames ``(B, window, 3, H, W)`` in [0, 1]; one stain
-    estimate per window. Training calls :meth:`forward`, evaluation and restore :meth:`restore`."""
+    estimate per window. Training calls :meth:`forward`, evaluation and restore :meth:`restore`.
 
-    def __init__(self, window: int, context_frames: int, depth: int, base_channels: int, norm: str, min_gain: float):
+    With ``stain`` (the disc a :class:`CircularStain` draws), the stain is not learned but fitted
+    (:mod:`vidlab.restoration.stain_fit`): only its centre is unknown, and the whole frame is searched
+    for it, so the model is never cut into tiles. Training then inverts with the true stain, and only
+    the repair U-Net learns. Without it, an estimator U-Net learns the stain per pixel."""
+
+    def __init__(self, window: int, context_frames: int, depth: int, base_channels: int, norm: str, min_gain: float,
+                 stain: CircularStain | None = None):
         super().__init__()
         self.window, self.context_frames, self.depth, self.min_gain = window, context_frames, depth, min_gain
-        self.estimator = ConvUNet(3 * len(STATISTICS), 4, depth, base_channels, norm)
+        self.stain = stain
+        self.estimator = None if stain else ConvUNet(3 * len(STATISTICS), 4, depth, base_channels, norm)
         self.refiner = ConvUNet(3 * context_frames + 4, 3, depth, base_channels, norm)
-        self.halo = self.estimator.halo + self.refiner.halo  # the refiner reads the estimate around each pixel
+        # the refiner reads the estimate around each pixel; a fitted stain reads the whole frame
+        self.halo = self.refiner.halo + (self.estimator.halo if self.estimator else 0)
+        self.tileable = stain is None
 
     def estimate_logits(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Opacity logits ``(B, 1, H, W)`` (the mask loss is a BCE on them) and tint ``(B, 3, H, W)``."""
@@ -74,17 +86,26 @@ class BlendUNet(nn.Module):
         correction = self.refiner(torch.cat([inverted.reshape(n, k * c, h, w), opacity, tint], dim=1))
         return inverted[:, k // 2] + opacity * correction
 
-    def invert(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Windows ``(B, W, 3, H, W)`` through their estimated stain's inverse: the inverted frames,
-        the opacity logits, opacity and tint ``(B, 1|3, H, W)``."""
-        logits, tint = self.estimate_logits(clip)
-        opacity = torch.sigmoid(logits)
+    def invert(self, clip: torch.Tensor, truth: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Windows ``(B, W, 3, H, W)`` through their stain's inverse: the inverted frames, the opacity
+        logits (None for a fitted stain), opacity and tint ``(B, 1|3, H, W)``. ``truth``, the true
+        opacity ``(B, 1, H, W)``, stands in for the fitted one in training."""
+        if self.stain is None:
+            logits, tint = self.estimate_logits(clip)
+            opacity = torch.sigmoid(logits)
+        else:
+            stain, logits = self.stain, None
+            tint = torch.tensor(stain.tint, dtype=clip.dtype, device=clip.device).reshape(1, -1, 1, 1).expand(len(clip), 3, *clip.shape[-2:])
+            opacity = truth if truth is not None else torch.stack(
+                [fit_stain(c, stain.radius, stain.hardness, stain.opacity, tint[0, :, 0, 0])[None] for c in clip])
         return invert_blend(clip, opacity[:, None], (tint * opacity)[:, None], self.min_gain), logits, opacity, tint
 
-    def forward(self, clip: torch.Tensor, centres: torch.Tensor) -> BlendOutput:
-        """Windows ``(B, W, 3, H, W)`` and the frames to restore in each ``(B, S)``."""
+    def forward(self, clip: torch.Tensor, centres: torch.Tensor, truth: torch.Tensor | None = None) -> BlendOutput:
+        """Windows ``(B, W, 3, H, W)`` and the frames to restore in each ``(B, S)``; ``truth`` as in
+        :meth:`invert`."""
         b, t = clip.shape[:2]
-        inverted, logits, opacity, tint = self.invert(clip)
+        inverted, logits, opacity, tint = self.invert(clip, truth)
         s = centres.shape[1]
         idx = torch.as_tensor(neighbour_indices(centres.cpu().numpy(), self.context_frames, t), device=clip.device)
         stacks = inverted[torch.arange(b, device=clip.device)[:, None, None], idx]  # (B, S, k, 3, H, W)

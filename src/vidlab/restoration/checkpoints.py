@@ -45,3 +45,27 @@ def check_resume(path: str, model: Any) -> str | None:
         raise ConfigError(f"ckpt_path: {path} was trained as {_describe(held, differ)}, the config asks for "
                           f"{_describe(wanted, differ)}: resume with the checkpoint's model settings, or train anew without ckpt_path")
     return saved.get("mlflow_run_id")
+
+
+def export_weights(checkpoint: str | Path, destination: str | Path) -> Path:
+    """Write what restore needs of a train.py checkpoint (model settings and weights, no optimizer
+    state: a third of the size) to ``destination``, under a temporary name first."""
+    import torch
+
+    saved = read_checkpoint(checkpoint, "checkpoint")
+    destination = Path(destination)
+    partial = destination.with_name(f".{destination.name}.partial")
+    torch.save({key: saved[key] for key in ("hyper_parameters", "state_dict")}, partial)
+    partial.replace(destination)
+    return destination
+
+
+if __name__ == "__main__":  # python -m vidlab.restoration.checkpoints CHECKPOINT DESTINATION
+    import sys
+
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python -m vidlab.restoration.checkpoints CHECKPOINT DESTINATION")
+    try:
+        print(f"wrote {export_weights(sys.argv[1], sys.argv[2])}")
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None

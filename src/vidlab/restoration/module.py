@@ -53,6 +53,9 @@ def aggregate(records: list[dict[str, Any]], prefix: str) -> dict[str, float]:
     return out
 
 
+LEGACY_MODEL = {"blend_unet": {"stain": None}}  # 0.2 checkpoints: the stain was learned, not fitted
+
+
 class RestorationModule(L.LightningModule):
     def __init__(
         self,
@@ -67,6 +70,7 @@ class RestorationModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        model = {**LEGACY_MODEL.get(model["name"], {}), **model}
         self.model_cfg = build_node("model", SCHEMAS["model"][model["name"]], model)
         self.loss_cfg: LossConfig = build_node("loss", LossConfig, {"mask_weight": 0.0, "inverse_weight": 0.0, **loss})  # 0.1 checkpoints had no stain losses
         self.smoothing_cfg = build_node("smoothing", SCHEMAS["smoothing"][smoothing["name"]], smoothing)
@@ -106,8 +110,11 @@ class RestorationModule(L.LightningModule):
         stained, clean, mask = _as_float(batch["stained"]), _as_float(batch["clean"]), batch["mask"]
         stain_losses: dict[str, torch.Tensor] = {}
         if isinstance(self.net, BlendUNet):
-            out = self.net(stained, batch["centres"])
+            out = self.net(stained, batch["centres"], truth=mask if self.net.stain else None)
             pred, clean = out.frames.flatten(0, 1), clean.flatten(0, 1)
+            if out.opacity_logits is None:  # a fitted stain: the inverse has nothing to learn
+                mask = mask.repeat_interleave(batch["centres"].shape[1], 0)
+                return self._score(pred, clean, mask, {})
             stain_losses["mask_bce"] = F.binary_cross_entropy_with_logits(out.opacity_logits, mask)
             mask = mask.repeat_interleave(batch["centres"].shape[1], 0)
             # the inverse alone, inside the stain, weighted by what the stain lets through
@@ -116,6 +123,9 @@ class RestorationModule(L.LightningModule):
             stain_losses["inverse_l1"] = error.sum() / (3 * through.sum()).clamp(min=1)
         else:
             pred = self(stained, mask)
+        return self._score(pred, clean, mask, stain_losses)
+
+    def _score(self, pred: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, stain_losses: dict[str, torch.Tensor]) -> torch.Tensor:
         weight = 1 + self.loss_cfg.stain_weight * mask
         l1 = (weight * (pred - clean).abs()).mean() / weight.mean()
         loss = l1

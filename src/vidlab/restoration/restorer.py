@@ -124,7 +124,7 @@ class Restorer:
         # the batch only).
         self.multiple, self.halo = 2**module.model_cfg.depth, module.net.halo
         self.window = model_window(module.model_cfg)
-        self.tileable = module.model_cfg.norm in ("batch", "none")
+        self.tileable = module.model_cfg.norm in ("batch", "none") and getattr(module.net, "tileable", True)
         smallest = (self.multiple + 2 * self.halo) ** 2
         if self.pixels < smallest:
             raise ConfigError(f"--megapixels {megapixels} is below this model's smallest tile ({smallest / 1e6:.3f} megapixels)")

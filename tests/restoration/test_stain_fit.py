@@ -1,0 +1,61 @@
+"""The fitted stain: the notebook's disc is found at its exact centre on footage and on digits, the
+inverse it gives is the true stain's, and a blend model with it restores only inside the disc."""
+
+import numpy as np
+import pytest
+import torch
+
+from vidlab.restoration.blend import BlendUNet, invert_blend
+from vidlab.restoration.corruption import CircularStain
+from vidlab.restoration.digits import MovingDigits
+from vidlab.restoration.footage import render
+from vidlab.restoration.stain_fit import fit_centre, fit_stain
+
+NOTEBOOK = CircularStain(radius=25, opacity=1.0, hardness=0.8, tint=0.3)
+TINT = torch.tensor(0.3)
+
+
+def _stained(frames: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Float clips (stained, clean) and the true mask of the notebook's stain at a centre drawn by ``seed``."""
+    stain = NOTEBOOK.sample(np.random.default_rng(seed), *frames.shape[1:3])
+    as_float = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    return as_float(stain.apply(frames)), as_float(frames), stain.mask
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_centre_is_found_exactly_on_footage(seed: int):
+    frames = render(np.random.default_rng([7, seed]), 16, 72, 128)
+    stained, clean, mask = _stained(frames, seed)
+    found = fit_stain(stained, 25, 0.8, 1.0, TINT)
+    torch.testing.assert_close(found, torch.from_numpy(mask))  # the same formula at the same integer centre
+    ours = invert_blend(stained, found[None, None], 0.3 * found[None, None], 0.02)
+    true = invert_blend(stained, torch.from_numpy(mask)[None, None], 0.3 * torch.from_numpy(mask)[None, None], 0.02)
+    torch.testing.assert_close(ours, true)
+    inside = torch.from_numpy(mask > 0.5)
+    assert ((ours - clean)[..., inside] ** 2).mean() < 0.1 * ((stained - clean)[..., inside] ** 2).mean()
+
+
+def test_the_centre_is_found_on_digits():
+    frames = MovingDigits(72, 128, 16, 1, 3, 28, (1.0, 3.0)).render(np.random.default_rng(3))
+    for seed in range(3):
+        stained, _, mask = _stained(frames, seed)
+        cy, cx = np.unravel_index(np.argmax(mask), mask.shape)
+        assert fit_centre(stained, 25, 0.8, 1.0, TINT) == (cx, cy)
+
+
+def test_a_frame_too_small_for_the_stain_is_refused():
+    with pytest.raises(ValueError, match="cannot hold a stain of radius 25"):
+        fit_centre(torch.rand(4, 3, 40, 128), 25, 0.8, 1.0, TINT)
+
+
+def test_a_fitted_blend_model_changes_only_the_disc_it_finds():
+    net = BlendUNet(window=4, context_frames=3, depth=2, base_channels=4, norm="none", min_gain=0.02,
+                    stain=CircularStain(radius=10, opacity=1.0, hardness=0.8, tint=0.3)).eval()
+    assert net.estimator is None and not net.tileable
+    frames = render(np.random.default_rng(5), 8, 32, 48)
+    stain = CircularStain(radius=10, opacity=1.0, hardness=0.8, tint=0.3).sample(np.random.default_rng(1), 32, 48)
+    stained = torch.from_numpy(stain.apply(frames)).permute(0, 3, 1, 2).float() / 255
+    restored = net.restore(stained, np.arange(8), batch=4)
+    outside = torch.from_numpy(stain.mask == 0)
+    torch.testing.assert_close(restored[..., outside], stained[..., outside], atol=1e-6, rtol=0)
+    assert (restored - stained)[..., ~outside].abs().mean() > 0.05  # the disc was put back through the inverse
