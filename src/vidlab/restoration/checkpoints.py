@@ -55,6 +55,7 @@ def export_weights(checkpoint: str | Path, destination: str | Path) -> Path:
     saved = read_checkpoint(checkpoint, "checkpoint")
     destination = Path(destination)
     partial = destination.with_name(f".{destination.name}.partial")
+    destination.parent.mkdir(parents=True, exist_ok=True)
     torch.save({key: saved[key] for key in ("hyper_parameters", "state_dict")}, partial)
     partial.replace(destination)
     return destination

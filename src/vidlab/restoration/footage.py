@@ -8,7 +8,9 @@ sensor noise, written in several codecs, containers and sizes, as a user's folde
     python train.py dataset=video_folder dataset.path=data/footage 'dataset.resize=[72,128]'
 
 Unlike Moving-MNIST, nothing is black: a stain's minimum over a clip is not its offset, so a
-restorer must find the stain from the footage itself.
+restorer must find the stain from the footage itself. ``--digits N`` adds N videos of bouncing
+digits (the default dataset's, 72x128 H.264), so that one model learns both worlds (``make
+default-model``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vidlab.restoration.digits import MovingDigits
 from vidlab.video import H264Writer, VideoWriter
 
 # (suffix, writer, height, width): H.264 in mp4 and mkv, MPEG-4 part 2 in avi, three sizes
@@ -67,17 +70,22 @@ def render(rng: np.random.Generator, frames: int, height: int, width: int) -> np
     return video
 
 
-def write_footage(folder: str | Path, videos: int, frames: int, fps: float, seed: int) -> list[Path]:
-    """``videos`` files under ``folder``, cycling through :data:`FORMATS`; the same seed gives the same pixels."""
+def write_footage(folder: str | Path, videos: int, frames: int, fps: float, seed: int, digits: int = 0) -> list[Path]:
+    """``videos`` files under ``folder``, cycling through :data:`FORMATS`, and ``digits`` videos of
+    bouncing digits; the same seed gives the same pixels."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i in range(videos):
-        suffix, writer, height, width = FORMATS[i % len(FORMATS)]
+    for i in range(videos + digits):
         rng = np.random.default_rng([seed, i])
-        path = folder / f"scene_{i:03d}{suffix}"
+        if i < videos:
+            suffix, writer, height, width = FORMATS[i % len(FORMATS)]
+            path, pixels = folder / f"scene_{i:03d}{suffix}", render(rng, frames, height, width)
+        else:
+            writer, path = H264Writer, folder / f"digits_{i - videos:03d}.mp4"
+            pixels = MovingDigits(72, 128, frames, 1, 3, 28, (1.0, 3.0)).render(rng)
         with writer(path, fps) as out:
-            for frame in render(rng, frames, height, width):
+            for frame in pixels:
                 out.write(frame)
         paths.append(path)
     return paths
@@ -90,10 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--fps", type=float, default=24.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--digits", type=int, default=0, help="also write this many videos of bouncing digits")
     args = parser.parse_args(argv)
-    if args.videos < 1 or args.frames < 1 or args.fps <= 0:
-        parser.error("--videos and --frames must be >= 1 and --fps > 0")
-    paths = write_footage(args.folder, args.videos, args.frames, args.fps, args.seed)
+    if args.videos < 1 or args.frames < 1 or args.fps <= 0 or args.digits < 0:
+        parser.error("--videos and --frames must be >= 1, --digits >= 0 and --fps > 0")
+    paths = write_footage(args.folder, args.videos, args.frames, args.fps, args.seed, args.digits)
     print(f"wrote {len(paths)} videos of {args.frames} frames to {args.folder}")
 
 

@@ -15,7 +15,7 @@ stayed at 16.5 dB inside the stain, this search reached 32.0 dB against the true
 lower the contrast and misses by 5-10 pixels (measured): the heavy tail is what makes it work.
 
 Candidates are integer centres whose disc fits the frame, as the notebook draws them: a coarse grid
-on a few frames first, then every centre around the best coarse ones on all frames.
+on a few frames' channel means first, then every centre around the best coarse ones on all frames.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 from vidlab.restoration.corruption import circular_stain_mask
 
 COARSE_STEP = 4        # pixels between coarse candidates: narrower than the score's basin (measured)
-COARSE_FRAMES = 8      # frames the coarse grid reads
+COARSE_FRAMES = 4      # frames the coarse grid reads
 FINALISTS = 3          # coarse candidates searched around, pixel by pixel, on every frame
 FLOOR = 0.02           # 1 - m is floored here in the search (the disc's centre is opaque)
 
@@ -43,38 +43,57 @@ def _template(radius: float, hardness: float, opacity: float, tint: torch.Tensor
 
 
 def _log_gradients(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Sum of ``log(1 + |g| / sigma)`` over horizontal and vertical differences of the last two axes,
-    keeping the leading ``(rows, candidates)`` axes."""
+    """``log(1 + |g| / sigma)`` of the horizontal and vertical differences of the last two axes,
+    summed over the three axes before them (frames, channels, rows... of each leading index)."""
     gx = (x[..., :, 1:] - x[..., :, :-1]).abs().div_(sigma).log1p_()
     gy = (x[..., 1:, :] - x[..., :-1, :]).abs().div_(sigma).log1p_()
     return gx.sum((-4, -3, -2, -1)) + gy.sum((-4, -3, -2, -1))
 
 
-def _scores(clip: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, reach: int, xs: range, y: int, sigma: float) -> torch.Tensor:
-    """Scores of the centres ``(x, y)`` for ``x`` in ``xs`` (a range with a step), lower is better."""
-    size = 2 * reach + 1
-    strip = clip[:, :, y - reach : y + reach + 1, xs.start - reach : xs.stop - 1 + reach + 1]
-    crops = strip.unfold(-1, size, xs.step).permute(3, 0, 1, 2, 4)  # (candidates, T, 3, size, size)
-    return _log_gradients(crops * gain - offset, sigma) - _log_gradients(crops, sigma)
+def _box_sums(image: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Sums of ``image`` over every ``rows x cols`` window, indexed by the window's top-left corner."""
+    table = torch.nn.functional.pad(image.double().cumsum(0).cumsum(1), (1, 0, 1, 0))
+    return table[rows:, cols:] - table[:-rows, cols:] - table[rows:, :-cols] + table[:-rows, :-cols]
+
+
+class _Scorer:
+    """Scores centres on a clip: the inverse's gradient likelihood over the candidate's square minus
+    the stained frames' (the latter from box sums of per-pixel images, computed once)."""
+
+    def __init__(self, clip: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, reach: int, sigma: float):
+        self.clip, self.gain, self.offset, self.reach, self.sigma = clip, gain, offset, reach, sigma
+        size = 2 * reach + 1
+        gx = (clip[..., :, 1:] - clip[..., :, :-1]).abs().div_(sigma).log1p_().sum((0, 1))
+        gy = (clip[..., 1:, :] - clip[..., :-1, :]).abs().div_(sigma).log1p_().sum((0, 1))
+        self.stained = _box_sums(gx, size, size - 1) + _box_sums(gy, size - 1, size)  # (H - size + 1, W - size + 1)
+
+    def __call__(self, xs: range, y: int) -> torch.Tensor:
+        """Scores of the centres ``(x, y)`` for ``x`` in ``xs`` (a range with a step), lower is better."""
+        reach, size = self.reach, 2 * self.reach + 1
+        strip = self.clip[:, :, y - reach : y + reach + 1, xs.start - reach : xs.stop - 1 + reach + 1]
+        crops = strip.unfold(-1, size, xs.step).permute(3, 0, 1, 2, 4)  # (candidates, T, 3, size, size)
+        corners = torch.tensor(list(xs)) - reach
+        return _log_gradients(crops * self.gain - self.offset, self.sigma) - self.stained[y - reach, corners].float()
 
 
 def fit_centre(clip: torch.Tensor, radius: float, hardness: float, opacity: float, tint: torch.Tensor) -> tuple[int, int]:
     """The centre ``(x, y)`` of the disc stain in a float clip ``(T, 3, H, W)`` in [0, 1]."""
     t, _, h, w = clip.shape
-    gain, offset = _template(radius, hardness, opacity, tint.to(clip))[:2]
-    reach = math.ceil(radius)
+    gain, offset, reach = _template(radius, hardness, opacity, tint.to(clip))
     if h < 2 * reach + 1 or w < 2 * reach + 1:
         raise ValueError(f"a {h}x{w} frame cannot hold a stain of radius {radius}")
     sigma = max(float((clip[..., 1:] - clip[..., :-1]).abs().mean()), 1e-3)  # the footage's gradient scale
-    coarse = clip[np.linspace(0, t - 1, min(t, COARSE_FRAMES)).round().astype(int)]
+    # the coarse grid reads a few frames' channel means (the blend holds for them with the mean tint)
+    grey = clip[np.linspace(0, t - 1, min(t, COARSE_FRAMES)).round().astype(int)].mean(1, keepdim=True)
+    coarse = _Scorer(grey, gain, offset.mean(0, keepdim=True), reach, sigma)
     xs = range(reach, w - reach, COARSE_STEP)
-    found = [(float(s), x, y) for y in range(reach, h - reach, COARSE_STEP)
-             for s, x in zip(_scores(coarse, gain, offset, reach, xs, y, sigma), xs)]
+    found = [(float(s), x, y) for y in range(reach, h - reach, COARSE_STEP) for s, x in zip(coarse(xs, y), xs)]
+    fine = _Scorer(clip, gain, offset, reach, sigma)
     best = (math.inf, reach, reach)
     for _, x0, y0 in sorted(found)[:FINALISTS]:
         xs = range(max(reach, x0 - COARSE_STEP), min(w - reach, x0 + COARSE_STEP + 1))
         for y in range(max(reach, y0 - COARSE_STEP), min(h - reach, y0 + COARSE_STEP + 1)):
-            scores = _scores(clip, gain, offset, reach, range(xs.start, xs.stop, 1), y, sigma)
+            scores = fine(xs, y)
             i = int(scores.argmin())
             best = min(best, (float(scores[i]), xs.start + i, y))
     return best[1], best[2]
