@@ -199,6 +199,11 @@ def restore_video(
         torch_device = _device(device)
         # channels-last convolutions ran ~25% faster on the CPU here (oneDNN's NHWC kernels)
         module = load_module(checkpoint, tracking_uri).to(torch_device, memory_format=torch.channels_last)
+        try:
+            module.net.check_frame(info.height, info.width)
+        except ValueError as err:
+            raise ConfigError(f"model: {checkpoint} finds the stain it was trained on, and its {err}: restore a larger "
+                              f"video, or train a model for smaller stains (corruption.radius)") from None
         smoother = module.smoother if smoothing is None else build_smoothing(build_smoothing_config(smoothing))
         restorer = Restorer(module, smoother, megapixels, chunk)
         # smoothing=0: the rate shown is the average so far (blocks of frames finish in bursts)

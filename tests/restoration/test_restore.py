@@ -37,7 +37,8 @@ from vidlab.video.count import video_info
 from conftest import ROOT, Outcome, call_main, mounted_tmpfs, moving_square_frames
 
 SMALL = {"name": "unet_temporal", "context_frames": 3, "depth": 2, "base_channels": 4}
-BLEND = {"name": "blend_unet", "window": 4, "context_frames": 3, "depth": 2, "base_channels": 4}
+BLEND = {"name": "blend_unet", "window": 4, "context_frames": 3, "depth": 2, "base_channels": 4, "stain": None}  # learned: tiles
+FITTED = {**BLEND, "stain": {**choice_values("corruption", "circular_stain"), "radius": 12}}  # fits 40x56 frames
 LOSS = choice_values("task", "restoration")["loss"]
 
 
@@ -71,6 +72,11 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def blend_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "blend.ckpt", BLEND)
+
+
+@pytest.fixture(scope="module")
+def fitted_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "fitted.ckpt", FITTED)
 
 
 @pytest.fixture
@@ -176,16 +182,16 @@ def test_a_phone_video_shows_as_its_input(checkpoint: Path, tmp_path: Path, code
 
 # ---------------------------------------------------------------- streaming does not change the result
 @pytest.mark.parametrize("smoothing", ["none", "ema", "window", "masked"])
-@pytest.mark.parametrize("model", ["unet_temporal", "blend_unet"])
-def test_result_does_not_depend_on_the_budget(checkpoint: Path, blend_checkpoint: Path, smoothing: str, model: str):
-    module = restore.load_module(blend_checkpoint if model == "blend_unet" else checkpoint)
+@pytest.mark.parametrize("model", ["unet_temporal", "blend_unet", "blend_unet_fitted"])
+def test_result_does_not_depend_on_the_budget(checkpoint: Path, blend_checkpoint: Path, fitted_checkpoint: Path, smoothing: str, model: str):
+    module = restore.load_module({"blend_unet": blend_checkpoint, "blend_unet_fitted": fitted_checkpoint}.get(model, checkpoint))
     smoother = build_smoothing(build_smoothing_config(smoothing))
     frames = list(moving_square_frames(11, 40, 56) + np.random.default_rng(0).integers(0, 20, (11, 40, 56, 3), np.uint8))
     clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
     whole = to_uint8(smoother(module.restore_clip(clip), clip))  # the whole video at once
     # One block; blocks of 4; of 1. The blend model's blocks hold whole 4-frame windows (one block;
     # blocks of 8; of 4), and its last segment (frames 7-10) overlaps the one before.
-    small_budget = 0.02 if model == "blend_unet" else 0.01
+    small_budget = 0.02 if model.startswith("blend_unet") else 0.01
     for megapixels, chunk in [(1.0, None), (small_budget, None), (1.0, 1)]:
         got = np.stack([r for _, r in Restorer(module, smoother, megapixels, chunk)(iter(frames))])
         differ = got != whole
@@ -305,6 +311,7 @@ def test_refused_output_formats_before_anything_else(tmp_path: Path, name: str):
     ("unknown run", "runs:/0123456789abcdef0123456789abcdef/model: no PyTorch model of vidlab in sqlite:///.*not found"),
     ("unknown registered model", "models:/stain_remover/1: no PyTorch model of vidlab in .*not found"),
     ("missing store", "no MLflow store at sqlite:///.*missing.db"),
+    ("stain larger than the frame", "blend_unet.ckpt finds the stain it was trained on, and its radius 25 does not fit a 40x56 frame"),
 ])
 def test_one_line_errors_with_exit_code_2(checkpoint: Path, bad_checkpoints: Path, video: Path, tmp_path: Path,
                                            case: str, match: str):
@@ -331,6 +338,8 @@ def test_one_line_errors_with_exit_code_2(checkpoint: Path, bad_checkpoints: Pat
         target = tmp_path / "nowhere" / "restored.mp4"
     elif case == "output is the input":
         target = video
+    elif case == "stain larger than the frame":  # the shipped model, on a video smaller than its stain
+        ckpt = restore.DEFAULT_MODEL
     elif case in ("unknown run", "unknown registered model", "missing store"):
         store = out.parent / ("missing.db" if case == "missing store" else "store.db")
         if case != "missing store":

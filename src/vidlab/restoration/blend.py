@@ -59,21 +59,27 @@ class BlendUNet(nn.Module):
     """Reads windows of ``window`` stained frames ``(B, window, 3, H, W)`` in [0, 1]; one stain
     estimate per window. Training calls :meth:`forward`, evaluation and restore :meth:`restore`.
 
-    With ``stain`` (the disc a :class:`CircularStain` draws), the stain is not learned but fitted
-    (:mod:`vidlab.restoration.stain_fit`): only its centre is unknown, and the whole frame is searched
-    for it, so the model is never cut into tiles. Training then inverts with the true stain, and only
-    the repair U-Net learns. Without it, an estimator U-Net learns the stain per pixel."""
+    When ``stain``, the corruption it is trained on, is a :class:`CircularStain` (the notebook's
+    disc), the stain is not learned but fitted (:mod:`vidlab.restoration.stain_fit`): only its centre
+    is unknown, and the whole frame is searched for it, so the model is never cut into tiles. Training
+    then inverts with the true stain, and only the repair U-Net learns. For any other corruption (or
+    none given), an estimator U-Net learns the stain per pixel."""
 
     def __init__(self, window: int, context_frames: int, depth: int, base_channels: int, norm: str, min_gain: float,
-                 stain: CircularStain | None = None):
+                 stain: object = None):
         super().__init__()
         self.window, self.context_frames, self.depth, self.min_gain = window, context_frames, depth, min_gain
-        self.stain = stain
-        self.estimator = None if stain else ConvUNet(3 * len(STATISTICS), 4, depth, base_channels, norm)
+        self.stain = stain if isinstance(stain, CircularStain) else None
+        self.estimator = None if self.stain else ConvUNet(3 * len(STATISTICS), 4, depth, base_channels, norm)
         self.refiner = ConvUNet(3 * context_frames + 4, 3, depth, base_channels, norm)
         # the refiner reads the estimate around each pixel; a fitted stain reads the whole frame
         self.halo = self.refiner.halo + (self.estimator.halo if self.estimator else 0)
-        self.tileable = stain is None
+        self.tileable = self.stain is None
+
+    def check_frame(self, height: int, width: int) -> None:
+        """A fitted stain must fit the frame (``ValueError`` otherwise), as the notebook draws it."""
+        if self.stain is not None:
+            self.stain.check_frame(height, width)
 
     def estimate_logits(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Opacity logits ``(B, 1, H, W)`` (the mask loss is a BCE on them) and tint ``(B, 3, H, W)``."""

@@ -128,7 +128,7 @@ class UNetConfig(ModelConfig):
 class BlendUNetConfig(ModelConfig):
     window: int  # frames one stain estimate reads: training windows, evaluation and restore segments
     min_gain: float
-    stain: Optional[CircularStainConfig]  # the stain's known shape, whose centre is fitted; null: learned per pixel
+    stain: Any  # the corruption's node: a circular stain is fitted (its centre searched); others, or null, learned
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -75,6 +75,9 @@ class UNet(ConvUNet):
         super().__init__(3 * context_frames + int(mask_channel), 3, depth, base_channels, norm)
         self.context_frames, self.mask_channel, self.residual = context_frames, mask_channel, residual
 
+    def check_frame(self, height: int, width: int) -> None:
+        """Any frame size restores (tiles cover frames larger than the budget)."""
+
     def forward(self, stained: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, k, c, h, w = stained.shape
         if k != self.context_frames:
