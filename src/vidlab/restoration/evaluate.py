@@ -8,9 +8,9 @@ of each video are decoded upright, resized to ``--size`` (INTER_AREA; ``native``
 stained with the notebook's circular stain, drawn from ``default_rng([seed, video index])`` so a rerun
 scores the same stains. Rows: the stained input, two oracles given the true stain (the exact
 inverse, the ceiling, and OpenCV Telea inpainting) and each ``--model`` (a checkpoint or MLflow URI,
-as ``python -m vidlab.restore`` takes), restored through the same ``Restorer`` that command uses.
-Every output is scored as the uint8 frames a user gets: the baselines' float outputs are quantized
-too, ``(x * 255).round() / 255``. Without ``--model`` only the input and the baselines are scored.
+as ``python -m vidlab.restore`` takes; without one, the model vidlab ships, as ``default model``),
+restored through the same ``Restorer`` that command uses. Every output is scored as the uint8 frames a
+user gets: the baselines' float outputs are quantized too, ``(x * 255).round() / 255``.
 
 Real sample videos ship in PyPI packages (licences as those packages state):
 
@@ -46,6 +46,7 @@ from vidlab.restoration.metrics import CONTENT_LUMA, STAIN_THRESHOLD, luma, psnr
 from vidlab.video import VideoReadError, iter_frames
 
 SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".mpg")
+DEFAULT_LABEL = "default model"  # the row of the model vidlab ships (python -m vidlab.restore without a model)
 BASELINES = ("true_inverse", "inpaint_telea")  # both read the true stain
 COLUMNS = ("video", "size", "output", "uses the true stain", "PSNR in stain (dB)", "content PSNR in stain (dB)", "PSNR (dB)")
 
@@ -112,7 +113,7 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
              seed: int = 0, radius: int = 25, opacity: float = 1.0, hardness: float = 0.8, tint: float = 0.3) -> list[Row]:
     """Rows of every video (see the module docstring); refuses bad arguments before decoding a frame."""
     from vidlab.restoration.restorer import Restorer
-    from vidlab.restore import load_module
+    from vidlab.restore import DEFAULT_MODEL, load_module
 
     if frames < 1:
         raise ConfigError(f"--frames must be >= 1 (got {frames})")
@@ -121,7 +122,8 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
     except ValueError as err:
         raise ConfigError(f"stain: {err}") from None
     found = find_videos(videos)
-    modules = {model: load_module(model).to(memory_format=torch.channels_last) for model in models}  # as vidlab.restore
+    modules = {model: load_module(DEFAULT_MODEL if model == DEFAULT_LABEL else model).to(memory_format=torch.channels_last)
+               for model in models}  # as vidlab.restore
     rows = []
     for index, (label, path) in enumerate(found):
         try:
@@ -136,6 +138,11 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
         outputs = {"input": (x, False)}
         outputs |= {name: ((run_baseline(name, x, mask, offset).clamp(0, 1) * 255).round() / 255, True) for name in BASELINES}
         for model, module in modules.items():
+            try:
+                module.net.check_frame(*clean.shape[1:3])
+            except ValueError as err:
+                print(f"{model} skips {path}: {err}", file=sys.stderr)
+                continue
             restored = [pair[1] for pair in Restorer(module, module.smoother)(iter(stained))]
             outputs[model] = (_float(np.stack(restored)), False)
         shape = f"{clean.shape[1]}x{clean.shape[2]}"
@@ -173,7 +180,8 @@ def report(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m vidlab.restoration.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("videos", nargs="+", metavar="VIDEO_OR_FOLDER")
-    parser.add_argument("--model", action="append", default=[], help="a checkpoint or MLflow URI, as vidlab.restore takes (repeatable)")
+    parser.add_argument("--model", action="append", default=[],
+                        help="a checkpoint or MLflow URI, as vidlab.restore takes (repeatable; default: the model vidlab ships)")
     parser.add_argument("--size", default="72x128", help="HEIGHTxWIDTH to resize to, or native (default %(default)s)")
     parser.add_argument("--frames", type=int, default=48, help="first frames scored per video (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="draws the stains (default %(default)s)")
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.out is not None and not args.out.parent.is_dir():
             raise ConfigError(f"--out: no folder {args.out.parent}")
-        rows = evaluate(args.videos, args.model, parse_size(args.size), args.frames, args.seed, args.radius,
+        rows = evaluate(args.videos, args.model or [DEFAULT_LABEL], parse_size(args.size), args.frames, args.seed, args.radius,
                         args.opacity, args.hardness, args.tint)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
