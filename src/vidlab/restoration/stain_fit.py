@@ -31,6 +31,8 @@ COARSE_STEP = 4        # pixels between coarse candidates: narrower than the sco
 COARSE_FRAMES = 4      # frames the coarse grid reads
 FINALISTS = 3          # coarse candidates searched around, pixel by pixel, on every frame
 FLOOR = 0.02           # 1 - m is floored here in the search (the disc's centre is opaque)
+SEARCH_ROWS = 72       # a larger frame is searched shrunk to about this many rows first
+MIN_RADIUS = 8         # ... unless that would shrink the stain below this radius
 
 
 def _template(radius: float, hardness: float, opacity: float, tint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -76,26 +78,39 @@ class _Scorer:
         return _log_gradients(crops * self.gain - self.offset, self.sigma) - self.stained[y - reach, corners].float()
 
 
+def _scale(height: int, width: int, radius: float) -> int:
+    """How much a frame can shrink for the first search: to about the project's 72 rows, but not below
+    a stain of 8 pixels of radius, whose profile the shrunk frame would blur away."""
+    return max(1, min(min(height, width) // SEARCH_ROWS, int(radius // MIN_RADIUS)))
+
+
+def _best(scorer: _Scorer, xs: range, ys: range) -> list[tuple[float, int, int]]:
+    """``(score, x, y)`` of every centre on the grid ``xs`` x ``ys``."""
+    return [(float(s), x, y) for y in ys for s, x in zip(scorer(xs, y), xs)]
+
+
 def fit_centre(clip: torch.Tensor, radius: float, hardness: float, opacity: float, tint: torch.Tensor) -> tuple[int, int]:
-    """The centre ``(x, y)`` of the disc stain in a float clip ``(T, 3, H, W)`` in [0, 1]."""
+    """The centre ``(x, y)`` of the disc stain in a float clip ``(T, 3, H, W)`` in [0, 1]. A large frame
+    is searched shrunk first (block means), then around that centre at full size."""
     t, _, h, w = clip.shape
     gain, offset, reach = _template(radius, hardness, opacity, tint.to(clip))
     if h < 2 * reach + 1 or w < 2 * reach + 1:
         raise ValueError(f"a {h}x{w} frame cannot hold a stain of radius {radius}")
     sigma = max(float((clip[..., 1:] - clip[..., :-1]).abs().mean()), 1e-3)  # the footage's gradient scale
-    # the coarse grid reads a few frames' channel means (the blend holds for them with the mean tint)
-    grey = clip[np.linspace(0, t - 1, min(t, COARSE_FRAMES)).round().astype(int)].mean(1, keepdim=True)
-    coarse = _Scorer(grey, gain, offset.mean(0, keepdim=True), reach, sigma)
-    xs = range(reach, w - reach, COARSE_STEP)
-    found = [(float(s), x, y) for y in range(reach, h - reach, COARSE_STEP) for s, x in zip(coarse(xs, y), xs)]
     fine = _Scorer(clip, gain, offset, reach, sigma)
+    scale = _scale(h, w, radius)
+    if scale > 1:
+        x, y = fit_centre(torch.nn.functional.avg_pool2d(clip, scale), radius / scale, hardness, opacity, tint)
+        spread, finalists = scale + 2, [(0.0, x * scale + (scale - 1) // 2, y * scale + (scale - 1) // 2)]
+    else:  # the coarse grid reads a few frames' channel means (the blend holds for them with the mean tint)
+        grey = clip[np.linspace(0, t - 1, min(t, COARSE_FRAMES)).round().astype(int)].mean(1, keepdim=True)
+        coarse = _Scorer(grey, gain, offset.mean(0, keepdim=True), reach, sigma)
+        found = _best(coarse, range(reach, w - reach, COARSE_STEP), range(reach, h - reach, COARSE_STEP))
+        spread, finalists = COARSE_STEP, sorted(found)[:FINALISTS]
     best = (math.inf, reach, reach)
-    for _, x0, y0 in sorted(found)[:FINALISTS]:
-        xs = range(max(reach, x0 - COARSE_STEP), min(w - reach, x0 + COARSE_STEP + 1))
-        for y in range(max(reach, y0 - COARSE_STEP), min(h - reach, y0 + COARSE_STEP + 1)):
-            scores = fine(xs, y)
-            i = int(scores.argmin())
-            best = min(best, (float(scores[i]), xs.start + i, y))
+    for _, x0, y0 in finalists:
+        xs = range(max(reach, x0 - spread), min(w - reach, x0 + spread + 1))
+        best = min([best, *_best(fine, xs, range(max(reach, y0 - spread), min(h - reach, y0 + spread + 1)))])
     return best[1], best[2]
 
 
