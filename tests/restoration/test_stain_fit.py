@@ -35,6 +35,14 @@ def test_the_centre_is_found_exactly_on_footage(seed: int):
     assert ((ours - clean)[..., inside] ** 2).mean() < 0.1 * ((stained - clean)[..., inside] ** 2).mean()
 
 
+def test_a_large_frame_is_searched_shrunk_then_at_full_size():
+    frames = render(np.random.default_rng(8), 16, 288, 512)  # shrunk 3x for the first search
+    for seed in range(2):
+        stained, _, mask = _stained(frames, seed)
+        cy, cx = np.unravel_index(np.argmax(mask), mask.shape)
+        assert fit_centre(stained, 25, 0.8, 1.0, TINT) == (cx, cy)
+
+
 def test_the_centre_is_found_on_digits():
     frames = MovingDigits(72, 128, 16, 1, 3, 28, (1.0, 3.0)).render(np.random.default_rng(3))
     for seed in range(3):
