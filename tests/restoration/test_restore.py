@@ -202,6 +202,7 @@ def test_result_does_not_depend_on_the_budget(checkpoint: Path, blend_checkpoint
 @pytest.mark.parametrize(("model", "size", "budgets"), [
     (SMALL, (40, 56), ((0.0016, 20), (0.002, 7))),  # (megapixels, tiles): square tiles, then full-width strips
     (BLEND, (100, 140), ((0.006, 35), (0.01, 8))),  # two U-Nets in a row: a halo twice as wide
+    (FITTED, (100, 140), ((0.004, 15), (0.008, 4))),  # the stain found on the whole frame, then the repair in tiles
 ])
 def test_tiles_restore_frames_as_a_whole(tmp_path: Path, model: dict, size: tuple[int, int], budgets: tuple):
     module = restore.load_module(save_checkpoint(tmp_path / "d1.ckpt", {**model, "depth": 1}))

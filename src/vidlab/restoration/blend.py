@@ -61,8 +61,8 @@ class BlendUNet(nn.Module):
 
     When ``stain``, the corruption it is trained on, is a :class:`CircularStain` (the notebook's
     disc), the stain is not learned but fitted (:mod:`vidlab.restoration.stain_fit`): only its centre
-    is unknown, and the whole frame is searched for it, so the model is never cut into tiles. Training
-    then inverts with the true stain, and only the repair U-Net learns. For any other corruption (or
+    is unknown, and the whole frame is searched for it (restore searches it before cutting frames into
+    tiles). Training then inverts with the true stain, and only the repair U-Net learns. For any other corruption (or
     none given), an estimator U-Net learns the stain per pixel."""
 
     def __init__(self, window: int, context_frames: int, depth: int, base_channels: int, norm: str, min_gain: float,
@@ -72,9 +72,8 @@ class BlendUNet(nn.Module):
         self.stain = stain if isinstance(stain, CircularStain) else None
         self.estimator = None if self.stain else ConvUNet(3 * len(STATISTICS), 4, depth, base_channels, norm)
         self.refiner = ConvUNet(3 * context_frames + 4, 3, depth, base_channels, norm)
-        # the refiner reads the estimate around each pixel; a fitted stain reads the whole frame
+        # the refiner reads the estimate around each pixel (a fitted one is found before tiling)
         self.halo = self.refiner.halo + (self.estimator.halo if self.estimator else 0)
-        self.tileable = self.stain is None
 
     def check_frame(self, height: int, width: int) -> None:
         """A fitted stain must fit the frame (``ValueError`` otherwise), as the notebook draws it."""
@@ -92,26 +91,32 @@ class BlendUNet(nn.Module):
         correction = self.refiner(torch.cat([inverted.reshape(n, k * c, h, w), opacity, tint], dim=1))
         return inverted[:, k // 2] + opacity * correction
 
-    def invert(self, clip: torch.Tensor, truth: torch.Tensor | None = None
+    def find_stain(self, frames: torch.Tensor) -> torch.Tensor:
+        """The fitted stain's opacity ``(H, W)`` in frames ``(T, 3, H, W)`` (uint8, or float in [0, 1])."""
+        stain = self.stain
+        return fit_stain(frames, stain.radius, stain.hardness, stain.opacity, torch.tensor(stain.tint).reshape(-1))
+
+    def invert(self, clip: torch.Tensor, opacity: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """Windows ``(B, W, 3, H, W)`` through their stain's inverse: the inverted frames, the opacity
-        logits (None for a fitted stain), opacity and tint ``(B, 1|3, H, W)``. ``truth``, the true
-        opacity ``(B, 1, H, W)``, stands in for the fitted one in training."""
+        logits (None for a fitted stain), opacity and tint ``(B, 1|3, H, W)``. For a fitted stain,
+        ``opacity`` ``(B, 1, H, W)`` is the one to use instead of searching the window: the true one in
+        training, or the part of one found on the whole frame when restore cuts frames into tiles."""
         if self.stain is None:
             logits, tint = self.estimate_logits(clip)
             opacity = torch.sigmoid(logits)
         else:
-            stain, logits = self.stain, None
-            tint = torch.tensor(stain.tint, dtype=clip.dtype, device=clip.device).reshape(1, -1, 1, 1).expand(len(clip), 3, *clip.shape[-2:])
-            opacity = truth if truth is not None else torch.stack(
-                [fit_stain(c, stain.radius, stain.hardness, stain.opacity, tint[0, :, 0, 0])[None] for c in clip])
+            logits = None
+            tint = torch.tensor(self.stain.tint, dtype=clip.dtype, device=clip.device).reshape(1, -1, 1, 1).expand(len(clip), 3, *clip.shape[-2:])
+            if opacity is None:
+                opacity = torch.stack([self.find_stain(c)[None] for c in clip])
         return invert_blend(clip, opacity[:, None], (tint * opacity)[:, None], self.min_gain), logits, opacity, tint
 
-    def forward(self, clip: torch.Tensor, centres: torch.Tensor, truth: torch.Tensor | None = None) -> BlendOutput:
-        """Windows ``(B, W, 3, H, W)`` and the frames to restore in each ``(B, S)``; ``truth`` as in
+    def forward(self, clip: torch.Tensor, centres: torch.Tensor, opacity: torch.Tensor | None = None) -> BlendOutput:
+        """Windows ``(B, W, 3, H, W)`` and the frames to restore in each ``(B, S)``; ``opacity`` as in
         :meth:`invert`."""
         b, t = clip.shape[:2]
-        inverted, logits, opacity, tint = self.invert(clip, truth)
+        inverted, logits, opacity, tint = self.invert(clip, opacity)
         s = centres.shape[1]
         idx = torch.as_tensor(neighbour_indices(centres.cpu().numpy(), self.context_frames, t), device=clip.device)
         stacks = inverted[torch.arange(b, device=clip.device)[:, None, None], idx]  # (B, S, k, 3, H, W)
@@ -126,15 +131,18 @@ class BlendUNet(nn.Module):
         return (start, stop) if stop <= length else (max(0, length - self.window), length)
 
     @torch.no_grad()
-    def restore(self, clip: torch.Tensor, centres: np.ndarray, batch: int) -> torch.Tensor:
+    def restore(self, clip: torch.Tensor, centres: np.ndarray, batch: int,
+                stains: dict[tuple[int, int], torch.Tensor] | None = None) -> torch.Tensor:
         """Restore frames ``centres`` of a float clip ``(T, 3, H, W)`` (whose frame 0 starts a segment),
-        each from its segment's stain estimate; ``batch`` frames go through the refiner at once."""
+        each from its segment's stain estimate (``stains[(start, stop)]``, the fitted opacity of the
+        clip's pixels, when found beforehand); ``batch`` frames go through the refiner at once."""
         out = []
         segments: dict[tuple[int, int], list[int]] = {}
         for c in centres:
             segments.setdefault(self.segment(int(c), clip.shape[0]), []).append(int(c))
         for (start, stop), wanted in segments.items():
-            inverted, _, opacity, tint = self.invert(clip[None, start:stop])
+            known = None if stains is None else stains[start, stop][None, None].to(clip)
+            inverted, _, opacity, tint = self.invert(clip[None, start:stop], known)
             inverted = inverted[0]
             local = np.asarray(wanted) - start
             for i in range(0, len(local), batch):

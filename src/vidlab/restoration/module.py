@@ -89,14 +89,16 @@ class RestorationModule(L.LightningModule):
 
     @torch.no_grad()
     def restore_clip(
-        self, clip: torch.Tensor, mask: torch.Tensor | None = None, batch: int = 16, centres: range | None = None
+        self, clip: torch.Tensor, mask: torch.Tensor | None = None, batch: int = 16, centres: range | None = None,
+        stains: dict[tuple[int, int], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Restore every frame of a float clip ``(T, 3, H, W)`` (or only ``centres``, so a streamed block
-        can carry neighbours as context without restoring them); returns it clamped to [0, 1]."""
+        can carry neighbours as context without restoring them); returns it clamped to [0, 1].
+        ``stains``: a fitted blend model's stain per segment, found on whole frames (restore's tiles)."""
         t = clip.shape[0]
         centres = np.arange(t) if centres is None else np.asarray(centres)
         if isinstance(self.net, BlendUNet):
-            return self.net.restore(clip, centres, batch)
+            return self.net.restore(clip, centres, batch, stains)
         out = []
         for start in range(0, len(centres), batch):
             idx = neighbour_indices(centres[start : start + batch], self.model_cfg.context_frames, t)
@@ -110,7 +112,7 @@ class RestorationModule(L.LightningModule):
         stained, clean, mask = _as_float(batch["stained"]), _as_float(batch["clean"]), batch["mask"]
         stain_losses: dict[str, torch.Tensor] = {}
         if isinstance(self.net, BlendUNet):
-            out = self.net(stained, batch["centres"], truth=mask if self.net.stain else None)
+            out = self.net(stained, batch["centres"], opacity=mask if self.net.stain else None)  # a fitted stain: the true one
             pred, clean = out.frames.flatten(0, 1), clean.flatten(0, 1)
             if out.opacity_logits is None:  # a fitted stain: the inverse has nothing to learn
                 mask = mask.repeat_interleave(batch["centres"].shape[1], 0)

@@ -124,7 +124,7 @@ class Restorer:
         # the batch only).
         self.multiple, self.halo = 2**module.model_cfg.depth, module.net.halo
         self.window = model_window(module.model_cfg)
-        self.tileable = module.model_cfg.norm in ("batch", "none") and getattr(module.net, "tileable", True)
+        self.tileable = module.model_cfg.norm in ("batch", "none")
         smallest = (self.multiple + 2 * self.halo) ** 2
         if self.pixels < smallest:
             raise ConfigError(f"--megapixels {megapixels} is below this model's smallest tile ({smallest / 1e6:.3f} megapixels)")
@@ -162,12 +162,25 @@ class Restorer:
             # a window model reads the frames before the block only for a short last segment: the
             # others stay uint8 (at 720p, 16 float frames are 0.18 GB)
             low = 0 if self.window is None else min(self.module.net.segment(c, len(window))[0] for c in range(first, first + count))
+            stains = self._stains(window[low:], range(first - low, first - low + count))
             restored = torch.empty(count, 3, h, w)
             for tile in tiles:
                 clip = _to_float(window[low:], *tile.read, self.device)
-                out = self.module.restore_clip(clip, batch=batch, centres=range(first - low, first - low + count)).cpu()
+                crops = None if stains is None else {segment: stain[tile.read] for segment, stain in stains.items()}
+                out = self.module.restore_clip(clip, batch=batch, centres=range(first - low, first - low + count), stains=crops).cpu()
                 restored[:, :, tile.core[0], tile.core[1]] = out[:, :, tile.inner[0], tile.inner[1]]
             yield from zip(window[first : first + count], restored)
+
+    def _stains(self, frames: list[np.ndarray], centres: range) -> dict[tuple[int, int], torch.Tensor] | None:
+        """A fitted blend model's stain of each segment the centres read, found on the whole frames
+        (uint8, one segment at a time), so that tiles share it; None for any other model."""
+        import torch
+
+        if self.window is None or self.module.net.stain is None:
+            return None
+        segments = {self.module.net.segment(c, len(frames)) for c in centres}
+        return {(start, stop): self.module.net.find_stain(torch.from_numpy(np.stack(frames[start:stop])).permute(0, 3, 1, 2).to(self.device))
+                for start, stop in segments}
 
     def _smooth(self, pairs: Iterator[tuple[np.ndarray, torch.Tensor]], h: int, w: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Smoothing in blocks of frames with their context, by strips of rows (every smoother is

@@ -89,33 +89,47 @@ def _best(scorer: _Scorer, xs: range, ys: range) -> list[tuple[float, int, int]]
     return [(float(s), x, y) for y in ys for s, x in zip(scorer(xs, y), xs)]
 
 
+def _float(frames: torch.Tensor) -> torch.Tensor:
+    return frames.float().div_(255) if frames.dtype == torch.uint8 else frames
+
+
 def fit_centre(clip: torch.Tensor, radius: float, hardness: float, opacity: float, tint: torch.Tensor) -> tuple[int, int]:
-    """The centre ``(x, y)`` of the disc stain in a float clip ``(T, 3, H, W)`` in [0, 1]. A large frame
-    is searched shrunk first (block means), then around that centre at full size."""
+    """The centre ``(x, y)`` of the disc stain in a clip ``(T, 3, H, W)``, uint8 or float in [0, 1]. A
+    large frame is searched shrunk first (block means), then around that centre at full size, where
+    only the pixels those candidates read are made float (restore hands over whole uint8 frames)."""
     t, _, h, w = clip.shape
-    gain, offset, reach = _template(radius, hardness, opacity, tint.to(clip))
+    gain, offset, reach = _template(radius, hardness, opacity, tint.to(device=clip.device, dtype=torch.float32))
     if h < 2 * reach + 1 or w < 2 * reach + 1:
         raise ValueError(f"a {h}x{w} frame cannot hold a stain of radius {radius}")
-    sigma = max(float((clip[..., 1:] - clip[..., :-1]).abs().mean()), 1e-3)  # the footage's gradient scale
-    fine = _Scorer(clip, gain, offset, reach, sigma)
     scale = _scale(h, w, radius)
     if scale > 1:
-        x, y = fit_centre(torch.nn.functional.avg_pool2d(clip, scale), radius / scale, hardness, opacity, tint)
-        spread, finalists = scale + 2, [(0.0, x * scale + (scale - 1) // 2, y * scale + (scale - 1) // 2)]
-    else:  # the coarse grid reads a few frames' channel means (the blend holds for them with the mean tint)
-        grey = clip[np.linspace(0, t - 1, min(t, COARSE_FRAMES)).round().astype(int)].mean(1, keepdim=True)
+        shrunk = torch.stack([torch.nn.functional.avg_pool2d(_float(frame), scale) for frame in clip])
+        x, y = fit_centre(shrunk, radius / scale, hardness, opacity, tint)
+        x, y, spread = x * scale + (scale - 1) // 2, y * scale + (scale - 1) // 2, scale + 2
+        top, left = max(0, y - spread - reach), max(0, x - spread - reach)
+        region = _float(clip[..., top : y + spread + reach + 1, left : x + spread + reach + 1])
+        finalists = [(0.0, x - left, y - top)]
+        bounds = (reach - left, w - reach - left, reach - top, h - reach - top)  # candidates whose disc fits the frame
+    else:
+        region, top, left, spread = _float(clip), 0, 0, COARSE_STEP
+        bounds = (reach, w - reach, reach, h - reach)
+    sigma = max(float((region[..., 1:] - region[..., :-1]).abs().mean()), 1e-3)  # the footage's gradient scale
+    fine = _Scorer(region, gain, offset, reach, sigma)
+    if scale == 1:  # the coarse grid reads a few frames' channel means (the blend holds for them with the mean tint)
+        grey = region[np.linspace(0, t - 1, min(t, COARSE_FRAMES)).round().astype(int)].mean(1, keepdim=True)
         coarse = _Scorer(grey, gain, offset.mean(0, keepdim=True), reach, sigma)
         found = _best(coarse, range(reach, w - reach, COARSE_STEP), range(reach, h - reach, COARSE_STEP))
-        spread, finalists = COARSE_STEP, sorted(found)[:FINALISTS]
-    best = (math.inf, reach, reach)
+        finalists = sorted(found)[:FINALISTS]
+    best = (math.inf, 0, 0)
     for _, x0, y0 in finalists:
-        xs = range(max(reach, x0 - spread), min(w - reach, x0 + spread + 1))
-        best = min([best, *_best(fine, xs, range(max(reach, y0 - spread), min(h - reach, y0 + spread + 1)))])
-    return best[1], best[2]
+        xs = range(max(bounds[0], x0 - spread), min(bounds[1], x0 + spread + 1))
+        best = min([best, *_best(fine, xs, range(max(bounds[2], y0 - spread), min(bounds[3], y0 + spread + 1)))])
+    return best[1] + left, best[2] + top
 
 
 def fit_stain(clip: torch.Tensor, radius: float, hardness: float, opacity: float, tint: torch.Tensor) -> torch.Tensor:
-    """The stain's opacity ``(H, W)`` (the notebook's formula at the centre :func:`fit_centre` finds)."""
+    """The stain's opacity ``(H, W)`` in a clip as :func:`fit_centre` takes it (the notebook's formula
+    at the centre found)."""
     h, w = clip.shape[-2:]
     centre = fit_centre(clip, radius, hardness, opacity, tint)
     return torch.from_numpy(circular_stain_mask(h, w, centre, radius, opacity, hardness)).to(clip.device)
