@@ -17,9 +17,8 @@ per megapixel), or the few frames its window needs when frames are larger. Each 
 once, and blocks carry the neighbours the model and the smoothing read, so the output is the one
 the whole video restored at once would give, whatever the budget (up to float rounding). The blend
 model (``blend_unet``) finds the stain once per segment of ``model.window`` frames, as when its
-test clips were scored. One exception to the budget: a blend model that fits its stain (the default)
-searches the whole frame, so it is not tiled, and a frame larger than the budget goes through whole
-(measured peak: 2.39 GB at 1280x720, 4.02 GB at 1920x1080; ``docs/benchmarks.md``).
+test clips were scored; a fitted stain (the default) is searched on the segment's whole frames before
+they are cut into tiles (measured peak: 2.38 GB at 1280x720, 2.99 GB at 1920x1080; ``docs/benchmarks.md``).
 
 The output is H.264 in ``.mp4`` (index first: plays in a browser while it loads), ``.mkv`` or ``.avi``,
 at the input's exact size as shown (odd sizes too, as 4:4:4); ``--codec mp4v`` writes MPEG-4 part 2 instead,
