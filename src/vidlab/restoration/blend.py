@@ -70,6 +70,7 @@ class BlendUNet(nn.Module):
         super().__init__()
         self.window, self.context_frames, self.depth, self.min_gain = window, context_frames, depth, min_gain
         self.stain = stain if isinstance(stain, CircularStain) else None
+        self.tint = None if self.stain is None else torch.tensor(self.stain.tint, dtype=torch.float32).reshape(-1)  # grey or RGB
         self.estimator = None if self.stain else ConvUNet(3 * len(STATISTICS), 4, depth, base_channels, norm)
         self.refiner = ConvUNet(3 * context_frames + 4, 3, depth, base_channels, norm)
         # the refiner reads the estimate around each pixel (a fitted one is found before tiling)
@@ -94,7 +95,7 @@ class BlendUNet(nn.Module):
     def find_stain(self, frames: torch.Tensor) -> torch.Tensor:
         """The fitted stain's opacity ``(H, W)`` in frames ``(T, 3, H, W)`` (uint8, or float in [0, 1])."""
         stain = self.stain
-        return fit_stain(frames, stain.radius, stain.hardness, stain.opacity, torch.tensor(stain.tint).reshape(-1))
+        return fit_stain(frames, stain.radius, stain.hardness, stain.opacity, self.tint)
 
     def invert(self, clip: torch.Tensor, opacity: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
@@ -107,7 +108,7 @@ class BlendUNet(nn.Module):
             opacity = torch.sigmoid(logits)
         else:
             logits = None
-            tint = torch.tensor(self.stain.tint, dtype=clip.dtype, device=clip.device).reshape(1, -1, 1, 1).expand(len(clip), 3, *clip.shape[-2:])
+            tint = self.tint.to(clip).reshape(1, -1, 1, 1).expand(len(clip), 3, *clip.shape[-2:])
             if opacity is None:
                 opacity = torch.stack([self.find_stain(c)[None] for c in clip])
         return invert_blend(clip, opacity[:, None], (tint * opacity)[:, None], self.min_gain), logits, opacity, tint

@@ -43,9 +43,11 @@ from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, one_line
 from vidlab.restoration.baselines import run_baseline
 from vidlab.restoration.corruption import CircularStain, circular_stain_mask
 from vidlab.restoration.metrics import CONTENT_LUMA, STAIN_THRESHOLD, luma, psnr
+from vidlab.restoration.sources import list_videos
+from vidlab.schema import choice_values
 from vidlab.video import VideoReadError, iter_frames
 
-SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".mpg")
+SUFFIXES = choice_values("dataset", "video_folder")["extensions"]  # what dataset=video_folder reads
 DEFAULT_LABEL = "default model"  # the row of the model vidlab ships (python -m vidlab.restore without a model)
 BASELINES = ("true_inverse", "inpaint_telea")  # both read the true stain
 COLUMNS = ("video", "size", "output", "uses the true stain", "PSNR in stain (dB)", "content PSNR in stain (dB)", "PSNR (dB)")
@@ -68,7 +70,7 @@ def find_videos(paths: list[str | Path]) -> list[tuple[str, Path]]:
     found = []
     for given in map(Path, paths):
         if given.is_dir():
-            found += [(str(p.relative_to(given)), p) for p in sorted(given.rglob("*")) if p.suffix.lower() in SUFFIXES and p.is_file()]
+            found += [(str(p.relative_to(given)), p) for p in list_videos(str(given), SUFFIXES)]
         elif given.is_file():
             found.append((given.name, given))
         else:

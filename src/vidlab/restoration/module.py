@@ -114,20 +114,16 @@ class RestorationModule(L.LightningModule):
         if isinstance(self.net, BlendUNet):
             out = self.net(stained, batch["centres"], opacity=mask if self.net.stain else None)  # a fitted stain: the true one
             pred, clean = out.frames.flatten(0, 1), clean.flatten(0, 1)
-            if out.opacity_logits is None:  # a fitted stain: the inverse has nothing to learn
-                mask = mask.repeat_interleave(batch["centres"].shape[1], 0)
-                return self._score(pred, clean, mask, {})
-            stain_losses["mask_bce"] = F.binary_cross_entropy_with_logits(out.opacity_logits, mask)
-            mask = mask.repeat_interleave(batch["centres"].shape[1], 0)
-            # the inverse alone, inside the stain, weighted by what the stain lets through
-            through = (1 - mask) * (mask > INSIDE_STAIN)
-            error = through * (out.inverted.flatten(0, 1) - clean).abs()
-            stain_losses["inverse_l1"] = error.sum() / (3 * through.sum()).clamp(min=1)
+            per_frame = mask.repeat_interleave(batch["centres"].shape[1], 0)
+            if out.opacity_logits is not None:  # a learned stain (a fitted one has nothing to learn)
+                stain_losses["mask_bce"] = F.binary_cross_entropy_with_logits(out.opacity_logits, mask)
+                # the inverse alone, inside the stain, weighted by what the stain lets through
+                through = (1 - per_frame) * (per_frame > INSIDE_STAIN)
+                error = through * (out.inverted.flatten(0, 1) - clean).abs()
+                stain_losses["inverse_l1"] = error.sum() / (3 * through.sum()).clamp(min=1)
+            mask = per_frame
         else:
             pred = self(stained, mask)
-        return self._score(pred, clean, mask, stain_losses)
-
-    def _score(self, pred: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, stain_losses: dict[str, torch.Tensor]) -> torch.Tensor:
         weight = 1 + self.loss_cfg.stain_weight * mask
         l1 = (weight * (pred - clean).abs()).mean() / weight.mean()
         loss = l1

@@ -44,12 +44,10 @@ def _template(radius: float, hardness: float, opacity: float, tint: torch.Tensor
     return gain, tint.reshape(-1, 1, 1) * mask * gain, reach
 
 
-def _log_gradients(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``log(1 + |g| / sigma)`` of the horizontal and vertical differences of the last two axes,
-    summed over the three axes before them (frames, channels, rows... of each leading index)."""
-    gx = (x[..., :, 1:] - x[..., :, :-1]).abs().div_(sigma).log1p_()
-    gy = (x[..., 1:, :] - x[..., :-1, :]).abs().div_(sigma).log1p_()
-    return gx.sum((-4, -3, -2, -1)) + gy.sum((-4, -3, -2, -1))
+def _log_gradients(x: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log(1 + |g| / sigma)`` of the horizontal and of the vertical differences of the last two axes."""
+    return ((x[..., :, 1:] - x[..., :, :-1]).abs().div_(sigma).log1p_(),
+            (x[..., 1:, :] - x[..., :-1, :]).abs().div_(sigma).log1p_())
 
 
 def _box_sums(image: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -65,8 +63,7 @@ class _Scorer:
     def __init__(self, clip: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, reach: int, sigma: float):
         self.clip, self.gain, self.offset, self.reach, self.sigma = clip, gain, offset, reach, sigma
         size = 2 * reach + 1
-        gx = (clip[..., :, 1:] - clip[..., :, :-1]).abs().div_(sigma).log1p_().sum((0, 1))
-        gy = (clip[..., 1:, :] - clip[..., :-1, :]).abs().div_(sigma).log1p_().sum((0, 1))
+        gx, gy = (g.sum((0, 1)) for g in _log_gradients(clip, sigma))
         self.stained = _box_sums(gx, size, size - 1) + _box_sums(gy, size - 1, size)  # (H - size + 1, W - size + 1)
 
     def __call__(self, xs: range, y: int) -> torch.Tensor:
@@ -75,7 +72,8 @@ class _Scorer:
         strip = self.clip[:, :, y - reach : y + reach + 1, xs.start - reach : xs.stop - 1 + reach + 1]
         crops = strip.unfold(-1, size, xs.step).permute(3, 0, 1, 2, 4)  # (candidates, T, 3, size, size)
         corners = torch.tensor(list(xs)) - reach
-        return _log_gradients(crops * self.gain - self.offset, self.sigma) - self.stained[y - reach, corners].float()
+        inverse = sum(g.sum((-4, -3, -2, -1)) for g in _log_gradients(crops * self.gain - self.offset, self.sigma))
+        return inverse - self.stained[y - reach, corners].float()
 
 
 def _scale(height: int, width: int, radius: float) -> int:
@@ -109,10 +107,9 @@ def fit_centre(clip: torch.Tensor, radius: float, hardness: float, opacity: floa
         top, left = max(0, y - spread - reach), max(0, x - spread - reach)
         region = _float(clip[..., top : y + spread + reach + 1, left : x + spread + reach + 1])
         finalists = [(0.0, x - left, y - top)]
-        bounds = (reach - left, w - reach - left, reach - top, h - reach - top)  # candidates whose disc fits the frame
     else:
         region, top, left, spread = _float(clip), 0, 0, COARSE_STEP
-        bounds = (reach, w - reach, reach, h - reach)
+    bounds = (reach - left, w - reach - left, reach - top, h - reach - top)  # candidates whose disc fits the frame
     sigma = max(float((region[..., 1:] - region[..., :-1]).abs().mean()), 1e-3)  # the footage's gradient scale
     fine = _Scorer(region, gain, offset, reach, sigma)
     if scale == 1:  # the coarse grid reads a few frames' channel means (the blend holds for them with the mean tint)
