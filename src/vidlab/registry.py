@@ -1,0 +1,131 @@
+"""Registries of the config groups' choices (the way torchvision's ``@register_model`` and timm's
+registry work): a choice registers the class that builds it with the schema of its config node,
+both in one module, so adding a choice is one YAML in ``conf/<group>/`` and one decorated class.
+
+Checking a config, building the object, ``train.py --help``, the docs' group table and the tests all
+read the registries; nothing lists the choices a second time. A group's built-in choices live in the
+modules its registry names, imported on the first lookup (so a schema module never imports the
+classes, and no import circle forms).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, TypeVar
+
+from vidlab.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One choice of a group: its name, what it builds (a class or builder; ``None`` for a choice the
+    task reads rather than builds), its config schema and a one-line summary (its docstring's first)."""
+
+    name: str
+    target: Any
+    schema: type
+    summary: str
+
+
+def _summary(*objects: Any) -> str:
+    for obj in objects:
+        doc = (getattr(obj, "__doc__", None) or "").strip()
+        if doc:
+            return doc.splitlines()[0].strip()
+    return ""
+
+
+class Registry:
+    """The choices of one config group, by name."""
+
+    def __init__(self, group: str, builtins: tuple[str, ...] = ()):
+        if group in REGISTRIES:
+            raise ValueError(f"a registry for group {group!r} exists already")
+        self.group, self._builtins, self._loaded = group, builtins, not builtins
+        self._entries: dict[str, Entry] = {}
+        REGISTRIES[group] = self
+
+    def register(self, name: str, schema: type, summary: str | None = None) -> Callable[[T], T]:
+        """Decorator: register the decorated class (or builder) as choice ``name`` with ``schema``."""
+
+        def add(target: T) -> T:
+            self.add(name, target, schema, summary)
+            return target
+
+        return add
+
+    def add(self, name: str, target: Any, schema: type, summary: str | None = None) -> None:
+        """Register ``target`` as choice ``name`` (an object, not a class: a backbone's description)."""
+        if not is_dataclass(schema):
+            raise TypeError(f"{self.group}.{name}: the schema must be a dataclass (got {schema!r})")
+        known = self._entries.get(name)
+        if known is not None and (known.target is not target or known.schema is not schema):
+            raise ValueError(f"{self.group}: choice {name!r} is registered already (by {known.target!r})")
+        self._entries[name] = Entry(name, target, schema, summary if summary is not None else _summary(target, schema))
+        SCHEMA_GROUPS.setdefault(schema, self)
+
+    def unregister(self, name: str) -> None:
+        """Remove choice ``name`` (a test that registered one puts the registry back as it was)."""
+        self._entries.pop(name, None)
+
+    def _load_builtins(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for module in self._builtins:
+                importlib.import_module(module)
+
+    def names(self) -> list[str]:
+        self._load_builtins()
+        return list(self._entries)
+
+    def entries(self) -> Iterator[Entry]:
+        self._load_builtins()
+        return iter(list(self._entries.values()))
+
+    def __contains__(self, name: object) -> bool:
+        self._load_builtins()
+        return name in self._entries
+
+    def __getitem__(self, name: str) -> Entry:
+        self._load_builtins()
+        if name not in self._entries:
+            raise ConfigError(f"{self.group}: unknown choice {name!r} (choose one of {', '.join(self._entries)})")
+        return self._entries[name]
+
+    def config(self, node: Any, key: str | None = None) -> Any:
+        """The typed, range-checked config of a node ``{"name": choice, ...}``; one-line
+        :class:`ConfigError` naming ``key`` (default: the group) on any bad value."""
+        from vidlab.schema import build_node
+
+        key = key or self.group
+        if not isinstance(node, dict) or "name" not in node:
+            raise ConfigError(f"{key}: missing (choose one of {', '.join(self.names())})")
+        if node["name"] not in self:
+            raise ConfigError(f"{key}.name: unknown choice {node['name']!r} here (choose one of {', '.join(self.names())})")
+        return build_node(key, self[node["name"]].schema, node)
+
+    def build(self, cfg: Any, **extra: Any) -> Any:
+        """The object a checked config builds: its target called with the config's arguments (see
+        :func:`arguments`), a nested choice built by its own registry, plus ``extra``."""
+        return self[cfg.name].target(**arguments(cfg), **extra)
+
+
+REGISTRIES: dict[str, Registry] = {}  # group -> its registry
+SCHEMA_GROUPS: dict[type, Registry] = {}  # schema -> the registry of the choices it configures
+
+
+def arguments(cfg: Any) -> dict[str, Any]:
+    """What a choice's config passes to its target: every field except ``name`` and those the schema
+    lists in ``SETTINGS`` (read by the task, not by the object), nested choices built."""
+    skipped = {"name", *getattr(cfg, "SETTINGS", ())}
+    out = {}
+    for field in fields(cfg):
+        if field.name not in skipped:
+            value = getattr(cfg, field.name)
+            registry = SCHEMA_GROUPS.get(type(value))
+            out[field.name] = registry.build(value) if registry is not None else value
+    return out
