@@ -4,7 +4,7 @@ beside a nearest-centroid floor and the oracle (the true anomalous clips), in on
 
     python benchmarks/probes.py [--probes logistic,mlp,mil_ranking] [--out DIR] [--seed 0] [--json PATH] [--scale-rows 106000]
 
-The embeddings come from ``vidlab.probe.synthetic`` (default parameters): every clip carries its
+The embeddings come from ``vidlab.probe.localised`` (default parameters): every clip carries its
 video's label, the anomaly covers 10-30% of an anomalous video's clips, and anomalous videos' scenes
 are shifted, so a clip classifier trained on video labels can score the scene instead of the anomaly.
 Clip ROC-AUC is against those video labels; frame ROC-AUC against the temporal annotations.
@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 
 from vidlab.probe.data import check_manifest, load_splits
 from vidlab.probe.metrics import frame_level_auc, read_temporal_annotations, video_level_auc
-from vidlab.probe.synthetic import ANNOTATIONS, write_localised
+from vidlab.probe.localised import ANNOTATIONS, write_localised
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC = re.compile(r"^((?:test|val)/\S+): (\S+)$")

@@ -181,7 +181,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from hydra import compose, initialize_config_dir
 
     from vidlab.restoration.config import validate
-    from vidlab.restoration.sources import moving_digits_clips
+    from vidlab.restoration.datasets import moving_digits_clips
 
     folder = tmp_path_factory.mktemp("digits")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -6,7 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from vidlab.errors import ConfigError
-from vidlab.restoration.config import UNetConfig, validate
+from vidlab.restoration.config import validate
+from vidlab.restoration.unet import UNetConfig
 from vidlab.schema import build_node, choice_values
 
 from conftest import ROOT, only_line, train
@@ -85,14 +86,15 @@ def test_bad_override_is_one_clear_line_before_any_work(tmp_path: Path):
 
 @pytest.mark.parametrize("script,overrides", [("train.py", ["model.base_channels=-3"]),
                                               ("extract.py", ["stage=index", "layout.root=/x", "indexing.stride=0"])])
-def test_a_config_error_is_answered_before_torch_lightning_and_mlflow_load(tmp_path: Path, script: str, overrides: list[str]):
-    """A refusal costs a second, not the ~12 s of importing torch, Lightning and MLflow."""
+def test_a_config_error_is_answered_before_lightning_and_mlflow_load(tmp_path: Path, script: str, overrides: list[str]):
+    """A refusal costs about two seconds (a model's schema lives beside its torch module, so checking
+    one imports torch), not the ~12 s of importing Lightning and MLflow too."""
     import subprocess
     import sys
 
     code = (f"import sys, runpy; sys.argv = {[script, *overrides, f'hydra.run.dir={tmp_path}']!r}\n"
             f"try:\n    runpy.run_path({str(ROOT / script)!r}, run_name='__main__')\nexcept SystemExit as e:\n"
-            "    print(e.code, sorted(m for m in ('torch', 'lightning', 'mlflow') if m in sys.modules))")
+            "    print(e.code, sorted(m for m in ('lightning', 'mlflow') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.split("\n")[0] == "2 []", proc.stdout + proc.stderr[-2000:]
 
@@ -102,12 +104,12 @@ def test_defaults_live_in_the_yaml_only():
     silent fallback (TrainerConfig's None means "left to Lightning")."""
     import dataclasses
 
-    from vidlab.embeddings.config import LAYOUTS, BackboneConfig, ExtractionConfig, IndexCheckConfig, IndexConfig
-    from vidlab.probe.config import PROBES
-    from vidlab.restoration.config import FIXED_SCHEMAS, SCHEMAS, TopLevelConfig
+    from vidlab.embeddings.config import ExtractionConfig, IndexCheckConfig, IndexConfig
+    from vidlab.help import registries
+    from vidlab.restoration.config import FIXED_SCHEMAS, TopLevelConfig
 
-    schemas = {*FIXED_SCHEMAS.values(), TopLevelConfig, BackboneConfig, ExtractionConfig, IndexCheckConfig, IndexConfig,
-               *LAYOUTS.values(), *PROBES.values()} | {s for group in SCHEMAS.values() for s in group.values()}
+    schemas = {*FIXED_SCHEMAS.values(), TopLevelConfig, ExtractionConfig, IndexCheckConfig, IndexConfig,
+               *(entry.schema for registry in registries() for entry in registry.entries())}
     for schema in schemas:
         with_default = [f.name for f in dataclasses.fields(schema)
                         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]

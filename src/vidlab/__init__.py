@@ -1,3 +1,3 @@
 """vidlab: config-composed video experiments (Hydra configs, Lightning modules, MLflow tracking)."""
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"  # checkpoints carry it (restoration/module.py); pyproject reads it from here

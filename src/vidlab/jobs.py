@@ -132,7 +132,7 @@ def _report_unexpected(err: BaseException) -> str:
         path = Path(HydraConfig.get().runtime.output_dir) / "error.txt"
         path.write_text(text)
         tracking = sys.modules.get("vidlab.tracking")
-        for client, run_id in tracking._OPEN_RUNS if tracking is not None else []:
+        for client, run_id in tracking.open_runs() if tracking is not None else []:
             if client.get_run(run_id).info.status != "FINISHED":
                 client.log_artifact(run_id, str(path))
         log.error("failed: %s: %s (traceback in %s)", type(err).__name__, one_line(err), path)

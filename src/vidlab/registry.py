@@ -32,10 +32,12 @@ class Entry:
 
 
 def _summary(*objects: Any) -> str:
+    """The first sentence of the first of ``objects`` with a docstring."""
     for obj in objects:
         doc = (getattr(obj, "__doc__", None) or "").strip()
         if doc:
-            return doc.splitlines()[0].strip()
+            paragraph = " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())
+            return paragraph.split(". ")[0].rstrip(".") + "."
     return ""
 
 
@@ -107,6 +109,13 @@ class Registry:
         if node["name"] not in self:
             raise ConfigError(f"{key}.name: unknown choice {node['name']!r} here (choose one of {', '.join(self.names())})")
         return build_node(key, self[node["name"]].schema, node)
+
+    def from_conf(self, name: str, **overrides: Any) -> Any:
+        """The typed config of choice ``name`` as ``conf/<group>/<name>.yaml`` sets it (its one source
+        of defaults), with ``overrides``: what code outside a Hydra job builds a choice from."""
+        from vidlab.schema import choice_values
+
+        return self.config({**choice_values(self.group, name), **overrides})
 
     def build(self, cfg: Any, **extra: Any) -> Any:
         """The object a checked config builds: its target called with the config's arguments (see

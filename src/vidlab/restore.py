@@ -3,7 +3,7 @@
     python -m vidlab.restore [MODEL] INPUT OUTPUT [--side-by-side PATH] [--smoothing NAME]
                              [--megapixels N] [--chunk N] [--device cpu|cuda] [--codec h264|mp4v|ffv1]
 
-Without MODEL, the model that ships with vidlab restores (:data:`DEFAULT_MODEL`: ``blend_unet``
+Without MODEL, the model that ships with vidlab restores (:data:`~vidlab.restoration.loading.DEFAULT_MODEL`: ``blend_unet``
 trained by ``make default-model``, a few MB). MODEL is a train.py checkpoint (``outputs/.../checkpoints/best.ckpt``), a checkpoint logged to
 MLflow (``runs:/<run id>/checkpoints/best.ckpt``) or a logged model (``runs:/<run id>/model``,
 ``models:/<name>/<version>``); MLflow URIs are read from the store ``--tracking-uri`` names
@@ -52,8 +52,9 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, no_space_left, one_line
-from vidlab.restoration.config import SCHEMAS, build_smoothing_config
+from vidlab.restoration.loading import DEFAULT_MODEL, load_module
 from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer
+from vidlab.restoration.smoothing import SMOOTHINGS
 from vidlab.video import WRITERS, FFV1Writer, H264Writer, VideoReadError, VideoWriter, check_video_suffix, iter_frames
 from vidlab.video.count import video_info
 
@@ -61,9 +62,6 @@ from vidlab.video.count import video_info
 # they are used, so mistakes in paths and formats are answered at once.
 if TYPE_CHECKING:
     import torch
-
-    from vidlab.restoration.module import RestorationModule
-
 
 
 # ---------------------------------------------------------------- checks before any work
@@ -80,74 +78,6 @@ def _device(name: str | None) -> torch.device:
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     return device
-
-
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else ``mlruns.db`` in the current folder when there is one
-    (a project run from its folder), else the store of the project this vidlab belongs to."""
-    import os
-
-    from vidlab.schema import CONF_DIR, choice_values
-    from vidlab.tracking import resolve_tracking_uri
-
-    uri = choice_values("logger", "mlflow")["tracking_uri"]
-    here = resolve_tracking_uri(uri, Path.cwd())
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return here if Path(here.removeprefix("sqlite:///")).is_file() else resolve_tracking_uri(uri, CONF_DIR.parent)
-
-
-DEFAULT_MODEL = Path(__file__).parent / "restoration" / "weights" / "blend_unet.ckpt"
-
-
-def load_module(reference: str | Path, tracking_uri: str | None = None) -> RestorationModule:
-    """The restoration model of a train.py checkpoint (a path, or a ``runs:/`` URI of one logged to
-    MLflow) or of a logged MLflow model (``runs:/<id>/model``, ``models:/<name>/<version>``), on
-    the CPU in eval mode. Checkpoints are loaded weights-only (no pickled code runs); an MLflow model
-    is a pickled :class:`~vidlab.restoration.module.ClipRestorer`, so only load models from a store
-    you trust, as with any pickle."""
-    from vidlab.tracking.models import is_mlflow_uri
-
-    if not is_mlflow_uri(str(reference)):
-        return _load_checkpoint(reference)
-    from vidlab.tracking.models import downloaded, load_pytorch_model
-
-    uri = tracking_uri or default_tracking_uri()
-    if str(reference).endswith(".ckpt"):
-        with downloaded(str(reference), uri) as path:
-            return _load_checkpoint(path)
-    return _check_restorer(reference, load_pytorch_model(str(reference), uri))
-
-
-def _check_restorer(reference: str | Path, model: object) -> RestorationModule:
-    from vidlab.restoration.module import ClipRestorer
-
-    if not isinstance(model, ClipRestorer):
-        raise ConfigError(f"{reference} is a {type(model).__name__}, not a restoration model logged by train.py")
-    return _blind(model.module, reference)
-
-
-def _blind(module: RestorationModule, reference: str | Path) -> RestorationModule:
-    """``module`` in eval mode, if it restores without the stain mask (what a user's video lacks)."""
-    if getattr(module.model_cfg, "mask_channel", False):
-        raise ConfigError(f"{reference}: this model needs the stain mask as input; blind restore needs mask_channel=false")
-    return module.eval()
-
-
-def _load_checkpoint(checkpoint: str | Path) -> RestorationModule:
-    """The restoration model of a train.py checkpoint, loaded weights-only."""
-    from vidlab.restoration.checkpoints import NOT_RESTORATION, read_checkpoint
-    from vidlab.restoration.module import RestorationModule
-
-    saved = read_checkpoint(checkpoint, "model")
-    try:
-        module = RestorationModule(**saved["hyper_parameters"])
-        module.load_state_dict(saved["state_dict"])
-    except (TypeError, ValueError, RuntimeError) as err:  # ConfigError is a ValueError; weights that do not fit
-        raise ConfigError(f"model: {checkpoint} {NOT_RESTORATION}: {one_line(err)}") from None
-    return _blind(module, checkpoint)
-
-
 
 
 def _writer(path: Path, fps: float, codec: str) -> H264Writer | FFV1Writer | VideoWriter:
@@ -195,7 +125,6 @@ def restore_video(
         import torch
 
         from vidlab.restoration.previews import side_by_side
-        from vidlab.restoration.smoothing import build_smoothing
 
         torch_device = _device(device)
         # channels-last convolutions ran ~25% faster on the CPU here (oneDNN's NHWC kernels)
@@ -205,7 +134,7 @@ def restore_video(
         except ValueError as err:
             raise ConfigError(f"model: {checkpoint} finds the stain it was trained on, and its {err}: restore a larger "
                               f"video, or train a model for smaller stains (corruption.radius)") from None
-        smoother = module.smoother if smoothing is None else build_smoothing(build_smoothing_config(smoothing))
+        smoother = module.smoother if smoothing is None else SMOOTHINGS.build(SMOOTHINGS.from_conf(smoothing))
         restorer = Restorer(module, smoother, megapixels, chunk)
         # smoothing=0: the rate shown is the average so far (blocks of frames finish in bursts)
         bar = stack.enter_context(tqdm(total=info.n_frames, desc="restoring", unit="frame", smoothing=0, disable=not progress))
@@ -237,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
                              "runs:/<run id>/checkpoints/best.ckpt, models:/<name>/<version>; "
                              "input: the video to restore; output: where to write the restored video (.mp4, .mkv or .avi)")
     parser.add_argument("--side-by-side", help="also write input | restored to this video")
-    parser.add_argument("--smoothing", choices=sorted(SCHEMAS["smoothing"]), help="override the checkpoint's smoothing")
+    parser.add_argument("--smoothing", choices=sorted(SMOOTHINGS.names()), help="override the checkpoint's smoothing")
     parser.add_argument("--megapixels", type=float, default=DEFAULT_MEGAPIXELS,
                         help="pixels processed at once, in millions: bounds memory (default %(default)s)")
     parser.add_argument("--chunk", type=int, help="at most this many frames per block (default: what --megapixels allows)")

@@ -1,9 +1,9 @@
 """What every task's schema uses: range checks, the one-line :class:`ConfigError` for a bad node,
 group choices, and the logger and Trainer schemas all three tasks share.
 
-Each group node carries ``name`` (its choice); :func:`build_choice` merges it into that choice's
-dataclass (wrong type or unknown key fails), then builds the dataclass so ``__post_init__`` checks
-ranges. Every failure is one :class:`ConfigError` line that names the full key.
+Each group node carries ``name`` (its choice); :func:`build_choice` merges it into the dataclass its
+group's registry holds for that choice (wrong type or unknown key fails), then builds the dataclass so
+``__post_init__`` checks ranges. Every failure is one :class:`ConfigError` line that names the full key.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from vidlab.errors import ConfigError
+from vidlab.registry import Registry
 
 
 def require(ok: bool, message: str) -> None:
@@ -60,15 +61,16 @@ def check_range(name: str, pair: list[float], low: float, high: float | None = N
 
 @dataclass
 class Choice:
-    """A group choice built as an object: its name, and the class that builds it (``_target_``)."""
+    """A group choice: its name (the YAML's file name); the registry of its group (see
+    :mod:`vidlab.registry`) knows the class it builds."""
 
-    _target_: str
     name: str
 
 
 @dataclass
-class MlflowLoggerConfig:
-    name: str
+class MlflowLoggerConfig(Choice):
+    """Every run, metric and artifact logged to an MLflow store (a local SQLite file by default)."""
+
     tracking_uri: str
     artifact_location: str
     experiment_name: str
@@ -94,8 +96,8 @@ class MlflowLoggerConfig:
 
 
 @dataclass
-class NoLoggerConfig:
-    name: str
+class NoLoggerConfig(Choice):
+    """Nothing logged to MLflow: outputs stay in the run folder only."""
 
 
 @dataclass
@@ -129,7 +131,9 @@ class TrainerConfig:
             require(value is None or (isinstance(value, (int, float)) and value >= 0), f"{key} must be a number >= 0 (got {value!r})")
 
 
-LOGGERS: dict[str, type] = {"mlflow": MlflowLoggerConfig, "none": NoLoggerConfig}
+LOGGERS = Registry("logger")  # read by the tasks (vidlab.tracking), not built
+LOGGERS.add("mlflow", None, MlflowLoggerConfig)
+LOGGERS.add("none", None, NoLoggerConfig)
 
 
 def build_node(key: str, schema: type, node: Any) -> Any:
@@ -164,13 +168,9 @@ def resolved(cfg: DictConfig, key: str) -> Any:
         raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
 
 
-def build_choice(cfg: DictConfig, group: str, choices: dict[str, type]) -> Any:
-    node = resolved(cfg, group)
-    if node is None or "name" not in node:
-        raise ConfigError(f"{group}: missing (choose one of {', '.join(choices)})")
-    if node["name"] not in choices:
-        raise ConfigError(f"{group}.name: unknown choice {node['name']!r} here (choose one of {', '.join(choices)})")
-    return build_node(group, choices[node["name"]], node)
+def build_choice(cfg: DictConfig, registry: Registry) -> Any:
+    """The typed config of the composed group node ``cfg.<group>``, checked by its registered schema."""
+    return registry.config(resolved(cfg, registry.group))
 
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the project's configs (vidlab runs from its checkout)
@@ -186,22 +186,6 @@ def choice_values(group: str, name: str) -> dict[str, Any]:
     node = OmegaConf.load(path)
     bases = [base for base in node.pop("defaults", []) if isinstance(base, str) and base != "_self_"]  # same-group bases
     return OmegaConf.to_container(OmegaConf.merge(*(choice_values(group, base) for base in bases), node))
-
-
-def instantiate_choice(cfg: Any, settings: tuple[str, ...] = ()) -> Any:
-    """The object a checked choice names with ``_target_`` (Hydra's way), built from its other
-    fields; ``name`` is the choice, and ``settings`` are read by the task, not arguments. Lists
-    arrive as lists."""
-    from dataclasses import asdict
-
-    from hydra.utils import instantiate
-
-    def unnamed(node: Any, drop: tuple[str, ...]) -> Any:  # a choice inside a choice is built the same way
-        if isinstance(node, dict) and "_target_" in node:
-            return {k: unnamed(v, ()) for k, v in node.items() if k not in ("name", *drop)}
-        return node
-
-    return instantiate(unnamed(asdict(cfg), settings), _convert_="all")
 
 
 def trainer_config(cfg: DictConfig) -> TrainerConfig:

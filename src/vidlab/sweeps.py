@@ -124,7 +124,7 @@ class MlflowSweepCallback(HydraCallback):
         """A failed job is seen here: Hydra's sweeper raises only after the whole batch ran."""
         self._running = None
         if self._uri is not None and job_return.status == JobStatus.FAILED:
-            err = job_return._return_value
+            err = job_return._return_value  # a dataclass field: Hydra's return_value property re-raises it, after a stderr line
             self._failed[str(config.hydra.job.num)] = str(err) if isinstance(err, jobs.JobFailed) else f"{type(err).__name__}: {one_line(err)}"
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -8,6 +8,7 @@ from importlib import import_module
 
 from omegaconf import DictConfig
 
+import vidlab.help  # noqa: F401 (--help reads the registries)
 from vidlab.errors import ConfigError
 from vidlab.jobs import run_job
 

@@ -12,11 +12,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from vidlab.embeddings.manifest import IndexRef, Manifest, SplitInfo
 from vidlab.probe import metrics as pm
-from vidlab.probe.config import validate_probe
+from vidlab.probe.config import PROBES, validate_probe
 from vidlab.probe.data import check_manifest, load_splits
 from vidlab.probe.fitting import FitContext
-from vidlab.schema import instantiate_choice
 from vidlab.trainer import checked_optimizer, trainer_kwargs
 
 from conftest import ROOT, only_line, train
@@ -47,13 +47,12 @@ def write_extraction(folder: Path, seed: int = 0, shift: float = 2.0, shuffle: b
             x[:invalid] = 1e4 * (1 - 2 * y[:invalid, None])  # garbage that would wreck the probe if used
         for kind, arr in (("embeddings", x.astype(np.float16)), ("labels", y), ("valid", valid)):
             np.save(folder / f"{kind}_{split}.npy", arr)
-        splits[split] = {"rows": n, "files": {k: f"{k}_{split}.npy" for k in ("embeddings", "labels", "valid")}}
+        splits[split] = SplitInfo(n, {k: f"{k}_{split}.npy" for k in ("embeddings", "labels", "valid")})
         for i in range(n):
             index_rows.append([split, int(y[i]), "c", f"v{split}{i // 4}.mp4", i % 4, 16 * (i % 4), 16 * (i % 4) + 32, 32, 16, 30.0, 96])
     pd.DataFrame(index_rows, columns="split,y,category,path,clip_idx,start_frame,end_frame,clip_len,stride,fps,n_frames".split(",")).to_csv(folder / "index.csv", index=False)
-    manifest = {"backbone": "torchvision/test", "embedding_dim": dim, "dtype": "float16", "splits": splits,
-                "index": {"path": str(folder / "index.csv")}, "mlflow_run_id": "0123456789abcdef"}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    Manifest(backbone="torchvision/test", embedding_dim=dim, dtype="float16", splits=splits,
+             index=IndexRef(str(folder / "index.csv")), mlflow_run_id="0123456789abcdef").write(folder)
     return folder
 
 
@@ -66,14 +65,14 @@ def fit_probe(name: str, folder: Path, output_dir: Path, *overrides: str):
     spec = validate_probe(cfg)
     L.seed_everything(spec.seed)
     splits = load_splits(folder, check_manifest(folder))
-    probe = instantiate_choice(spec.probe, settings=("annotations",))
+    probe = PROBES.build(spec.probe)
     output_dir.mkdir(parents=True, exist_ok=True)
     selected = probe.fit(splits, FitContext(trainer_kwargs(cfg), checked_optimizer(cfg), None, output_dir, spec.seed))
     return probe, splits, selected
 
 
 def held_out_auc(probe, splits, split: str = "test") -> float:
-    return pm.clip_metrics(splits[split].y, probe.scores(splits[split]), 0.5)["roc_auc"]
+    return pm.classification_metrics(splits[split].y, probe.scores(splits[split]), 0.5)["roc_auc"]
 
 
 def _probe(root: Path, embeddings: Path, *extra: str):
@@ -167,12 +166,12 @@ def test_broken_manifest_is_a_clear_error(tmp_path: Path):
     assert proc.returncode == 1 and "embeddings_val.npy is (80, 8) float16, the manifest says (80, 16)" in proc.stderr
 
 
-def test_clip_metrics_by_hand():
+def test_classification_metrics_by_hand():
     y = np.array([0, 0, 1, 1, 0, 1])
     s = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.9])
     # the threshold with the best balanced accuracy: >= 0.8 gives (2/3 + 1) / 2, >= 0.35 gives (1 + 1/3) / 2
     assert pm.best_threshold(y, s) == pytest.approx(0.8)
-    got = pm.clip_metrics(y, s, 0.35)
+    got = pm.classification_metrics(y, s, 0.35)
     # positives 0.35, 0.8, 0.9 vs negatives 0.1, 0.4, 0.4: pairs won 1 + 3 + 3 = 7 of 9
     assert got["roc_auc"] == pytest.approx(7 / 9)
     # ranked: .9(+) .8(+) .4(-,-) .35(+) .1(-): AP = 1/3*1 + 1/3*1 + 1/3*(3/5)
@@ -290,7 +289,7 @@ def test_mil_ranking_scores_the_planted_anomaly_above_the_rest_of_its_video(tmp_
     80-105 s on 2 cores, why it is this long: the claim is that MIL converges on video labels alone,
     so the probe trains as configured (early stopping on the validation AUC, 50 videos of clips); a
     shorter fit or fewer videos tests a probe that has not learned, and makes the 0.9 thresholds luck."""
-    from vidlab.probe.synthetic import ANNOTATIONS, write_localised
+    from vidlab.probe.localised import ANNOTATIONS, write_localised
 
     folder = write_localised(tmp_path / "emb", videos={"train": 30, "val": 10, "test": 10}, dim=32, strength=6.0, scene_shift=0.0, seed=3)
     probe, splits, selected = fit_probe("mil_ranking", folder, tmp_path / "out")

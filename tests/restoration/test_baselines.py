@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from vidlab.restoration.baselines import clip_minimum, inpaint, run_baseline, true_inverse
-from vidlab.restoration.config import SCHEMAS
-from vidlab.restoration.corruption import CircularStain, build_corruption
-from vidlab.schema import build_node, choice_values
+from vidlab.restoration.corruption import CORRUPTIONS, CircularStain
+from vidlab.schema import choice_values
 
 
 def _float(frames: np.ndarray) -> torch.Tensor:
@@ -39,7 +38,7 @@ def test_true_inverse_undoes_the_blend_up_to_rounding(corruption: str):
     rng = np.random.default_rng(1)
     clean = _textured(rng)
     for seed in range(4):
-        stain = build_corruption(build_node("corruption", SCHEMAS["corruption"][corruption], values)).sample(np.random.default_rng(seed), 48, 96)
+        stain = CORRUPTIONS.build(CORRUPTIONS.config(values)).sample(np.random.default_rng(seed), 48, 96)
         stained = stain.apply(clean)
         opacity = torch.from_numpy(stain.mask)[None]
         restored = true_inverse(_float(stained), opacity, torch.from_numpy(stain.offset).permute(2, 0, 1))

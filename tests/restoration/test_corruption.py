@@ -2,9 +2,7 @@ import numpy as np
 import pytest
 
 from vidlab.corruption import apply_stain, circular_stain_mask
-from vidlab.restoration.config import CircularStainConfig, MultiStainConfig
-from vidlab.restoration.corruption import CircularStain, NoStain, build_corruption
-from vidlab.schema import build_node, choice_values
+from vidlab.restoration.corruption import CORRUPTIONS, CircularStain, NoStain
 
 
 # The notebook's code, verbatim apart from the random centre (passed in to compare on a fixed one).
@@ -65,7 +63,7 @@ def test_invalid_parameters_rejected(kwargs, message):
 
 
 def test_multi_stain_is_valid_and_deterministic():
-    corruption = build_corruption(build_node("corruption", MultiStainConfig, {**choice_values("corruption", "multi_stain"), "min_stains": 2}))
+    corruption = CORRUPTIONS.build(CORRUPTIONS.from_conf("multi_stain", min_stains=2))
     a = corruption.sample(np.random.default_rng(1), 72, 128)
     b = corruption.sample(np.random.default_rng(1), 72, 128)
     assert 2 <= len(a.layers) <= 3
@@ -84,4 +82,4 @@ def test_circular_stain_object_uses_notebook_blend_and_none_is_identity():
     clean = NoStain().sample(np.random.default_rng(0), 72, 128)
     np.testing.assert_array_equal(clean.apply(frames), frames)
     assert clean.mask.max() == 0
-    assert isinstance(build_corruption(build_node("corruption", CircularStainConfig, choice_values("corruption", "circular_stain"))), CircularStain)
+    assert isinstance(CORRUPTIONS.build(CORRUPTIONS.from_conf("circular_stain")), CircularStain)

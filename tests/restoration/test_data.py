@@ -4,8 +4,8 @@ import numpy as np
 
 from vidlab.restoration.corruption import CircularStain
 from vidlab.restoration.data import RestorationDataModule, StainedClipStream, read_clips
+from vidlab.restoration.datasets import MovingDigitsConfig, VideoFolderConfig, build_clips, cut_clips, split_videos
 from vidlab.restoration.digits import MovingDigits
-from vidlab.restoration.sources import MovingDigitsConfig, VideoFolderConfig, build_clips, cut_clips, split_videos
 from vidlab.schema import build_node, choice_values
 from vidlab.video import count_frames, iter_frames, write_video
 

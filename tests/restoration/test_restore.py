@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader
 
 from vidlab import restore
 from vidlab.errors import ConfigError
-from vidlab.restoration.config import build_smoothing_config
+from vidlab.restoration.loading import DEFAULT_MODEL, load_module
 from vidlab.restoration.module import RestorationModule, to_uint8
 from vidlab.restoration.restorer import Restorer, plan_tiles
-from vidlab.restoration.smoothing import build_smoothing
+from vidlab.restoration.smoothing import SMOOTHINGS
 from vidlab.restoration.unet import UNet
 from vidlab.schema import choice_values
 from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
@@ -140,8 +140,8 @@ def test_odd_size_round_trip(checkpoint: Path, tmp_path: Path, suffix: str, code
     probe = video_info(tmp_path / f"restored{suffix}")
     assert (probe.width, probe.height, probe.n_frames, probe.fps) == (47, 33, 9, 10.0)
     # what was written is the restoration (H.264 at crf 18 is close to lossless here)
-    expected = np.stack([r for _, r in Restorer(restore.load_module(checkpoint), build_smoothing(
-        build_smoothing_config("masked")))(iter_frames(source))])
+    expected = np.stack([r for _, r in Restorer(load_module(checkpoint), SMOOTHINGS.build(
+        SMOOTHINGS.from_conf("masked")))(iter_frames(source))])
     assert np.abs(decoded.astype(int) - expected).mean() < 2
     if codec == "ffv1":  # lossless: the restored frames bit for bit; and only in Matroska
         assert np.array_equal(decoded, expected)
@@ -171,8 +171,8 @@ def test_a_phone_video_shows_as_its_input(checkpoint: Path, tmp_path: Path, code
         capture.release()
     # The preview's input half is what the restorer was given: the upright picture. Both outputs hold
     # what restoring that gives, up to the codec's loss (a few levels; a half turn is ~25 off).
-    expected = np.stack([r for _, r in Restorer(restore.load_module(checkpoint), build_smoothing(
-        build_smoothing_config("masked")))(iter(shown))])
+    expected = np.stack([r for _, r in Restorer(load_module(checkpoint), SMOOTHINGS.build(
+        SMOOTHINGS.from_conf("masked")))(iter(shown))])
     restored = np.stack(list(iter_frames(tmp_path / "restored.mp4")))
     pair = np.stack(list(iter_frames(tmp_path / "pair.mp4")))
     assert restored.shape == (12, 56, 40, 3) and pair.shape == (12, 18 + 56, 2 * 40 + 2, 3)
@@ -184,8 +184,8 @@ def test_a_phone_video_shows_as_its_input(checkpoint: Path, tmp_path: Path, code
 @pytest.mark.parametrize("smoothing", ["none", "ema", "window", "masked"])
 @pytest.mark.parametrize("model", ["unet_temporal", "blend_unet", "blend_unet_fitted"])
 def test_result_does_not_depend_on_the_budget(checkpoint: Path, blend_checkpoint: Path, fitted_checkpoint: Path, smoothing: str, model: str):
-    module = restore.load_module({"blend_unet": blend_checkpoint, "blend_unet_fitted": fitted_checkpoint}.get(model, checkpoint))
-    smoother = build_smoothing(build_smoothing_config(smoothing))
+    module = load_module({"blend_unet": blend_checkpoint, "blend_unet_fitted": fitted_checkpoint}.get(model, checkpoint))
+    smoother = SMOOTHINGS.build(SMOOTHINGS.from_conf(smoothing))
     frames = list(moving_square_frames(11, 40, 56) + np.random.default_rng(0).integers(0, 20, (11, 40, 56, 3), np.uint8))
     clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
     whole = to_uint8(smoother(module.restore_clip(clip), clip))  # the whole video at once
@@ -205,8 +205,8 @@ def test_result_does_not_depend_on_the_budget(checkpoint: Path, blend_checkpoint
     (FITTED, (100, 140), ((0.004, 15), (0.008, 4))),  # the stain found on the whole frame, then the repair in tiles
 ])
 def test_tiles_restore_frames_as_a_whole(tmp_path: Path, model: dict, size: tuple[int, int], budgets: tuple):
-    module = restore.load_module(save_checkpoint(tmp_path / "d1.ckpt", {**model, "depth": 1}))
-    smoother = build_smoothing(build_smoothing_config("window"))
+    module = load_module(save_checkpoint(tmp_path / "d1.ckpt", {**model, "depth": 1}))
+    smoother = SMOOTHINGS.build(SMOOTHINGS.from_conf("window"))
     frames = list(moving_square_frames(5, *size))
     clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
     whole = to_uint8(smoother(module.restore_clip(clip), clip))
@@ -231,7 +231,7 @@ def test_halo_covers_the_receptive_field(depth: int):
         radius = max(radius, *(abs(v - centre) for v in (rows.min(), rows.max(), cols.min(), cols.max())))
     module = RestorationModule(model={**choice_values("model", "unet_temporal"), **SMALL, "depth": depth},
                                smoothing=choice_values("smoothing", "none"), loss=LOSS)
-    assert radius <= Restorer(module, build_smoothing(build_smoothing_config("none"))).halo
+    assert radius <= Restorer(module, SMOOTHINGS.build(SMOOTHINGS.from_conf("none"))).halo
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -265,7 +265,7 @@ def bad_checkpoints(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) 
     folder = tmp_path_factory.mktemp("bad")
     (folder / "random.ckpt").write_bytes(np.random.default_rng(0).bytes(4096))
     (folder / "notes.ckpt").write_text("not a checkpoint\n")
-    torch.save(restore.load_module(checkpoint).state_dict(), folder / "state_dict.ckpt")
+    torch.save(load_module(checkpoint).state_dict(), folder / "state_dict.ckpt")
     return folder
 
 
@@ -280,7 +280,7 @@ def test_other_checkpoint_kinds_are_refused(tmp_path: Path):
     for name, match in [("pickled_code", "not a train.py checkpoint.*weights only: UnpicklingError"),
                         ("other_module", "not a train.py checkpoint"), ("mask_model", "needs the stain mask")]:
         with pytest.raises(ConfigError, match=match):
-            restore.load_module(tmp_path / f"{name}.ckpt")
+            load_module(tmp_path / f"{name}.ckpt")
 
 
 def _assert_refused(proc: subprocess.CompletedProcess | Outcome, code: int, match: str) -> None:
@@ -340,7 +340,7 @@ def test_one_line_errors_with_exit_code_2(checkpoint: Path, bad_checkpoints: Pat
     elif case == "output is the input":
         target = video
     elif case == "stain larger than the frame":  # the shipped model, on a video smaller than its stain
-        ckpt = restore.DEFAULT_MODEL
+        ckpt = DEFAULT_MODEL
     elif case in ("unknown run", "unknown registered model", "missing store"):
         store = out.parent / ("missing.db" if case == "missing store" else "store.db")
         if case != "missing store":
@@ -393,8 +393,8 @@ def test_restore_without_a_model_uses_the_one_vidlab_ships(tmp_path: Path, codec
     from vidlab.restoration.footage import render
     from vidlab.video import iter_frames, write_video
 
-    saved = torch.load(restore.DEFAULT_MODEL, map_location="cpu", weights_only=True)
-    assert set(saved) == {"hyper_parameters", "state_dict"} and restore.DEFAULT_MODEL.stat().st_size < 5e6
+    saved = torch.load(DEFAULT_MODEL, map_location="cpu", weights_only=True)
+    assert set(saved) == {"hyper_parameters", "state_dict"} and DEFAULT_MODEL.stat().st_size < 5e6
     assert saved["hyper_parameters"]["model"]["name"] == "blend_unet" and saved["hyper_parameters"]["model"]["stain"]["radius"] == 25
     clean = render(np.random.default_rng(11), 20, 72, 128)
     stain = CircularStain(radius=25, opacity=1.0, hardness=0.8, tint=0.3).sample(np.random.default_rng(4), 72, 128)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from vidlab.errors import ConfigError
+from vidlab.registry import Registry
 
 if TYPE_CHECKING:  # torch and torchvision are imported where a model is built: checking a config needs neither
     from torch import nn
@@ -27,17 +28,41 @@ class BackboneSpec:
     max_frames: int | None = None  # largest T, for fixed temporal position embeddings
 
 
-BACKBONES: dict[str, BackboneSpec] = {
-    "swin3d_t": BackboneSpec("head", 768, 1),
-    "swin3d_s": BackboneSpec("head", 768, 1),
-    "swin3d_b": BackboneSpec("head", 1024, 1),
-    "r3d_18": BackboneSpec("fc", 512, 1),
-    "mc3_18": BackboneSpec("fc", 512, 1),
-    "r2plus1d_18": BackboneSpec("fc", 512, 1),
-    "s3d": BackboneSpec("classifier", 1024, 13),
-    "mvit_v1_b": BackboneSpec("head", 768, 15, 16),
-    "mvit_v2_s": BackboneSpec("head", 768, 15, 16),
-}
+@dataclass
+class BackboneConfig:
+    """``conf/backbone/<name>.yaml``: the backbone, its weights and the frames sampled per clip."""
+
+    name: str
+    weights: Optional[str]
+    frames_per_clip: int
+
+    def __post_init__(self) -> None:
+        check_frames(self.name, self.frames_per_clip)
+
+
+BACKBONES = Registry("backbone")
+"""The backbones ``backbone=<name>`` chooses: a :class:`BackboneSpec` each (read, not built)."""
+
+
+def add_torchvision(name: str, title: str, spec: BackboneSpec) -> None:
+    """Register torchvision's video model ``name`` (a ``conf/backbone/<name>.yaml`` chooses it)."""
+    BACKBONES.add(name, spec, BackboneConfig, f"torchvision {name}: {title}, {spec.dim}-d")
+
+
+add_torchvision("swin3d_t", "Video Swin-T (Kinetics-400)", BackboneSpec("head", 768, 1))
+add_torchvision("swin3d_s", "Video Swin-S (Kinetics-400)", BackboneSpec("head", 768, 1))
+add_torchvision("swin3d_b", "Video Swin-B (Kinetics-400, or with ImageNet-22k)", BackboneSpec("head", 1024, 1))
+add_torchvision("r3d_18", "ResNet3D-18 (Kinetics-400)", BackboneSpec("fc", 512, 1))
+add_torchvision("mc3_18", "Mixed-convolution ResNet-18 (Kinetics-400)", BackboneSpec("fc", 512, 1))
+add_torchvision("r2plus1d_18", "R(2+1)D-18 (Kinetics-400)", BackboneSpec("fc", 512, 1))
+add_torchvision("s3d", "S3D (Kinetics-400)", BackboneSpec("classifier", 1024, 13))
+add_torchvision("mvit_v1_b", "MViT-V1-B (Kinetics-400)", BackboneSpec("head", 768, 15, 16))
+add_torchvision("mvit_v2_s", "MViT-V2-S (Kinetics-400)", BackboneSpec("head", 768, 15, 16))
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    """The registered description of backbone ``name`` (a checked config's: any other is a ConfigError)."""
+    return BACKBONES[name].target
 
 
 def weights_enum(name: str, weights: str | None):
@@ -55,7 +80,7 @@ def weights_enum(name: str, weights: str | None):
 
 
 def check_frames(name: str, frames: int) -> None:
-    spec = BACKBONES[name]
+    spec = backbone_spec(name)
     if spec.max_frames is not None and not spec.min_frames <= frames <= spec.max_frames:
         raise ValueError(f"frames_per_clip: {name} takes {spec.min_frames} to {spec.max_frames} frames per clip (got {frames})")
     if frames < spec.min_frames:
@@ -70,8 +95,8 @@ def load_backbone(name: str, weights: str | None) -> nn.Module:
     from torchvision.models import get_model
 
     if name not in BACKBONES:
-        raise ValueError(f"backbone.name: unknown backbone {name!r} (choose one of {', '.join(BACKBONES)})")
-    spec = BACKBONES[name]
+        raise ValueError(f"backbone.name: unknown backbone {name!r} (choose one of {', '.join(BACKBONES.names())})")
+    spec = backbone_spec(name)
     if weights is not None and Path(weights).suffix in (".pt", ".pth", ".bin", ".ckpt"):
         if not Path(weights).is_file():
             raise ConfigError(f"backbone.weights: state_dict file not found: {weights}")

@@ -1,5 +1,6 @@
-"""The clip-embedding task's schemas (``extract.py``): the index layouts, indexing, index checks,
-the backbone and the extraction settings."""
+"""The clip-embedding task's schemas (``extract.py``): indexing, index checks and the extraction
+settings; the layouts' and backbones' schemas are registered beside their code (:data:`LAYOUTS` in
+:mod:`vidlab.embeddings.layouts`, :data:`BACKBONES` in :mod:`vidlab.embeddings.backbones`)."""
 
 from __future__ import annotations
 
@@ -8,48 +9,10 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
+from vidlab.embeddings.backbones import BACKBONES, BackboneConfig
+from vidlab.embeddings.layouts import LAYOUTS
 from vidlab.errors import ConfigError
-from vidlab.schema import LOGGERS, MlflowLoggerConfig, NoLoggerConfig, at_least, build_choice, build_node, one_of, require, resolved, seeds
-
-VIDEO_EXTENSIONS = [".mp4", ".avi", ".mkv", ".mov", ".mpg"]
-
-
-def _check_ratios(ratios: list[float]) -> None:
-    require(
-        len(ratios) == 3 and min(ratios) >= 0 and abs(sum(ratios) - 1) < 1e-6,
-        f"split_ratios must be three non-negative numbers (train, val, test) summing to 1 (got {ratios})",
-    )
-
-
-@dataclass
-class UcfCrimeConfig:
-    name: str
-    root: str
-    extensions: list[str]
-    split_lists: str
-    split_ratios: list[float]
-    val_ratio: float
-    seed: int
-
-    def __post_init__(self) -> None:
-        one_of(self, "split_lists", "auto", "official", "none")
-        _check_ratios(self.split_ratios)
-        require(0 <= self.val_ratio < 1, f"val_ratio must be in [0, 1) (got {self.val_ratio})")
-        seeds(self, "seed")
-
-
-@dataclass
-class VideoTreeConfig:
-    name: str
-    root: str
-    extensions: list[str]
-    normal_categories: list[str]
-    split_ratios: list[float]
-    seed: int
-
-    def __post_init__(self) -> None:
-        _check_ratios(self.split_ratios)
-        seeds(self, "seed")
+from vidlab.schema import LOGGERS, MlflowLoggerConfig, NoLoggerConfig, at_least, build_choice, build_node, one_of, resolved, seeds
 
 
 @dataclass
@@ -78,19 +41,6 @@ class IndexCheckConfig:
     allow_padded: Optional[bool]
     check_files: bool
     strict_root: bool
-
-
-@dataclass
-class BackboneConfig:
-    name: str
-    weights: Optional[str]
-    frames_per_clip: int
-
-    def __post_init__(self) -> None:
-        from vidlab.embeddings.backbones import BACKBONES, check_frames
-
-        require(self.name in BACKBONES, f"name: unknown backbone {self.name!r} (choose one of {', '.join(BACKBONES)})")
-        check_frames(self.name, self.frames_per_clip)
 
 
 @dataclass
@@ -132,7 +82,7 @@ class ExtractSpec:
     stage: str
     index_file: str
     path_root: Optional[str]
-    layout: UcfCrimeConfig | VideoTreeConfig | None
+    layout: Any  # the chosen layout's config (LAYOUTS: name, root, seed, ...); None but for stage=index
     indexing: IndexConfig
     check: IndexCheckConfig
     backbone: BackboneConfig
@@ -141,7 +91,6 @@ class ExtractSpec:
 
 
 EXTRACT_STAGES = ("extract", "index", "validate")
-LAYOUTS: dict[str, type] = {"ucf_crime": UcfCrimeConfig, "video_tree": VideoTreeConfig}
 
 
 def validate_extract(cfg: DictConfig) -> ExtractSpec:
@@ -149,7 +98,7 @@ def validate_extract(cfg: DictConfig) -> ExtractSpec:
     stage = cfg.get("stage")
     if stage not in EXTRACT_STAGES:
         raise ConfigError(f"stage: must be one of {', '.join(EXTRACT_STAGES)} (got {stage!r})")
-    layout = build_choice(cfg, "layout", LAYOUTS) if stage == "index" else None
+    layout = build_choice(cfg, LAYOUTS) if stage == "index" else None
     index_file = resolved(cfg, "index")
     if not isinstance(index_file, str) or not index_file:
         raise ConfigError(f"index: the path of an index_clips.csv (got {index_file!r})")
@@ -160,9 +109,9 @@ def validate_extract(cfg: DictConfig) -> ExtractSpec:
         layout=layout,
         indexing=build_node("indexing", IndexConfig, resolved(cfg, "indexing")),
         check=build_node("check", IndexCheckConfig, resolved(cfg, "check")),
-        backbone=build_node("backbone", BackboneConfig, resolved(cfg, "backbone")),
+        backbone=build_choice(cfg, BACKBONES),
         extraction=build_node("extraction", ExtractionConfig, resolved(cfg, "extraction")),
-        logger=build_choice(cfg, "logger", LOGGERS),
+        logger=build_choice(cfg, LOGGERS),
     )
 
 

@@ -8,7 +8,6 @@ uninterrupted run. The manifest is written last, atomically.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 from dataclasses import asdict, dataclass, field
@@ -29,10 +28,10 @@ from vidlab.embeddings.clip_index import COLUMNS
 from vidlab.embeddings.config import ExtractSpec
 from vidlab.embeddings.extractor import EmbeddingExtractor, StoreWriter, worker_init
 from vidlab.embeddings.index_check import check_index, read_index, resolve_paths
+from vidlab.embeddings.manifest import FILE, KINDS, IndexRef, Manifest, SplitInfo
 from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess, resize_on_device
 from vidlab.embeddings.store import EmbeddingStore, read_jsonl
 from vidlab.errors import InputError
-from vidlab.files import write_text
 from vidlab.jobs import on_stop_say
 from vidlab.trainer import StopOnSignal, checked_trainer_args
 
@@ -74,7 +73,7 @@ def load_index(path: Path, path_root: str | None) -> pd.DataFrame:
 @dataclass
 class ExtractionResult:
     folder: Path
-    manifest: dict
+    manifest: Manifest | None
     metrics: dict = field(default_factory=dict)
     files: list[tuple[str, Path]] = field(default_factory=list)
 
@@ -200,52 +199,49 @@ def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: 
         trainer.predict(model, dataloaders=loader, return_predictions=False)
         trainer.strategy.barrier("extraction done")  # every rank's rows are on disk before the manifest
     if not trainer.is_global_zero:
-        return ExtractionResult(folder, {})
+        return ExtractionResult(folder, None)
     remaining = int((~store.done_rows()).sum())
     if remaining:
         raise RuntimeError(f"{remaining} rows were not extracted; rerun the same command to resume")
     manifest = write_manifest(spec, store, table, index_file, index_sha, preprocess, on_device, dim, writer, run_id)
     metrics = {"clips_per_second": writer.clips_per_second, "rows_written": writer.rows_written,
-               "rows_failed": len(manifest["failed_rows"]), "rows_total": len(table)}
-    return ExtractionResult(folder, manifest, metrics, [("embeddings", folder / "manifest.json")])
+               "rows_failed": len(manifest.failed_rows), "rows_total": len(table)}
+    return ExtractionResult(folder, manifest, metrics, [("embeddings", folder / FILE)])
 
 
 def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame, index_file: Path,
-                   index_sha: str, preprocess, on_device: bool, dim: int, writer: StoreWriter, run_id: str | None) -> dict:
+                   index_sha: str, preprocess, on_device: bool, dim: int, writer: StoreWriter, run_id: str | None) -> Manifest:
     failures = {r["row"]: r["reason"] for r in read_jsonl(store.folder / "failures.jsonl")}
     padded = sorted({r["row"] for r in read_jsonl(store.folder / "padded.jsonl")})
     splits = {}
     for split, n in store.counts.items():
         labels = np.load(store.path("labels", split))
-        splits[split] = {
-            "rows": n,
-            "files": {kind: store.path(kind, split).name for kind in ("embeddings", "labels", "valid")},
-            "statistics": store.statistics(split),
-            "label_counts": {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))},
-        }
-    manifest = {
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "backbone": f"torchvision/{spec.backbone.name}",
-        "weights": spec.backbone.weights,
-        "preprocessing": {**preprocess.description, "resize_on": "device" if on_device else "workers"},
-        "colour": {"mode": spec.extraction.colour, "conversion": COLOUR_CONVERSIONS[spec.extraction.colour]},
-        "frames_per_clip": spec.backbone.frames_per_clip,
-        "sampling": "start + round(linspace(0, max(1, end - start) - 1, frames_per_clip)); frames past the video's end repeat its last frame",
-        "img_size": preprocess.description.get("crop_size") or preprocess.description.get("size"),
-        "batch_size": spec.extraction.batch_size,
-        "embedding_dim": dim,
-        "dtype": "float16",
-        "precision": spec.extraction.precision,
-        "index": {"path": str(index_file.resolve()), "sha256": index_sha, "rows": len(table)},
-        "splits": splits,
-        "failed_rows": [{"row": int(r), "split": table.split[r], "path": table.path[r], "reason": reason}
-                        for r, reason in sorted(failures.items())],
-        "padded_rows": padded,
-        "mlflow_run_id": run_id,
-        "throughput": {"clips_per_second_last_run": writer.clips_per_second, "seconds_last_run": writer.seconds,
-                       "startup_seconds_last_run": writer.startup_seconds},
-        "software": {"python": platform.python_version(), "torch": torch.__version__,
-                     "torchvision": torchvision.__version__, "lightning": L.__version__, "numpy": np.__version__},
-    }
-    write_text(store.folder / "manifest.json", json.dumps(manifest, indent=2, default=str))
+        splits[split] = SplitInfo(rows=n, files={kind: store.path(kind, split).name for kind in KINDS},
+                                  statistics=store.statistics(split),
+                                  label_counts={str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))})
+    manifest = Manifest(
+        created_at=datetime.now(timezone.utc).isoformat(),
+        backbone=f"torchvision/{spec.backbone.name}",
+        weights=spec.backbone.weights,
+        preprocessing={**preprocess.description, "resize_on": "device" if on_device else "workers"},
+        colour={"mode": spec.extraction.colour, "conversion": COLOUR_CONVERSIONS[spec.extraction.colour]},
+        frames_per_clip=spec.backbone.frames_per_clip,
+        sampling="start + round(linspace(0, max(1, end - start) - 1, frames_per_clip)); frames past the video's end repeat its last frame",
+        img_size=preprocess.description.get("crop_size") or preprocess.description.get("size"),
+        batch_size=spec.extraction.batch_size,
+        embedding_dim=dim,
+        dtype="float16",
+        precision=spec.extraction.precision,
+        index=IndexRef(str(index_file.resolve()), index_sha, len(table)),
+        splits=splits,
+        failed_rows=[{"row": int(r), "split": table.split[r], "path": table.path[r], "reason": reason}
+                     for r, reason in sorted(failures.items())],
+        padded_rows=padded,
+        mlflow_run_id=run_id,
+        throughput={"clips_per_second_last_run": writer.clips_per_second, "seconds_last_run": writer.seconds,
+                    "startup_seconds_last_run": writer.startup_seconds},
+        software={"python": platform.python_version(), "torch": torch.__version__,
+                  "torchvision": torchvision.__version__, "lightning": L.__version__, "numpy": np.__version__},
+    )
+    manifest.write(store.folder)
     return manifest

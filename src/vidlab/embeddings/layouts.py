@@ -2,6 +2,10 @@
 
 ``ucf_crime`` knows the public UCF-Crime tree and its official split lists; ``video_tree`` takes any
 ``<root>/<category>/**/<video>`` tree with a list of normal categories.
+
+A layout is a function registered in :data:`LAYOUTS` with the schema of its ``conf/layout/<name>.yaml``
+(fields ``name``, ``root`` and ``seed`` at least, the others its arguments); ``LAYOUTS.build(config)``
+calls it and returns the videos with their splits and a report of how they were split.
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from vidlab.registry import Registry
+from vidlab.schema import one_of, require, seeds
+
 NORMAL = "Normal"
+
+LAYOUTS = Registry("layout")
+"""The layouts ``layout=<name>`` chooses (``extract.py stage=index``)."""
 
 
 @dataclass(frozen=True)
@@ -51,14 +61,11 @@ def carve_val(videos: list[Video], val_ratio: float, seed: int) -> list[Video]:
     return rest + stratified_split(train, [1 - val_ratio, val_ratio, 0.0], seed)
 
 
-def video_tree(root: Path, extensions: list[str], normal_categories: list[str], ratios: list[float], seed: int) -> tuple[list[Video], dict]:
-    videos = []
-    for path in find_videos(root, extensions):
-        category = path.relative_to(root).parts[0] if len(path.relative_to(root).parts) > 1 else ""
-        if not category:
-            continue
-        videos.append(Video(path, category, 0 if category in normal_categories else 1))
-    return stratified_split(videos, ratios, seed), {"split_source": "stratified", "ratios": ratios}
+def _check_ratios(ratios: list[float]) -> None:
+    require(
+        len(ratios) == 3 and min(ratios) >= 0 and abs(sum(ratios) - 1) < 1e-6,
+        f"split_ratios must be three non-negative numbers (train, val, test) summing to 1 (got {ratios})",
+    )
 
 
 def _folder_kind(name: str) -> str | None:
@@ -76,11 +83,30 @@ def _read_list(path: Path) -> set[str]:
     return {Path(line.strip()).name for line in path.read_text().splitlines() if line.strip()}
 
 
-def ucf_crime(root: Path, extensions: list[str], split_lists: str, ratios: list[float], val_ratio: float, seed: int) -> tuple[list[Video], dict]:
-    """UCF-Crime: ``Anomaly-Videos*/<Category>/`` (y=1), ``Training-Normal-Videos*`` and
-    ``Testing_Normal_Videos*`` (category Normal, y=0); official ``Anomaly_Train.txt`` /
-    ``Anomaly_Test.txt`` when present (matched by file name), val carved from train."""
-    videos, folders = [], {}
+@dataclass
+class UcfCrimeConfig:
+    name: str
+    root: str
+    extensions: list[str]
+    split_lists: str
+    split_ratios: list[float]
+    val_ratio: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        one_of(self, "split_lists", "auto", "official", "none")
+        _check_ratios(self.split_ratios)
+        require(0 <= self.val_ratio < 1, f"val_ratio must be in [0, 1) (got {self.val_ratio})")
+        seeds(self, "seed")
+
+
+@LAYOUTS.register("ucf_crime", UcfCrimeConfig)
+def ucf_crime(root: str | Path, extensions: list[str], split_lists: str, split_ratios: list[float], val_ratio: float,
+              seed: int) -> tuple[list[Video], dict]:
+    """The public UCF-Crime tree, split by its official lists when present. ``Anomaly-Videos*/<Category>/``
+    (y=1), ``Training-Normal-Videos*`` and ``Testing_Normal_Videos*`` (category Normal, y=0); official
+    ``Anomaly_Train.txt`` / ``Anomaly_Test.txt`` when present (matched by file name), val carved from train."""
+    root, videos, folders = Path(root), [], {}
     for path in find_videos(root, extensions):
         parts = path.relative_to(root).parts
         for depth, part in enumerate(parts[:-1]):
@@ -97,7 +123,7 @@ def ucf_crime(root: Path, extensions: list[str], split_lists: str, ratios: list[
     if split_lists == "official" and not all(lists.values()):
         raise FileNotFoundError(f"layout.split_lists=official but Anomaly_Train.txt / Anomaly_Test.txt are not under {root}")
     if not use_lists:
-        return stratified_split(videos, ratios, seed), {"split_source": "stratified", "ratios": ratios}
+        return stratified_split(videos, split_ratios, seed), {"split_source": "stratified", "ratios": split_ratios}
     train_names, test_names = _read_list(lists["Anomaly_Train"]), _read_list(lists["Anomaly_Test"])
     assigned, unlisted = [], []
     for v in videos:
@@ -111,3 +137,31 @@ def ucf_crime(root: Path, extensions: list[str], split_lists: str, ratios: list[
         assigned.append(Video(v.path, v.category, v.y, split))
     report = {"split_source": "official lists", "val_ratio": val_ratio, "unlisted_videos_left_out": unlisted}
     return carve_val(assigned, val_ratio, seed), report
+
+
+@dataclass
+class VideoTreeConfig:
+    name: str
+    root: str
+    extensions: list[str]
+    normal_categories: list[str]
+    split_ratios: list[float]
+    seed: int
+
+    def __post_init__(self) -> None:
+        _check_ratios(self.split_ratios)
+        seeds(self, "seed")
+
+
+@LAYOUTS.register("video_tree", VideoTreeConfig)
+def video_tree(root: str | Path, extensions: list[str], normal_categories: list[str], split_ratios: list[float],
+               seed: int) -> tuple[list[Video], dict]:
+    """Any ``<root>/<category>/**/<video>`` tree, split by video. The listed normal categories get
+    y=0, the others y=1; splits are stratified by category."""
+    root, videos = Path(root), []
+    for path in find_videos(root, extensions):
+        category = path.relative_to(root).parts[0] if len(path.relative_to(root).parts) > 1 else ""
+        if not category:
+            continue
+        videos.append(Video(path, category, 0 if category in normal_categories else 1))
+    return stratified_split(videos, split_ratios, seed), {"split_source": "stratified", "ratios": split_ratios}

@@ -3,7 +3,6 @@ manifest, each split's valid rows read from the memmaps in chunks and standardis
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,10 +13,9 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from sklearn.preprocessing import StandardScaler
 
+from vidlab.embeddings.manifest import Manifest
 from vidlab.errors import InputError
 from vidlab.splits import SPLITS
-
-RENAMED_KEYS = {"backbone": "encoder", "frames_per_clip": "T"}  # manifest key -> its name before 0.2 (read until 0.3)
 
 
 class ProbeInputError(InputError):
@@ -41,37 +39,22 @@ def resolve_embeddings(reference: str, tracking_uri: str) -> tuple[Path, str | N
     return Path(folder), reference
 
 
-def check_manifest(folder: Path) -> dict:
+def check_manifest(folder: Path) -> Manifest:
     """The manifest, after checking every split's files against it (shape, dtype, counts)."""
-    path = folder / "manifest.json"
-    if not path.is_file():
-        raise ProbeInputError(f"embeddings: no manifest.json in {folder} (is the extraction finished?)")
-    try:
-        manifest = json.loads(path.read_text())
-        for new, old in RENAMED_KEYS.items():  # manifests written before the rename are read as they were
-            if new not in manifest and old in manifest:
-                manifest[new] = manifest[old]
-        for key in ("splits", "embedding_dim", "dtype", "backbone"):
-            manifest[key]  # noqa: B018 - a KeyError names the missing key
-        if not isinstance(manifest["splits"], dict):
-            raise TypeError("'splits'")
-        for split in SPLITS:
-            info = manifest["splits"].get(split)
-            if info is None:
-                raise ProbeInputError(f"embeddings: {folder} has no {split} split")
-            emb = _load(folder / info["files"]["embeddings"])
-            expected = (info["rows"], manifest["embedding_dim"])
-            if emb.shape != expected or str(emb.dtype) != manifest["dtype"]:
-                raise ProbeInputError(f"embeddings: {folder / info['files']['embeddings']} is {emb.shape} {emb.dtype}, "
-                                      f"the manifest says {expected} {manifest['dtype']}")
-            for kind in ("labels", "valid"):
-                arr = _load(folder / info["files"][kind])
-                if arr.shape != (info["rows"],):
-                    raise ProbeInputError(f"embeddings: {folder / info['files'][kind]} has shape {arr.shape}, expected ({info['rows']},)")
-    except json.JSONDecodeError as err:
-        raise ProbeInputError(f"embeddings: {path} is not valid JSON ({err})") from None
-    except (KeyError, TypeError) as err:
-        raise ProbeInputError(f"embeddings: {path} is not an extraction manifest (missing or wrong {err})") from None
+    manifest = Manifest.read(folder)
+    for split in SPLITS:
+        info = manifest.splits.get(split)
+        if info is None:
+            raise ProbeInputError(f"embeddings: {folder} has no {split} split")
+        emb = _load(folder / info.files["embeddings"])
+        expected = (info.rows, manifest.embedding_dim)
+        if emb.shape != expected or str(emb.dtype) != manifest.dtype:
+            raise ProbeInputError(f"embeddings: {folder / info.files['embeddings']} is {emb.shape} {emb.dtype}, "
+                                  f"the manifest says {expected} {manifest.dtype}")
+        for kind in ("labels", "valid"):
+            arr = _load(folder / info.files[kind])
+            if arr.shape != (info.rows,):
+                raise ProbeInputError(f"embeddings: {folder / info.files[kind]} has shape {arr.shape}, expected ({info.rows},)")
     return manifest
 
 
@@ -108,12 +91,12 @@ class Split:
         return np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
 
 
-def load_splits(folder: Path, manifest: dict) -> dict[str, Split]:
+def load_splits(folder: Path, manifest: Manifest) -> dict[str, Split]:
     """Every split's valid rows, checked (labels 0/1 with both classes, finite) and standardised on
     train, read from the memmaps CHUNK_ROWS at a time (no float64 copy of a split is ever made)."""
     raw = {}
     for split in SPLITS:
-        files = manifest["splits"][split]["files"]
+        files = manifest.splits[split].files
         valid = np.asarray(_load(folder / files["valid"])).astype(bool)
         rows = np.flatnonzero(valid)
         labels = np.asarray(_load(folder / files["labels"]))[rows]
@@ -129,7 +112,7 @@ def load_splits(folder: Path, manifest: dict) -> dict[str, Split]:
         x = np.empty((len(rows), embeddings.shape[1]), np.float32)
         for start, block in zip(range(0, len(rows), CHUNK_ROWS), _blocks(embeddings, rows, split, folder)):
             x[start : start + len(block)] = scaler.transform(block)
-        clips = None if index is None else _split_clips(index, split, manifest["splits"][split]["rows"], manifest).iloc[rows]
+        clips = None if index is None else _split_clips(index, split, manifest.splits[split].rows, manifest).iloc[rows]
         splits[split] = Split(x, labels, rows, invalid, None if clips is None else clips.reset_index(drop=True), scaler)
     return splits
 
@@ -154,10 +137,10 @@ def _blocks(embeddings: np.ndarray, rows: np.ndarray, split: str, folder: Path) 
         yield block
 
 
-def _index(manifest: dict, folder: Path) -> pd.DataFrame | None:
+def _index(manifest: Manifest, folder: Path) -> pd.DataFrame | None:
     """The extraction's clip index (where each row's clip lies in its video), if it is still there."""
-    path = Path(str((manifest.get("index") or {}).get("path", "")))
-    if not path.is_file():
+    path = Path(manifest.index.path) if manifest.index is not None else None
+    if path is None or not path.is_file():
         return None
     try:
         index = pd.read_csv(path)
@@ -175,8 +158,8 @@ def _index(manifest: dict, folder: Path) -> pd.DataFrame | None:
     return index.assign(**frames.astype(np.int64))
 
 
-def _split_clips(index: pd.DataFrame, split: str, rows: int, manifest: dict) -> pd.DataFrame:
+def _split_clips(index: pd.DataFrame, split: str, rows: int, manifest: Manifest) -> pd.DataFrame:
     clips = index[index.split == split].reset_index(drop=True)
     if len(clips) != rows:
-        raise ProbeInputError(f"embeddings: the index {manifest['index']['path']} has {len(clips)} {split} clips, the manifest {rows} rows")
+        raise ProbeInputError(f"embeddings: the index {manifest.index.path} has {len(clips)} {split} clips, the manifest {rows} rows")
     return clips

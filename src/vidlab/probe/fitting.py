@@ -31,6 +31,8 @@ class FitContext:
 class Probe(Protocol):
     """A choice of ``conf/probe/``: trained on the train split, selected on val, then scores clips."""
 
+    needs_videos: bool  # trains on videos (bags of their clips), so the clip index must be there
+
     def fit(self, splits: dict[str, Split], context: FitContext) -> dict[str, float]:
         """Train; returns what model selection chose (``probe/C``, ``probe/best_epoch``...)."""
 

@@ -6,6 +6,7 @@ depend on epochs or a learning rate, so it measures the embeddings."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,32 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from vidlab.probe.config import PROBES, ProbeConfig
 from vidlab.probe.data import Split
 from vidlab.probe.fitting import FitContext
+from vidlab.schema import at_least, one_of, require
 
 
+@dataclass
+class LogisticConfig(ProbeConfig):
+    """L2-regularised logistic regression solved to convergence (L-BFGS), ``C`` chosen on val."""
+
+    C_grid: list[float]
+    max_iter: int
+    tol: float
+    class_weight: str
+
+    def __post_init__(self) -> None:
+        require(len(self.C_grid) > 0 and all(c > 0 for c in self.C_grid), f"C_grid must be positive values (got {self.C_grid})")
+        at_least(1, self, "max_iter")
+        require(self.tol > 0, f"tol must be > 0 (got {self.tol})")
+        one_of(self, "class_weight", "auto", "none")
+
+
+@PROBES.register("logistic", LogisticConfig)
 class LogisticProbe:
+    needs_videos = False
+
     def __init__(self, C_grid: list[float], max_iter: int, tol: float, class_weight: str):
         self.grid = sorted(C_grid)
         self.model = LogisticRegression(solver="lbfgs", max_iter=max_iter, tol=tol, warm_start=True,

@@ -20,7 +20,9 @@ def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(min(thresholds[best], np.max(scores)))  # roc_curve's first threshold is +inf
 
 
-def clip_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """ROC-AUC, average precision, and balanced accuracy and F1 at ``threshold`` (anomalous when
+    score >= it), of one score per row (a clip, or a video)."""
     predicted = scores >= threshold
     return {"roc_auc": float(roc_auc_score(labels, scores)), "ap": float(average_precision_score(labels, scores)),
             "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),

@@ -15,6 +15,7 @@ ROC-AUC is logged beside it (it saturates at 1.0 long before the anomalies are l
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
+from vidlab.probe.config import PROBES, ProbeConfig
 from vidlab.probe.data import Split
 from vidlab.probe.fitting import FitContext, Standardized, fit_lightning
+from vidlab.schema import at_least, require
 
 
 class Bags:
@@ -109,7 +112,30 @@ class MilRanking(L.LightningModule):
         return self.optimizer_factory(self.parameters())
 
 
+@dataclass
+class MilRankingConfig(ProbeConfig):
+    """Sultani et al.'s multiple-instance ranking on video-level labels."""
+
+    segments: int
+    hidden: list[int]
+    dropout: float
+    smoothness: float
+    sparsity: float
+    videos_per_batch: int
+    steps_per_epoch: int
+    patience: int
+
+    def __post_init__(self) -> None:
+        at_least(1, self, "segments", "videos_per_batch", "steps_per_epoch", "patience")
+        require(len(self.hidden) > 0 and all(h >= 1 for h in self.hidden), f"hidden must be positive widths (got {self.hidden})")
+        require(0 <= self.dropout < 1, f"dropout must be in [0, 1) (got {self.dropout})")
+        require(self.smoothness >= 0 and self.sparsity >= 0, "smoothness and sparsity must be >= 0")
+
+
+@PROBES.register("mil_ranking", MilRankingConfig)
 class MilRankingProbe:
+    needs_videos = True
+
     def __init__(self, segments: int, hidden: list[int], dropout: float, smoothness: float, sparsity: float,
                  videos_per_batch: int, steps_per_epoch: int, patience: int):
         self.segments, self.hidden, self.dropout = segments, hidden, dropout

@@ -4,6 +4,7 @@ converges on its own instead of stopping at an epoch budget."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from vidlab.probe.config import PROBES, ProbeConfig
 from vidlab.probe.data import CHUNK_ROWS, Split
 from vidlab.probe.fitting import FitContext, Standardized, fit_lightning
+from vidlab.schema import at_least, one_of, require
 
 
 class ClipClassifier(L.LightningModule):
@@ -52,7 +55,26 @@ class ClipClassifier(L.LightningModule):
         return self.optimizer_factory(self.parameters())
 
 
+@dataclass
+class MlpConfig(ProbeConfig):
+    """A Lightning MLP on clip embeddings, stopped early on val ROC-AUC."""
+
+    hidden: int
+    dropout: float
+    batch_size: int
+    patience: int
+    class_weight: str
+
+    def __post_init__(self) -> None:
+        at_least(1, self, "hidden", "batch_size", "patience")
+        require(0 <= self.dropout < 1, f"dropout must be in [0, 1) (got {self.dropout})")
+        one_of(self, "class_weight", "auto", "none")
+
+
+@PROBES.register("mlp", MlpConfig)
 class MlpProbe:
+    needs_videos = False
+
     def __init__(self, hidden: int, dropout: float, batch_size: int, patience: int, class_weight: str):
         self.hidden, self.dropout, self.batch_size, self.patience, self.class_weight = hidden, dropout, batch_size, patience, class_weight
         self.module: ClipClassifier | None = None

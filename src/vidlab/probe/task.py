@@ -18,16 +18,18 @@ import lightning as L
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from vidlab import tracking
+from vidlab.embeddings.manifest import Manifest
 from vidlab.jobs import job_dirs
 from vidlab.probe import metrics as pm
 from vidlab.probe import plots
-from vidlab.probe.config import ProbeSpec
+from vidlab.probe.config import PROBES, ProbeSpec
 from vidlab.probe.data import ProbeInputError, Split, check_manifest, load_splits, resolve_embeddings
 from vidlab.probe.fitting import FitContext, Probe
-from vidlab.schema import MlflowLoggerConfig, instantiate_choice
+from vidlab.schema import MlflowLoggerConfig
 from vidlab.tracking.inputs import embeddings_inputs, log_inputs
 from vidlab.tracking.models import log_model as log_mlflow_model
 from vidlab.trainer import checked_optimizer, trainer_kwargs
@@ -45,9 +47,9 @@ def run_name(spec: ProbeSpec, folder: Path, backbone: str, client, experiment_id
     return name
 
 
-def description(spec: ProbeSpec, folder: Path, manifest: dict, extraction_run_id: str, client) -> str:
+def description(spec: ProbeSpec, folder: Path, manifest: Manifest, extraction_run_id: str, client) -> str:
     """The run's description in the MLflow UI: what was probed, with a link to the extraction run."""
-    text = f"Probe `{spec.probe.name}` on the {manifest['backbone']} embeddings in `{folder}`."
+    text = f"Probe `{spec.probe.name}` on the {manifest.backbone} embeddings in `{folder}`."
     try:
         extraction = client.get_run(extraction_run_id) if extraction_run_id else None
     except MlflowException:  # a run id from another store: named, not linked
@@ -78,25 +80,25 @@ def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
             raise ProbeInputError(f"probe.annotations: no file {spec.probe.annotations}")
         annotations = pm.read_temporal_annotations(spec.probe.annotations)
     splits = load_splits(folder, manifest)
-    if spec.probe.name == "mil_ranking" or annotations is not None:
+    probe: Probe = PROBES.build(spec.probe)
+    if probe.needs_videos or annotations is not None:
         for split in splits.values():
             split.videos()  # refused now if the index is missing, not after training
-    probe: Probe = instantiate_choice(spec.probe, settings=("annotations",))
     L.seed_everything(spec.seed, workers=True)
 
     logger = None
-    backbone = str(manifest["backbone"]).split("/")[-1]
+    backbone = manifest.backbone.split("/")[-1]
     if isinstance(spec.logger, MlflowLoggerConfig):
-        tags = {"task": "probe", "probe": spec.probe.name, "embeddings_dir": str(folder), "backbone": manifest["backbone"],
-                "extraction_run_id": run_ref or manifest.get("mlflow_run_id") or ""}
-        client = tracking.MlflowClient(uri)
+        tags = {"task": "probe", "probe": spec.probe.name, "embeddings_dir": str(folder), "backbone": manifest.backbone,
+                "extraction_run_id": run_ref or manifest.mlflow_run_id or ""}
+        client = MlflowClient(uri)
         name = run_name(spec, folder, backbone, client, tracking.ensure_experiment(spec.logger, root, "probe"))
         logger = tracking.build_logger(replace(spec.logger, run_name=name), root, output_dir, tags)
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
         with tracking.best_effort("description", client, logger.run_id):
             client.set_tag(logger.run_id, "mlflow.note.content", description(spec, folder, manifest, tags["extraction_run_id"], client))
         with tracking.best_effort("datasets", client, logger.run_id):
-            log_inputs(client, logger.run_id, embeddings_inputs(folder, manifest, {k: len(v.y) for k, v in splits.items()}))
+            log_inputs(client, logger.run_id, embeddings_inputs(folder, manifest.to_dict(), {k: len(v.y) for k, v in splits.items()}))
     selected = probe.fit(splits, FitContext(kwargs, optimizer, logger, output_dir, spec.seed))
 
     scores = {split: probe.scores(splits[split]) for split in ("val", "test")}
@@ -104,7 +106,7 @@ def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
     metrics = {**selected, "threshold": threshold, "rows_invalid_left_out": sum(s.invalid for s in splits.values())}
     tables = {split: score_table(splits[split], scores[split]) for split in ("val", "test")}
     for split in ("val", "test"):
-        metrics.update({f"{split}/{k}": v for k, v in pm.clip_metrics(splits[split].y, scores[split], threshold).items()})
+        metrics.update({f"{split}/{k}": v for k, v in pm.classification_metrics(splits[split].y, scores[split], threshold).items()})
         if "path" in tables[split]:
             metrics[f"{split}/video_roc_auc"] = pm.video_level_auc(tables[split])
     if annotations is not None:

@@ -17,17 +17,20 @@ the inverse stays 15 dB short (measured).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
 
-from vidlab.restoration.corruption import CircularStain
-from vidlab.restoration.data import neighbour_indices
+from vidlab.restoration.corruption import CORRUPTIONS, CircularStain
+from vidlab.restoration.nets import MODELS, ModelConfig, RestorationNet, TrainingOutput, neighbour_indices
 from vidlab.restoration.stain_fit import fit_stain
 from vidlab.restoration.unet import ConvUNet
+from vidlab.schema import at_least, require
 
+INSIDE_STAIN = 0.01  # opacity above which the inverse-blend loss scores a pixel
 STATISTICS = ("minimum", "maximum", "mean", "motion")  # per channel, over the clip's frames
 
 
@@ -55,8 +58,25 @@ def invert_blend(frames: torch.Tensor, opacity: torch.Tensor, offset: torch.Tens
     return ((frames - offset) / gain).clamp(0, 1)
 
 
-class BlendUNet(nn.Module):
-    """Reads windows of ``window`` stained frames ``(B, window, 3, H, W)`` in [0, 1]; one stain
+@dataclass
+class BlendUNetConfig(ModelConfig):
+    window: int  # frames one stain estimate reads: training windows, evaluation and restore segments
+    min_gain: float
+    stain: Any  # the corruption's node: a circular stain is fitted (its centre searched); others, or null, learned
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least(2, self, "window")
+        require(0 < self.min_gain < 1, f"min_gain must be in (0, 1) (got {self.min_gain})")
+        if isinstance(self.stain, dict):
+            self.stain = CORRUPTIONS.config(self.stain, "model.stain")
+
+
+@MODELS.register("blend_unet", BlendUNetConfig)
+class BlendUNet(RestorationNet):
+    """Blend-aware blind restoration: finds the clip's static stain, inverts its blend, repairs the rest.
+
+    Reads windows of ``window`` stained frames ``(B, window, 3, H, W)`` in [0, 1]; one stain
     estimate per window. Training calls :meth:`forward`, evaluation and restore :meth:`restore`.
 
     When ``stain``, the corruption it is trained on, is a :class:`CircularStain` (the notebook's
@@ -77,7 +97,7 @@ class BlendUNet(nn.Module):
         self.halo = self.refiner.halo + (self.estimator.halo if self.estimator else 0)
 
     def check_frame(self, height: int, width: int) -> None:
-        """A fitted stain must fit the frame (``ValueError`` otherwise), as the notebook draws it."""
+        """A fitted stain must fit the frame, as the notebook draws it."""
         if self.stain is not None:
             self.stain.check_frame(height, width)
 
@@ -131,8 +151,32 @@ class BlendUNet(nn.Module):
         stop = start + self.window
         return (start, stop) if stop <= length else (max(0, length - self.window), length)
 
+    def training_output(self, batch: dict[str, torch.Tensor]) -> TrainingOutput:
+        """A fitted stain inverts with the true one and has nothing to learn; a learned one is scored
+        by a BCE on its opacity and by the inverse alone inside the stain, weighted by what the stain
+        lets through."""
+        mask, centres = batch["mask"], batch["centres"]
+        out = self(batch["stained"], centres, opacity=mask if self.stain else None)
+        restored, clean = out.frames.flatten(0, 1), batch["clean"].flatten(0, 1)
+        per_frame = mask.repeat_interleave(centres.shape[1], 0)
+        losses = {}
+        if out.opacity_logits is not None:
+            losses["mask_bce"] = F.binary_cross_entropy_with_logits(out.opacity_logits, mask)
+            through = (1 - per_frame) * (per_frame > INSIDE_STAIN)
+            error = through * (out.inverted.flatten(0, 1) - clean).abs()
+            losses["inverse_l1"] = error.sum() / (3 * through.sum()).clamp(min=1)
+        return TrainingOutput(restored, clean, per_frame, losses)
+
+    def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device
+                    ) -> dict[tuple[int, int], torch.Tensor] | None:
+        if self.stain is None:
+            return None
+        segments = {self.segment(c, len(frames)) for c in centres}
+        return {(start, stop): self.find_stain(torch.from_numpy(np.stack(frames[start:stop])).permute(0, 3, 1, 2).to(device))
+                for start, stop in segments}
+
     @torch.no_grad()
-    def restore(self, clip: torch.Tensor, centres: np.ndarray, batch: int,
+    def restore(self, clip: torch.Tensor, centres: np.ndarray, batch: int, mask: torch.Tensor | None = None,
                 stains: dict[tuple[int, int], torch.Tensor] | None = None) -> torch.Tensor:
         """Restore frames ``centres`` of a float clip ``(T, 3, H, W)`` (whose frame 0 starts a segment),
         each from its segment's stain estimate (``stains[(start, stop)]``, the fitted opacity of the

@@ -1,5 +1,5 @@
-"""The restoration task's schemas (``train.py``): dataset, corruption, model, smoothing, loss,
-preview and the top-level keys, checked before any data or model work."""
+"""The restoration task's config (``train.py``) checked before any data or model work: each group's
+choice by its registry (the schemas live beside their classes), loss, preview and the top-level keys."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from vidlab.errors import ConfigError
-from vidlab.restoration.sources import MovingDigitsConfig, VideoFolderConfig  # schemas beside the module that reads them
+from vidlab.registry import Registry
+from vidlab.restoration.corruption import CORRUPTIONS
+from vidlab.restoration.datasets import DATASETS, ClipLoaderConfig
+from vidlab.restoration.nets import MODELS, ModelConfig
+from vidlab.restoration.smoothing import SMOOTHINGS
 from vidlab.schema import (
     LOGGERS,
     Choice,
@@ -21,14 +25,11 @@ from vidlab.schema import (
     at_least,
     build_choice,
     build_node,
-    check_range,
-    choice_values,
     one_of,
     require,
     resolved,
     seeds,
     trainer_config,
-    within,
 )
 
 log = logging.getLogger(__name__)
@@ -42,144 +43,6 @@ BASELINES = {  # the reference restorations of restoration/baselines.py, by name
     "true_inverse": "analytic inverse (true mask: the ceiling)",
 }
 
-
-
-# ---------------------------------------------------------------- corruption
-@dataclass
-class CircularStainConfig(Choice):
-    radius: int
-    opacity: float
-    hardness: float
-    tint: float
-    colour: Optional[list[float]]
-
-    def __post_init__(self) -> None:
-        within(0, 1, self, "opacity", "tint")
-        require(self.hardness > 0, f"hardness must be > 0 (got {self.hardness})")
-        at_least(1, self, "radius")
-        require(self.colour is None or (len(self.colour) == 3 and all(0 <= c <= 1 for c in self.colour)),
-                f"colour must be null or [r, g, b] in [0, 1] (got {self.colour})")
-
-    @property
-    def max_radius(self) -> float:
-        return self.radius
-
-
-@dataclass
-class MultiStainConfig(Choice):
-    min_stains: int
-    max_stains: int
-    radius_range: list[float]
-    opacity_range: list[float]
-    hardness_range: list[float]
-    tint_range: list[float]
-    aspect_range: list[float]
-
-    def __post_init__(self) -> None:
-        require(1 <= self.min_stains <= self.max_stains, f"need 1 <= min_stains <= max_stains (got {self.min_stains}, {self.max_stains})")
-        check_range("radius_range", self.radius_range, 1.0)
-        check_range("opacity_range", self.opacity_range, 0.0, 1.0)
-        check_range("hardness_range", self.hardness_range, 1e-6)
-        check_range("tint_range", self.tint_range, 0.0, 1.0)
-        check_range("aspect_range", self.aspect_range, 0.05, 1.0)
-
-    @property
-    def max_radius(self) -> float:
-        return self.radius_range[1]
-
-
-@dataclass
-class NoCorruptionConfig(Choice):
-
-    @property
-    def max_radius(self) -> float:
-        return 0.0
-
-
-# ---------------------------------------------------------------- model
-@dataclass
-class ModelConfig(Choice):
-    """What every restoration model has: U-Net shape and the stained frames each output frame sees."""
-
-    context_frames: int
-    depth: int
-    base_channels: int
-    norm: str
-
-    def __post_init__(self) -> None:
-        require(self.context_frames >= 1 and self.context_frames % 2 == 1, f"context_frames must be odd and >= 1 (got {self.context_frames})")
-        require(1 <= self.depth <= 6, f"depth must be in [1, 6] (got {self.depth})")
-        at_least(1, self, "base_channels")
-        one_of(self, "norm", "batch", "group", "instance", "none")
-
-
-def model_window(model: ModelConfig) -> int | None:
-    """Frames the model reads at once to estimate the stain; None for a per-frame model."""
-    return getattr(model, "window", None)
-
-
-@dataclass
-class UNetConfig(ModelConfig):
-    mask_channel: bool
-    residual: bool
-
-
-@dataclass
-class BlendUNetConfig(ModelConfig):
-    window: int  # frames one stain estimate reads: training windows, evaluation and restore segments
-    min_gain: float
-    stain: Any  # the corruption's node: a circular stain is fitted (its centre searched); others, or null, learned
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        at_least(2, self, "window")
-        require(0 < self.min_gain < 1, f"min_gain must be in (0, 1) (got {self.min_gain})")
-
-
-# ---------------------------------------------------------------- smoothing
-@dataclass
-class NoSmoothingConfig(Choice):
-    """No parameters."""
-
-
-@dataclass
-class EmaSmoothingConfig(Choice):
-    alpha: float
-
-    def __post_init__(self) -> None:
-        require(0 < self.alpha <= 1, f"alpha must be in (0, 1] (got {self.alpha})")
-
-
-@dataclass
-class TimeWindowConfig(Choice):
-    """What the centred smoothings share: an odd window of frames, a Gaussian width in frames."""
-
-    window: int
-    sigma: float
-
-    def __post_init__(self) -> None:
-        require(self.window >= 1 and self.window % 2 == 1, f"window must be odd and >= 1 (got {self.window})")
-        require(self.sigma > 0, f"sigma must be > 0 (got {self.sigma})")
-
-
-@dataclass
-class WindowSmoothingConfig(TimeWindowConfig):
-    kernel: str
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        one_of(self, "kernel", "box", "gaussian")
-
-
-@dataclass
-class MaskedSmoothingConfig(TimeWindowConfig):
-    value_sigma: float
-    change_threshold: float
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.value_sigma > 0, f"value_sigma must be > 0 (got {self.value_sigma})")
-        require(0 <= self.change_threshold < 1, f"change_threshold must be in [0, 1) (got {self.change_threshold})")
 
 
 # ---------------------------------------------------------------- loss, logger, trainer, top level
@@ -220,24 +83,13 @@ class TopLevelConfig:
     def __post_init__(self) -> None:
         one_of(self, "optimized_mode", "max", "min")
         seeds(self, "seed")
-        unknown = set(self.compare_smoothing) - set(SCHEMAS["smoothing"])
+        unknown = set(self.compare_smoothing) - set(SMOOTHINGS.names())
         require(not unknown, f"compare_smoothing: unknown choices {sorted(unknown)}")
         unknown = set(self.compare_baselines) - set(BASELINES)
         require(not unknown, f"compare_baselines: unknown choices {sorted(unknown)} (choose from {list(BASELINES)})")
 
 
-SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"moving_digits": MovingDigitsConfig, "video_folder": VideoFolderConfig},
-    "corruption": {"circular_stain": CircularStainConfig, "multi_stain": MultiStainConfig, "none": NoCorruptionConfig},
-    "model": {"unet": UNetConfig, "unet_temporal": UNetConfig, "blend_unet": BlendUNetConfig},
-    "smoothing": {
-        "none": NoSmoothingConfig,
-        "ema": EmaSmoothingConfig,
-        "window": WindowSmoothingConfig,
-        "masked": MaskedSmoothingConfig,
-    },
-    "logger": LOGGERS,
-}
+GROUPS: tuple[Registry, ...] = (DATASETS, CORRUPTIONS, MODELS, SMOOTHINGS, LOGGERS)  # the task's choices
 FIXED_SCHEMAS: dict[str, type] = {"loss": LossConfig, "preview": PreviewConfig}
 
 
@@ -245,10 +97,10 @@ FIXED_SCHEMAS: dict[str, type] = {"loss": LossConfig, "preview": PreviewConfig}
 class RunSpec:
     """The validated, typed view of a composed config."""
 
-    dataset: MovingDigitsConfig | VideoFolderConfig
-    corruption: CircularStainConfig | MultiStainConfig | NoCorruptionConfig
-    model: UNetConfig | BlendUNetConfig
-    smoothing: NoSmoothingConfig | EmaSmoothingConfig | WindowSmoothingConfig | MaskedSmoothingConfig
+    dataset: ClipLoaderConfig
+    corruption: Choice
+    model: ModelConfig
+    smoothing: Choice
     logger: MlflowLoggerConfig | NoLoggerConfig
     loss: LossConfig
     preview: PreviewConfig
@@ -258,9 +110,9 @@ class RunSpec:
     scheduler: DictConfig | None
 
 
-def build_smoothing_config(name: str, overrides: Any = None) -> Any:
-    """A smoothing choice's typed config, from its defaults (and optional overrides)."""
-    return build_node("smoothing", SCHEMAS["smoothing"][name], {**choice_values("smoothing", name), **(overrides or {})})
+def model_window(model: ModelConfig) -> int | None:
+    """Frames the model reads at once to estimate the stain; None for a per-frame model."""
+    return getattr(model, "window", None)
 
 
 # A stain metric has no pixel to score without a stain: its whole-frame counterpart stands in.
@@ -285,7 +137,7 @@ def restoration_metric(metric: str, stained: bool) -> str:
 
 def validate(cfg: DictConfig) -> RunSpec:
     """Check the whole composed config; raise :class:`ConfigError` on the first bad value."""
-    nodes: dict[str, Any] = {group: build_choice(cfg, group, choices) for group, choices in SCHEMAS.items()}
+    nodes: dict[str, Any] = {registry.group: build_choice(cfg, registry) for registry in GROUPS}
     for key, schema in FIXED_SCHEMAS.items():
         nodes[key] = build_node(key, schema, resolved(cfg, key) or {})
     nodes["trainer"] = trainer_config(cfg)
@@ -293,18 +145,17 @@ def validate(cfg: DictConfig) -> RunSpec:
     nodes["top"] = build_node("", TopLevelConfig, top)
     if "optimizer" not in cfg or "_target_" not in cfg.optimizer:
         raise ConfigError("optimizer: needs a _target_ (e.g. optimizer=adamw)")
-    nodes["top"] = replace(nodes["top"], optimized_metric=restoration_metric(nodes["top"].optimized_metric, stained=not isinstance(nodes["corruption"], NoCorruptionConfig)))
+    corruption = CORRUPTIONS.build(nodes["corruption"])
+    nodes["top"] = replace(nodes["top"], optimized_metric=restoration_metric(nodes["top"].optimized_metric, stained=corruption.stains))
     spec = RunSpec(**nodes, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"))
     window = model_window(spec.model)
     if window is not None and getattr(spec.dataset, "clip_seconds", None) is None and spec.dataset.clip_frames < window:
         raise ConfigError(f"model.window: {window} frames do not fit the dataset's clips of {spec.dataset.clip_frames} frames (dataset.clip_frames)")
-    if isinstance(spec.dataset, MovingDigitsConfig):
-        size = min(spec.dataset.height, spec.dataset.width)
-        if 2 * spec.corruption.max_radius >= size:
-            raise ConfigError(
-                f"corruption: radius {spec.corruption.max_radius} does not fit a "
-                f"{spec.dataset.height}x{spec.dataset.width} frame (needs 2*radius < {size})"
-            )
+    if spec.dataset.frame_size is not None:
+        try:
+            corruption.check_frame(*spec.dataset.frame_size)
+        except ValueError as err:
+            raise ConfigError(f"corruption: {err}") from None
     return spec
 
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vidlab.errors import ConfigError, InputError
 from vidlab.restoration.corruption import Corruption
-from vidlab.restoration.sources import ClipRef, MovingDigitsConfig, VideoFolderConfig, build_clips
+from vidlab.restoration.datasets import ClipRef, MovingDigitsConfig, VideoFolderConfig, build_clips
 from vidlab.splits import SPLITS
 from vidlab.video import iter_frames
 

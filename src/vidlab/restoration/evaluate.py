@@ -42,8 +42,8 @@ import torch
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, one_line
 from vidlab.restoration.baselines import run_baseline
 from vidlab.restoration.corruption import CircularStain, circular_stain_mask
+from vidlab.restoration.datasets import list_videos
 from vidlab.restoration.metrics import CONTENT_LUMA, STAIN_THRESHOLD, luma, psnr
-from vidlab.restoration.sources import list_videos
 from vidlab.schema import choice_values
 from vidlab.video import VideoReadError, iter_frames
 
@@ -114,8 +114,8 @@ def _decode(path: Path, frames: int, size: tuple[int, int] | None) -> np.ndarray
 def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] | None = (72, 128), frames: int = 48,
              seed: int = 0, radius: int = 25, opacity: float = 1.0, hardness: float = 0.8, tint: float = 0.3) -> list[Row]:
     """Rows of every video (see the module docstring); refuses bad arguments before decoding a frame."""
+    from vidlab.restoration.loading import DEFAULT_MODEL, load_module
     from vidlab.restoration.restorer import Restorer
-    from vidlab.restore import DEFAULT_MODEL, load_module
 
     if frames < 1:
         raise ConfigError(f"--frames must be >= 1 (got {frames})")

@@ -1,8 +1,8 @@
 """The restoration LightningModule: training, clip-level evaluation with smoothing and baselines.
 
-Per-frame models (:class:`~vidlab.restoration.unet.UNet`) train on single frames; the blend-aware
-model (:class:`~vidlab.restoration.blend.BlendUNet`) on windows of frames, with a loss on its
-estimated stain too. Evaluation runs on whole clips in time order: the model restores every frame
+The model is any registered :class:`~vidlab.restoration.nets.RestorationNet`: it says what a training
+batch gives (its restored frames, their targets, and losses of its own) and restores clips; this
+module adds the weighted L1 and SSIM losses, the optimizer and the evaluation. Evaluation runs on whole clips in time order: the model restores every frame
 (temporal models see edge-repeated neighbours), the configured smoothing runs over the restored
 clip, and the metrics of the stained input, the raw output, the smoothed output and (at test time)
 the reference restorations of :mod:`~vidlab.restoration.baselines` are gathered per clip.
@@ -18,18 +18,16 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from vidlab import __version__
+from vidlab.errors import ConfigError
 from vidlab.restoration.baselines import run_baseline
-from vidlab.restoration.blend import BlendUNet
-from vidlab.restoration.config import SCHEMAS, VARIANTS, LossConfig, build_smoothing_config
-from vidlab.restoration.data import neighbour_indices
+from vidlab.restoration.config import VARIANTS, LossConfig
 from vidlab.restoration.metrics import clip_metrics, per_frame_curves, ssim_map
-from vidlab.restoration.smoothing import Smoother, build_smoothing
-from vidlab.restoration.unet import UNet
-from vidlab.schema import build_node, instantiate_choice
+from vidlab.restoration.nets import MODELS, RestorationNet
+from vidlab.restoration.smoothing import SMOOTHINGS, Smoother
+from vidlab.schema import build_node
 
-INSIDE_STAIN = 0.01  # opacity above which the inverse-blend loss scores a pixel
 LOSS_WEIGHTS = {"mask_bce": "mask_weight", "inverse_l1": "inverse_weight"}  # the config key weighing each stain loss
 
 
@@ -56,6 +54,35 @@ def aggregate(records: list[dict[str, Any]], prefix: str) -> dict[str, float]:
 LEGACY_MODEL = {"blend_unet": {"stain": None}}  # 0.2 checkpoints: the stain was learned, not fitted
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
+
+
+def _without_targets(node: Any) -> Any:
+    """A node without the ``_target_`` keys 0.2 wrote (the registries name the classes now)."""
+    if isinstance(node, dict):
+        return {k: _without_targets(v) for k, v in node.items() if k != "_target_"}
+    return node
+
+
+def checkpoint_version(saved: dict[str, Any]) -> str:
+    """The vidlab that wrote a checkpoint: saved in it since 0.3, so none means 0.2 or older."""
+    return str(saved.get("vidlab_version") or "0.2")
+
+
+def checkpoint_hparams(saved: dict[str, Any], source: str) -> dict[str, Any]:
+    """The :class:`RestorationModule` arguments a checkpoint was saved with, upgraded to this version's;
+    ``ConfigError`` for one written by a newer vidlab."""
+    written = checkpoint_version(saved)
+    if _version(written) > _version(__version__):
+        raise ConfigError(f"{source} was written by vidlab {written}, newer than this vidlab {__version__}: upgrade vidlab to load it")
+    hparams = _without_targets(dict(saved["hyper_parameters"]))
+    if "vidlab_version" not in saved:  # 0.2 (and 0.1): the blend model learned its stain; 0.1 had no stain losses
+        hparams["model"] = {**LEGACY_MODEL.get(hparams["model"].get("name"), {}), **hparams["model"]}
+        hparams["loss"] = {"mask_weight": 0.0, "inverse_weight": 0.0, **hparams.get("loss", {})}
+    return hparams
+
+
 class RestorationModule(L.LightningModule):
     def __init__(
         self,
@@ -70,12 +97,11 @@ class RestorationModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
-        model = {**LEGACY_MODEL.get(model["name"], {}), **model}
-        self.model_cfg = build_node("model", SCHEMAS["model"][model["name"]], model)
-        self.loss_cfg: LossConfig = build_node("loss", LossConfig, {"mask_weight": 0.0, "inverse_weight": 0.0, **loss})  # 0.1 checkpoints had no stain losses
-        self.smoothing_cfg = build_node("smoothing", SCHEMAS["smoothing"][smoothing["name"]], smoothing)
-        self.smoother = build_smoothing(self.smoothing_cfg)
-        self.net: UNet | BlendUNet = instantiate_choice(self.model_cfg)
+        self.model_cfg = MODELS.config(model)
+        self.loss_cfg: LossConfig = build_node("loss", LossConfig, loss)
+        self.smoothing_cfg = SMOOTHINGS.config(smoothing)
+        self.smoother: Smoother = SMOOTHINGS.build(self.smoothing_cfg)
+        self.net: RestorationNet = MODELS.build(self.model_cfg)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.records: list[dict[str, Any]] = []
         self.preview: dict[str, np.ndarray] = {}
@@ -83,10 +109,10 @@ class RestorationModule(L.LightningModule):
         self.curves: dict[str, dict[str, list[float]]] = {}
         self.test_summary: dict[str, float] = {}
 
-    # ------------------------------------------------------------------ model
-    def forward(self, stained: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(stained, mask if self.model_cfg.mask_channel else None)
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vidlab_version"] = __version__  # what checkpoint_hparams upgrades from
 
+    # ------------------------------------------------------------------ model
     @torch.no_grad()
     def restore_clip(
         self, clip: torch.Tensor, mask: torch.Tensor | None = None, batch: int = 16, centres: range | None = None,
@@ -95,35 +121,13 @@ class RestorationModule(L.LightningModule):
         """Restore every frame of a float clip ``(T, 3, H, W)`` (or only ``centres``, so a streamed block
         can carry neighbours as context without restoring them); returns it clamped to [0, 1].
         ``stains``: a fitted blend model's stain per segment, found on whole frames (restore's tiles)."""
-        t = clip.shape[0]
-        centres = np.arange(t) if centres is None else np.asarray(centres)
-        if isinstance(self.net, BlendUNet):
-            return self.net.restore(clip, centres, batch, stains)
-        out = []
-        for start in range(0, len(centres), batch):
-            idx = neighbour_indices(centres[start : start + batch], self.model_cfg.context_frames, t)
-            stacks = clip[torch.as_tensor(idx, device=clip.device)]
-            m = None if mask is None else mask.reshape(1, 1, *mask.shape[-2:]).expand(len(idx), -1, -1, -1)
-            out.append(self(stacks, m))
-        return torch.cat(out).clamp(0, 1)
+        centres = np.arange(clip.shape[0]) if centres is None else np.asarray(centres)
+        return self.net.restore(clip, centres, batch, mask, stains)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        stained, clean, mask = _as_float(batch["stained"]), _as_float(batch["clean"]), batch["mask"]
-        stain_losses: dict[str, torch.Tensor] = {}
-        if isinstance(self.net, BlendUNet):
-            out = self.net(stained, batch["centres"], opacity=mask if self.net.stain else None)  # a fitted stain: the true one
-            pred, clean = out.frames.flatten(0, 1), clean.flatten(0, 1)
-            per_frame = mask.repeat_interleave(batch["centres"].shape[1], 0)
-            if out.opacity_logits is not None:  # a learned stain (a fitted one has nothing to learn)
-                stain_losses["mask_bce"] = F.binary_cross_entropy_with_logits(out.opacity_logits, mask)
-                # the inverse alone, inside the stain, weighted by what the stain lets through
-                through = (1 - per_frame) * (per_frame > INSIDE_STAIN)
-                error = through * (out.inverted.flatten(0, 1) - clean).abs()
-                stain_losses["inverse_l1"] = error.sum() / (3 * through.sum()).clamp(min=1)
-            mask = per_frame
-        else:
-            pred = self(stained, mask)
+        floats = {"stained": _as_float(batch["stained"]), "clean": _as_float(batch["clean"])}
+        pred, clean, mask, stain_losses = self.net.training_output({**batch, **floats})
         weight = 1 + self.loss_cfg.stain_weight * mask
         l1 = (weight * (pred - clean).abs()).mean() / weight.mean()
         loss = l1
@@ -181,8 +185,8 @@ class RestorationModule(L.LightningModule):
         for name in self.hparams.compare_smoothing:
             if name == "none":  # the raw output already is this variant
                 continue
-            cfg = self.smoothing_cfg if name == self.smoothing_cfg.name else build_smoothing_config(name)
-            compared[name] = build_smoothing(cfg)
+            cfg = self.smoothing_cfg if name == self.smoothing_cfg.name else SMOOTHINGS.from_conf(name)
+            compared[name] = SMOOTHINGS.build(cfg)
         return compared
 
     def on_test_epoch_start(self) -> None:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 import numpy as np
 
 from vidlab.errors import ConfigError
-from vidlab.restoration.config import model_window
 
 # torch is imported where it is used: ``python -m vidlab.restore`` answers path and format mistakes
 # before paying for it.
@@ -88,20 +87,6 @@ def plan_tiles(height: int, width: int, pixels: int, multiple: int, halo: int) -
     ]
 
 
-def _smoothing_context(smoother: Smoother) -> tuple[int, int, bool]:
-    """Frames a smoother reads before and after each frame, and whether the ones before are its own
-    outputs (EMA is recursive): what a block must carry to be smoothed as in the whole video."""
-    from vidlab.restoration.smoothing import EmaSmoothing, MaskedSmoothing, NoSmoothing, WindowSmoothing
-
-    if isinstance(smoother, EmaSmoothing):
-        return 1, 0, True
-    if isinstance(smoother, (WindowSmoothing, MaskedSmoothing)):
-        return smoother.window // 2, smoother.window // 2, False
-    if isinstance(smoother, NoSmoothing):
-        return 0, 0, False
-    raise TypeError(f"no streaming rule for smoothing {type(smoother).__name__}")
-
-
 def _to_float(frames: list[np.ndarray], rows: slice, cols: slice, device: torch.device) -> torch.Tensor:
     """uint8 ``(H, W, 3)`` frames -> float ``(T, 3, h, w)`` in [0, 1] of the given region."""
     import torch
@@ -123,7 +108,7 @@ class Restorer:
         # statistics over the whole frame, so those models are never tiled (the budget then bounds
         # the batch only).
         self.multiple, self.halo = 2**module.model_cfg.depth, module.net.halo
-        self.window = model_window(module.model_cfg)
+        self.window = module.net.window
         self.tileable = module.model_cfg.norm in ("batch", "none")
         smallest = (self.multiple + 2 * self.halo) ** 2
         if self.pixels < smallest:
@@ -162,7 +147,7 @@ class Restorer:
             # a window model reads the frames before the block only for a short last segment: the
             # others stay uint8 (at 720p, 16 float frames are 0.18 GB)
             low = 0 if self.window is None else min(self.module.net.segment(c, len(window))[0] for c in range(first, first + count))
-            stains = self._stains(window[low:], range(first - low, first - low + count))
+            stains = self.module.net.find_stains(window[low:], range(first - low, first - low + count), self.device)
             restored = torch.empty(count, 3, h, w)
             for tile in tiles:
                 clip = _to_float(window[low:], *tile.read, self.device)
@@ -171,17 +156,6 @@ class Restorer:
                 restored[:, :, tile.core[0], tile.core[1]] = out[:, :, tile.inner[0], tile.inner[1]]
             yield from zip(window[first : first + count], restored)
 
-    def _stains(self, frames: list[np.ndarray], centres: range) -> dict[tuple[int, int], torch.Tensor] | None:
-        """A fitted blend model's stain of each segment the centres read, found on the whole frames
-        (uint8, one segment at a time), so that tiles share it; None for any other model."""
-        import torch
-
-        if self.window is None or self.module.net.stain is None:
-            return None
-        segments = {self.module.net.segment(c, len(frames)) for c in centres}
-        return {(start, stop): self.module.net.find_stain(torch.from_numpy(np.stack(frames[start:stop])).permute(0, 3, 1, 2).to(self.device))
-                for start, stop in segments}
-
     def _smooth(self, pairs: Iterator[tuple[np.ndarray, torch.Tensor]], h: int, w: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Smoothing in blocks of frames with their context, by strips of rows (every smoother is
         per pixel in space); a recursive smoother gets its last output as the frame before."""
@@ -189,7 +163,7 @@ class Restorer:
 
         from vidlab.restoration.module import to_uint8
 
-        before, after, recursive = _smoothing_context(self.smoother)
+        before, after, recursive = self.smoother.context()
         # A smoother computes its context frames too, and drops them: blocks hold up to 8 budgets of
         # frames (12 bytes a pixel: 0.1 GB per budget megapixel) to keep that waste small.
         size = self._frames_per_block(8 * self.pixels, h * w, before + after)

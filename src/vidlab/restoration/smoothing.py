@@ -7,10 +7,15 @@ filter), so a digit passing through the stain is not blended into the background
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
 import torch
 
-from vidlab.restoration.config import EmaSmoothingConfig, MaskedSmoothingConfig, NoSmoothingConfig, WindowSmoothingConfig
-from vidlab.schema import instantiate_choice
+from vidlab.registry import Registry
+from vidlab.schema import Choice, one_of, require
+
+SMOOTHINGS = Registry("smoothing")
 
 
 def _time_kernel(frames: int, kernel: str, sigma: float) -> torch.Tensor:
@@ -28,16 +33,51 @@ def _neighbours(clip: torch.Tensor, frames: int) -> torch.Tensor:
     return clip[idx.to(clip.device)]
 
 
-class NoSmoothing:
+class Smoother(ABC):
+    """A temporal post-step: the restored clip and the stained input in, the smoothed clip out."""
+
+    @abstractmethod
+    def __call__(self, restored: torch.Tensor, stained: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def context(self) -> tuple[int, int, bool]:
+        """Frames read before and after each frame, and whether the ones before are its own outputs
+        (recursive): what a streamed block must carry to be smoothed as in the whole video."""
+
+
+@dataclass
+class NoSmoothingConfig(Choice):
+    """No parameters."""
+
+
+@SMOOTHINGS.register("none", NoSmoothingConfig)
+class NoSmoothing(Smoother):
+    """The restored frames as they are."""
+
     def __call__(self, restored: torch.Tensor, stained: torch.Tensor) -> torch.Tensor:
         return restored
 
+    def context(self) -> tuple[int, int, bool]:
+        return 0, 0, False
 
-class EmaSmoothing:
+
+@dataclass
+class EmaSmoothingConfig(Choice):
+    alpha: float
+
+    def __post_init__(self) -> None:
+        require(0 < self.alpha <= 1, f"alpha must be in (0, 1] (got {self.alpha})")
+
+
+@SMOOTHINGS.register("ema", EmaSmoothingConfig)
+class EmaSmoothing(Smoother):
     """``y_t = alpha * x_t + (1 - alpha) * y_{t-1}``: causal, so moving content lags."""
 
     def __init__(self, alpha: float):
         self.alpha = alpha
+
+    def context(self) -> tuple[int, int, bool]:
+        return 1, 0, True
 
     def __call__(self, restored: torch.Tensor, stained: torch.Tensor) -> torch.Tensor:
         out = torch.empty_like(restored)
@@ -47,7 +87,38 @@ class EmaSmoothing:
         return out
 
 
-class WindowSmoothing:
+@dataclass
+class TimeWindowConfig(Choice):
+    """What the centred smoothings share: an odd window of frames, a Gaussian width in frames."""
+
+    window: int
+    sigma: float
+
+    def __post_init__(self) -> None:
+        require(self.window >= 1 and self.window % 2 == 1, f"window must be odd and >= 1 (got {self.window})")
+        require(self.sigma > 0, f"sigma must be > 0 (got {self.sigma})")
+
+
+class CentredSmoother(Smoother):
+    """A smoothing over ``window`` frames centred on each frame."""
+
+    window: int
+
+    def context(self) -> tuple[int, int, bool]:
+        return self.window // 2, self.window // 2, False
+
+
+@dataclass
+class WindowSmoothingConfig(TimeWindowConfig):
+    kernel: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        one_of(self, "kernel", "box", "gaussian")
+
+
+@SMOOTHINGS.register("window", WindowSmoothingConfig)
+class WindowSmoothing(CentredSmoother):
     """Centred box or Gaussian average over ``window`` frames (no lag; edges repeat)."""
 
     def __init__(self, window: int, kernel: str, sigma: float):
@@ -58,7 +129,19 @@ class WindowSmoothing:
         return torch.einsum("k,ktchw->tchw", w, _neighbours(restored, self.window))
 
 
-class MaskedSmoothing:
+@dataclass
+class MaskedSmoothingConfig(TimeWindowConfig):
+    value_sigma: float
+    change_threshold: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.value_sigma > 0, f"value_sigma must be > 0 (got {self.value_sigma})")
+        require(0 <= self.change_threshold < 1, f"change_threshold must be in [0, 1) (got {self.change_threshold})")
+
+
+@SMOOTHINGS.register("masked", MaskedSmoothingConfig)
+class MaskedSmoothing(CentredSmoother):
     """Edge-preserving temporal smoothing gated by how much the restoration changed the input.
 
     Gate: 0 where ``max_c |restored - stained| <= change_threshold`` (pixel left exactly as restored),
@@ -81,12 +164,3 @@ class MaskedSmoothing:
         else:
             gate = torch.ones_like(change)
         return restored + gate * (smoothed - restored)
-
-
-Smoother = NoSmoothing | EmaSmoothing | WindowSmoothing | MaskedSmoothing
-
-
-def build_smoothing(
-    cfg: NoSmoothingConfig | EmaSmoothingConfig | WindowSmoothingConfig | MaskedSmoothingConfig,
-) -> Smoother:
-    return instantiate_choice(cfg)

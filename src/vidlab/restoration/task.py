@@ -22,13 +22,14 @@ from vidlab.files import atomic_path, write_text
 from vidlab.jobs import job_dirs, on_stop_say
 from vidlab.restoration.checkpoints import check_resume
 from vidlab.restoration.config import BASELINES, METRICS, RunSpec, model_window
-from vidlab.restoration.corruption import build_corruption
+from vidlab.restoration.corruption import CORRUPTIONS
 from vidlab.restoration.data import RestorationDataModule
+from vidlab.restoration.loading import load_module
 from vidlab.restoration.module import ClipRestorer, RestorationModule, module_from_spec
 from vidlab.restoration.previews import ValidationPreviewImages, plot_curves, preview_panels, side_by_side
 from vidlab.schema import MlflowLoggerConfig
 from vidlab.tracking.inputs import log_inputs, video_split_inputs
-from vidlab.tracking.models import log_model as log_mlflow_model
+from vidlab.tracking.models import log_model
 from vidlab.trainer import EpochLog, StopOnSignal, checked_optimizer, trainer_kwargs
 from vidlab.video import write_gif, write_video
 
@@ -141,18 +142,16 @@ def description(spec: RunSpec, test_summary: dict[str, float], outputs: TestOutp
 EXAMPLE_SIDE = 64  # the input example's crop: MLflow stores it as JSON twice and runs the model on it
 
 
-def log_model(spec: RunSpec, logger: MLFlowLogger, root: Path, best: Path, datamodule: RestorationDataModule) -> None:
+def log_restorer(spec: RunSpec, logger: MLFlowLogger, root: Path, best: Path, datamodule: RestorationDataModule) -> None:
     """The best checkpoint as an MLflow model (:class:`ClipRestorer`), with a crop of a real stained
     test frame as its input example. A model that reads the stain mask (``mask_channel``) cannot
     restore blind, so it is not logged (its checkpoint is)."""
-    from vidlab.restore import load_module
-
     if getattr(spec.model, "mask_channel", False):
         log.info("MLflow: no model logged: mask_channel=true needs the stain mask, which a blind restore lacks")
         return
     frame = next(iter(datamodule.stream("test")))["stained"][:1, :, :EXAMPLE_SIDE, :EXAMPLE_SIDE].float().numpy() / 255
     uri = tracking.resolve_tracking_uri(spec.logger.tracking_uri, root)
-    log_mlflow_model(spec.logger, uri, logger.run_id, ClipRestorer(load_module(best)), frame)
+    log_model(spec.logger, uri, logger.run_id, ClipRestorer(load_module(best)), frame)
 
 
 def run(cfg: DictConfig, spec: RunSpec) -> float | None:
@@ -163,7 +162,7 @@ def run(cfg: DictConfig, spec: RunSpec) -> float | None:
     optimizer = checked_optimizer(cfg)
     resumed_run = check_resume(spec.top.ckpt_path, spec.model) if spec.top.ckpt_path else None
     root, output_dir = job_dirs(cfg)
-    datamodule = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.context_frames, model_window(spec.model))
+    datamodule = RestorationDataModule(spec.dataset, CORRUPTIONS.build(spec.corruption), spec.model.context_frames, model_window(spec.model))
     datamodule.check_inputs()  # the videos' sizes against the stain and the batch: before any run or checkpoint
     L.seed_everything(spec.top.seed, workers=True)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
@@ -206,7 +205,7 @@ def run(cfg: DictConfig, spec: RunSpec) -> float | None:
             logger.experiment.set_tag(logger.run_id, "mlflow.note.content", description(spec, module.test_summary, outputs))
         if spec.logger.log_model and best:
             with tracking.best_effort("model", logger.experiment, logger.run_id):
-                log_model(spec, logger, root, Path(best), datamodule)
+                log_restorer(spec, logger, root, Path(best), datamodule)
     if logger is not None:
         logger.finalize("success")
     if checkpoint.best_model_score is not None and math.isfinite(float(checkpoint.best_model_score)):

@@ -5,9 +5,14 @@ restorer built on it, and the blend-aware model (:mod:`vidlab.restoration.blend`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vidlab.restoration.nets import MODELS, ModelConfig, RestorationNet, TrainingOutput, neighbour_indices
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -67,16 +72,23 @@ class ConvUNet(nn.Module):
         return self.head(x)[:, :, :h, :w]
 
 
-class UNet(ConvUNet):
-    """Input ``(B, k, 3, H, W)`` stained frames in [0, 1] (plus an optional ``(B, 1, H, W)`` mask);
+@dataclass
+class UNetConfig(ModelConfig):
+    mask_channel: bool
+    residual: bool
+
+
+@MODELS.register("unet_temporal", UNetConfig, "The U-Net fed k neighbouring stained frames (early fusion).")
+@MODELS.register("unet", UNetConfig)
+class UNet(ConvUNet, RestorationNet):
+    """A 2D U-Net that restores each frame on its own.
+
+    Input ``(B, k, 3, H, W)`` stained frames in [0, 1] (plus an optional ``(B, 1, H, W)`` mask);
     output ``(B, 3, H, W)``, the restored centre frame."""
 
     def __init__(self, context_frames: int, depth: int, base_channels: int, norm: str, mask_channel: bool, residual: bool):
         super().__init__(3 * context_frames + int(mask_channel), 3, depth, base_channels, norm)
         self.context_frames, self.mask_channel, self.residual = context_frames, mask_channel, residual
-
-    def check_frame(self, height: int, width: int) -> None:
-        """Any frame size restores (tiles cover frames larger than the budget)."""
 
     def forward(self, stained: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, k, c, h, w = stained.shape
@@ -91,3 +103,17 @@ class UNet(ConvUNet):
         if self.residual:
             out = out + stained[:, k // 2]
         return out
+
+    def training_output(self, batch: dict[str, torch.Tensor]) -> TrainingOutput:
+        mask = batch["mask"]
+        return TrainingOutput(self(batch["stained"], mask if self.mask_channel else None), batch["clean"], mask, {})
+
+    def restore(self, clip: torch.Tensor, centres: np.ndarray, batch: int, mask: torch.Tensor | None = None,
+                stains: dict[tuple[int, int], torch.Tensor] | None = None) -> torch.Tensor:
+        t, out = clip.shape[0], []
+        for start in range(0, len(centres), batch):
+            idx = neighbour_indices(centres[start : start + batch], self.context_frames, t)
+            stacks = clip[torch.as_tensor(idx, device=clip.device)]
+            m = None if mask is None or not self.mask_channel else mask.reshape(1, 1, *mask.shape[-2:]).expand(len(idx), -1, -1, -1)
+            out.append(self(stacks, m))
+        return torch.cat(out).clamp(0, 1)

@@ -1,6 +1,8 @@
-"""Where restoration videos come from: generated moving digits, or a user's folder of videos.
+"""Where restoration videos come from, one registered choice per ``conf/dataset/<name>.yaml``:
+generated moving digits, or a user's folder of videos.
 
-Both give, per split, the video files and their decodable frame counts; clips are cut from them.
+Each dataset's registered target lists its clips from its config: per split, the video files and
+their decodable frame counts, cut into clips.
 """
 
 from __future__ import annotations
@@ -15,19 +17,20 @@ from typing import Optional
 import numpy as np
 
 from vidlab.errors import InputError
+from vidlab.registry import Registry
 from vidlab.restoration.digits import MovingDigits, load_mnist_idx
-from vidlab.schema import at_least, check_range, require, seeds
+from vidlab.schema import Choice, at_least, check_range, require, seeds
 from vidlab.splits import SPLITS
 from vidlab.video import VideoReadError, write_video
 from vidlab.video.count import video_info
 
+DATASETS = Registry("dataset")  # target: the function listing a config's clips per split
 
-# ---------------------------------------------------------------- schemas (conf/dataset)
+
 @dataclass
-class ClipLoaderConfig:
+class ClipLoaderConfig(Choice):
     """What every restoration dataset shares: how clips are cut, batched and sampled."""
 
-    name: str
     clip_frames: int
     batch_size: int
     samples_per_clip: int
@@ -40,6 +43,11 @@ class ClipLoaderConfig:
         at_least(1, self, "batch_size", "samples_per_clip", "shuffle_buffer")
         at_least(0, self, "num_workers")
         seeds(self, "seed")
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """The (height, width) of every frame when the config alone fixes it (None: the files do)."""
+        return None
 
 
 @dataclass
@@ -75,6 +83,10 @@ class MovingDigitsConfig(ClipLoaderConfig):
             f"digit_size must be in (0, {min(self.height, self.width)}) (got {self.digit_size})",
         )
         check_range("speed_range", self.speed_range, 0.0)
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        return self.height, self.width
 
 
 @dataclass
@@ -122,6 +134,7 @@ def cut_clips(video_idx: int, path: str, n_frames: int, clip_frames: int, size: 
     ]
 
 
+@DATASETS.register("moving_digits", MovingDigitsConfig)
 def moving_digits_clips(cfg: MovingDigitsConfig) -> dict[str, list[ClipRef]]:
     """Generate (once; cached as mp4 files) and cut the moving-digits videos of every split."""
     generator_params = {
@@ -172,6 +185,7 @@ def split_videos(paths: list[Path], ratios: list[float], seed: int) -> dict[str,
     }
 
 
+@DATASETS.register("video_folder", VideoFolderConfig)
 def video_folder_clips(cfg: VideoFolderConfig) -> dict[str, list[ClipRef]]:
     """Cut every video of a folder or glob into clips of ``clip_seconds`` or ``clip_frames``."""
     paths = list_videos(cfg.path, [e.lower() for e in cfg.extensions])
@@ -195,7 +209,6 @@ def video_folder_clips(cfg: VideoFolderConfig) -> dict[str, list[ClipRef]]:
     return clips
 
 
-def build_clips(cfg: MovingDigitsConfig | VideoFolderConfig) -> dict[str, list[ClipRef]]:
-    if isinstance(cfg, MovingDigitsConfig):
-        return moving_digits_clips(cfg)
-    return video_folder_clips(cfg)
+def build_clips(cfg: ClipLoaderConfig) -> dict[str, list[ClipRef]]:
+    """Every split's clips of a dataset's checked config."""
+    return DATASETS[cfg.name].target(cfg)

@@ -13,7 +13,7 @@ unit marginal variance; ``d_scene`` and ``d_cat`` are orthonormal random directi
 not trivial: on the test split a nearest-centroid score reaches a frame-level ROC-AUC of about 0.7-0.8
 (seeds 0-2), the true anomaly directions about 0.99.
 
-    python -m vidlab.probe.synthetic OUT [--videos-per-class 60] [--dim 128] [--seed 0]
+    python -m vidlab.probe.localised OUT [--videos-per-class 60] [--dim 128] [--seed 0]
 
 ``train.py task=probe embeddings=OUT probe.annotations=OUT/Temporal_Anomaly_Annotation_for_Testing_Videos.txt``
 then reads it like any extraction folder.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from vidlab.embeddings.clip_index import COLUMNS
+from vidlab.embeddings.manifest import IndexRef, Manifest, SplitInfo
 from vidlab.files import atomic_path, write_text
 from vidlab.splits import SPLITS
 
@@ -138,22 +138,19 @@ def write_localised(
         files = {kind: f"{kind}_{split}.npy" for kind in ("embeddings", "labels", "valid")}
         for kind, array in (("embeddings", x), ("labels", labels), ("valid", np.ones(len(x), bool))):
             _write_npy(folder / files[kind], array)
-        splits[split] = {"rows": len(x), "files": files,
-                         "label_counts": {str(v): int(c) for v, c in zip(*np.unique(labels, return_counts=True))}}
+        splits[split] = SplitInfo(len(x), files, label_counts={str(v): int(c) for v, c in zip(*np.unique(labels, return_counts=True))})
     index = folder.resolve() / INDEX
     with atomic_path(index) as tmp:
         pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
     write_text(folder / ANNOTATIONS, "\n".join(annotations) + "\n")
-    manifest = {"backbone": "synthetic/localised", "weights": None, "embedding_dim": dim, "dtype": "float16",
-                "frames_per_clip": CLIP_LEN,
-                "index": {"path": str(index), "sha256": hashlib.sha256(index.read_bytes()).hexdigest(), "rows": len(rows)},
-                "splits": splits, "failed_rows": [], "padded_rows": [], "mlflow_run_id": None, "generator": generator}
-    write_text(folder / "manifest.json", json.dumps(manifest, indent=2))
+    Manifest(backbone="synthetic/localised", weights=None, embedding_dim=dim, dtype="float16", frames_per_clip=CLIP_LEN,
+             index=IndexRef(str(index), hashlib.sha256(index.read_bytes()).hexdigest(), len(rows)),
+             splits=splits, mlflow_run_id=None, generator=generator).write(folder)
     return folder
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m vidlab.probe.synthetic", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m vidlab.probe.localised", description=__doc__.splitlines()[0])
     parser.add_argument("out", help="a new or empty folder")
     parser.add_argument("--videos-per-class", type=int, default=DEFAULT_VIDEOS["train"],
                         help="train videos per class; val and test get 1/3 and 1/2 of it")
@@ -166,8 +163,8 @@ def main() -> None:
                                  dim=args.dim, seed=args.seed)
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
-    splits = json.loads((folder / "manifest.json").read_text())["splits"]
-    print(f"wrote {folder}: " + ", ".join(f"{split} {info['rows']} clips" for split, info in splits.items()))
+    splits = Manifest.read(folder).splits
+    print(f"wrote {folder}: " + ", ".join(f"{split} {info.rows} clips" for split, info in splits.items()))
 
 
 if __name__ == "__main__":

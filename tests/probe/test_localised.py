@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from vidlab.embeddings.clip_index import COLUMNS
+from vidlab.embeddings.manifest import VERSION
 from vidlab.probe.data import check_manifest, load_splits
+from vidlab.probe.localised import ANNOTATIONS, write_localised
 from vidlab.probe.metrics import read_temporal_annotations
-from vidlab.probe.synthetic import ANNOTATIONS, write_localised
 from vidlab.splits import SPLITS
 
 from conftest import ROOT
@@ -33,20 +34,20 @@ def index(folder: Path) -> pd.DataFrame:
 
 def test_folder_is_an_extraction_the_probe_reads(folder: Path, index: pd.DataFrame):
     manifest = check_manifest(folder)
-    assert manifest["backbone"] == "synthetic/localised" and manifest["weights"] is None and manifest["mlflow_run_id"] is None
-    assert manifest["embedding_dim"] == 128 and manifest["frames_per_clip"] == 16
-    assert manifest["generator"]["videos"] == {"train": 60, "val": 20, "test": 30} and manifest["generator"]["seed"] == 0
-    assert list(index.columns) == COLUMNS and manifest["index"]["rows"] == len(index)
-    assert manifest["index"]["path"] == str((folder / "index_clips.csv").resolve())
-    assert manifest["index"]["sha256"] == hashlib.sha256((folder / "index_clips.csv").read_bytes()).hexdigest()
+    assert manifest.backbone == "synthetic/localised" and manifest.weights is None and manifest.mlflow_run_id is None
+    assert manifest.embedding_dim == 128 and manifest.frames_per_clip == 16 and manifest.format_version == VERSION
+    assert manifest.generator["videos"] == {"train": 60, "val": 20, "test": 30} and manifest.generator["seed"] == 0
+    assert list(index.columns) == COLUMNS and manifest.index.rows == len(index)
+    assert manifest.index.path == str((folder / "index_clips.csv").resolve())
+    assert manifest.index.sha256 == hashlib.sha256((folder / "index_clips.csv").read_bytes()).hexdigest()
     assert list(index.split.unique()) == list(SPLITS)
     splits = load_splits(folder, manifest)  # labels 0/1 with both classes, finite rows, index rows = manifest rows
     for split in SPLITS:
         part = index[index.split == split]
-        assert len(splits[split].y) == manifest["splits"][split]["rows"] == len(part) and splits[split].invalid == 0
+        assert len(splits[split].y) == manifest.splits[split].rows == len(part) and splits[split].invalid == 0
         assert (splits[split].clips.path.to_numpy() == part.path.to_numpy()).all()
         assert np.load(folder / f"embeddings_{split}.npy").dtype == np.float16
-        assert manifest["splits"][split]["label_counts"] == {str(k): int(v) for k, v in part.y.value_counts().sort_index().items()}
+        assert manifest.splits[split].label_counts == {str(k): int(v) for k, v in part.y.value_counts().sort_index().items()}
     assert not list(folder.glob(".*")), "a temporary file was left behind"
 
 
@@ -112,7 +113,7 @@ def test_non_empty_folder_is_refused(tmp_path: Path):
 
 
 def test_command_line(tmp_path: Path):
-    cmd = [sys.executable, "-m", "vidlab.probe.synthetic", str(tmp_path / "out"), "--videos-per-class", "6", "--dim", "16", "--seed", "1"]
+    cmd = [sys.executable, "-m", "vidlab.probe.localised", str(tmp_path / "out"), "--videos-per-class", "6", "--dim", "16", "--seed", "1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())

@@ -1,0 +1,74 @@
+"""``extract.py stage=index``: find the videos of a collection (its layout), cut them into indexed
+clips (``index_clips.csv`` and its sidecar JSON), then check the index as ``stage=validate`` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vidlab import tracking
+from vidlab.embeddings.clip_index import IndexSettings, build_index
+from vidlab.embeddings.config import ExtractSpec
+from vidlab.embeddings.extraction import load_index
+from vidlab.embeddings.layouts import LAYOUTS, Video
+from vidlab.embeddings.stage_run import StageRun
+from vidlab.embeddings.stage_validate import check_and_report
+from vidlab.errors import ConfigError
+from vidlab.tracking.inputs import log_inputs, video_split_inputs
+
+GROUPS = ("layout", "indexing", "check")
+
+Found = tuple[list[Video], dict]  # the collection's videos with their splits, and how they were split
+
+
+def written(spec: ExtractSpec, output_dir: Path) -> Path:
+    return Path(spec.indexing.output)
+
+
+def run_name(spec: ExtractSpec) -> str:
+    return f"index-{spec.layout.name}"
+
+
+def prepare(spec: ExtractSpec) -> Found:
+    """The collection's videos and splits: a root that is not a folder or holds none is refused
+    before the run exists."""
+    layout = spec.layout
+    root = Path(layout.root)
+    if not root.is_dir():
+        raise ConfigError(f"layout.root: not a folder: {root}")
+    videos, layout_report = LAYOUTS.build(layout)
+    if not videos:
+        raise ConfigError(f"layout.root: no video of the {layout.name} layout under {root}")
+    return videos, layout_report
+
+
+def release(prepared: Found) -> None:
+    pass
+
+
+def run(stage: StageRun, found: Found) -> int:
+    spec = stage.spec
+    index_file, report = make_index(spec, *found)
+    if stage.client is not None and report["clips"]:
+        with tracking.best_effort("datasets", stage.client, stage.run_id):
+            table = load_index(index_file, None)
+            videos = {str(split): list(rows.abs_path) for split, rows in table.groupby("split", sort=False)}
+            log_inputs(stage.client, stage.run_id, video_split_inputs(spec.layout.name, videos, {"layout": spec.layout.name}))
+    stage.files += [("index", index_file), ("index", index_file.with_suffix(".json"))]
+    stage.metrics.update({"videos_indexed": report["videos_indexed"], "clips": report["clips"],
+                          "bad_videos": len(report["bad_videos"]), "short_videos": report["short_videos"]["count"],
+                          "frame_count_seconds": report["frame_count"]["seconds"]})
+    allow_padded = spec.check.allow_padded
+    if allow_padded is None:
+        allow_padded = spec.indexing.short_videos == "pad"
+    return check_and_report(stage, index_file, bool(allow_padded), log_index=False)
+
+
+def make_index(spec: ExtractSpec, videos: list[Video], layout_report: dict) -> tuple[Path, dict]:
+    layout, s = spec.layout, spec.indexing
+    settings = IndexSettings(s.clip_len, s.stride, s.short_videos, s.on_error, s.paths, s.frame_count, s.workers,
+                             s.count_cache, {"layout": layout.name, "seed": layout.seed})
+    output = Path(s.output)
+    _, report = build_index(videos, Path(layout.root), output, settings, layout_report)
+    print(f"wrote {output}: {report['clips']} clips of {report['videos_indexed']} videos "
+          f"(counting frames {report['frame_count']['seconds']} s, {report['frame_count']['cached_videos']} cached)")
+    return output, report

@@ -1,0 +1,40 @@
+"""``train.py --help`` and ``extract.py --help``: every config group with its choices. A registered
+group's choices come from its registry (:mod:`vidlab.registry`), each with what it is; the other
+groups are presets (YAML files that set other groups' values), listed from ``conf/``."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from omegaconf import OmegaConf
+
+from vidlab.registry import REGISTRIES, Registry
+from vidlab.schema import CONF_DIR
+
+TASK_CONFIGS = ("vidlab.restoration.config", "vidlab.probe.config", "vidlab.embeddings.config")  # they define every registry
+
+
+def registries() -> list[Registry]:
+    """Every group's registry, by group name."""
+    for module in TASK_CONFIGS:
+        import_module(module)
+    return [REGISTRIES[group] for group in sorted(REGISTRIES)]
+
+
+def choices_text() -> str:
+    """``group: a, b, c`` per registered group, then one line per choice saying what it is."""
+    lines = []
+    for registry in registries():
+        lines.append(f"{registry.group}: {', '.join(registry.names())}")
+        lines += [f"    {entry.name:<16}{entry.summary}".rstrip() for entry in registry.entries()]
+    return "\n".join(lines)
+
+
+def presets_text() -> str:
+    """``group: a, b`` for the groups of ``conf/`` that no registry holds."""
+    groups = sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in REGISTRIES and p.name != "hydra")
+    return "\n".join(f"{group.name}: {', '.join(sorted(f.stem for f in group.glob('*.yaml')))}" for group in groups)
+
+
+OmegaConf.register_new_resolver("vidlab.choices", choices_text, replace=True)
+OmegaConf.register_new_resolver("vidlab.presets", presets_text, replace=True)

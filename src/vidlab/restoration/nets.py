@@ -1,0 +1,81 @@
+"""What every restoration model is to the rest of vidlab: the schema fields all models share, the
+interface the LightningModule, evaluation and restore call (no code outside a model knows its class),
+and the registry ``conf/model/<name>.yaml`` choices are found in."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidlab.registry import Registry
+from vidlab.schema import Choice, at_least, one_of, require
+
+MODELS = Registry("model", builtins=("vidlab.restoration.unet", "vidlab.restoration.blend"))
+
+
+@dataclass
+class ModelConfig(Choice):
+    """What every restoration model has: U-Net shape and the stained frames each output frame sees."""
+
+    context_frames: int
+    depth: int
+    base_channels: int
+    norm: str
+
+    def __post_init__(self) -> None:
+        require(self.context_frames >= 1 and self.context_frames % 2 == 1, f"context_frames must be odd and >= 1 (got {self.context_frames})")
+        require(1 <= self.depth <= 6, f"depth must be in [1, 6] (got {self.depth})")
+        at_least(1, self, "base_channels")
+        one_of(self, "norm", "batch", "group", "instance", "none")
+
+
+def neighbour_indices(t: int | np.ndarray, frames: int, length: int) -> np.ndarray:
+    """The ``frames`` indices centred on ``t``, clamped to the clip (edges repeat)."""
+    offsets = np.arange(frames) - frames // 2
+    return np.clip(np.asarray(t)[..., None] + offsets, 0, length - 1)
+
+
+class TrainingOutput(NamedTuple):
+    """What a training step scores: restored frames and their targets ``(N, 3, H, W)``, the stain
+    opacity of each ``(N, 1, H, W)`` (the loss weighs pixels inside it), and the model's own losses
+    by name (``mask_bce``, ``inverse_l1``: the loss config's ``mask_weight``, ``inverse_weight``)."""
+
+    restored: torch.Tensor
+    clean: torch.Tensor
+    mask: torch.Tensor
+    losses: dict[str, torch.Tensor]
+
+
+class RestorationNet(nn.Module, ABC):
+    """A restoration model. ``halo``: its receptive-field radius in pixels (restore's tiles overlap by
+    it); ``window``: the frames one stain estimate reads (training windows, restore's segments), or
+    None for a model that restores each frame from its own neighbours."""
+
+    halo: int
+    window: int | None = None
+
+    def check_frame(self, height: int, width: int) -> None:
+        """``ValueError`` when frames of this size cannot be restored (any size, unless a model says)."""
+
+    @abstractmethod
+    def training_output(self, batch: dict[str, torch.Tensor]) -> TrainingOutput:
+        """A training batch (float frames in [0, 1], its ``mask``, and ``centres`` for a windowed model) through the model."""
+
+    @abstractmethod
+    def restore(self, clip: torch.Tensor, centres: np.ndarray, batch: int, mask: torch.Tensor | None = None,
+                stains: dict[tuple[int, int], torch.Tensor] | None = None) -> torch.Tensor:
+        """Frames ``centres`` of a float clip ``(T, 3, H, W)`` restored, clamped to [0, 1]; ``batch`` at
+        once. ``mask``: the true stain, for a model that reads it; ``stains``: what :meth:`find_stains`
+        found on the whole frames, cropped to this clip's pixels (restore's tiles)."""
+
+    def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device
+                    ) -> dict[tuple[int, int], torch.Tensor] | None:
+        """The stain of each segment the ``centres`` of uint8 ``(H, W, 3)`` ``frames`` read, found once on
+        whole frames (on ``device``) so that restore's tiles share it; None (the default) for a model
+        that finds none."""
+        return None
