@@ -22,7 +22,7 @@ import torchvision
 from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader
 
-from vidlab.embeddings.backbones import BACKBONES, load_backbone, weights_enum
+from vidlab.embeddings.backbones import backbone_spec, load_backbone, weights_enum
 from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks
 from vidlab.embeddings.clip_index import COLUMNS
 from vidlab.embeddings.config import ExtractSpec
@@ -177,7 +177,7 @@ def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: 
     index_file = Path(spec.index_file)
     table, index_sha, preprocess, store = prepared.table, prepared.index_sha, prepared.preprocess, prepared.store
     folder = store.folder
-    dim = BACKBONES[spec.backbone.name].dim
+    dim = backbone_spec(spec.backbone.name).dim
     resumed = store.create_or_resume(prepared.fingerprint, dim, x.overwrite and not is_child_rank())
     on_stop_say(f"what was written is kept in {folder}; rerun the same command to resume")
     done = store.done_rows()

@@ -1,0 +1,236 @@
+"""The registries (timm's way: tests generated from what is registered): every registered choice has
+its YAML in ``conf/``, validates from it, builds and works; ``--help`` and the README's group table
+list exactly what is registered; and a corruption and a probe added at test time - one YAML and one
+class each, as docs/extending.md shows - run end to end through ``train.py``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from vidlab.help import registries
+from vidlab.probe.config import ProbeConfig
+from vidlab.registry import REGISTRIES, Registry
+from vidlab.restoration.corruption import CORRUPTIONS, Corruption, Stain, StainLayer
+from vidlab.schema import CONF_DIR, Choice, require
+
+from conftest import ROOT, tiny_overrides, train
+
+ENTRIES = [(registry.group, name) for registry in registries() for name in registry.names()]
+TASK_OF = {"probe": ["task=probe", "embeddings=unused"], "backbone": ["index=unused.csv"], "layout": ["stage=index", "layout.root=unused"]}
+REQUIRED = {("dataset", "video_folder"): ["dataset.path=/videos"]}  # what the user must say (??? in the YAML)
+
+
+def composed_node(group: str, name: str) -> dict:
+    """Group ``group`` of the config ``train.py`` (or ``extract.py``) composes with ``group=name``."""
+    from hydra import compose, initialize_config_dir
+
+    from vidlab.schema import resolved
+
+    script = "extract" if group in ("backbone", "layout") else "train"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(script, overrides=[*TASK_OF.get(group, []), f"{group}={name}", *REQUIRED.get((group, name), []),
+                                                  "paths.output_dir=unused"])
+    return resolved(cfg, group)
+
+
+def test_every_config_group_of_a_registry_has_exactly_its_choices():
+    for registry in registries():
+        assert sorted(p.stem for p in (CONF_DIR / registry.group).glob("*.yaml")) == sorted(registry.names()), registry.group
+
+
+@pytest.mark.parametrize("group,name", ENTRIES)
+def test_every_registered_choice_validates_from_its_yaml_and_builds(group: str, name: str):
+    registry = REGISTRIES[group]
+    entry = registry[name]
+    cfg = registry.config(composed_node(group, name))
+    assert type(cfg) is entry.schema and cfg.name == name and entry.summary
+    if entry.target is not None and group not in ("dataset", "backbone", "layout"):  # those are read by their task
+        built = registry.build(cfg)
+        assert isinstance(built, entry.target)
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS.names())
+def test_every_corruption_draws_a_static_stain_that_fits(name: str):
+    corruption = CORRUPTIONS.build(CORRUPTIONS.from_conf(name))
+    corruption.check_frame(64, 96)
+    stain = corruption.sample(np.random.default_rng(0), 64, 96)
+    clean = np.random.default_rng(1).integers(0, 256, (3, 64, 96, 3), dtype=np.uint8)
+    stained = stain.apply(clean)
+    assert stained.shape == clean.shape and stained.dtype == np.uint8
+    assert (stain.mask > 0).any() == corruption.stains
+    if corruption.stains:
+        with pytest.raises(ValueError):
+            corruption.check_frame(8, 8)
+
+
+@pytest.mark.parametrize("name", REGISTRIES["model"].names())
+def test_every_model_restores_a_clip_and_trains_on_a_batch(name: str):
+    """Through the interface the LightningModule and restore call: no code outside knows the class."""
+    from vidlab.restoration.nets import MODELS
+
+    node = composed_node("model", name)
+    if "stain" in node:  # the default corruption's disc, made to fit these small frames
+        node["stain"]["radius"] = 8
+    net = MODELS.build(MODELS.config(node))
+    clip = torch.rand(net.window or 5, 3, 32, 48)
+    restored = net.restore(clip, np.arange(len(clip)), batch=4)
+    assert restored.shape == clip.shape and 0 <= restored.min() and restored.max() <= 1
+    mask = torch.zeros(2, 1, 32, 48)
+    mask[:, :, 8:24, 16:32] = 0.5
+    if net.window is None:
+        batch = {"stained": torch.rand(2, net.context_frames, 3, 32, 48), "clean": torch.rand(2, 3, 32, 48), "mask": mask}
+    else:
+        batch = {"stained": torch.rand(2, net.window, 3, 32, 48), "clean": torch.rand(2, 2, 3, 32, 48), "mask": mask,
+                 "centres": torch.tensor([[0, 5], [3, 9]])}
+    out = net.training_output(batch)
+    assert out.restored.shape == out.clean.shape and out.mask.shape[0] == out.restored.shape[0]
+    out.restored.mean().backward()
+
+
+def test_help_lists_every_registered_choice_with_what_it_is():
+    from vidlab.help import choices_text
+
+    text = choices_text()
+    for registry in registries():
+        assert f"{registry.group}: {', '.join(registry.names())}" in text
+        for entry in registry.entries():
+            assert f"    {entry.name:<16}{entry.summary}" in text
+
+
+def test_the_readme_group_table_is_the_registries():
+    section = (ROOT / "README.md").read_text().split("## Config groups", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, re.MULTILINE)
+    table = {group: sorted(re.findall(r"`(\w+)`", choices)) for group, choices in rows}
+    assert table == {registry.group: sorted(registry.names()) for registry in registries()}
+
+
+# ---------------------------------------------------------------- a corruption added at test time
+@dataclass
+class SquareStainConfig(Choice):
+    """A square blotch of one opacity."""
+
+    side: int
+    opacity: float
+    tint: float
+
+    def __post_init__(self) -> None:
+        require(self.side >= 1, f"side must be >= 1 (got {self.side})")
+        require(0 < self.opacity <= 1, f"opacity must be in (0, 1] (got {self.opacity})")
+
+
+class SquareStain(Corruption):
+    """A square blotch at a random place, the same on every frame of a clip."""
+
+    def __init__(self, side: int, opacity: float, tint: float):
+        self.side, self.opacity, self.tint = side, opacity, tint
+
+    def check_frame(self, height: int, width: int) -> None:
+        if self.side >= min(height, width):
+            raise ValueError(f"side {self.side} does not fit a {height}x{width} frame")
+
+    def sample(self, rng: np.random.Generator, height: int, width: int) -> Stain:
+        top, left = rng.integers(0, height - self.side), rng.integers(0, width - self.side)
+        mask = np.zeros((height, width), np.float32)
+        mask[top : top + self.side, left : left + self.side] = self.opacity
+        return Stain((StainLayer(mask, self.tint),), height, width)
+
+
+@pytest.fixture
+def square_stain(tmp_path: Path):
+    """The class registered (one decorator) and its YAML in a config folder of the user's, on Hydra's
+    search path; the registry put back afterwards."""
+    CORRUPTIONS.register("square_stain", SquareStainConfig)(SquareStain)
+    conf = tmp_path / "my_conf"
+    (conf / "corruption").mkdir(parents=True)
+    (conf / "corruption" / "square_stain.yaml").write_text("name: square_stain\nside: 20\nopacity: 0.7\ntint: 0.2\n")
+    try:
+        yield conf
+    finally:
+        CORRUPTIONS.unregister("square_stain")
+
+
+def test_a_corruption_added_at_test_time_trains_end_to_end(square_stain: Path, tmp_path: Path, digits: Path):
+    overrides = [*tiny_overrides(tmp_path, digits), f"hydra.searchpath=[file://{square_stain}]", "corruption=square_stain",
+                 "model.base_channels=4", "trainer.max_epochs=1"]
+    train(*overrides)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    run = client.search_runs([client.get_experiment_by_name("restoration").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.data.params["corruption.side"] == "20"
+    assert np.isfinite(run.data.metrics["test/raw/psnr_stain"])
+    assert "train/mask_bce" in run.data.metrics  # a stain blend_unet cannot fit: it learns it
+    refused = train(*overrides, "corruption.side=80", check=False)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == \
+        "config error: corruption: side 80 does not fit a 72x128 frame"
+
+
+# ---------------------------------------------------------------- a probe added at test time
+@dataclass
+class CentroidConfig(ProbeConfig):
+    """The direction from the normal clips' mean to the anomalous clips' mean."""
+
+    shrink: float
+
+    def __post_init__(self) -> None:
+        require(0 <= self.shrink < 1, f"shrink must be in [0, 1) (got {self.shrink})")
+
+
+class CentroidProbe:
+    """Scores a clip by its projection on the direction between the class means (standardised)."""
+
+    needs_videos = False
+
+    def __init__(self, shrink: float):
+        self.shrink, self.direction = shrink, None
+
+    def fit(self, splits, context) -> dict[str, float]:
+        x, y = splits["train"].x, splits["train"].y
+        self.direction = (1 - self.shrink) * (x[y == 1].mean(0) - x[y == 0].mean(0))
+        return {"probe/direction_norm": float(np.linalg.norm(self.direction))}
+
+    def scores(self, split) -> np.ndarray:
+        return split.x @ self.direction
+
+    def files(self) -> list[Path]:
+        return []
+
+    def mlflow_model(self, scaler):
+        from vidlab.probe.fitting import Standardized
+
+        net = torch.nn.Linear(len(self.direction), 1, bias=False)
+        net.weight.data[:] = torch.from_numpy(self.direction)[None]
+        return Standardized(scaler, net, logits=False), "pytorch"
+
+
+def test_a_probe_added_at_test_time_runs_end_to_end(tmp_path: Path):
+    from vidlab.probe.config import PROBES
+    from vidlab.probe.localised import ANNOTATIONS, write_localised
+
+    data = write_localised(tmp_path / "localised", videos={"train": 30, "val": 10, "test": 10}, dim=16)
+    conf = tmp_path / "my_conf"
+    (conf / "probe").mkdir(parents=True)
+    (conf / "probe" / "centroid.yaml").write_text("name: centroid\nshrink: 0.0\nannotations: null\n")
+    PROBES.register("centroid", CentroidConfig)(CentroidProbe)
+    try:
+        train("task=probe", f"embeddings={data}", "probe=centroid", f"probe.annotations={data / ANNOTATIONS}",
+              f"hydra.searchpath=[file://{conf}]", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/out")
+    finally:
+        PROBES.unregister("centroid")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    run = client.search_runs([client.get_experiment_by_name("probe").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.data.tags["probe"] == "centroid"
+    assert run.data.metrics["test/roc_auc"] > 0.6 and 0 <= run.data.metrics["test/frame_roc_auc"] <= 1
+    assert run.outputs.model_outputs  # its MLflow model, logged as the shipped probes' are
+
+
+def test_a_second_registry_for_a_group_or_a_clashing_name_is_refused():
+    with pytest.raises(ValueError, match="exists already"):
+        Registry("corruption")
+    with pytest.raises(ValueError, match="registered already"):
+        CORRUPTIONS.register("circular_stain", SquareStainConfig)(SquareStain)
