@@ -91,7 +91,7 @@ def _lossless(project: Path, proc: subprocess.CompletedProcess) -> None:
 
 def _default_model(project: Path, proc: subprocess.CompletedProcess) -> None:
     saved = torch_load(project / "src/vidlab/restoration/weights/blend_unet.ckpt")
-    assert set(saved) == {"hyper_parameters", "state_dict"} and saved["hyper_parameters"]["model"]["name"] == "blend_unet"
+    assert set(saved) == {"hyper_parameters", "state_dict", "vidlab_version"} and saved["hyper_parameters"]["model"]["name"] == "blend_unet"
 
 
 def _real_footage(project: Path, proc: subprocess.CompletedProcess) -> None:

@@ -394,7 +394,7 @@ def test_restore_without_a_model_uses_the_one_vidlab_ships(tmp_path: Path, codec
     from vidlab.video import iter_frames, write_video
 
     saved = torch.load(DEFAULT_MODEL, map_location="cpu", weights_only=True)
-    assert set(saved) == {"hyper_parameters", "state_dict"} and DEFAULT_MODEL.stat().st_size < 5e6
+    assert set(saved) == {"hyper_parameters", "state_dict", "vidlab_version"} and DEFAULT_MODEL.stat().st_size < 5e6
     assert saved["hyper_parameters"]["model"]["name"] == "blend_unet" and saved["hyper_parameters"]["model"]["stain"]["radius"] == 25
     clean = render(np.random.default_rng(11), 20, 72, 128)
     stain = CircularStain(radius=25, opacity=1.0, hardness=0.8, tint=0.3).sample(np.random.default_rng(4), 72, 128)
@@ -410,3 +410,28 @@ def test_restore_without_a_model_uses_the_one_vidlab_ships(tmp_path: Path, codec
     # within 2 dB of the true stain's inverse on the same decoded frames (H.264's noise is amplified
     # by 1 / (1 - m) for both), and more than 9 dB better than the stained input
     assert restored < 1.6 * error(ceiling) and restored < 0.125 * error(iter_frames(source)), (restored, error(ceiling))
+
+
+def test_checkpoints_of_0_2_load_and_others_are_refused_in_one_line_naming_the_version(blend_checkpoint: Path, tmp_path: Path):
+    """0.2 wrote no version, ``_target_`` in every choice, and its blend model had no ``stain`` (it
+    learned it); such a checkpoint restores as it did. One of a newer vidlab, or a 0.2 one whose
+    weights do not fit, is refused in one line that names the versions."""
+    from vidlab import __version__
+
+    saved = torch.load(blend_checkpoint, weights_only=True)
+    assert saved["vidlab_version"] == __version__
+    hparams = saved["hyper_parameters"]
+    model = {"_target_": "vidlab.restoration.blend.BlendUNet", **{k: v for k, v in hparams["model"].items() if k != "stain"}}
+    old = {"hyper_parameters": {**hparams, "model": model, "smoothing": {"_target_": "vidlab.restoration.smoothing.MaskedSmoothing",
+                                                                        **hparams["smoothing"]}},
+           "state_dict": saved["state_dict"]}
+    torch.save(old, tmp_path / "v0.2.ckpt")
+    clip = torch.rand(8, 3, 16, 16)
+    torch.testing.assert_close(load_module(tmp_path / "v0.2.ckpt").restore_clip(clip), load_module(blend_checkpoint).restore_clip(clip))
+
+    torch.save({**saved, "vidlab_version": "9.1.0"}, tmp_path / "v9.ckpt")
+    with pytest.raises(ConfigError, match=rf"^model: .*v9.ckpt was written by vidlab 9.1.0, newer than this vidlab {__version__}"):
+        load_module(tmp_path / "v9.ckpt")
+    torch.save({**old, "state_dict": {k: v for k, v in old["state_dict"].items() if "estimator" not in k}}, tmp_path / "broken.ckpt")
+    with pytest.raises(ConfigError, match=rf"not a train.py checkpoint .*\(written by vidlab 0.2; this is vidlab {__version__}\): .*Missing key"):
+        load_module(tmp_path / "broken.ckpt")

@@ -39,7 +39,9 @@ def check_resume(path: str, model: Any) -> str | None:
     saved = read_checkpoint(path, "ckpt_path")
     if "epoch" not in saved or "optimizer_states" not in saved:
         raise ConfigError(f"ckpt_path: {path} holds weights but no training state (a Lightning checkpoint of train.py resumes)")
-    wanted, held = asdict(model), saved["hyper_parameters"]["model"]
+    from vidlab.restoration.module import checkpoint_hparams
+
+    wanted, held = asdict(model), checkpoint_hparams(saved, f"ckpt_path: {path}")["model"]
     differ = sorted(k for k in wanted.keys() | held.keys() if k != "name" and wanted.get(k) != held.get(k))
     if wanted.get("name") != held.get("name") or differ:
         raise ConfigError(f"ckpt_path: {path} was trained as {_describe(held, differ)}, the config asks for "
@@ -56,7 +58,7 @@ def export_weights(checkpoint: str | Path, destination: str | Path) -> Path:
     destination = Path(destination)
     partial = destination.with_name(f".{destination.name}.partial")
     destination.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({key: saved[key] for key in ("hyper_parameters", "state_dict")}, partial)
+    torch.save({key: saved[key] for key in ("hyper_parameters", "state_dict", "vidlab_version") if key in saved}, partial)
     partial.replace(destination)
     return destination
 
