@@ -1,6 +1,6 @@
-"""``train.py``: the tasks it runs, by the config's ``task`` key, each the way every job runs
+"""The tasks ``train.py`` runs, by the config's ``task`` key, each the way every job runs
 (:func:`vidlab.jobs.run_job`). A task's config is checked before its module is imported: a config
-error is one line in about a second, not after torch, Lightning and MLflow have loaded (~12 s)."""
+error is one line in about two seconds, not after Lightning and MLflow have loaded (~12 s)."""
 
 from __future__ import annotations
 
