@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from vidlab.restoration.config import validate
-from vidlab.restoration.corruption import build_corruption
+from vidlab.restoration.corruption import CORRUPTIONS
 from vidlab.restoration.data import RestorationDataModule
 from vidlab.restoration.module import module_from_spec
 
@@ -58,7 +58,7 @@ def main() -> None:
                                           "smoothing=masked", *args.overrides])
     spec = validate(cfg)
     torch.manual_seed(0)
-    data = RestorationDataModule(spec.dataset, build_corruption(spec.corruption), spec.model.context_frames)
+    data = RestorationDataModule(spec.dataset, CORRUPTIONS.build(spec.corruption), spec.model.context_frames)
     data.prepare_data()
     data.setup("fit")
 
