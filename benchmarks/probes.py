@@ -28,8 +28,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from vidlab.probe.data import check_manifest, load_splits
-from vidlab.probe.metrics import frame_level_auc, read_temporal_annotations, video_level_auc
 from vidlab.probe.localised import ANNOTATIONS, write_localised
+from vidlab.probe.metrics import frame_level_auc, read_temporal_annotations, video_level_auc
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC = re.compile(r"^((?:test|val)/\S+): (\S+)$")

@@ -1,10 +1,18 @@
-"""MLflow conventions in one place, by concern: :mod:`~vidlab.tracking.store` (the store, its
+"""MLflow conventions in one place, by concern: :mod:`~vidlab.tracking.experiments` (the store, its
 artifact folder, experiments), :mod:`~vidlab.tracking.tags` (what a run is tagged with),
 :mod:`~vidlab.tracking.runs` (opening, continuing and ending runs), :mod:`~vidlab.tracking.artifacts`
 (config, figures, files), :mod:`~vidlab.tracking.params`, :mod:`~vidlab.tracking.inputs` (datasets)
 and :mod:`~vidlab.tracking.models` (MLflow models). Their public names are importable from here."""
 
 from vidlab.tracking.artifacts import best_effort, log_artifacts, log_config, log_figures
+from vidlab.tracking.experiments import (
+    EXPERIMENT_DESCRIPTIONS,
+    ensure_experiment,
+    experiment_artifact_location,
+    resolve_artifact_location,
+    resolve_tracking_uri,
+    store_errors,
+)
 from vidlab.tracking.params import log_params
 from vidlab.tracking.runs import (
     RunIdInCheckpoint,
@@ -15,14 +23,6 @@ from vidlab.tracking.runs import (
     reusable_run,
     start_run,
     unique_run_name,
-)
-from vidlab.tracking.store import (
-    EXPERIMENT_DESCRIPTIONS,
-    ensure_experiment,
-    experiment_artifact_location,
-    resolve_artifact_location,
-    resolve_tracking_uri,
-    store_errors,
 )
 from vidlab.tracking.tags import PARENT_RUN_FILE, git_commit, hydra_tags, run_tags
 

@@ -16,8 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from vidlab.schema import MlflowLoggerConfig
 from vidlab.tracking.artifacts import best_effort
+from vidlab.tracking.experiments import ensure_experiment, experiment_artifact_location, resolve_tracking_uri, store_errors
 from vidlab.tracking.params import log_params
-from vidlab.tracking.store import ensure_experiment, experiment_artifact_location, resolve_tracking_uri, store_errors
 from vidlab.tracking.tags import run_tags
 
 # Runs this process opened and has not ended: whatever stops the job, each gets an end status.

@@ -1,4 +1,4 @@
-"""``extract.py``: the clip-embedding stages (``stage=index|validate|extract``), run the way every job
+"""The clip-embedding stages ``extract.py`` runs (``stage=index|validate|extract``), run the way every job
 runs (:func:`vidlab.jobs.run_job`). The config is checked before the stages' module is imported: a
 config error is one line in about a second, not after torch, Lightning and MLflow have loaded."""
 
