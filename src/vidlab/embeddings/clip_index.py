@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
+from vidlab.embeddings.config import IndexConfig
 from vidlab.embeddings.layouts import Video
 from vidlab.errors import InputError
 from vidlab.files import atomic_path, write_text
@@ -28,26 +29,13 @@ class BadVideosError(InputError):
     """Raised by ``on_error=fail``: the message lists every bad file."""
 
 
-@dataclass
-class IndexSettings:
-    clip_len: int = 32
-    stride: int = 16
-    short_videos: str = "drop"     # drop | pad
-    on_error: str = "fail"         # fail | skip
-    paths: str = "relative"        # relative | absolute
-    frame_count: str = "packets"   # packets | decode
-    workers: int = 0
-    count_cache: str | None = None
-    extra: dict = field(default_factory=dict)
-
-
 def clip_starts(n_frames: int, clip_len: int, stride: int, short_videos: str) -> list[int]:
     if n_frames < clip_len:
         return [0] if short_videos == "pad" else []
     return list(range(0, n_frames - clip_len + 1, stride))
 
 
-def index_rows(videos: list[Video], infos: dict[str, VideoInfo], root: Path, s: IndexSettings) -> tuple[list[dict], list[str]]:
+def index_rows(videos: list[Video], infos: dict[str, VideoInfo], root: Path, s: IndexConfig) -> tuple[list[dict], list[str]]:
     rows, short = [], []
     order = {split: i for i, split in enumerate(SPLITS)}
     for video in sorted(videos, key=lambda v: (order[v.split], str(v.path))):
@@ -72,8 +60,10 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def build_index(videos: list[Video], root: Path, output: Path, s: IndexSettings, layout_report: dict) -> tuple[pd.DataFrame, dict]:
-    """Probe, cut and write the index and its sidecar; returns the table and the report."""
+def build_index(videos: list[Video], root: Path, s: IndexConfig, layout_report: dict, layout: dict) -> tuple[pd.DataFrame, dict]:
+    """Probe, cut and write the index (``s.output``) and its sidecar; returns the table and the report,
+    whose settings are the indexing ones and the ``layout``'s that decide the rows (name, seed)."""
+    output = Path(s.output)
     started = time.perf_counter()
     cache = FrameCountCache(s.count_cache)
     cached_before = sum(cache.get(v.path, s.frame_count) is not None for v in videos)
@@ -91,7 +81,7 @@ def build_index(videos: list[Video], root: Path, output: Path, s: IndexSettings,
     report = {
         "root": str(root.resolve()),
         "paths": s.paths,
-        "settings": {k: v for k, v in vars(s).items() if k != "extra"} | s.extra,
+        "settings": {k: v for k, v in asdict(s).items() if k != "output"} | layout,
         "videos_found": len(videos),
         "videos_indexed": int(table["path"].nunique()) if len(table) else 0,
         "clips": len(table),

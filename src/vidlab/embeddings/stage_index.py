@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vidlab import tracking
-from vidlab.embeddings.clip_index import IndexSettings, build_index
+from vidlab.embeddings.clip_index import build_index
 from vidlab.embeddings.config import ExtractSpec
 from vidlab.embeddings.extraction import load_index
 from vidlab.embeddings.layouts import LAYOUTS, Video
@@ -65,10 +65,8 @@ def run(stage: StageRun, found: Found) -> int:
 
 def make_index(spec: ExtractSpec, videos: list[Video], layout_report: dict) -> tuple[Path, dict]:
     layout, s = spec.layout, spec.indexing
-    settings = IndexSettings(s.clip_len, s.stride, s.short_videos, s.on_error, s.paths, s.frame_count, s.workers,
-                             s.count_cache, {"layout": layout.name, "seed": layout.seed})
     output = Path(s.output)
-    _, report = build_index(videos, Path(layout.root), output, settings, layout_report)
+    _, report = build_index(videos, Path(layout.root), s, layout_report, {"layout": layout.name, "seed": layout.seed})
     print(f"wrote {output}: {report['clips']} clips of {report['videos_indexed']} videos "
           f"(counting frames {report['frame_count']['seconds']} s, {report['frame_count']['cached_videos']} cached)")
     return output, report

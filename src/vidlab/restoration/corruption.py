@@ -1,5 +1,6 @@
-"""Synthetic stains blended into clips (the restoration notebook's formula, ``../shared/DESIGN.md``),
-one class per ``conf/corruption/<name>.yaml``, each registered with its schema beside it.
+"""Synthetic stains blended into clips, one class per ``conf/corruption/<name>.yaml``, each registered
+with its schema beside it. The restoration notebook's stain is :func:`circular_stain_mask` blended by
+:func:`apply_stain`, both bit-identical to it.
 
 A stain is static over a clip: one :class:`Stain` is drawn per clip and applied to all its frames.
 """
