@@ -78,13 +78,14 @@ def test_bad_values_name_their_key(override, key):
 
 
 def test_bad_override_is_one_clear_line_before_any_work(tmp_path: Path):
-    """train.py's own main (its process, exit 2 in about a second, is the README's command in test_readme.py)."""
+    """train.py's own main (its process, exit 2 in about two seconds, is the README's command in test_readme.py)."""
     proc = train("model.base_channels=-3", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/out", check=False)
     assert proc.returncode == 2 and only_line(proc.stderr) == "config error: model.base_channels must be >= 1 (got -3)"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # Hydra's run folder, nothing of vidlab's
 
 
 @pytest.mark.parametrize("script,overrides", [("train.py", ["model.base_channels=-3"]),
+                                              ("train.py", ["task=probe", "embeddings=/x", "probe.max_iter=0"]),
                                               ("extract.py", ["stage=index", "layout.root=/x", "indexing.stride=0"])])
 def test_a_config_error_is_answered_before_lightning_and_mlflow_load(tmp_path: Path, script: str, overrides: list[str]):
     """A refusal costs about two seconds (a model's schema lives beside its torch module, so checking

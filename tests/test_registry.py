@@ -14,6 +14,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from vidlab.errors import ConfigError
 from vidlab.help import registries
 from vidlab.probe.config import ProbeConfig
 from vidlab.registry import REGISTRIES, Registry
@@ -51,7 +52,7 @@ def test_every_registered_choice_validates_from_its_yaml_and_builds(group: str, 
     entry = registry[name]
     cfg = registry.config(composed_node(group, name))
     assert type(cfg) is entry.schema and cfg.name == name and entry.summary
-    if entry.target is not None and group not in ("dataset", "backbone", "layout"):  # those are read by their task
+    if entry.target is not None and group not in ("dataset", "backbone", "layout"):  # their targets read files
         built = registry.build(cfg)
         assert isinstance(built, entry.target)
 
@@ -205,7 +206,7 @@ class CentroidProbe:
 
         net = torch.nn.Linear(len(self.direction), 1, bias=False)
         net.weight.data[:] = torch.from_numpy(self.direction)[None]
-        return Standardized(scaler, net, logits=False), "pytorch"
+        return Standardized(scaler, net, logits=True), "pytorch"
 
 
 def test_a_probe_added_at_test_time_runs_end_to_end(tmp_path: Path):
@@ -227,6 +228,14 @@ def test_a_probe_added_at_test_time_runs_end_to_end(tmp_path: Path):
     assert run.info.status == "FINISHED" and run.data.tags["probe"] == "centroid"
     assert run.data.metrics["test/roc_auc"] > 0.6 and 0 <= run.data.metrics["test/frame_roc_auc"] <= 1
     assert run.outputs.model_outputs  # its MLflow model, logged as the shipped probes' are
+
+
+def test_a_yaml_whose_class_is_not_registered_says_how_to_register_it():
+    with pytest.raises(ConfigError, match=r"^corruption.name: unknown choice 'nope' here \(choose one of circular_stain, "
+                                          r"multi_stain, none; a new choice's class registers itself with @CORRUPTIONS.register\)$"):
+        CORRUPTIONS.config({"name": "nope"})
+    with pytest.raises(ConfigError, match=r"^corruption.name: missing"):
+        CORRUPTIONS.config({"radius": 3})
 
 
 def test_a_second_registry_for_a_group_or_a_clashing_name_is_refused():

@@ -32,7 +32,8 @@ def choices_text() -> str:
 
 def presets_text() -> str:
     """``group: a, b`` for the groups of ``conf/`` that no registry holds."""
-    groups = sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in REGISTRIES and p.name != "hydra")
+    registered = {registry.group for registry in registries()}
+    groups = sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in registered and p.name != "hydra")
     return "\n".join(f"{group.name}: {', '.join(sorted(f.stem for f in group.glob('*.yaml')))}" for group in groups)
 
 

@@ -5,15 +5,20 @@ both in one module, so adding a choice is one YAML in ``conf/<group>/`` and one 
 Checking a config, building the object, ``train.py --help``, the docs' group table and the tests all
 read the registries; nothing lists the choices a second time. A group's built-in choices live in the
 modules its registry names, imported on the first lookup (so a schema module never imports the
-classes, and no import circle forms).
+classes, and no import circle forms). A group that keeps one module per choice, named after it
+(``"vidlab.probe.{name}"``), imports only the chosen one to check a config: checking a logistic
+probe never loads the Lightning probes.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+import importlib.util
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
 
 from vidlab.errors import ConfigError
 
@@ -44,10 +49,15 @@ def _summary(*objects: Any) -> str:
 class Registry:
     """The choices of one config group, by name."""
 
-    def __init__(self, group: str, builtins: tuple[str, ...] = ()):
+    def __init__(self, group: str, builtins: tuple[str, ...] | str = (), targets_take_config: bool = False):
+        """``builtins``: the modules that register the built-in choices, or one module name with
+        ``{name}`` for a group with a module per choice (its choices: the YAMLs of ``conf/<group>/``).
+        ``targets_take_config``: a target is called with the checked config itself (a dataset's
+        function reads many of its fields), not with its fields as arguments."""
         if group in REGISTRIES:
             raise ValueError(f"a registry for group {group!r} exists already")
         self.group, self._builtins, self._loaded = group, builtins, not builtins
+        self._takes_config = targets_take_config
         self._entries: dict[str, Entry] = {}
         REGISTRIES[group] = self
 
@@ -72,13 +82,29 @@ class Registry:
 
     def unregister(self, name: str) -> None:
         """Remove choice ``name`` (a test that registered one puts the registry back as it was)."""
-        self._entries.pop(name, None)
+        entry = self._entries.pop(name, None)
+        if entry is not None and all(e.schema is not entry.schema for e in self._entries.values()):
+            SCHEMA_GROUPS.pop(entry.schema, None)
 
-    def _load_builtins(self) -> None:
-        if not self._loaded:
-            self._loaded = True
+    def _load_builtins(self, name: str | None = None) -> None:
+        """Import the modules of the built-in choices: all of them, or only choice ``name``'s when the
+        group keeps one module per choice."""
+        if self._loaded or (name is not None and name in self._entries):
+            return
+        if isinstance(self._builtins, str):
+            from vidlab.schema import choice_names
+
+            names = [name] if name is not None else choice_names(self.group)
+            for choice in names:
+                module = self._builtins.format(name=choice)
+                if importlib.util.find_spec(module) is not None:
+                    importlib.import_module(module)
+            if name is not None:
+                return
+        else:
             for module in self._builtins:
                 importlib.import_module(module)
+        self._loaded = True
 
     def names(self) -> list[str]:
         self._load_builtins()
@@ -89,13 +115,12 @@ class Registry:
         return iter(list(self._entries.values()))
 
     def __contains__(self, name: object) -> bool:
-        self._load_builtins()
+        self._load_builtins(name if isinstance(name, str) else None)
         return name in self._entries
 
     def __getitem__(self, name: str) -> Entry:
-        self._load_builtins()
-        if name not in self._entries:
-            raise ConfigError(f"{self.group}: unknown choice {name!r} (choose one of {', '.join(self._entries)})")
+        if name not in self:
+            raise ConfigError(f"{self.group}: unknown choice {name!r} (choose one of {', '.join(self.names())})")
         return self._entries[name]
 
     def config(self, node: Any, key: str | None = None) -> Any:
@@ -104,10 +129,15 @@ class Registry:
         from vidlab.schema import build_node
 
         key = key or self.group
-        if not isinstance(node, dict) or "name" not in node:
+        if isinstance(node, DictConfig):
+            node = OmegaConf.to_container(node, resolve=True)
+        if not isinstance(node, Mapping):
             raise ConfigError(f"{key}: missing (choose one of {', '.join(self.names())})")
+        if "name" not in node:
+            raise ConfigError(f"{key}.name: missing (choose one of {', '.join(self.names())})")
         if node["name"] not in self:
-            raise ConfigError(f"{key}.name: unknown choice {node['name']!r} here (choose one of {', '.join(self.names())})")
+            raise ConfigError(f"{key}.name: unknown choice {node['name']!r} here (choose one of {', '.join(self.names())}; "
+                              f"a new choice's class registers itself with @{self.group.upper()}S.register)")
         return build_node(key, self[node["name"]].schema, node)
 
     def from_conf(self, name: str, **overrides: Any) -> Any:
@@ -119,8 +149,10 @@ class Registry:
 
     def build(self, cfg: Any, **extra: Any) -> Any:
         """The object a checked config builds: its target called with the config's arguments (see
-        :func:`arguments`), a nested choice built by its own registry, plus ``extra``."""
-        return self[cfg.name].target(**arguments(cfg), **extra)
+        :func:`arguments`), a nested choice built by its own registry, plus ``extra`` (or with the
+        config itself, for a registry whose targets take it)."""
+        target = self[cfg.name].target
+        return target(cfg, **extra) if self._takes_config else target(**arguments(cfg), **extra)
 
 
 REGISTRIES: dict[str, Registry] = {}  # group -> its registry

@@ -54,7 +54,7 @@ from tqdm import tqdm
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, no_space_left, one_line
 from vidlab.restoration.loading import DEFAULT_MODEL, load_module
 from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer
-from vidlab.restoration.smoothing import SMOOTHINGS
+from vidlab.schema import choice_names
 from vidlab.video import WRITERS, FFV1Writer, H264Writer, VideoReadError, VideoWriter, check_video_suffix, iter_frames
 from vidlab.video.count import video_info
 
@@ -134,6 +134,8 @@ def restore_video(
         except ValueError as err:
             raise ConfigError(f"model: {checkpoint} finds the stain it was trained on, and its {err}: restore a larger "
                               f"video, or train a model for smaller stains (corruption.radius)") from None
+        from vidlab.restoration.smoothing import SMOOTHINGS
+
         smoother = module.smoother if smoothing is None else SMOOTHINGS.build(SMOOTHINGS.from_conf(smoothing))
         restorer = Restorer(module, smoother, megapixels, chunk)
         # smoothing=0: the rate shown is the average so far (blocks of frames finish in bursts)
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
                              "runs:/<run id>/checkpoints/best.ckpt, models:/<name>/<version>; "
                              "input: the video to restore; output: where to write the restored video (.mp4, .mkv or .avi)")
     parser.add_argument("--side-by-side", help="also write input | restored to this video")
-    parser.add_argument("--smoothing", choices=sorted(SMOOTHINGS.names()), help="override the checkpoint's smoothing")
+    parser.add_argument("--smoothing", choices=choice_names("smoothing"), help="override the checkpoint's smoothing")
     parser.add_argument("--megapixels", type=float, default=DEFAULT_MEGAPIXELS,
                         help="pixels processed at once, in millions: bounds memory (default %(default)s)")
     parser.add_argument("--chunk", type=int, help="at most this many frames per block (default: what --megapixels allows)")

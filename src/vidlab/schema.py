@@ -147,6 +147,8 @@ def build_node(key: str, schema: type, node: Any) -> Any:
     except OmegaConfBaseException as err:
         where = ".".join(part for part in (key, getattr(err, "full_key", None)) if part)
         raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
+    except ConfigError:  # a nested choice's, naming its own key already
+        raise
     except ValueError as err:
         raise ConfigError(f"{key}.{err}" if key else str(err)) from None
 
@@ -174,6 +176,12 @@ def build_choice(cfg: DictConfig, registry: Registry) -> Any:
 
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the project's configs (vidlab runs from its checkout)
+
+
+def choice_names(group: str) -> list[str]:
+    """The choices ``conf/<group>/`` holds, sorted: a group's registry holds exactly these
+    (tests/test_registry.py), and listing them imports none of their classes (``restore --help``)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def choice_values(group: str, name: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,9 +19,11 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from vidlab.probe.config import PROBES, ProbeConfig
-from vidlab.probe.data import Split
-from vidlab.probe.fitting import FitContext
 from vidlab.schema import at_least, one_of, require
+
+if TYPE_CHECKING:  # Lightning and MLflow are not loaded to check a logistic probe's config
+    from vidlab.probe.data import Split
+    from vidlab.probe.fitting import FitContext
 
 
 @dataclass

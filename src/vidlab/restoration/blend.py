@@ -68,7 +68,9 @@ class BlendUNetConfig(ModelConfig):
         super().__post_init__()
         at_least(2, self, "window")
         require(0 < self.min_gain < 1, f"min_gain must be in (0, 1) (got {self.min_gain})")
-        if isinstance(self.stain, dict):
+        require(self.stain is None or isinstance(self.stain, dict),
+                f"stain must be a corruption's node (model.stain: ${{corruption}}) or null (got {self.stain!r})")
+        if self.stain is not None:
             self.stain = CORRUPTIONS.config(self.stain, "model.stain")
 
 
@@ -143,13 +145,6 @@ class BlendUNet(RestorationNet):
         stacks = inverted[torch.arange(b, device=clip.device)[:, None, None], idx]  # (B, S, k, 3, H, W)
         frames = self.refine(stacks.flatten(0, 1), opacity.repeat_interleave(s, 0), tint.repeat_interleave(s, 0))
         return BlendOutput(frames.unflatten(0, (b, s)), stacks[:, :, self.context_frames // 2], logits)
-
-    def segment(self, index: int, length: int) -> tuple[int, int]:
-        """The frames whose stain estimate restores frame ``index`` of a ``length``-frame stream: its
-        ``window``-aligned segment, or the last ``window`` frames for a short tail."""
-        start = index // self.window * self.window
-        stop = start + self.window
-        return (start, stop) if stop <= length else (max(0, length - self.window), length)
 
     def training_output(self, batch: dict[str, torch.Tensor]) -> TrainingOutput:
         """A fitted stain inverts with the true one and has nothing to learn; a learned one is scored

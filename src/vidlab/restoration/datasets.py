@@ -24,7 +24,7 @@ from vidlab.splits import SPLITS
 from vidlab.video import VideoReadError, write_video
 from vidlab.video.count import video_info
 
-DATASETS = Registry("dataset")  # target: the function listing a config's clips per split
+DATASETS = Registry("dataset", targets_take_config=True)  # target: the function listing a config's clips per split
 
 
 @dataclass
@@ -211,4 +211,4 @@ def video_folder_clips(cfg: VideoFolderConfig) -> dict[str, list[ClipRef]]:
 
 def build_clips(cfg: ClipLoaderConfig) -> dict[str, list[ClipRef]]:
     """Every split's clips of a dataset's checked config."""
-    return DATASETS[cfg.name].target(cfg)
+    return DATASETS.build(cfg)

@@ -66,8 +66,8 @@ def _without_targets(node: Any) -> Any:
 
 
 def checkpoint_version(saved: dict[str, Any]) -> str:
-    """The vidlab that wrote a checkpoint: saved in it since 0.3, so none means 0.2 or older."""
-    return str(saved.get("vidlab_version") or "0.2")
+    """The vidlab that wrote a checkpoint: saved in it since 0.3."""
+    return str(saved.get("vidlab_version") or "0.2 or older")
 
 
 def checkpoint_hparams(saved: dict[str, Any], source: str) -> dict[str, Any]:

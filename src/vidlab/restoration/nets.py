@@ -59,6 +59,14 @@ class RestorationNet(nn.Module, ABC):
     halo: int
     window: int | None = None
 
+    def segment(self, index: int, length: int) -> tuple[int, int]:
+        """For a windowed model, the frames whose stain estimate restores frame ``index`` of a
+        ``length``-frame stream: its ``window``-aligned segment, or the last ``window`` frames for a
+        short tail."""
+        start = index // self.window * self.window
+        stop = start + self.window
+        return (start, stop) if stop <= length else (max(0, length - self.window), length)
+
     def check_frame(self, height: int, width: int) -> None:
         """``ValueError`` when frames of this size cannot be restored (any size, unless a model says)."""
 

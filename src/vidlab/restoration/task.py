@@ -189,7 +189,7 @@ def run(cfg: DictConfig, spec: RunSpec) -> float | None:
     trainer.fit(module, datamodule=datamodule, ckpt_path=spec.top.ckpt_path)
     logged = logger is not None and trainer.is_global_zero  # the run is rank 0's
     if logged:
-        loader = ("cache_dir", "path", "_target_", "batch_size", "samples_per_clip", "num_workers", "shuffle_buffer")
+        loader = ("cache_dir", "path", "batch_size", "samples_per_clip", "num_workers", "shuffle_buffer")
         settings = {k: v for k, v in asdict(spec.dataset).items() if k not in loader}
         videos = {split: [ref.path for ref in refs] for split, refs in datamodule.clips.items()}
         with tracking.best_effort("datasets", logger.experiment, logger.run_id):

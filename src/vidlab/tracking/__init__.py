@@ -2,7 +2,8 @@
 artifact folder, experiments), :mod:`~vidlab.tracking.tags` (what a run is tagged with),
 :mod:`~vidlab.tracking.runs` (opening, continuing and ending runs), :mod:`~vidlab.tracking.artifacts`
 (config, figures, files), :mod:`~vidlab.tracking.params`, :mod:`~vidlab.tracking.inputs` (datasets)
-and :mod:`~vidlab.tracking.models` (MLflow models). Their public names are importable from here."""
+and :mod:`~vidlab.tracking.models` (MLflow models). What the tasks call on every run is importable
+from here; the rest from its module."""
 
 from vidlab.tracking.artifacts import best_effort, log_artifacts, log_config, log_figures
 from vidlab.tracking.experiments import (

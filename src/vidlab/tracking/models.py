@@ -111,4 +111,6 @@ def load_pytorch_model(reference: str, uri: str) -> Any:
         try:
             return mlflow.pytorch.load_model(reference, map_location="cpu")
         except Exception as err:  # noqa: BLE001 (MlflowException, pickle errors: one line says which)
-            raise ConfigError(f"{reference}: no PyTorch model of vidlab in {uri} ({one_line(err)[:300]})") from None
+            hint = ("; a model pickled by another vidlab version restores from its run's checkpoint instead: "
+                    "runs:/<run id>/checkpoints/best.ckpt") if isinstance(err, (AttributeError, ImportError)) else ""
+            raise ConfigError(f"{reference}: no PyTorch model of vidlab in {uri} ({one_line(err)[:300]}{hint})") from None
