@@ -49,15 +49,12 @@ def _summary(*objects: Any) -> str:
 class Registry:
     """The choices of one config group, by name."""
 
-    def __init__(self, group: str, builtins: tuple[str, ...] | str = (), targets_take_config: bool = False):
+    def __init__(self, group: str, builtins: tuple[str, ...] | str = ()):
         """``builtins``: the modules that register the built-in choices, or one module name with
-        ``{name}`` for a group with a module per choice (its choices: the YAMLs of ``conf/<group>/``).
-        ``targets_take_config``: a target is called with the checked config itself (a dataset's
-        function reads many of its fields), not with its fields as arguments."""
+        ``{name}`` for a group with a module per choice (its choices: the YAMLs of ``conf/<group>/``)."""
         if group in REGISTRIES:
             raise ValueError(f"a registry for group {group!r} exists already")
         self.group, self._builtins, self._loaded = group, builtins, not builtins
-        self._takes_config = targets_take_config
         self._entries: dict[str, Entry] = {}
         REGISTRIES[group] = self
 
@@ -140,19 +137,18 @@ class Registry:
                               f"a new choice's class registers itself with @{self.group.upper()}S.register)")
         return build_node(key, self[node["name"]].schema, node)
 
-    def from_conf(self, name: str, **overrides: Any) -> Any:
+    def from_conf(self, name: str, key: str | None = None, **overrides: Any) -> Any:
         """The typed config of choice ``name`` as ``conf/<group>/<name>.yaml`` sets it (its one source
-        of defaults), with ``overrides``: what code outside a Hydra job builds a choice from."""
+        of defaults), with ``overrides``: what code outside a Hydra job builds a choice from. ``key``
+        names it in errors (default: the group)."""
         from vidlab.schema import choice_values
 
-        return self.config({**choice_values(self.group, name), **overrides})
+        return self.config({**choice_values(self.group, name), **overrides}, key)
 
-    def build(self, cfg: Any, **extra: Any) -> Any:
+    def build(self, cfg: Any) -> Any:
         """The object a checked config builds: its target called with the config's arguments (see
-        :func:`arguments`), a nested choice built by its own registry, plus ``extra`` (or with the
-        config itself, for a registry whose targets take it)."""
-        target = self[cfg.name].target
-        return target(cfg, **extra) if self._takes_config else target(**arguments(cfg), **extra)
+        :func:`arguments`), a nested choice built by its own registry."""
+        return self[cfg.name].target(**arguments(cfg))
 
 
 REGISTRIES: dict[str, Registry] = {}  # group -> its registry

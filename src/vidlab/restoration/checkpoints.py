@@ -1,6 +1,7 @@
-"""Reading ``train.py``'s checkpoints weights-only (no pickled code runs) and checking one given as
-``ckpt_path`` against the config before any MLflow run is opened or reopened: a checkpoint of another
-model would otherwise fail only inside ``trainer.fit``, after the run it came from was reopened."""
+"""Reading ``train.py``'s checkpoints weights-only (no pickled code runs), upgraded from the vidlab
+version that wrote them, and checking one given as ``ckpt_path`` against the config before any MLflow
+run is opened or reopened: a checkpoint of another model would otherwise fail only inside
+``trainer.fit``, after the run it came from was reopened."""
 
 from __future__ import annotations
 
@@ -8,13 +9,43 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from vidlab import __version__
 from vidlab.errors import ConfigError, one_line
+from vidlab.files import atomic_path
 
 NOT_RESTORATION = "is not a train.py checkpoint of vidlab's RestorationModule (e.g. outputs/.../checkpoints/best.ckpt)"
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
+
+
+def _without_targets(node: Any) -> Any:
+    """A node without the ``_target_`` keys 0.2 wrote (the registries name the classes now)."""
+    if isinstance(node, dict):
+        return {k: _without_targets(v) for k, v in node.items() if k != "_target_"}
+    return node
+
+
+def checkpoint_version(saved: dict[str, Any]) -> str:
+    """The vidlab that wrote a checkpoint: saved in it since 0.3."""
+    return str(saved.get("vidlab_version") or "0.2 or older")
+
+
+def _upgraded(hparams: dict[str, Any]) -> dict[str, Any]:
+    """0.2's (and 0.1's) module arguments as this version's: no ``_target_``; 0.2's blend model learned
+    its stain; 0.1 had no stain losses."""
+    hparams = _without_targets(hparams)
+    if hparams["model"].get("name") == "blend_unet":
+        hparams["model"].setdefault("stain", None)
+    hparams["loss"] = {"mask_weight": 0.0, "inverse_weight": 0.0, **hparams.get("loss", {})}
+    return hparams
+
+
 def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
-    """A restoration checkpoint's contents, loaded weights-only; ``key`` names the setting in errors."""
+    """A restoration checkpoint's contents, loaded weights-only, its ``hyper_parameters`` upgraded to
+    this version's :class:`~vidlab.restoration.module.RestorationModule` arguments; ``key`` names the
+    setting in errors. One written by a newer vidlab is refused."""
     import torch
 
     if not Path(path).is_file():
@@ -26,6 +57,11 @@ def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
     hparams = saved.get("hyper_parameters") if isinstance(saved, dict) else None
     if not isinstance(hparams, dict) or not {"model", "smoothing"} <= hparams.keys() or "state_dict" not in saved:
         raise ConfigError(f"{key}: {path} {NOT_RESTORATION}")
+    written = checkpoint_version(saved)
+    if _version(written) > _version(__version__):
+        raise ConfigError(f"{key}: {path} was written by vidlab {written}, newer than this vidlab {__version__}: upgrade vidlab to load it")
+    if "vidlab_version" not in saved:
+        saved["hyper_parameters"] = _upgraded(hparams)
     return saved
 
 
@@ -39,9 +75,7 @@ def check_resume(path: str, model: Any) -> str | None:
     saved = read_checkpoint(path, "ckpt_path")
     if "epoch" not in saved or "optimizer_states" not in saved:
         raise ConfigError(f"ckpt_path: {path} holds weights but no training state (a Lightning checkpoint of train.py resumes)")
-    from vidlab.restoration.module import checkpoint_hparams
-
-    wanted, held = asdict(model), checkpoint_hparams(saved, f"ckpt_path: {path}")["model"]
+    wanted, held = asdict(model), saved["hyper_parameters"]["model"]
     differ = sorted(k for k in wanted.keys() | held.keys() if k != "name" and wanted.get(k) != held.get(k))
     if wanted.get("name") != held.get("name") or differ:
         raise ConfigError(f"ckpt_path: {path} was trained as {_describe(held, differ)}, the config asks for "
@@ -56,10 +90,9 @@ def export_weights(checkpoint: str | Path, destination: str | Path) -> Path:
 
     saved = read_checkpoint(checkpoint, "checkpoint")
     destination = Path(destination)
-    partial = destination.with_name(f".{destination.name}.partial")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({key: saved[key] for key in ("hyper_parameters", "state_dict", "vidlab_version") if key in saved}, partial)
-    partial.replace(destination)
+    with atomic_path(destination) as partial:
+        torch.save({"hyper_parameters": saved["hyper_parameters"], "state_dict": saved["state_dict"], "vidlab_version": __version__},
+                   partial)
     return destination
 
 

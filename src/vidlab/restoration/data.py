@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from vidlab.errors import ConfigError, InputError
 from vidlab.restoration.corruption import Corruption
 from vidlab.restoration.datasets import ClipRef, MovingDigitsConfig, VideoFolderConfig, build_clips
+from vidlab.restoration.nets import neighbour_indices
 from vidlab.splits import SPLITS
 from vidlab.video import iter_frames
 
@@ -42,12 +43,6 @@ def read_clips(path: str, refs: list[ClipRef], resize: list[int] | None = None) 
             clip = [cv2.resize(f, (resize[1], resize[0]), interpolation=cv2.INTER_AREA) for f in clip]
         yield ref, np.stack(clip)
     frames.close()
-
-
-def neighbour_indices(t: int | np.ndarray, frames: int, length: int) -> np.ndarray:
-    """The ``frames`` indices centred on ``t``, clamped to the clip (edges repeat)."""
-    offsets = np.arange(frames) - frames // 2
-    return np.clip(np.asarray(t)[..., None] + offsets, 0, length - 1)
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:

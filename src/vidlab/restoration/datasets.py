@@ -24,7 +24,7 @@ from vidlab.splits import SPLITS
 from vidlab.video import VideoReadError, write_video
 from vidlab.video.count import video_info
 
-DATASETS = Registry("dataset", targets_take_config=True)  # target: the function listing a config's clips per split
+DATASETS = Registry("dataset")  # target: the function listing a checked config's clips per split
 
 
 @dataclass
@@ -88,6 +88,13 @@ class MovingDigitsConfig(ClipLoaderConfig):
     def frame_size(self) -> tuple[int, int] | None:
         return self.height, self.width
 
+    def generator(self, frames: int | None = None) -> MovingDigits:
+        """The videos' generator (real MNIST glyphs when ``mnist_path`` is set), for ``frames`` frames
+        (default: ``frames_per_video``)."""
+        mnist = load_mnist_idx(self.mnist_path) if self.mnist_path else None
+        return MovingDigits(self.height, self.width, frames or self.frames_per_video, self.min_digits, self.max_digits,
+                            self.digit_size, tuple(self.speed_range), mnist)
+
 
 @dataclass
 class VideoFolderConfig(ClipLoaderConfig):
@@ -145,11 +152,7 @@ def moving_digits_clips(cfg: MovingDigitsConfig) -> dict[str, list[ClipRef]]:
     root = Path(cfg.cache_dir) / key
     root.mkdir(parents=True, exist_ok=True)
     (root / "generator.json").write_text(json.dumps(generator_params, indent=2))
-    mnist = load_mnist_idx(cfg.mnist_path) if cfg.mnist_path else None
-    generator = MovingDigits(
-        cfg.height, cfg.width, cfg.frames_per_video, cfg.min_digits, cfg.max_digits,
-        cfg.digit_size, tuple(cfg.speed_range), mnist,
-    )
+    generator = cfg.generator()
     clips: dict[str, list[ClipRef]] = {}
     for split in SPLITS:
         clips[split] = []
@@ -211,4 +214,4 @@ def video_folder_clips(cfg: VideoFolderConfig) -> dict[str, list[ClipRef]]:
 
 def build_clips(cfg: ClipLoaderConfig) -> dict[str, list[ClipRef]]:
     """Every split's clips of a dataset's checked config."""
-    return DATASETS.build(cfg)
+    return DATASETS[cfg.name].target(cfg)

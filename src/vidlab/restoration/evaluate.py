@@ -29,19 +29,20 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import os
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, one_line
+from vidlab.files import write_text
 from vidlab.restoration.baselines import run_baseline
-from vidlab.restoration.corruption import CircularStain, circular_stain_mask
+from vidlab.restoration.corruption import CORRUPTIONS
 from vidlab.restoration.datasets import list_videos
 from vidlab.restoration.metrics import CONTENT_LUMA, STAIN_THRESHOLD, luma, psnr
 from vidlab.schema import choice_values
@@ -112,17 +113,15 @@ def _decode(path: Path, frames: int, size: tuple[int, int] | None) -> np.ndarray
 
 
 def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] | None = (72, 128), frames: int = 48,
-             seed: int = 0, radius: int = 25, opacity: float = 1.0, hardness: float = 0.8, tint: float = 0.3) -> list[Row]:
-    """Rows of every video (see the module docstring); refuses bad arguments before decoding a frame."""
+             seed: int = 0, **stain: Any) -> list[Row]:
+    """Rows of every video (see the module docstring), stained by ``circular_stain`` as its YAML sets it
+    but for ``stain`` (radius, opacity, hardness, tint); refuses bad arguments before decoding a frame."""
     from vidlab.restoration.loading import DEFAULT_MODEL, load_module
     from vidlab.restoration.restorer import Restorer
 
     if frames < 1:
         raise ConfigError(f"--frames must be >= 1 (got {frames})")
-    try:
-        circular_stain_mask(1, 1, (0, 0), radius, opacity, hardness)  # its own checks of the stain's settings
-    except ValueError as err:
-        raise ConfigError(f"stain: {err}") from None
+    corruption = CORRUPTIONS.build(CORRUPTIONS.from_conf("circular_stain", "stain", **stain))
     found = find_videos(videos)
     modules = {model: load_module(DEFAULT_MODEL if model == DEFAULT_LABEL else model).to(memory_format=torch.channels_last)
                for model in models}  # as vidlab.restore
@@ -130,13 +129,13 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
     for index, (label, path) in enumerate(found):
         try:
             clean = _decode(path, frames, size)
-            stain = CircularStain(radius, opacity, hardness, tint).sample(np.random.default_rng([seed, index]), *clean.shape[1:3])
+            drawn = corruption.sample(np.random.default_rng([seed, index]), *clean.shape[1:3])
         except (VideoReadError, ValueError) as err:
             print(f"skipped {path}: {one_line(err)}", file=sys.stderr)
             continue
-        stained = stain.apply(clean)
+        stained = drawn.apply(clean)
         target, x = _float(clean), _float(stained)
-        mask, offset = torch.from_numpy(stain.mask)[None], torch.from_numpy(stain.offset).permute(2, 0, 1)
+        mask, offset = torch.from_numpy(drawn.mask)[None], torch.from_numpy(drawn.offset).permute(2, 0, 1)
         outputs = {"input": (x, False)}
         outputs |= {name: ((run_baseline(name, x, mask, offset).clamp(0, 1) * 255).round() / 255, True) for name in BASELINES}
         for model, module in modules.items():
@@ -187,17 +186,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="72x128", help="HEIGHTxWIDTH to resize to, or native (default %(default)s)")
     parser.add_argument("--frames", type=int, default=48, help="first frames scored per video (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="draws the stains (default %(default)s)")
-    parser.add_argument("--radius", type=int, default=25)
-    parser.add_argument("--hardness", type=float, default=0.8)
-    parser.add_argument("--opacity", type=float, default=1.0)
-    parser.add_argument("--tint", type=float, default=0.3)
+    for setting, kind in (("radius", int), ("hardness", float), ("opacity", float), ("tint", float)):
+        parser.add_argument(f"--{setting}", type=kind, help="the stain's (default: conf/corruption/circular_stain.yaml's)")
     parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     args = parser.parse_args(argv)
     try:
         if args.out is not None and not args.out.parent.is_dir():
             raise ConfigError(f"--out: no folder {args.out.parent}")
-        rows = evaluate(args.videos, args.model or [DEFAULT_LABEL], parse_size(args.size), args.frames, args.seed, args.radius,
-                        args.opacity, args.hardness, args.tint)
+        stain = {k: getattr(args, k) for k in ("radius", "hardness", "opacity", "tint") if getattr(args, k) is not None}
+        rows = evaluate(args.videos, args.model or [DEFAULT_LABEL], parse_size(args.size), args.frames, args.seed, **stain)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
@@ -207,9 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     text = report(rows)
     print(text)
     if args.out is not None:
-        partial = args.out.with_name(f".{args.out.name}.partial")
-        partial.write_text(text + "\n")
-        os.replace(partial, args.out)
+        write_text(args.out, text + "\n")
 
 
 if __name__ == "__main__":

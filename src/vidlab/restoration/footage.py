@@ -21,8 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidlab.restoration.digits import MovingDigits
-from vidlab.schema import choice_values
+from vidlab.restoration.datasets import DATASETS
 from vidlab.video import H264Writer, VideoWriter
 
 # (suffix, writer, height, width): H.264 in mp4 and mkv, MPEG-4 part 2 in avi, three sizes
@@ -71,19 +70,13 @@ def render(rng: np.random.Generator, frames: int, height: int, width: int) -> np
     return video
 
 
-def _digits(frames: int) -> MovingDigits:
-    """The default data set's generator (``conf/dataset/moving_digits.yaml``), for ``frames`` frames."""
-    cfg = choice_values("dataset", "moving_digits")
-    return MovingDigits(cfg["height"], cfg["width"], frames, cfg["min_digits"], cfg["max_digits"], cfg["digit_size"],
-                        tuple(cfg["speed_range"]))
-
-
 def write_footage(folder: str | Path, videos: int, frames: int, fps: float, seed: int, digits: int = 0) -> list[Path]:
     """``videos`` files under ``folder``, cycling through :data:`FORMATS`, and ``digits`` videos of
     bouncing digits; the same seed gives the same pixels."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
+    moving_digits = DATASETS.from_conf("moving_digits", cache_dir=str(folder)).generator(frames)  # the default data set's
     for i in range(videos + digits):
         rng = np.random.default_rng([seed, i])
         if i < videos:
@@ -91,7 +84,7 @@ def write_footage(folder: str | Path, videos: int, frames: int, fps: float, seed
             path, pixels = folder / f"scene_{i:03d}{suffix}", render(rng, frames, height, width)
         else:
             writer, path = H264Writer, folder / f"digits_{i - videos:03d}.mp4"
-            pixels = _digits(frames).render(rng)
+            pixels = moving_digits.render(rng)
         with writer(path, fps) as out:
             for frame in pixels:
                 out.write(frame)

@@ -71,12 +71,12 @@ def _blind(module: RestorationModule, reference: str | Path) -> RestorationModul
 def _load_checkpoint(checkpoint: str | Path) -> RestorationModule:
     """The restoration model of a train.py checkpoint, loaded weights-only."""
     from vidlab import __version__
-    from vidlab.restoration.checkpoints import NOT_RESTORATION, read_checkpoint
-    from vidlab.restoration.module import RestorationModule, checkpoint_hparams, checkpoint_version
+    from vidlab.restoration.checkpoints import NOT_RESTORATION, checkpoint_version, read_checkpoint
+    from vidlab.restoration.module import RestorationModule
 
     saved = read_checkpoint(checkpoint, "model")
     try:
-        module = RestorationModule(**checkpoint_hparams(saved, f"model: {checkpoint}"))
+        module = RestorationModule(**saved["hyper_parameters"])
         module.load_state_dict(saved["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:  # ConfigError is a ValueError; weights that do not fit
         raise ConfigError(f"model: {checkpoint} {NOT_RESTORATION} (written by vidlab {checkpoint_version(saved)}; this is vidlab "

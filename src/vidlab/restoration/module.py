@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from vidlab import __version__
-from vidlab.errors import ConfigError
 from vidlab.restoration.baselines import run_baseline
 from vidlab.restoration.config import VARIANTS, LossConfig
 from vidlab.restoration.metrics import clip_metrics, per_frame_curves, ssim_map
@@ -51,38 +50,6 @@ def aggregate(records: list[dict[str, Any]], prefix: str) -> dict[str, float]:
     return out
 
 
-LEGACY_MODEL = {"blend_unet": {"stain": None}}  # 0.2 checkpoints: the stain was learned, not fitted
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
-
-
-def _without_targets(node: Any) -> Any:
-    """A node without the ``_target_`` keys 0.2 wrote (the registries name the classes now)."""
-    if isinstance(node, dict):
-        return {k: _without_targets(v) for k, v in node.items() if k != "_target_"}
-    return node
-
-
-def checkpoint_version(saved: dict[str, Any]) -> str:
-    """The vidlab that wrote a checkpoint: saved in it since 0.3."""
-    return str(saved.get("vidlab_version") or "0.2 or older")
-
-
-def checkpoint_hparams(saved: dict[str, Any], source: str) -> dict[str, Any]:
-    """The :class:`RestorationModule` arguments a checkpoint was saved with, upgraded to this version's;
-    ``ConfigError`` for one written by a newer vidlab."""
-    written = checkpoint_version(saved)
-    if _version(written) > _version(__version__):
-        raise ConfigError(f"{source} was written by vidlab {written}, newer than this vidlab {__version__}: upgrade vidlab to load it")
-    hparams = _without_targets(dict(saved["hyper_parameters"]))
-    if "vidlab_version" not in saved:  # 0.2 (and 0.1): the blend model learned its stain; 0.1 had no stain losses
-        hparams["model"] = {**LEGACY_MODEL.get(hparams["model"].get("name"), {}), **hparams["model"]}
-        hparams["loss"] = {"mask_weight": 0.0, "inverse_weight": 0.0, **hparams.get("loss", {})}
-    return hparams
-
-
 class RestorationModule(L.LightningModule):
     def __init__(
         self,
@@ -110,7 +77,7 @@ class RestorationModule(L.LightningModule):
         self.test_summary: dict[str, float] = {}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["vidlab_version"] = __version__  # what checkpoint_hparams upgrades from
+        checkpoint["vidlab_version"] = __version__  # what checkpoints.read_checkpoint upgrades from
 
     # ------------------------------------------------------------------ model
     @torch.no_grad()
