@@ -29,7 +29,6 @@ decord from pip, not vidlab dependencies); a missing one prints its reason inste
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -59,6 +58,7 @@ from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks, sample_
 from vidlab.embeddings.clip_index import COLUMNS, clip_starts  # noqa: E402
 from vidlab.embeddings.extraction import clip_loader, decode_threads, load_index  # noqa: E402
 from vidlab.embeddings.extractor import EmbeddingExtractor  # noqa: E402
+from vidlab.embeddings.manifest import Manifest  # noqa: E402
 from vidlab.embeddings.preprocess import WeightsPreprocess  # noqa: E402
 from vidlab.video import count_frames, read_frames  # noqa: E402
 
@@ -292,9 +292,9 @@ def run_extract(index: Path, work: Path, overrides: list[str], rss: bool = False
     wall = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(f"extract.py failed ({proc.returncode}): {err[-3000:]}")
-    manifest = json.loads(next((work / "outputs/embeddings").glob("*/manifest.json")).read_text())
+    manifest = Manifest.read(next((work / "outputs/embeddings").glob("*/manifest.json")).parent)
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
-    return {"clips": manifest["index"]["rows"], "wall": wall, **manifest["throughput"],
+    return {"clips": manifest.index.rows, "wall": wall, **manifest.throughput,
             "max_rss_mb": int(peak.group(1)) / 1024 if peak else None, "tree_mb": tree_peak[0] / 2**20}
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from vidlab.embeddings.manifest import Manifest
 from vidlab.probe.data import check_manifest, load_splits
 from vidlab.probe.localised import ANNOTATIONS, write_localised
 from vidlab.probe.metrics import frame_level_auc, read_temporal_annotations, video_level_auc
@@ -88,7 +89,7 @@ def logistic_at_scale(train_rows: int, dim: int, tmp: Path) -> dict:
     per_class = max(1, round(train_rows / (2 * 40)))  # 40 clips per video on average
     folder = write_localised(tmp / "scale", videos={"train": per_class, "val": max(1, per_class // 3), "test": max(1, per_class // 2)},
                              dim=dim, seed=0)
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = Manifest.read(folder)
     cmd = ["/usr/bin/time", "-v", sys.executable, "train.py", "task=probe", f"embeddings={folder}", "logger=none", f"hydra.run.dir={tmp}/scale_run"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -98,7 +99,7 @@ def logistic_at_scale(train_rows: int, dim: int, tmp: Path) -> dict:
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)[1])
     metrics = {m[1]: float(m[2]) for m in map(METRIC.match, proc.stdout.splitlines()) if m}
     grid = pd.read_csv(tmp / "scale_run/probe/c_grid.csv")
-    return {"rows": {s: i["rows"] for s, i in manifest["splits"].items()}, "dim": dim, "wall_s": wall, "peak_rss_mb": rss_kb / 1024,
+    return {"rows": {s: i.rows for s, i in manifest.splits.items()}, "dim": dim, "wall_s": wall, "peak_rss_mb": rss_kb / 1024,
             "train_float16_mb": (folder / "embeddings_train.npy").stat().st_size / 2**20, "C": grid.C.tolist(),
             "lbfgs_iterations": grid.iterations.tolist(), "converged": bool(grid.converged.all()), "metrics": metrics}
 
@@ -114,22 +115,22 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vidlab-probes-") as tmp:
         folder = write_localised((args.out or Path(tmp) / "embeddings").resolve(), seed=args.seed)
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = Manifest.read(folder)
         results = [run_probe(name, folder, Path(tmp) / "runs") for name in args.probes.split(",")] + references(folder)
         scale = logistic_at_scale(args.scale_rows, args.scale_dim, Path(tmp)) if args.scale_rows else None
     machine = {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
-    rows = {s: info["rows"] for s, info in manifest["splits"].items()}
+    rows = {s: info.rows for s, info in manifest.splits.items()}
     counts = ", ".join(f"{split} {n}" for split, n in rows.items())
     where = folder if args.out else "a temporary folder"
     print(f"machine: {machine['processor']}, {machine['cpus']} CPUs; embeddings: {where}, {counts} clips")
-    print(f"generator: {json.dumps(manifest['generator'])}")
+    print(f"generator: {json.dumps(manifest.generator)}")
     print(table(results))
     if scale:
         print(f"probe=logistic at scale: {scale['rows']} rows x {scale['dim']} (train file {scale['train_float16_mb']:.0f} MiB float16): "
               f"{scale['wall_s']:.1f} s wall for the whole train.py run, peak RSS {scale['peak_rss_mb']:.0f} MiB, "
               f"L-BFGS iterations per C {scale['lbfgs_iterations']}, all converged: {scale['converged']}")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "folder": str(folder), "rows": rows, "generator": manifest["generator"],
+        args.json.write_text(json.dumps({"machine": machine, "folder": str(folder), "rows": rows, "generator": manifest.generator,
                                          "results": results, "logistic_at_scale": scale}, indent=2))
 
 

@@ -94,8 +94,6 @@ def load_backbone(name: str, weights: str | None) -> nn.Module:
     import torch
     from torchvision.models import get_model
 
-    if name not in BACKBONES:
-        raise ValueError(f"backbone.name: unknown backbone {name!r} (choose one of {', '.join(BACKBONES.names())})")
     spec = backbone_spec(name)
     if weights is not None and Path(weights).suffix in (".pt", ".pth", ".bin", ".ckpt"):
         if not Path(weights).is_file():

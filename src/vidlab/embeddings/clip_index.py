@@ -7,6 +7,7 @@ Columns, in order: ``split,y,category,path,clip_idx,start_frame,end_frame,clip_l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -53,6 +54,14 @@ def index_rows(videos: list[Video], infos: dict[str, VideoInfo], root: Path, s: 
                 "clip_len": s.clip_len, "stride": s.stride, "fps": round(info.fps, 6), "n_frames": info.n_frames,
             })
     return rows, short
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:

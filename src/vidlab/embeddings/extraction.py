@@ -7,7 +7,6 @@ uninterrupted run. The manifest is written last, atomically.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from vidlab.embeddings.backbones import backbone_spec, load_backbone, weights_enum
 from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks
-from vidlab.embeddings.clip_index import COLUMNS
+from vidlab.embeddings.clip_index import COLUMNS, file_sha256
 from vidlab.embeddings.config import ExtractSpec
 from vidlab.embeddings.extractor import EmbeddingExtractor, StoreWriter, worker_init
 from vidlab.embeddings.index_check import check_index, read_index, resolve_paths
@@ -49,14 +48,6 @@ class IndexFormatError(InputError):
     """The index is not in the clip-index format, or has no clip."""
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_index(path: Path, path_root: str | None) -> pd.DataFrame:
     """The index with ``row`` (global id, file order), ``pos`` (row within its split), ``abs_path``."""
     table = read_index(path)
@@ -73,7 +64,6 @@ def load_index(path: Path, path_root: str | None) -> pd.DataFrame:
 @dataclass
 class ExtractionResult:
     folder: Path
-    manifest: Manifest | None
     metrics: dict = field(default_factory=dict)
     files: list[tuple[str, Path]] = field(default_factory=list)
 
@@ -151,7 +141,8 @@ def prepare_extraction(spec: ExtractSpec) -> PreparedExtraction:
     x = spec.extraction
     index_file = Path(spec.index_file)
     table = load_index(index_file, spec.path_root)
-    report = check_index(index_file, spec.path_root, allow_padded=True, check_files=True, strict_root=spec.check.strict_root)
+    report = check_index(index_file, spec.path_root, allow_padded=True, check_files=True, strict_root=spec.check.strict_root,
+                         table=table[COLUMNS])  # the index as read, without the columns load_index added
     if report["violations"]:
         first, checks = report["violations"][0], ", ".join(v["check"] for v in report["violations"])
         raise InputError(f"index: {index_file} is not valid [{checks}]: {first['rows']} row(s): {first['detail']} "
@@ -199,14 +190,14 @@ def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: 
         trainer.predict(model, dataloaders=loader, return_predictions=False)
         trainer.strategy.barrier("extraction done")  # every rank's rows are on disk before the manifest
     if not trainer.is_global_zero:
-        return ExtractionResult(folder, None)
+        return ExtractionResult(folder)
     remaining = int((~store.done_rows()).sum())
     if remaining:
         raise RuntimeError(f"{remaining} rows were not extracted; rerun the same command to resume")
     manifest = write_manifest(spec, store, table, index_file, index_sha, preprocess, on_device, dim, writer, run_id)
     metrics = {"clips_per_second": writer.clips_per_second, "rows_written": writer.rows_written,
                "rows_failed": len(manifest.failed_rows), "rows_total": len(table)}
-    return ExtractionResult(folder, manifest, metrics, [("embeddings", folder / FILE)])
+    return ExtractionResult(folder, metrics, [("embeddings", folder / FILE)])
 
 
 def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame, index_file: Path,

@@ -85,12 +85,12 @@ def _outside_root(paths: pd.Series, resolved: pd.Series, root: str, strict_root:
 
 
 def check_index(index_file: str | Path, path_root: str | None = None, allow_padded: bool = False, check_files: bool = True,
-                strict_root: bool = False) -> dict:
+                strict_root: bool = False, table: pd.DataFrame | None = None) -> dict:
     """A report: ``counts`` (per split and class) and ``violations`` (empty when the index is valid).
     The one validation of an index: ``stage=validate`` prints it, ``stage=extract`` refuses to start
-    on any violation."""
+    on any violation. ``table``: the index as :func:`read_index` read it, when the caller has it."""
     index_file = Path(index_file)
-    table = read_index(index_file)
+    table = read_index(index_file) if table is None else table
     report: dict = {"index": str(index_file), "rows": int(len(table)), "violations": []}
     violations = report["violations"]
     if list(table.columns) != COLUMNS:

@@ -17,7 +17,7 @@ Format versions (the ``format_version`` key):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from json import JSONDecodeError
 from pathlib import Path
 from typing import Any, ClassVar
@@ -90,40 +90,31 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         """The file's content, as JSON reads it back."""
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None and f.name not in self.ALWAYS_WRITTEN:
-                continue
-            if f.name == "index":
-                value = _without_none(value)
-            elif f.name == "splits":
-                value = {split: _without_none(info) for split, info in value.items()}
-            out[f.name] = value
-        return out
+        out = asdict(self, dict_factory=_without_none)  # None left out, here and in the index and splits
+        return {f.name: out.get(f.name) for f in fields(self) if f.name in out or f.name in self.ALWAYS_WRITTEN}
 
     def write(self, folder: str | Path) -> Path:
         """Write ``folder/manifest.json`` atomically (whole or not at all); returns its path."""
         return write_text(Path(folder) / FILE, json.dumps(self.to_dict(), indent=2, default=str))
 
     @classmethod
-    def read(cls, folder: str | Path, key: str = "embeddings") -> Manifest:
+    def read(cls, folder: str | Path) -> Manifest:
         """The manifest of ``folder``, checked and upgraded to this format; a missing, unreadable or
-        newer file is one :class:`ManifestError` line starting with ``key`` (the setting that named
-        the folder)."""
+        newer file is one :class:`ManifestError` line starting with ``embeddings`` (the setting that
+        names the folder)."""
         path = Path(folder) / FILE
         if not path.is_file():
-            raise ManifestError(f"{key}: no {FILE} in {folder} (is the extraction finished?)")
+            raise ManifestError(f"embeddings: no {FILE} in {folder} (is the extraction finished?)")
         try:
             raw = json.loads(path.read_text())
         except (JSONDecodeError, UnicodeDecodeError) as err:
-            raise ManifestError(f"{key}: {path} is not valid JSON ({err})") from None
+            raise ManifestError(f"embeddings: {path} is not valid JSON ({err})") from None
         except OSError as err:
-            raise ManifestError(f"{key}: cannot read {path} ({one_line(err)})") from None
+            raise ManifestError(f"embeddings: cannot read {path} ({one_line(err)})") from None
         try:
-            return cls.from_dict(upgrade(raw, path, key))
+            return cls.from_dict(upgrade(raw, path))
         except _Wrong as err:
-            raise ManifestError(f"{key}: {path} is not an extraction manifest (missing or wrong {err})") from None
+            raise ManifestError(f"embeddings: {path} is not an extraction manifest (missing or wrong {err})") from None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Manifest:
@@ -154,7 +145,7 @@ class Manifest:
         )
 
 
-def upgrade(raw: Any, path: Path, key: str = "embeddings") -> dict[str, Any]:
+def upgrade(raw: Any, path: Path) -> dict[str, Any]:
     """The keys of a manifest of any format this vidlab reads, as this format names them: the one
     place older manifests are upgraded. A newer format is a :class:`ManifestError`."""
     if not isinstance(raw, dict):
@@ -163,7 +154,7 @@ def upgrade(raw: Any, path: Path, key: str = "embeddings") -> dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise _Wrong("'format_version'")
     if version > VERSION:
-        raise ManifestError(f"{key}: {path} is a manifest of format {version}; this vidlab reads formats up to {VERSION} (update vidlab)")
+        raise ManifestError(f"embeddings: {path} is a manifest of format {version}; this vidlab reads formats up to {VERSION} (update vidlab)")
     raw = dict(raw)
     if version == 1:  # 0.1 named two keys differently
         for new, old in RENAMED_IN_V2.items():
@@ -173,8 +164,8 @@ def upgrade(raw: Any, path: Path, key: str = "embeddings") -> dict[str, Any]:
     return raw
 
 
-def _without_none(value: Any) -> dict[str, Any]:
-    return {f.name: getattr(value, f.name) for f in fields(value) if getattr(value, f.name) is not None}
+def _without_none(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {name: value for name, value in items if value is not None}
 
 
 _MISSING = object()

@@ -7,29 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from vidlab import tracking
-from vidlab.embeddings.config import ExtractSpec
-from vidlab.embeddings.extraction import PreparedExtraction, extract_embeddings, prepare_extraction
+from vidlab.embeddings.extraction import PreparedExtraction, extract_embeddings
 from vidlab.embeddings.stage_run import StageRun
 from vidlab.tracking.inputs import index_inputs, log_inputs
-
-GROUPS = ("backbone", "extraction")
-
-
-def written(spec: ExtractSpec, output_dir: Path) -> Path:
-    return Path(spec.extraction.output)
-
-
-def run_name(spec: ExtractSpec) -> str:
-    return f"extract-{spec.backbone.name}_T{spec.backbone.frames_per_clip}"
-
-
-def prepare(spec: ExtractSpec) -> PreparedExtraction:
-    """Everything that can be refused, refused; the output folder locked (see :func:`prepare_extraction`)."""
-    return prepare_extraction(spec)
-
-
-def release(prepared: PreparedExtraction) -> None:
-    prepared.store.unlock()  # the folder is free once this job ends, also for a caller in the same process
 
 
 def run(stage: StageRun, prepared: PreparedExtraction) -> int:

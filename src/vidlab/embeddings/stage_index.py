@@ -6,26 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from vidlab import tracking
-from vidlab.embeddings.clip_index import build_index
+from vidlab.embeddings.clip_index import build_index, file_sha256
 from vidlab.embeddings.config import ExtractSpec
-from vidlab.embeddings.extraction import load_index
+from vidlab.embeddings.index_check import read_index, resolve_paths
 from vidlab.embeddings.layouts import LAYOUTS, Video
 from vidlab.embeddings.stage_run import StageRun
 from vidlab.embeddings.stage_validate import check_and_report
 from vidlab.errors import ConfigError
 from vidlab.tracking.inputs import log_inputs, video_split_inputs
 
-GROUPS = ("layout", "indexing", "check")
-
 Found = tuple[list[Video], dict]  # the collection's videos with their splits, and how they were split
-
-
-def written(spec: ExtractSpec, output_dir: Path) -> Path:
-    return Path(spec.indexing.output)
-
-
-def run_name(spec: ExtractSpec) -> str:
-    return f"index-{spec.layout.name}"
 
 
 def prepare(spec: ExtractSpec) -> Found:
@@ -41,17 +31,14 @@ def prepare(spec: ExtractSpec) -> Found:
     return videos, layout_report
 
 
-def release(prepared: Found) -> None:
-    pass
-
-
 def run(stage: StageRun, found: Found) -> int:
     spec = stage.spec
     index_file, report = make_index(spec, *found)
+    table, sha256 = read_index(index_file), file_sha256(index_file)  # read and hashed once, for the datasets and the check
     if stage.client is not None and report["clips"]:
         with tracking.best_effort("datasets", stage.client, stage.run_id):
-            table = load_index(index_file, None)
-            videos = {str(split): list(rows.abs_path) for split, rows in table.groupby("split", sort=False)}
+            paths = resolve_paths(table["path"], index_file, None)
+            videos = {str(split): list(split_paths) for split, split_paths in paths.groupby(table["split"], sort=False)}
             log_inputs(stage.client, stage.run_id, video_split_inputs(spec.layout.name, videos, {"layout": spec.layout.name}))
     stage.files += [("index", index_file), ("index", index_file.with_suffix(".json"))]
     stage.metrics.update({"videos_indexed": report["videos_indexed"], "clips": report["clips"],
@@ -60,7 +47,7 @@ def run(stage: StageRun, found: Found) -> int:
     allow_padded = spec.check.allow_padded
     if allow_padded is None:
         allow_padded = spec.indexing.short_videos == "pad"
-    return check_and_report(stage, index_file, bool(allow_padded), log_index=False)
+    return check_and_report(stage, index_file, table, sha256, bool(allow_padded))
 
 
 def make_index(spec: ExtractSpec, videos: list[Video], layout_report: dict) -> tuple[Path, dict]:

@@ -1,13 +1,7 @@
 """The MLflow run of one ``extract.py`` stage (:mod:`~vidlab.embeddings.stage_index`,
 :mod:`~vidlab.embeddings.stage_validate`, :mod:`~vidlab.embeddings.stage_extract`): started once the
-stage's inputs were accepted, and, however the stage ends, given what it measured and wrote.
-
-A stage module has ``GROUPS`` (the config groups whose values are its params; the rest of the config
-is in its tags), ``written(spec, output_dir)`` (the folder it writes in: a full disk names it),
-``run_name(spec)`` (the run's name unless ``logger.run_name`` gives one), ``prepare(spec)`` (whatever can
-be refused, refused before the run exists), ``run(stage_run, prepared)`` (the work; returns the exit
-code) and ``release(prepared)`` (called however the stage ended).
-"""
+stage's inputs were accepted, and, however the stage ends, given what it measured and wrote (what a
+stage is: :class:`vidlab.embeddings.task.Stage`)."""
 
 from __future__ import annotations
 

@@ -5,17 +5,48 @@ clip embeddings. Each logs one MLflow run (:mod:`~vidlab.embeddings.stage_run`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
 from vidlab.embeddings import stage_extract, stage_index, stage_validate
 from vidlab.embeddings.config import ExtractSpec
-from vidlab.embeddings.stage_run import stage_run
+from vidlab.embeddings.extraction import prepare_extraction
+from vidlab.embeddings.stage_run import StageRun, stage_run
 from vidlab.embeddings.store import naming_where_space_ran_out
 from vidlab.jobs import job_dirs
 
-STAGES = {"index": stage_index, "validate": stage_validate, "extract": stage_extract}
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: ``groups``, the config groups whose values are its run's params (the rest of the
+    config is in its tags); ``written(spec, output_dir)``, where it writes (a full disk names it);
+    ``run_name(spec)``, its run's name unless ``logger.run_name`` gives one; ``run(stage_run, prepared)``,
+    the work, which returns the exit code; ``prepare(spec)``, whatever can be refused, refused before
+    the run exists (what it returns is ``run``'s ``prepared``); ``release(prepared)``, called however
+    the stage ended."""
+
+    groups: tuple[str, ...]
+    written: Callable[[ExtractSpec, Path], str | Path]
+    run_name: Callable[[ExtractSpec], str]
+    run: Callable[[StageRun, Any], int]
+    prepare: Callable[[ExtractSpec], Any] = lambda spec: None
+    release: Callable[[Any], None] = lambda prepared: None
+
+
+STAGES = {
+    "index": Stage(("layout", "indexing", "check"), lambda spec, output_dir: spec.indexing.output,
+                   lambda spec: f"index-{spec.layout.name}", stage_index.run, prepare=stage_index.prepare),
+    "validate": Stage(("check",), lambda spec, output_dir: output_dir,
+                      lambda spec: f"validate-{Path(spec.index_file).stem}", stage_validate.run),
+    "extract": Stage(("backbone", "extraction"), lambda spec, output_dir: spec.extraction.output,
+                     lambda spec: f"extract-{spec.backbone.name}_T{spec.backbone.frames_per_clip}", stage_extract.run,
+                     prepare=prepare_extraction,  # the output folder locked: free once this job ends, also for a caller in this process
+                     release=lambda prepared: prepared.store.unlock()),
+}
 
 
 def run(cfg: DictConfig, spec: ExtractSpec) -> int:
@@ -27,7 +58,7 @@ def run(cfg: DictConfig, spec: ExtractSpec) -> int:
     with naming_where_space_ran_out(Path(stage.written(spec, output_dir))):
         prepared = stage.prepare(spec)
         try:
-            with stage_run(cfg, spec, root, output_dir, stage.GROUPS, stage.run_name(spec)) as started:
+            with stage_run(cfg, spec, root, output_dir, stage.groups, stage.run_name(spec)) as started:
                 return stage.run(started, prepared)
         finally:
             stage.release(prepared)

@@ -22,15 +22,14 @@ then reads it like any extraction folder.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from vidlab.embeddings.clip_index import COLUMNS
-from vidlab.embeddings.manifest import IndexRef, Manifest, SplitInfo
+from vidlab.embeddings.clip_index import COLUMNS, file_sha256, write_csv_atomic
+from vidlab.embeddings.manifest import KINDS, IndexRef, Manifest, SplitInfo
 from vidlab.files import atomic_path, write_text
 from vidlab.splits import SPLITS
 
@@ -135,16 +134,15 @@ def write_localised(
                 bounds += [-1] * (4 - len(bounds))
                 annotations.append("  ".join([Path(path).name, category, *map(str, bounds)]))
         x, labels = np.concatenate(embeddings).astype(np.float16), np.concatenate(labels)
-        files = {kind: f"{kind}_{split}.npy" for kind in ("embeddings", "labels", "valid")}
-        for kind, array in (("embeddings", x), ("labels", labels), ("valid", np.ones(len(x), bool))):
+        files = {kind: f"{kind}_{split}.npy" for kind in KINDS}
+        for kind, array in zip(KINDS, (x, labels, np.ones(len(x), bool))):
             _write_npy(folder / files[kind], array)
         splits[split] = SplitInfo(len(x), files, label_counts={str(v): int(c) for v, c in zip(*np.unique(labels, return_counts=True))})
     index = folder.resolve() / INDEX
-    with atomic_path(index) as tmp:
-        pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
+    write_csv_atomic(pd.DataFrame(rows, columns=COLUMNS), index)
     write_text(folder / ANNOTATIONS, "\n".join(annotations) + "\n")
     Manifest(backbone="synthetic/localised", weights=None, embedding_dim=dim, dtype="float16", frames_per_clip=CLIP_LEN,
-             index=IndexRef(str(index), hashlib.sha256(index.read_bytes()).hexdigest(), len(rows)),
+             index=IndexRef(str(index), file_sha256(index), len(rows)),
              splits=splits, mlflow_run_id=None, generator=generator).write(folder)
     return folder
 

@@ -98,7 +98,7 @@ def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
         with tracking.best_effort("description", client, logger.run_id):
             client.set_tag(logger.run_id, "mlflow.note.content", description(spec, folder, manifest, tags["extraction_run_id"], client))
         with tracking.best_effort("datasets", client, logger.run_id):
-            log_inputs(client, logger.run_id, embeddings_inputs(folder, manifest.to_dict(), {k: len(v.y) for k, v in splits.items()}))
+            log_inputs(client, logger.run_id, embeddings_inputs(folder, manifest, {k: len(v.y) for k, v in splits.items()}))
     selected = probe.fit(splits, FitContext(kwargs, optimizer, logger, output_dir, spec.seed))
 
     scores = {split: probe.scores(splits[split]) for split in ("val", "test")}

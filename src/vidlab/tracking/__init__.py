@@ -6,18 +6,9 @@ and :mod:`~vidlab.tracking.models` (MLflow models). What the tasks call on every
 from here; the rest from its module."""
 
 from vidlab.tracking.artifacts import best_effort, log_artifacts, log_config, log_figures
-from vidlab.tracking.experiments import (
-    EXPERIMENT_DESCRIPTIONS,
-    ensure_experiment,
-    experiment_artifact_location,
-    resolve_artifact_location,
-    resolve_tracking_uri,
-    store_errors,
-)
-from vidlab.tracking.params import log_params
+from vidlab.tracking.experiments import ensure_experiment, resolve_tracking_uri, store_errors
 from vidlab.tracking.runs import (
     RunIdInCheckpoint,
-    VidlabMLFlowLogger,
     build_logger,
     end_open_runs,
     open_runs,
@@ -25,29 +16,22 @@ from vidlab.tracking.runs import (
     start_run,
     unique_run_name,
 )
-from vidlab.tracking.tags import PARENT_RUN_FILE, git_commit, hydra_tags, run_tags
+from vidlab.tracking.tags import PARENT_RUN_FILE, git_commit
 
 __all__ = [
-    "EXPERIMENT_DESCRIPTIONS",
     "PARENT_RUN_FILE",
     "RunIdInCheckpoint",
-    "VidlabMLFlowLogger",
     "best_effort",
     "build_logger",
     "end_open_runs",
     "ensure_experiment",
-    "experiment_artifact_location",
     "git_commit",
-    "hydra_tags",
     "log_artifacts",
     "log_config",
     "log_figures",
-    "log_params",
     "open_runs",
-    "resolve_artifact_location",
     "resolve_tracking_uri",
     "reusable_run",
-    "run_tags",
     "start_run",
     "store_errors",
     "unique_run_name",

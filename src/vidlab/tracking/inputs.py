@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,8 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
+
+from vidlab.embeddings.manifest import Manifest
 
 CONTEXT_TAG = "mlflow.data.context"  # what the UI shows as the dataset's context (train, val, test)
 
@@ -56,12 +59,14 @@ def index_inputs(index_file: Path, sha256: str, table: pd.DataFrame) -> list[Dat
     return inputs
 
 
-def embeddings_inputs(folder: Path, manifest: dict, rows_by_split: dict[str, int]) -> list[DatasetInput]:
-    """The embeddings a probe read, one dataset per split, digest from the extraction that wrote them."""
-    fingerprint = {"index": manifest.get("index"), "backbone": manifest.get("backbone"),
-                   "preprocessing": manifest.get("preprocessing"), "extraction_run": manifest.get("mlflow_run_id")}
+def embeddings_inputs(folder: Path, manifest: Manifest, rows_by_split: dict[str, int]) -> list[DatasetInput]:
+    """The embeddings a probe read, one dataset per split, digest from the extraction that wrote them
+    (its index as the manifest file holds it: without the keys that are None)."""
+    index = None if manifest.index is None else {k: v for k, v in asdict(manifest.index).items() if v is not None}
+    fingerprint = {"index": index, "backbone": manifest.backbone, "preprocessing": manifest.preprocessing,
+                   "extraction_run": manifest.mlflow_run_id}
     return [dataset_input(folder.name, folder, _digest(fingerprint, split), split,
-                          {"rows": rows, "backbone": manifest.get("backbone"), "dim": manifest.get("embedding_dim")})
+                          {"rows": rows, "backbone": manifest.backbone, "dim": manifest.embedding_dim})
             for split, rows in rows_by_split.items()]
 
 
