@@ -21,9 +21,12 @@ train: $(STAMP)  ## the main job on embedded defaults; pass overrides with ARGS=
 	$(BIN)/python train.py $(ARGS)
 
 # The model python -m vidlab.restore uses when given none (src/vidlab/restoration/weights/): the
-# default blend_unet trained on generated footage and digits, its weights exported (2 MB)
+# default blend_unet trained on generated footage and digits, its weights exported (2 MB). It trains
+# on DEFAULT_MODEL_VIDEOS generated scenes and DEFAULT_MODEL_DIGITS generated videos of digits.
+DEFAULT_MODEL_VIDEOS ?= 40
+DEFAULT_MODEL_DIGITS ?= 20
 default-model: $(STAMP)
-	$(BIN)/python -m vidlab.restoration.footage data/default-model --videos 40 --digits 20
+	$(BIN)/python -m vidlab.restoration.footage data/default-model --videos $(DEFAULT_MODEL_VIDEOS) --digits $(DEFAULT_MODEL_DIGITS)
 	rm -rf outputs/default-model  # this target's own run folder: a fresh best.ckpt, not best-v1.ckpt
 	$(BIN)/python train.py dataset=video_folder dataset.path=data/default-model 'dataset.resize=[72,128]' \
 		hydra.run.dir=outputs/default-model $(ARGS)

@@ -66,6 +66,9 @@ def test_every_corruption_draws_a_static_stain_that_fits(name: str):
     stained = stain.apply(clean)
     assert stained.shape == clean.shape and stained.dtype == np.uint8
     assert (stain.mask > 0).any() == corruption.stains
+    still = stain.apply(np.repeat(clean[:1], 3, axis=0))  # static: the same frame is stained the same on every frame
+    assert (still == still[:1]).all() and np.array_equal(still[0], stained[0])
+    assert np.array_equal(stain.apply(clean), stained)  # and the same on every application
     if corruption.stains:
         with pytest.raises(ValueError):
             corruption.check_frame(8, 8)
@@ -92,7 +95,8 @@ def test_every_model_restores_a_clip_and_trains_on_a_batch(name: str):
                  "centres": torch.tensor([[0, 5], [3, 9]])}
     out = net.training_output(batch)
     assert out.restored.shape == out.clean.shape and out.mask.shape[0] == out.restored.shape[0]
-    out.restored.mean().backward()
+    (out.restored - out.clean).abs().mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())  # something learns from it
 
 
 def test_help_lists_every_registered_choice_with_what_it_is():
@@ -165,7 +169,7 @@ def test_a_corruption_added_at_test_time_trains_end_to_end(square_stain: Path, t
     run = client.search_runs([client.get_experiment_by_name("restoration").experiment_id])[0]
     assert run.info.status == "FINISHED" and run.data.params["corruption.side"] == "20"
     assert np.isfinite(run.data.metrics["test/raw/psnr_stain"])
-    assert "train/mask_bce" in run.data.metrics  # a stain blend_unet cannot fit: it learns it
+    assert {"train/mask_bce", "train/inverse_l1"} <= run.data.metrics.keys()  # a stain blend_unet cannot fit: it learns it
     refused = train(*overrides, "corruption.side=80", check=False)
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == \
         "config error: corruption: side 80 does not fit a 72x128 frame"
@@ -226,7 +230,7 @@ def test_a_probe_added_at_test_time_runs_end_to_end(tmp_path: Path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     run = client.search_runs([client.get_experiment_by_name("probe").experiment_id])[0]
     assert run.info.status == "FINISHED" and run.data.tags["probe"] == "centroid"
-    assert run.data.metrics["test/roc_auc"] > 0.6 and 0 <= run.data.metrics["test/frame_roc_auc"] <= 1
+    assert run.data.metrics["test/roc_auc"] > 0.6 and run.data.metrics["test/frame_roc_auc"] > 0.6, run.data.metrics
     assert run.outputs.model_outputs  # its MLflow model, logged as the shipped probes' are
 
 

@@ -412,26 +412,45 @@ def test_restore_without_a_model_uses_the_one_vidlab_ships(tmp_path: Path, codec
     assert restored < 1.6 * error(ceiling) and restored < 0.125 * error(iter_frames(source)), (restored, error(ceiling))
 
 
-def test_checkpoints_of_0_2_load_and_others_are_refused_in_one_line_naming_the_version(blend_checkpoint: Path, tmp_path: Path):
-    """0.2 wrote no version, ``_target_`` in every choice, and its blend model had no ``stain`` (it
-    learned it); such a checkpoint restores as it did. One of a newer vidlab, or a 0.2 one whose
-    weights do not fit, is refused in one line that names the versions."""
+OLD = ROOT / "tests/data/checkpoints_0.2"  # written by vidlab 0.2 itself: how, in its README.md
+
+
+@pytest.mark.parametrize("name", ["unet", "blend_unet_learned", "blend_unet_fitted"])
+def test_checkpoints_of_0_2_restore_as_0_2_did(name: str):
+    """0.2 wrote no version, ``_target_`` in every choice, and its blend model first learned its stain
+    (no ``stain`` key), then fitted it; real checkpoints of each restore the clip 0.2 restored as 0.2
+    did, and as a module built today from the same settings and weights does."""
+    saved = torch.load(OLD / f"{name}.ckpt", weights_only=True)
+    assert "vidlab_version" not in saved and saved["hyper_parameters"]["model"]["_target_"]  # really 0.2's
+    expected = torch.load(OLD / "restored.pt", weights_only=True)
+    clip = expected["stained"].permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        restored = load_module(OLD / f"{name}.ckpt").restore_clip(clip)
+    torch.testing.assert_close(restored, expected[name])
+    assert (restored - clip).abs().mean() > 0.01  # the clip was changed, so the comparison says something
+
+    model = {k: v for k, v in saved["hyper_parameters"]["model"].items() if k != "_target_"}
+    if model["name"] == "blend_unet":  # the fitted stain's choice without its _target_; the learned one's None
+        model["stain"] = {k: v for k, v in model["stain"].items() if k != "_target_"} if "stain" in model else None
+    today = RestorationModule(model={**choice_values("model", model["name"]), **model}, smoothing=choice_values("smoothing", "masked"),
+                              loss=LOSS)
+    today.load_state_dict(saved["state_dict"])
+    with torch.no_grad():
+        torch.testing.assert_close(today.eval().restore_clip(clip), restored)
+
+
+def test_checkpoints_of_a_newer_vidlab_or_broken_ones_of_0_2_are_refused_in_one_line_naming_the_version(
+        blend_checkpoint: Path, tmp_path: Path):
+    """One of a newer vidlab, or a 0.2 one whose weights do not fit, is refused in one line that names
+    the versions."""
     from vidlab import __version__
 
     saved = torch.load(blend_checkpoint, weights_only=True)
     assert saved["vidlab_version"] == __version__
-    hparams = saved["hyper_parameters"]
-    model = {"_target_": "vidlab.restoration.blend.BlendUNet", **{k: v for k, v in hparams["model"].items() if k != "stain"}}
-    old = {"hyper_parameters": {**hparams, "model": model, "smoothing": {"_target_": "vidlab.restoration.smoothing.MaskedSmoothing",
-                                                                        **hparams["smoothing"]}},
-           "state_dict": saved["state_dict"]}
-    torch.save(old, tmp_path / "v0.2.ckpt")
-    clip = torch.rand(8, 3, 16, 16)
-    torch.testing.assert_close(load_module(tmp_path / "v0.2.ckpt").restore_clip(clip), load_module(blend_checkpoint).restore_clip(clip))
-
     torch.save({**saved, "vidlab_version": "9.1.0"}, tmp_path / "v9.ckpt")
     with pytest.raises(ConfigError, match=rf"^model: .*v9.ckpt was written by vidlab 9.1.0, newer than this vidlab {__version__}"):
         load_module(tmp_path / "v9.ckpt")
+    old = torch.load(OLD / "blend_unet_learned.ckpt", weights_only=True)
     torch.save({**old, "state_dict": {k: v for k, v in old["state_dict"].items() if "estimator" not in k}}, tmp_path / "broken.ckpt")
     with pytest.raises(ConfigError, match=rf"not a train.py checkpoint .*\(written by vidlab 0.2 or older; this is vidlab {__version__}\): Error\(s\) in loading state_dict"):
         load_module(tmp_path / "broken.ckpt")
