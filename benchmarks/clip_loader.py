@@ -28,8 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks, sample_indices
 from vidlab.embeddings.clip_index import clip_starts
-from vidlab.embeddings.extraction import WORKER_CONTEXT
-from vidlab.embeddings.extractor import worker_init
+from vidlab.embeddings.extraction import clip_loader, reader_plan
 from vidlab.embeddings.preprocess import NotebookPreprocess
 from vidlab.video import write_video
 
@@ -141,9 +140,9 @@ def main() -> None:
             print(f"| {codec} | notebook (seek per frame) | OpenCV VideoCapture | {workers} | {notebook[workers]:.1f} | 1.0x | {notebook[workers] / ceiling:.2f} |")
         for colour in ("exact", "fast"):
             for workers in (1, cores):
-                stream = VideoClipStream(make_chunks(table, T, 16), NotebookPreprocess(SIZE).spatial, colour)
-                loader = DataLoader(stream, batch_size=None, num_workers=workers if workers > 1 else 0, worker_init_fn=worker_init,
-                                    multiprocessing_context=WORKER_CONTEXT if workers > 1 else None, persistent_workers=workers > 1)
+                stream = VideoClipStream(make_chunks(table, T, 16), NotebookPreprocess(SIZE).spatial, colour,
+                                         *reader_plan(workers, 1))
+                loader = clip_loader(stream, pin_memory=False)
                 rate = clips_per_second(loader)
                 print(f"| {codec} | vidlab (decode once, in order) | {colour} | {workers} | {rate:.1f} | {rate / notebook[workers]:.1f}x | {rate / ceiling:.2f} |")
         print(f"| {codec} | decode ceiling (PyAV, every frame, 1 process) | none | 1 | {ceiling:.1f} | | 1.00 |")

@@ -31,7 +31,7 @@ from torchvision.models.video import Swin3D_T_Weights
 
 from clip_loader import write_h264
 from vidlab.embeddings.backbones import load_backbone
-from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks
+from vidlab.embeddings.clip_dataset import VideoClipStream, gather_clips, make_chunks
 from vidlab.embeddings.preprocess import WeightsPreprocess
 from vidlab.video.decode import frame_to_rgb
 
@@ -117,7 +117,7 @@ def embeddings(paths: list[str], clips_per_video: int) -> None:
         start, parts = time.perf_counter(), []
         for batch in VideoClipStream(make_chunks(table, T, 4), preprocess.spatial, colour):
             with torch.inference_mode():
-                parts.append(model(preprocess.normalize(batch["x"])))
+                parts.append(model(preprocess.normalize(gather_clips(batch["frames"], batch["clips"]))))
         out[colour] = torch.nn.functional.normalize(torch.cat(parts).double(), dim=1)
         print(f"swin3d_t {colour}: {len(table)} clips in {time.perf_counter() - start:.1f} s")
     cos = (out["exact"] * out["fast"]).sum(1)

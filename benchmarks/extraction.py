@@ -1,6 +1,7 @@
 """Clip-embedding extraction against every ceiling, in one run, on the same generated files.
 
     python benchmarks/extraction.py [--videos 16] [--seconds 120] [--device auto] [--out FILE.md]
+    python benchmarks/extraction.py --quick     # about a minute: the loader's ratio to the decode ceiling
 
 Videos are UCF-Crime-like: 320x240, 30 fps, H.264 (libx264 through PyAV, GOP 250, 2 B-frames);
 clips of 32 frames every 16, T=8 sampled frames, swin3d_t's own preprocessing (resize 256, crop 224).
@@ -9,13 +10,15 @@ Each row says clips/s and its fraction of the ceiling it is bounded by:
 - decode ceiling: PyAV decoding every frame of every video, nothing else (vidlab decodes each video
   once, in order), with the decoder settings vidlab's loader uses; one process, then one per core;
 - loader alone: vidlab's extraction loader (``vidlab.embeddings.extraction.clip_loader``: the same
-  DataLoader, workers, exact swscale colour), with the resize on the device (the default) and in
-  the workers, 1 worker and one per core; no model;
+  stream, reader threads as ``extraction.num_workers`` plans them, exact swscale colour), one reader
+  and one per core, each repetition timing the decode ceiling then the loader on the same videos
+  (the median ratio and its range), on H.264 and MPEG-4 part 2; native frames (resized on the
+  device, the CPU default) and resized in the readers (the GPU default); no model;
 - the notebook's loader (an OpenCV seek per sampled frame) and peers asked for the same frames
   (torchcodec ``get_frames_at``, decord ``get_batch``; ``benchmarks/peers.py``), each checked for
   the same pixels as vidlab's exact frames;
-- model alone on the device: synthetic uint8 clips at native size already on the device, the
-  device half of preprocessing and the backbone, per precision / channels_last / torch.compile, with
+- model alone on the device: synthetic uint8 frames at native size already on the device, the
+  device half of preprocessing (resize, clips gathered from the batch's distinct frames, normalise) and the backbone, per precision / channels_last / torch.compile, with
   the cosine of each variant's embeddings to fp32's on the same clips;
 - end to end: ``extract.py`` itself (a subprocess, random-init weights: no download), its steady
   clips/s (from the first batch) and its wall time;
@@ -56,11 +59,11 @@ from peers import PEERS, unavailable  # noqa: E402
 from vidlab.embeddings.backbones import load_backbone, weights_enum  # noqa: E402
 from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks, sample_indices  # noqa: E402
 from vidlab.embeddings.clip_index import COLUMNS, clip_starts  # noqa: E402
-from vidlab.embeddings.extraction import clip_loader, decode_threads, load_index  # noqa: E402
+from vidlab.embeddings.extraction import clip_loader, load_index, reader_plan  # noqa: E402
 from vidlab.embeddings.extractor import EmbeddingExtractor  # noqa: E402
 from vidlab.embeddings.manifest import Manifest  # noqa: E402
 from vidlab.embeddings.preprocess import WeightsPreprocess  # noqa: E402
-from vidlab.video import count_frames, read_frames  # noqa: E402
+from vidlab.video import count_frames, read_frames, write_video  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP_LEN, STRIDE, T, BACKBONE = 32, 16, 8, "swin3d_t"
@@ -81,20 +84,26 @@ def rate(x: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def _write_one(args: tuple[Path, int, int]) -> None:
-    path, frames, seed = args
+CODECS = {"h264": "H.264 (libx264, GOP 250, 2 B-frames)", "mpeg4": "MPEG-4 part 2 (OpenCV mp4v)"}
+
+
+def _write_one(args: tuple[Path, int, int, str]) -> None:
+    path, frames, seed, codec = args
     tmp = path.with_name(f".{path.name}")
-    write_h264(tmp, _frames(frames, seed), x264_params="threads=1")  # one encoder per core
+    if codec == "h264":
+        write_h264(tmp, _frames(frames, seed), x264_params="threads=1")  # one encoder per core
+    else:
+        write_video(tmp, _frames(frames, seed), 30, "mp4v")
     tmp.replace(path)
 
 
-def make_videos(folder: Path, videos: int, frames: int) -> list[Path]:
-    """``videos`` H.264 files of ``frames`` frames, kept between runs: one encoded per core (distinct
-    content), the rest copies of those (decoding costs the same; encoding is what takes minutes)."""
+def make_videos(folder: Path, videos: int, frames: int, codec: str = "h264") -> list[Path]:
+    """``videos`` files of ``frames`` frames (:data:`CODECS`), kept between runs: one encoded per core
+    (distinct content), the rest copies of those (decoding costs the same; encoding takes minutes)."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"ucf_like_{i}_{frames}.mp4" for i in range(videos)]
+    paths = [folder / f"{'ucf_like' if codec == 'h264' else codec}_{i}_{frames}.mp4" for i in range(videos)]
     unique = paths[:CORES]
-    todo = [(p, frames, i) for i, p in enumerate(unique) if not p.exists()]
+    todo = [(p, frames, i, codec) for i, p in enumerate(unique) if not p.exists()]
     if todo:
         with mp.get_context("spawn").Pool(min(CORES, len(todo))) as pool:
             pool.map(_write_one, todo)
@@ -160,19 +169,42 @@ def timed_pool(fn: Callable, items: list, processes: int) -> float:
         return time.perf_counter() - start
 
 
-def loader_rate(table: pd.DataFrame, workers: int, resize_in_workers: bool, batch: int) -> float:
-    """Steady clips/s of vidlab's extraction loader, no model: timed once every worker has delivered a
-    batch (the loader takes them from the workers in turn), so the workers' start-up is left out."""
+def decode_ceiling(table: pd.DataFrame, processes: int) -> float:
+    """clips/s of decoding every frame of the table's videos (:func:`decode_every_frame`)."""
+    threads = reader_plan(processes, 1).decode_threads
+    return len(table) / timed_pool(decode_every_frame, [(p, threads) for p in table.abs_path.unique()], processes)
+
+
+def loader_rate(table: pd.DataFrame, readers: int, resize_in_readers: bool, batch: int) -> float:
+    """Steady clips/s of vidlab's extraction loader, no model, its threads as ``extraction.num_workers=readers``
+    plans them: timed from its first batch, so the readers' start-up is left out. With the resize on
+    the device, the loader hands over each batch's distinct frames at native size (the device resizes
+    them and gathers the clips)."""
     preprocess = WeightsPreprocess(weights_enum(BACKBONE, None))
-    stream = VideoClipStream(make_chunks(table, T, batch), preprocess.spatial if resize_in_workers else None, "exact",
-                             decode_threads(workers, 1))
-    it = iter(clip_loader(stream, workers, pin_memory=False))
-    for _ in range(max(1, workers)):
-        next(it)
+    stream = VideoClipStream(make_chunks(table, T, batch), preprocess.spatial if resize_in_readers else None, "exact",
+                             *reader_plan(readers, 1))
+    it = iter(clip_loader(stream, pin_memory=False))
+    next(it)
     start, clips = time.perf_counter(), 0
     for item in it:
         clips += len(item["rows"])
     return clips / (time.perf_counter() - start)
+
+
+def loader_table(subsets: dict[int, pd.DataFrame], label: str, batch: int, reps: int, resize_in_readers: bool = False) -> None:
+    """Rows of the loader against the decode ceiling of the same videos, one reader and one per core:
+    each repetition times the ceiling, then the loader, back to back; the median ratio and its range
+    (a shared machine's speed drifts between seconds, the ratio much less)."""
+    for n, t in subsets.items():
+        ratios, rates = [], []
+        for _ in range(reps):
+            ceiling = decode_ceiling(t, n)
+            rates.append(loader_rate(t, n, resize_in_readers, batch))
+            ratios.append(rates[-1] / ceiling)
+        plan = reader_plan(n, 1)
+        threads = f"{n} reader{'s' if n > 1 else ''}" + (", decoding apart" if plan.decode_apart else "")
+        say(f"| {label} | {threads} | {rate(float(np.median(rates)))} | **{np.median(ratios):.2f}** | "
+            f"{min(ratios):.2f}-{max(ratios):.2f} |")
 
 
 def notebook_rate(table: pd.DataFrame, workers: int, clips: int) -> float:
@@ -226,8 +258,10 @@ def model_rates(device: torch.device, batch: int, iters: int, compile_too: bool,
     """(variant, clips/s, min cosine to fp32) for the device half of preprocessing plus the backbone."""
     torch.manual_seed(0)
     preprocess = WeightsPreprocess(weights_enum(BACKBONE, None))
-    clips = torch.randint(0, 256, (iters, batch, T, height, width, 3), dtype=torch.uint8, device=device)
-    clips = clips.permute(0, 1, 2, 5, 3, 4)  # (iters, B, T, C, H, W), channels-last like the loader's
+    distinct = (batch + 1) * T // 2  # consecutive clips share half their frames (stride = half a clip)
+    frames = torch.randint(0, 256, (iters, distinct, height, width, 3), dtype=torch.uint8, device=device)
+    frames = frames.permute(0, 1, 4, 2, 3)  # (iters, U, C, H, W), channels-last like the loader's
+    clips = (torch.arange(batch)[:, None] * (T // 2) + torch.arange(T)).to(device)
     variants = [("fp32", None, False, False), ("bf16-mixed", torch.bfloat16, False, False),
                 ("bf16-mixed + channels_last", torch.bfloat16, True, False)]
     if compile_too:
@@ -238,9 +272,9 @@ def model_rates(device: torch.device, batch: int, iters: int, compile_too: bool,
         backbone = load_backbone(BACKBONE, None).to(device)
         module = EmbeddingExtractor(backbone, preprocess.normalize, preprocess.spatial, channels_last, compiled).to(device)
         for i in range(2 if device.type == "cuda" else 1):  # warm-up (compilation, cuDNN's choice of kernels)
-            _embed(module, clips[i % iters], dtype)
+            _embed(module, frames[i % iters], clips, dtype)
         start = time.perf_counter()
-        embeddings = [_embed(module, clips[i], dtype) for i in range(iters)]
+        embeddings = [_embed(module, frames[i], clips, dtype) for i in range(iters)]
         seconds = time.perf_counter() - start
         embeddings = torch.cat(embeddings).double()
         reference = embeddings if reference is None else reference
@@ -254,6 +288,7 @@ def device_resize_check(device: torch.device, frames: np.ndarray) -> tuple[float
     fraction of bytes that differ, the largest difference, and the min cosine of fp32 embeddings."""
     preprocess = WeightsPreprocess(weights_enum(BACKBONE, None))
     x = torch.from_numpy(frames[: len(frames) // T * T]).permute(0, 3, 1, 2)
+    clips = torch.arange(len(x)).view(-1, T)
     on_cpu, on_device = preprocess.spatial(x), preprocess.spatial(x.to(device)).cpu()
     differ = (on_cpu != on_device).float().mean().item()
     largest = int((on_cpu.int() - on_device.int()).abs().max())
@@ -261,16 +296,15 @@ def device_resize_check(device: torch.device, frames: np.ndarray) -> tuple[float
     backbone = load_backbone(BACKBONE, None).to(device)
     resized_here = EmbeddingExtractor(backbone, preprocess.normalize).to(device)
     resized_there = EmbeddingExtractor(backbone, preprocess.normalize, preprocess.spatial).to(device)
-    clips = x.unflatten(0, (-1, T))
-    a = torch.cat([_embed(resized_here, c.to(device), None) for c in on_cpu.unflatten(0, (-1, T)).split(8)]).double()
-    b = torch.cat([_embed(resized_there, c.to(device), None) for c in clips.split(8)]).double()
+    a = torch.cat([_embed(resized_here, f.to(device), c.to(device) - c[0, 0], None) for f, c in zip(on_cpu.split(8 * T), clips.split(8))]).double()
+    b = torch.cat([_embed(resized_there, f.to(device), c.to(device) - c[0, 0], None) for f, c in zip(x.split(8 * T), clips.split(8))]).double()
     return differ, largest, torch.nn.functional.cosine_similarity(a, b, dim=1).min().item()
 
 
-def _embed(module: EmbeddingExtractor, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+def _embed(module: EmbeddingExtractor, frames: torch.Tensor, clips: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     """One batch as the extraction's predict step runs it (Lightning's bf16-mixed is this autocast)."""
-    with torch.inference_mode(), torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        out = module.predict_step({"x": x, "rows": None, "padded": None}, 0)
+    with torch.inference_mode(), torch.autocast(frames.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        out = module.predict_step({"frames": frames, "clips": clips, "rows": None, "padded": None}, 0)
     if out["copied"] is not None:
         out["copied"].synchronize()
     return out["emb"]
@@ -334,9 +368,15 @@ def main() -> None:
     parser.add_argument("--rss-stride", type=int, default=0, help="clip stride of the memory runs (larger: fewer clips, "
                         "the whole video still decoded); 0: 16 on a GPU, 400 on a CPU")
     parser.add_argument("--data", default=str(ROOT / "data" / "bench_extraction"))
-    parser.add_argument("--sections", default="readers,e2e,memory,model", help="which tables, comma-separated")
+    parser.add_argument("--sections", default="loader,readers,e2e,memory,model", help="which tables, comma-separated")
+    parser.add_argument("--codecs", default="h264,mpeg4", help=f"codecs of the loader table ({', '.join(CODECS)})")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each loader row (median and range)")
+    parser.add_argument("--quick", action="store_true", help="about a minute: the loader table alone, H.264, "
+                        "2 videos per core x 20 s")
     parser.add_argument("--out", default="", help="also write the tables to this markdown file")
     args = parser.parse_args()
+    if args.quick:
+        args.sections, args.codecs, args.videos, args.seconds, args.single_videos = "loader", "h264", 2 * CORES, 20, 2
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
     gpu = device.type == "cuda"
     batch = args.batch or (32 if gpu else 16)
@@ -365,8 +405,26 @@ def main() -> None:
 
     # decode ceilings (every table's yardstick): one process on the first --single-videos videos, one per core on all
     subsets = {1: table[table.abs_path.isin(table.abs_path.unique()[: args.single_videos])], CORES: table}
-    ceiling = {n: len(t) / timed_pool(decode_every_frame, [(p, decode_threads(n, 1)) for p in t.abs_path.unique()], n)
-               for n, t in subsets.items()}
+    if "loader" in sections:
+        say(f"Loader alone against the decode ceiling of the same videos (one reader: the first {args.single_videos} "
+            f"videos' {len(subsets[1])} clips against one decoding process; one per core: all clips against one "
+            f"decoding process per core), exact colour, batch {batch}, {args.reps} repetitions of ceiling then loader:")
+        say()
+        say("| videos, frames handed over | readers | clips/s (median) | of the decode ceiling (median) | range |")
+        say("|---|---|---|---|---|")
+        for codec in args.codecs.split(","):
+            if codec == "h264":
+                by_codec = subsets
+            else:
+                other = load_index(write_index(make_videos(folder, args.videos, args.seconds * 30, codec), folder / f"index_{codec}.csv"), None)
+                by_codec = {1: other[other.abs_path.isin(other.abs_path.unique()[: args.single_videos])], CORES: other}
+            loader_table(by_codec, f"{CODECS[codec]}, native size (resize on the device)", batch, args.reps)
+        loader_table(subsets, f"{CODECS['h264']}, resized in the readers", batch, 1, resize_in_readers=True)
+        say()
+    if not sections - {"loader"}:
+        say(f"benchmark wall time: {time.perf_counter() - start:.0f} s")
+        return
+    ceiling = {n: decode_ceiling(t, n) for n, t in subsets.items()}
     wanted, first = wanted_frames(table), str(paths[0])
     if "readers" in sections:
         say(f"One process: the first {args.single_videos} videos ({len(subsets[1])} clips); one per core: all {clips} clips.")
@@ -374,11 +432,7 @@ def main() -> None:
         say("| reader | processes | clips/s | of the decode ceiling | same pixels as vidlab exact |")
         say("|---|---|---|---|---|")
         for n in subsets:
-            say(f"| decode ceiling: PyAV, every frame, no conversion, {decode_threads(n, 1) or 'FFmpeg'} thread(s) each | {n} | {rate(ceiling[n])} | 1.00 | |")
-        for resize_in_workers, label in ((False, "resize on the device (CPU default)"), (True, "resize in the workers (GPU default)")):
-            for n, t in subsets.items():
-                clips_s = loader_rate(t, n, resize_in_workers, batch)
-                say(f"| vidlab loader, exact colour, {label} | {n} | {rate(clips_s)} | {clips_s / ceiling[n]:.2f} | reference |")
+            say(f"| decode ceiling: PyAV, every frame, no conversion, {reader_plan(n, 1).decode_threads or 'FFmpeg'} thread(s) each | {n} | {rate(ceiling[n])} | 1.00 | |")
         ours = read_frames(first, wanted[first], "exact")
         same = same_pixels(ours, notebook_frames(first, wanted[first]))
         for n, t in subsets.items():

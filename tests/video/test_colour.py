@@ -16,7 +16,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks, sample_indices
+from vidlab.embeddings.clip_dataset import VideoClipStream, gather_clips, make_chunks, sample_indices
 from vidlab.embeddings.clip_index import COLUMNS
 from vidlab.embeddings.config import validate_extract
 from vidlab.errors import ConfigError
@@ -113,7 +113,8 @@ def _stream_frames(path: Path, colour: str | None) -> tuple[np.ndarray, list[int
     stream = VideoClipStream(chunks, torch.nn.Identity()) if colour is None else VideoClipStream(chunks, torch.nn.Identity(), colour)
     (batch,) = list(stream)
     indices = [i for s in (0, 12) for i in sample_indices(s, s + 12, 4)]
-    return batch["x"].permute(0, 1, 3, 4, 2).reshape(-1, *batch["x"].shape[3:], 3).numpy(), indices
+    clips = gather_clips(batch["frames"], batch["clips"])
+    return clips.permute(0, 1, 3, 4, 2).reshape(-1, *clips.shape[3:], 3).numpy(), indices
 
 
 def test_loader_default_is_exact_and_fast_is_close(videos):

@@ -12,6 +12,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -25,7 +26,7 @@ from vidlab.embeddings.backbones import backbone_spec, load_backbone, weights_en
 from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks
 from vidlab.embeddings.clip_index import COLUMNS, file_sha256
 from vidlab.embeddings.config import ExtractSpec
-from vidlab.embeddings.extractor import EmbeddingExtractor, StoreWriter, worker_init
+from vidlab.embeddings.extractor import EmbeddingExtractor, StoreWriter
 from vidlab.embeddings.index_check import check_index, read_index, resolve_paths
 from vidlab.embeddings.manifest import FILE, KINDS, IndexRef, Manifest, SplitInfo
 from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess, resize_on_device
@@ -39,10 +40,6 @@ COLOUR_CONVERSIONS = {
     "exact": "swscale, identical to PyAV to_ndarray(format='rgb24')",
     "fast": "OpenCV cvtColor COLOR_YUV2RGB_I420 on 8-bit BT.601 limited-range 4:2:0 frames of even size, swscale on others",
 }
-
-# Workers start fresh: forked after OpenCV or torch have started their thread pools, they can hang.
-WORKER_CONTEXT = "spawn"
-
 
 class IndexFormatError(InputError):
     """The index is not in the clip-index format, or has no clip."""
@@ -94,25 +91,30 @@ def _fingerprint(spec: ExtractSpec, index_sha: str, preprocess) -> dict:
             "weights_sha256": file_sha256(Path(weights)) if weights_file else None}
 
 
-def loader_workers(num_workers: int | None, devices: int) -> int:
-    """``extraction.num_workers``, or by default every core this process may use, shared by the devices
-    of this node: decoding is the CPU's whole job during extraction."""
-    if num_workers is not None:
-        return num_workers
-    return max(1, len(os.sched_getaffinity(0)) // max(1, devices))
+class ReaderPlan(NamedTuple):
+    """How ``VideoClipStream`` spends the cores (see its docstring)."""
+
+    readers: int
+    decode_apart: bool
+    decode_threads: int
 
 
-def decode_threads(workers: int, devices: int) -> int:
-    """PyAV threads per decoding process: one when every core of this rank has a worker (FFmpeg's own
-    count, a thread per core in every process, oversubscribes the machine), else 0: FFmpeg's choice,
-    which decoded faster than naming the core count (docs/benchmarks.md, "Extraction")."""
-    return 1 if workers >= len(os.sched_getaffinity(0)) // max(1, devices) else 0
+def reader_plan(num_workers: int | None, devices: int) -> ReaderPlan:
+    """``extraction.num_workers`` readers per rank (0: decode in the consuming thread), by default every
+    core this process may use, shared by the devices of this node: decoding is the CPU's whole job
+    during extraction. A reader with a spare core beside it decodes in one thread and converts in
+    another; PyAV decodes a video in one thread when every core has a reader (FFmpeg's own count, a
+    thread per core in every decoder, oversubscribes the machine), else as FFmpeg chooses, which
+    decoded faster than naming the core count (docs/benchmarks.md, "Extraction")."""
+    cores = max(1, len(os.sched_getaffinity(0)) // max(1, devices))
+    readers = cores if num_workers is None else num_workers
+    return ReaderPlan(readers, 0 < readers and 2 * readers <= cores, 1 if readers >= cores else 0)
 
 
-def clip_loader(stream: VideoClipStream, workers: int, pin_memory: bool) -> DataLoader:
-    """The extraction's loader: each worker decodes whole videos (fresh processes: see WORKER_CONTEXT)."""
-    return DataLoader(stream, batch_size=None, num_workers=workers, worker_init_fn=worker_init, pin_memory=pin_memory,
-                      prefetch_factor=2 if workers else None, multiprocessing_context=WORKER_CONTEXT if workers else None)
+def clip_loader(stream: VideoClipStream, pin_memory: bool) -> DataLoader:
+    """The extraction's loader: the stream decodes in reader threads of this process
+    (``stream.readers``), so the DataLoader starts no worker process and only pins batches for CUDA."""
+    return DataLoader(stream, batch_size=None, pin_memory=pin_memory)
 
 
 def is_child_rank() -> bool:
@@ -180,10 +182,9 @@ def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: 
     trainer = L.Trainer(**prepared.trainer_args, logger=False, callbacks=[writer, StopOnSignal()],
                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
     on_device = resize_on_device(preprocess, x.resize_on, trainer.strategy.root_device.type)
-    stream.spatial = None if on_device else preprocess.spatial  # None: the workers hand over native-size frames
-    workers = loader_workers(x.num_workers, trainer.num_devices)
-    stream.decode_threads = decode_threads(workers, trainer.num_devices)
-    loader = clip_loader(stream, workers, trainer.strategy.root_device.type == "cuda")
+    stream.spatial = None if on_device else preprocess.spatial  # None: the readers hand over native-size frames
+    stream.readers, stream.decode_apart, stream.decode_threads = reader_plan(x.num_workers, trainer.num_devices)
+    loader = clip_loader(stream, trainer.strategy.root_device.type == "cuda")
     if chunks:
         model = EmbeddingExtractor(prepared.backbone, preprocess.normalize, preprocess.spatial if on_device else None,
                                    x.channels_last, x.compile)

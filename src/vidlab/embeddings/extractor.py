@@ -8,21 +8,20 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-import cv2
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import nn
 from tqdm import tqdm
 
-from vidlab.embeddings.clip_dataset import VideoClipStream
+from vidlab.embeddings.clip_dataset import VideoClipStream, gather_clips
 from vidlab.embeddings.store import EmbeddingStore
 from vidlab.video import VideoReadError
 
 
 class EmbeddingExtractor(L.LightningModule):
     """The frozen backbone behind the device half of preprocessing: ``spatial`` (resize, crop) when the
-    workers left the frames at native size, then ``normalize``. The embeddings start their copy to the
+    readers left the frames at native size, then ``normalize``. The embeddings start their copy to the
     host without waiting (``non_blocking``: pinned memory on CUDA), so the next batch is queued on the
     device while :class:`StoreWriter` waits only for the previous one's copy."""
 
@@ -38,17 +37,17 @@ class EmbeddingExtractor(L.LightningModule):
     def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, dataloader_idx: int) -> dict[str, Any]:
         """Only the clips go to the device: row ids and flags stay on the host, where the writer reads
         them without synchronising the device."""
-        if "x" not in batch:
+        if "frames" not in batch:
             return batch
-        return {**batch, "x": batch["x"].to(device, non_blocking=True)}
+        return {**batch, "frames": batch["frames"].to(device, non_blocking=True), "clips": batch["clips"].to(device, non_blocking=True)}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         if "failed_rows" in batch:
             return batch
-        x = batch["x"]
+        frames = batch["frames"]
         if self.spatial is not None:
-            x = self.spatial(x.flatten(0, 1)).unflatten(0, x.shape[:2])
-        x = self.normalize(x)
+            frames = self.spatial(frames)
+        x = self.normalize(gather_clips(frames, batch["clips"]))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         emb = self.backbone(x).float().to("cpu", non_blocking=True)
@@ -67,12 +66,12 @@ class StoreWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.store, self.stream, self.on_error, self.total = store, stream, on_error, total_rows
         self.rows_written = self.rows_failed = 0
-        self.seconds = self.startup_seconds = 0.0  # from the first batch to the end; before it (workers starting)
+        self.seconds = self.startup_seconds = 0.0  # from the first batch to the end; before it (readers starting)
         self._bar: tqdm | None = None
         self._pending: dict | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # runs on every rank after the process group exists and before the loader's workers start
+        # runs on every rank after the process group exists and before the stream's readers start
         self.stream.rank, self.stream.world_size = trainer.global_rank, trainer.world_size
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -81,7 +80,7 @@ class StoreWriter(BasePredictionWriter):
             self._bar = tqdm(total=self.total, desc="extracting", unit="clip", dynamic_ncols=True)
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        if self._first_batch is None:  # the workers have started and delivered: the steady state begins
+        if self._first_batch is None:  # the readers have started and delivered: the steady state begins
             self._first_batch = time.perf_counter()
             self.startup_seconds = self._first_batch - self._start
 
@@ -134,8 +133,3 @@ class StoreWriter(BasePredictionWriter):
     def clips_per_second(self) -> float:
         return (self.rows_written + self.rows_failed) / self.seconds if self.seconds else float("nan")
 
-
-def worker_init(_: int) -> None:
-    # decoding and resizing run in the workers; one thread each keeps them from fighting over cores
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)

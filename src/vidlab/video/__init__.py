@@ -4,7 +4,10 @@ from vidlab.video.count import count_frames
 from vidlab.video.decode import (
     VideoEndedError,
     VideoReadError,
+    check_colour,
     decode_indexed,
+    decode_wanted,
+    frame_to_rgb,
     iter_frames,
     read_frames,
 )
@@ -19,8 +22,11 @@ __all__ = [
     "VideoWriter",
     "WRITERS",
     "check_video_suffix",
+    "check_colour",
     "count_frames",
     "decode_indexed",
+    "decode_wanted",
+    "frame_to_rgb",
     "iter_frames",
     "read_frames",
     "write_gif",

@@ -85,17 +85,14 @@ def frame_to_rgb(frame: av.VideoFrame, colour: str = "exact", reformatter: Video
     return _upright((reformatter or VideoReformatter()).reformat(frame, format="rgb24", threads=1).to_ndarray(), frame)
 
 
-def decode_indexed(path: str | os.PathLike, indices: Iterable[int], colour: str = "exact",
-                   threads: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(index, RGB uint8 frame)`` for each distinct requested index, ascending, in one pass;
-    ``colour`` picks the conversion (:func:`frame_to_rgb`); ``threads`` is the decoder's thread count
-    (0: FFmpeg's choice, one per core; 1 when every core already runs a decoding process).
+def decode_wanted(path: str | os.PathLike, indices: Iterable[int], threads: int = 0) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Yield ``(index, decoded frame)`` for each distinct requested index, ascending, in one pass, not
+    yet converted (a reader may convert them in another thread: see ``VideoClipStream``); ``threads``
+    is the decoder's thread count (0: FFmpeg's choice; 1 when every core already runs a decoder).
 
     Raises :class:`VideoReadError` (naming the file) if it cannot be decoded or ends before the last
     requested frame; frames before the failure have been yielded.
     """
-    if colour not in COLOURS:
-        raise ValueError(f"colour must be one of {', '.join(COLOURS)} (got {colour!r})")
     wanted = sorted({int(i) for i in indices})
     if not wanted:
         return
@@ -108,11 +105,10 @@ def decode_indexed(path: str | os.PathLike, indices: Iterable[int], colour: str 
                 raise VideoReadError(f"no video stream: {path}")
             stream = container.streams.video[0]
             stream.thread_count = threads
-            reformatter = VideoReformatter()
             for index, frame in enumerate(container.decode(stream)):
                 decoded = index + 1
                 if index == wanted[position]:
-                    yield index, frame_to_rgb(frame, colour, reformatter)
+                    yield index, frame
                     position += 1
                     if position == len(wanted):
                         return
@@ -121,6 +117,20 @@ def decode_indexed(path: str | os.PathLike, indices: Iterable[int], colour: str 
     except (av.FFmpegError, OSError) as err:
         raise VideoReadError(f"cannot decode {path}: {err}") from None
     raise VideoEndedError(f"{path}: has {decoded} frames, frame {wanted[position]} was requested", decoded)
+
+
+def check_colour(colour: str) -> None:
+    if colour not in COLOURS:
+        raise ValueError(f"colour must be one of {', '.join(COLOURS)} (got {colour!r})")
+
+
+def decode_indexed(path: str | os.PathLike, indices: Iterable[int], colour: str = "exact",
+                   threads: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`decode_wanted`'s frames as RGB uint8, ``colour`` picking the conversion (:func:`frame_to_rgb`)."""
+    check_colour(colour)
+    reformatter = VideoReformatter()
+    for index, frame in decode_wanted(path, indices, threads):
+        yield index, frame_to_rgb(frame, colour, reformatter)
 
 
 def read_frames(path: str | os.PathLike, indices: Iterable[int], colour: str = "exact") -> np.ndarray:
