@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from functools import cached_property, partial
-from itertools import islice
 
 import av
 import numpy as np
@@ -236,8 +235,19 @@ def _decoded_ahead(decoded: Iterator[tuple[int, av.VideoFrame]]) -> Iterator[tup
     hand-over per frame costs the two threads more (queue and GIL) than converting the frame does."""
 
     def groups(_: threading.Event) -> Iterator[list]:
+        group: list = []
         with closing(decoded):
-            while group := list(islice(decoded, FRAMES_PER_HANDOVER)):
+            try:
+                for item in decoded:
+                    group.append(item)
+                    if len(group) == FRAMES_PER_HANDOVER:
+                        yield group
+                        group = []
+            except Exception:  # the frames decoded before the error first (a video that ends early keeps them)
+                if group:
+                    yield group
+                raise
+            if group:
                 yield group
 
     with closing(in_threads([groups], 2)) as handed:
