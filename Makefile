@@ -8,7 +8,7 @@ ARGS ?=
 WORKERS ?= 2
 PORT ?= 5000
 
-.PHONY: install lint train default-model test bench bench-extraction bench-peers ui clean
+.PHONY: install lint train default-model test bench bench-loader bench-extraction bench-peers ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ test: $(STAMP)  ## the default suite (what CI runs); WORKERS=0 runs it in one pr
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py $(ARGS)
+
+bench-loader: $(STAMP)  ## about a minute: the extraction loader's ratio to the decode ceiling, one reader and one per core
+	$(BIN)/python benchmarks/extraction.py --quick $(ARGS)
 
 bench-extraction: $(STAMP)  ## docs/benchmarks.md's extraction table; ARGS="--videos 64 --seconds 120" on a GPU machine
 	$(BIN)/python benchmarks/extraction.py $(ARGS)

@@ -148,7 +148,7 @@ def write_index(paths: list[Path], csv: Path, stride: int = STRIDE) -> Path:
 
 # -------------------------------------------------------------------------------------------- ceilings
 def decode_every_frame(args: tuple[str, int]) -> int:
-    """What any exact reader must do at least: decode every frame, with the threads vidlab's workers use."""
+    """What any exact reader must do at least: decode every frame, with the decoder threads vidlab's readers use."""
     path, threads = args
     with av.open(path) as container:
         container.streams.video[0].thread_count = threads
@@ -284,7 +284,7 @@ def model_rates(device: torch.device, batch: int, iters: int, compile_too: bool,
 
 
 def device_resize_check(device: torch.device, frames: np.ndarray) -> tuple[float, int, float]:
-    """Real frames resized by torchvision on ``device`` against the CPU (the workers' pixels): the
+    """Real frames resized by torchvision on ``device`` against the CPU (the readers' pixels): the
     fraction of bytes that differ, the largest difference, and the min cosine of fp32 embeddings."""
     preprocess = WeightsPreprocess(weights_enum(BACKBONE, None))
     x = torch.from_numpy(frames[: len(frames) // T * T]).permute(0, 3, 1, 2)
@@ -333,7 +333,7 @@ def run_extract(index: Path, work: Path, overrides: list[str], rss: bool = False
 
 
 def _sample_tree(pid: int, peak: list[int]) -> None:
-    """Peak of the summed RSS of a process and its descendants (the loader workers), every 0.2 s."""
+    """Peak of the summed RSS of a process and its descendants, every 0.2 s."""
     try:
         root = psutil.Process(pid)
         while root.is_running() and root.status() != psutil.STATUS_ZOMBIE:
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> None:
             pd.read_csv(index).head(args.e2e_clips or 48).to_csv(e2e_index, index=False)
         fast = "extraction.precision=bf16-mixed;extraction.channels_last=true;extraction.resize_on=device"
         default_rows = ["", fast, f"{fast};extraction.compile=true"] if gpu else [""]
-        say(f"End to end: extract.py ({len(pd.read_csv(e2e_index))} clips, batch {batch}, workers: one per core; "
+        say(f"End to end: extract.py ({len(pd.read_csv(e2e_index))} clips, batch {batch}, readers: one per core; "
             "steady = from the first batch, wall = the whole command):")
         say()
         say("| extract.py overrides | steady clips/s | of the all-cores decode ceiling | start-up s | wall s |")
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
         lengths = [int(n) for n in args.rss_frames.split(",")]
         segment = make_videos(folder, 1, 2_500)[0]
         say(f"Peak memory of one extract.py over one long video, a clip every {args.rss_stride} frames (max RSS of one "
-            "process from /usr/bin/time -v; sum over the process tree, loader workers included, sampled every 0.2 s):")
+            "process from /usr/bin/time -v; sum over the process tree, sampled every 0.2 s):")
         say()
         say("| video frames | clips | max RSS (MB) | process tree peak (MB) | steady clips/s |")
         say("|---|---|---|---|---|")

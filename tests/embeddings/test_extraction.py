@@ -121,8 +121,10 @@ def test_weights_transforms_and_state_dict_file(tmp_path: Path):
 
 
 def test_resize_on_the_device_gives_the_workers_bytes(tmp_path: Path):
-    """The default moves torchvision's resize from the loader workers to the model's device: on the CPU
-    the embedding files are byte for byte those of resizing in the workers; OpenCV's resize
+    """The default moves torchvision's resize from the loader's readers to the model's device: on the
+    CPU, on frames this small, the embedding files are byte for byte those of resizing in the readers
+    (on larger frames torch's uint8 resize moves some pixels by one level with its thread count: one
+    in a reader, the process's own on the device; docs/embeddings.md); OpenCV's resize
     (preprocess=notebook) cannot move and is refused in one line before any work."""
     index = make_index(tmp_path, {"one.mp4": (24, "h264", "train", 1), "two.mp4": (16, "mp4v", "test", 0)})
     args = ["backbone=r3d_18", "backbone.weights=null", "backbone.frames_per_clip=4", "logger=none"]
