@@ -4,15 +4,15 @@ thread of the consuming process, and every clip of that video is cut from that p
 Why threads, not DataLoader worker processes: PyAV releases the GIL while it decodes and converts
 colour, so threads decode in parallel, and a batch then never crosses a process boundary. Handed
 over between processes, every batch cost a fresh shared-memory segment (its page faults took a
-third of a worker's time per clip at 320x240) and the loader delivered 0.08-0.10 of the decode
-ceiling; in threads it delivers what decoding and colour conversion cost (docs/benchmarks.md,
-"Extraction").
+third of a worker's time per clip at 320x240) and the loader delivered 0.27 of the decode ceiling
+on 2 cores; in threads, 0.87 with one reader and 0.64 with one per core on H.264
+(docs/benchmarks.md, "The loader at the decode ceiling", with the designs measured).
 
 Work is spread by video over ranks and readers. Items are fixed batches: consecutive index rows of
 one video, ``batch_size`` at a time, so a batch's contents never depend on what ran before (a resumed
-run recomputes exactly the batches it lacks). Each converted frame is copied straight into its slots
-of the batches that sample it, and a reader reuses a batch's array once nothing refers to it any
-more, so memory holds only the batches in flight, whatever the video's length.
+run recomputes exactly the batches it lacks). Each converted frame is copied once into each batch
+that holds it, and a reader reuses a batch's array once nothing refers to it any more, so memory
+holds only the batches in flight, whatever the video's length.
 """
 
 from __future__ import annotations
