@@ -50,7 +50,8 @@ def display_turn(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
     shows, from the frame's display matrix (none: nothing to do). The matrix maps a stored pixel
     ``(x, y)`` to ``(a*x + c*y, b*x + d*y)`` (FFmpeg's ``libavutil/display.h``, rows downwards);
     an angle that is not a multiple of 90 degrees goes to the nearest one."""
-    matrix = frame.side_data.get("DISPLAYMATRIX")
+    side_data = frame.side_data
+    matrix = side_data.get("DISPLAYMATRIX") if len(side_data) else None  # most frames have none: get's miss costs 6x len
     if matrix is None:
         return False, False, False
     a, b, _, c, d = np.frombuffer(matrix, np.int32)[:5].tolist()
