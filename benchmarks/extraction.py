@@ -13,7 +13,8 @@ Each row says clips/s and its fraction of the ceiling it is bounded by:
   stream, reader threads as ``extraction.num_workers`` plans them, exact swscale colour), one reader
   and one per core, each repetition timing the decode ceiling then the loader on the same videos
   (the median ratio and its range), on H.264 and MPEG-4 part 2; native frames (resized on the
-  device, the CPU default) and resized in the readers (the GPU default); no model;
+  device, the CPU default) and resized in the readers (the GPU default); no model; beside them the
+  bound of any hand-over design: one process per core running the stream inline on its own videos;
 - the notebook's loader (an OpenCV seek per sampled frame) and peers asked for the same frames
   (torchcodec ``get_frames_at``, decord ``get_batch``; ``benchmarks/peers.py``), each checked for
   the same pixels as vidlab's exact frames;
@@ -189,6 +190,28 @@ def loader_rate(table: pd.DataFrame, readers: int, resize_in_readers: bool, batc
     for item in it:
         clips += len(item["rows"])
     return clips / (time.perf_counter() - start)
+
+
+def _stream_inline(args: tuple[pd.DataFrame, int]) -> int:
+    """One video's clips through vidlab's stream in the calling thread, decoding on one thread: a
+    reader's whole work with nothing handed to another thread or process."""
+    table, batch = args
+    stream = VideoClipStream(make_chunks(table, T, batch), None, "exact", 0, False, 1)
+    return sum(len(item["rows"]) for item in stream)
+
+
+def no_handover_table(table: pd.DataFrame, label: str, batch: int, reps: int) -> None:
+    """The bound of any hand-over design (a shared-memory ring of worker processes included): one
+    process per core, each running the stream inline on its own videos, against the all-core decode
+    ceiling, each repetition back to back as in :func:`loader_table`."""
+    jobs = [(t, batch) for _, t in table.groupby("abs_path", sort=False)]
+    ratios, rates = [], []
+    for _ in range(reps):
+        ceiling = decode_ceiling(table, CORES)
+        rates.append(len(table) / timed_pool(_stream_inline, jobs, CORES))
+        ratios.append(rates[-1] / ceiling)
+    say(f"| {label} | {CORES} processes, inline, no hand-over (bound) | {rate(float(np.median(rates)))} | "
+        f"{np.median(ratios):.2f} | {min(ratios):.2f}-{max(ratios):.2f} |")
 
 
 def loader_table(subsets: dict[int, pd.DataFrame], label: str, batch: int, reps: int, resize_in_readers: bool = False) -> None:
@@ -419,6 +442,8 @@ def main(argv: list[str] | None = None) -> None:
                 other = load_index(write_index(make_videos(folder, args.videos, args.seconds * 30, codec), folder / f"index_{codec}.csv"), None)
                 by_codec = {1: other[other.abs_path.isin(other.abs_path.unique()[: args.single_videos])], CORES: other}
             loader_table(by_codec, f"{CODECS[codec]}, native size (resize on the device)", batch, args.reps)
+            if not args.quick and CORES > 1:
+                no_handover_table(by_codec[CORES], f"{CODECS[codec]}, native size", batch, args.reps)
         if not args.quick:
             loader_table(subsets, f"{CODECS['h264']}, resized in the readers", batch, 1, resize_in_readers=True)
         say()
