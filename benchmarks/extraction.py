@@ -44,6 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import av
@@ -192,42 +193,41 @@ def loader_rate(table: pd.DataFrame, readers: int, resize_in_readers: bool, batc
     return clips / (time.perf_counter() - start)
 
 
-def _stream_inline(args: tuple[pd.DataFrame, int]) -> int:
-    """One video's clips through vidlab's stream in the calling thread, decoding on one thread: a
-    reader's whole work with nothing handed to another thread or process."""
-    table, batch = args
-    stream = VideoClipStream(make_chunks(table, T, batch), None, "exact", 0, False, 1)
+def _stream_inline(args: tuple[pd.DataFrame, int, int]) -> int:
+    """One video's clips through vidlab's stream in the calling thread: a reader's whole work with
+    nothing handed to another thread or process."""
+    table, batch, decode_threads = args
+    stream = VideoClipStream(make_chunks(table, T, batch), None, "exact", 0, False, decode_threads)
     return sum(len(item["rows"]) for item in stream)
 
 
-def no_handover_table(table: pd.DataFrame, label: str, batch: int, reps: int) -> None:
-    """The bound of any hand-over design (a shared-memory ring of worker processes included): one
-    process per core, each running the stream inline on its own videos, against the all-core decode
-    ceiling, each repetition back to back as in :func:`loader_table`."""
-    jobs = [(t, batch) for _, t in table.groupby("abs_path", sort=False)]
+def no_handover_rate(table: pd.DataFrame, batch: int) -> float:
+    """clips/s of one process per core, each running the stream inline on its own videos, decoding as
+    a reader per core does: the bound of any hand-over design (a shared-memory ring of worker
+    processes included)."""
+    threads = reader_plan(CORES, 1).decode_threads
+    jobs = [(t, batch, threads) for _, t in table.groupby("abs_path", sort=False)]
+    return len(table) / timed_pool(_stream_inline, jobs, CORES)
+
+
+def ratio_row(label: str, who: str, table: pd.DataFrame, processes: int, measure: Callable[[], float], reps: int) -> None:
+    """A row of ``measure()`` (clips/s) against the decode ceiling of ``table`` in ``processes``: each
+    repetition times the ceiling, then ``measure``, back to back; the median ratio and its range (a
+    shared machine's speed drifts between seconds, the ratio much less)."""
     ratios, rates = [], []
     for _ in range(reps):
-        ceiling = decode_ceiling(table, CORES)
-        rates.append(len(table) / timed_pool(_stream_inline, jobs, CORES))
+        ceiling = decode_ceiling(table, processes)
+        rates.append(measure())
         ratios.append(rates[-1] / ceiling)
-    say(f"| {label} | {CORES} processes, inline, no hand-over (bound) | {rate(float(np.median(rates)))} | "
-        f"{np.median(ratios):.2f} | {min(ratios):.2f}-{max(ratios):.2f} |")
+    say(f"| {label} | {who} | {rate(float(np.median(rates)))} | **{np.median(ratios):.2f}** | "
+        f"{min(ratios):.2f}-{max(ratios):.2f} |")
 
 
 def loader_table(subsets: dict[int, pd.DataFrame], label: str, batch: int, reps: int, resize_in_readers: bool = False) -> None:
-    """Rows of the loader against the decode ceiling of the same videos, one reader and one per core:
-    each repetition times the ceiling, then the loader, back to back; the median ratio and its range
-    (a shared machine's speed drifts between seconds, the ratio much less)."""
+    """Rows of the loader against the decode ceiling of the same videos, one reader and one per core."""
     for n, t in subsets.items():
-        ratios, rates = [], []
-        for _ in range(reps):
-            ceiling = decode_ceiling(t, n)
-            rates.append(loader_rate(t, n, resize_in_readers, batch))
-            ratios.append(rates[-1] / ceiling)
-        plan = reader_plan(n, 1)
-        threads = f"{n} reader{'s' if n > 1 else ''}" + (", decoding apart" if plan.decode_apart else "")
-        say(f"| {label} | {threads} | {rate(float(np.median(rates)))} | **{np.median(ratios):.2f}** | "
-            f"{min(ratios):.2f}-{max(ratios):.2f} |")
+        who = f"{n} reader{'s' if n > 1 else ''}" + (", decoding apart" if reader_plan(n, 1).decode_apart else "")
+        ratio_row(label, who, t, n, partial(loader_rate, t, n, resize_in_readers, batch), reps)
 
 
 def notebook_rate(table: pd.DataFrame, workers: int, clips: int) -> float:
@@ -443,7 +443,8 @@ def main(argv: list[str] | None = None) -> None:
                 by_codec = {1: other[other.abs_path.isin(other.abs_path.unique()[: args.single_videos])], CORES: other}
             loader_table(by_codec, f"{CODECS[codec]}, native size (resize on the device)", batch, args.reps)
             if not args.quick and CORES > 1:
-                no_handover_table(by_codec[CORES], f"{CODECS[codec]}, native size", batch, args.reps)
+                ratio_row(f"{CODECS[codec]}, native size", f"{CORES} processes, inline, no hand-over (bound)",
+                          by_codec[CORES], CORES, partial(no_handover_rate, by_codec[CORES], batch), args.reps)
         if not args.quick:
             loader_table(subsets, f"{CODECS['h264']}, resized in the readers", batch, 1, resize_in_readers=True)
         say()
