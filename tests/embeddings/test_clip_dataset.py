@@ -175,13 +175,15 @@ def test_a_video_shorter_than_its_index_pads_rows_with_its_last_frame(videos: di
 
 
 def test_the_quick_benchmark_prints_the_loaders_ratio_to_the_decode_ceiling(tmp_path: Path, capsys):
-    """``benchmarks/extraction.py --quick`` shrunk as a user trying it would (shorter videos, one
-    repetition): a row per thread plan with its ratio, far above the process loader's 0.08-0.10."""
+    """``benchmarks/extraction.py --quick`` shrunk as a user trying it would (shorter videos, three
+    repetitions: the median of one ceiling-then-loader pair each, so a burst of the suite's other
+    worker in one of them does not decide the row): a row per thread plan with its ratio, far above
+    the process loader's 0.08-0.10."""
     sys.path.insert(0, str(ROOT / "benchmarks"))  # as running the script puts it (its processes import it too)
     try:
         from extraction import main
 
-        main(["--quick", "--seconds", "6", "--reps", "1", "--data", str(tmp_path)])
+        main(["--quick", "--seconds", "6", "--reps", "3", "--data", str(tmp_path)])
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if "native size" in line]
