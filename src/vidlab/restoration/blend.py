@@ -26,12 +26,20 @@ import torch.nn.functional as F
 
 from vidlab.restoration.corruption import CORRUPTIONS, CircularStain
 from vidlab.restoration.nets import MODELS, ModelConfig, RestorationNet, TrainingOutput, neighbour_indices
-from vidlab.restoration.stain_fit import fit_stain
+from vidlab.restoration.stain_estimate import StainEstimate, estimate_stain
 from vidlab.restoration.unet import ConvUNet
 from vidlab.schema import at_least, require
 
 INSIDE_STAIN = 0.01  # opacity above which the inverse-blend loss scores a pixel
 STATISTICS = ("minimum", "maximum", "mean", "motion")  # per channel, over the clip's frames
+
+
+class FoundStain(NamedTuple):
+    """A segment's stain found on whole frames: ``blend`` ``(4, H, W)``, the opacity then the offset
+    per channel (restore crops it per tile), and the estimate it came from (restore's report)."""
+
+    blend: torch.Tensor
+    estimate: StainEstimate
 
 
 class BlendOutput(NamedTuple):
@@ -63,11 +71,13 @@ class BlendUNetConfig(ModelConfig):
     window: int  # frames one stain estimate reads: training windows, evaluation and restore segments
     min_gain: float
     stain: Any  # the corruption's node: a circular stain is fitted (its centre searched); others, or null, learned
+    max_stains: int = 0  # elliptical stains a fitted model may also look for (0: the disc or none); 0.3's checkpoints lack it
 
     def __post_init__(self) -> None:
         super().__post_init__()
         at_least(2, self, "window")
         require(0 < self.min_gain < 1, f"min_gain must be in (0, 1) (got {self.min_gain})")
+        require(0 <= self.max_stains <= 5, f"max_stains must be in [0, 5] (got {self.max_stains})")
         require(self.stain is None or isinstance(self.stain, dict),
                 f"stain must be a corruption's node (model.stain: ${{corruption}}) or null (got {self.stain!r})")
         if self.stain is not None:
@@ -88,9 +98,10 @@ class BlendUNet(RestorationNet):
     none given), an estimator U-Net learns the stain per pixel."""
 
     def __init__(self, window: int, context_frames: int, depth: int, base_channels: int, norm: str, min_gain: float,
-                 stain: object = None):
+                 stain: object = None, max_stains: int = 0):
         super().__init__()
         self.window, self.context_frames, self.depth, self.min_gain = window, context_frames, depth, min_gain
+        self.max_stains = max_stains
         self.stain = stain if isinstance(stain, CircularStain) else None
         self.tint = None if self.stain is None else torch.tensor(self.stain.tint, dtype=torch.float32).reshape(-1)  # grey or RGB
         self.estimator = None if self.stain else ConvUNet(3 * len(STATISTICS), 4, depth, base_channels, norm)
@@ -114,32 +125,44 @@ class BlendUNet(RestorationNet):
         correction = self.refiner(torch.cat([inverted.reshape(n, k * c, h, w), opacity, tint], dim=1))
         return inverted[:, k // 2] + opacity * correction
 
-    def find_stain(self, frames: torch.Tensor) -> torch.Tensor:
-        """The fitted stain's opacity ``(H, W)`` in frames ``(T, 3, H, W)`` (uint8, or float in [0, 1])."""
+    def find_stain(self, frames: torch.Tensor) -> FoundStain:
+        """The stain in frames ``(T, 3, H, W)`` (uint8, or float in [0, 1]), by evidence
+        (:mod:`vidlab.restoration.stain_estimate`): the disc the model was trained on, up to
+        ``max_stains`` elliptical stains, or none (opacity 0: the frames pass through unchanged)."""
         stain = self.stain
-        return fit_stain(frames, stain.radius, stain.hardness, stain.opacity, self.tint)
+        disc = {"radius": stain.radius, "hardness": stain.hardness, "opacity": stain.opacity, "tint": self.tint.tolist()}
+        estimate = estimate_stain(frames, self.max_stains, disc)
+        opacity, offset = estimate.blend(*frames.shape[-2:], frames.device)
+        return FoundStain(torch.cat([opacity[None], offset]), estimate)
 
-    def invert(self, clip: torch.Tensor, opacity: torch.Tensor | None = None
+    def invert(self, clip: torch.Tensor, blend: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """Windows ``(B, W, 3, H, W)`` through their stain's inverse: the inverted frames, the opacity
         logits (None for a fitted stain), opacity and tint ``(B, 1|3, H, W)``. For a fitted stain,
-        ``opacity`` ``(B, 1, H, W)`` is the one to use instead of searching the window: the true one in
-        training, or the part of one found on the whole frame when restore cuts frames into tiles."""
+        ``blend`` is the one to use instead of searching the window: ``(B, 1, H, W)`` the true opacity
+        in training (blended towards the model's tint), or ``(B, 4, H, W)`` opacity and offset found on
+        the whole frame when restore cuts frames into tiles."""
         if self.stain is None:
             logits, tint = self.estimate_logits(clip)
             opacity = torch.sigmoid(logits)
+            offset = tint * opacity
         else:
             logits = None
-            tint = self.tint.to(clip).reshape(1, -1, 1, 1).expand(len(clip), 3, *clip.shape[-2:])
-            if opacity is None:
-                opacity = torch.stack([self.find_stain(c)[None] for c in clip])
-        return invert_blend(clip, opacity[:, None], (tint * opacity)[:, None], self.min_gain), logits, opacity, tint
+            if blend is None:
+                blend = torch.stack([self.find_stain(c).blend for c in clip])
+            own = self.tint.to(clip).reshape(1, -1, 1, 1).expand(1, 3, 1, 1)  # grey or RGB
+            if blend.shape[1] == 1:
+                blend = torch.cat([blend, own * blend], 1)
+            opacity, offset = blend[:, :1], blend[:, 1:]
+            # the refiner reads the tint: where no stain lies, the model's own
+            tint = torch.where(opacity > 1e-4, offset / opacity.clamp(min=1e-4), own)
+        return invert_blend(clip, opacity[:, None], offset[:, None], self.min_gain), logits, opacity, tint
 
-    def forward(self, clip: torch.Tensor, centres: torch.Tensor, opacity: torch.Tensor | None = None) -> BlendOutput:
-        """Windows ``(B, W, 3, H, W)`` and the frames to restore in each ``(B, S)``; ``opacity`` as in
+    def forward(self, clip: torch.Tensor, centres: torch.Tensor, blend: torch.Tensor | None = None) -> BlendOutput:
+        """Windows ``(B, W, 3, H, W)`` and the frames to restore in each ``(B, S)``; ``blend`` as in
         :meth:`invert`."""
         b, t = clip.shape[:2]
-        inverted, logits, opacity, tint = self.invert(clip, opacity)
+        inverted, logits, opacity, tint = self.invert(clip, blend)
         s = centres.shape[1]
         idx = torch.as_tensor(neighbour_indices(centres.cpu().numpy(), self.context_frames, t), device=clip.device)
         stacks = inverted[torch.arange(b, device=clip.device)[:, None, None], idx]  # (B, S, k, 3, H, W)
@@ -151,7 +174,7 @@ class BlendUNet(RestorationNet):
         by a BCE on its opacity and by the inverse alone inside the stain, weighted by what the stain
         lets through."""
         mask, centres = batch["mask"], batch["centres"]
-        out = self(batch["stained"], centres, opacity=mask if self.stain else None)
+        out = self(batch["stained"], centres, mask if self.stain else None)
         restored, clean = out.frames.flatten(0, 1), batch["clean"].flatten(0, 1)
         per_frame = mask.repeat_interleave(centres.shape[1], 0)
         losses = {}
@@ -163,7 +186,7 @@ class BlendUNet(RestorationNet):
         return TrainingOutput(restored, clean, per_frame, losses)
 
     def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device
-                    ) -> dict[tuple[int, int], torch.Tensor] | None:
+                    ) -> dict[tuple[int, int], FoundStain] | None:
         if self.stain is None:
             return None
         segments = {self.segment(c, len(frames)) for c in centres}
@@ -174,14 +197,15 @@ class BlendUNet(RestorationNet):
     def restore(self, clip: torch.Tensor, centres: np.ndarray, batch: int, mask: torch.Tensor | None = None,
                 stains: dict[tuple[int, int], torch.Tensor] | None = None) -> torch.Tensor:
         """Restore frames ``centres`` of a float clip ``(T, 3, H, W)`` (whose frame 0 starts a segment),
-        each from its segment's stain estimate (``stains[(start, stop)]``, the fitted opacity of the
-        clip's pixels, when found beforehand); ``batch`` frames go through the refiner at once."""
+        each from its segment's stain estimate (``stains[(start, stop)]``, the fitted opacity and offset
+        ``(4, H, W)`` of the clip's pixels, when found beforehand); ``batch`` frames go through the
+        refiner at once."""
         out = []
         segments: dict[tuple[int, int], list[int]] = {}
         for c in centres:
             segments.setdefault(self.segment(int(c), clip.shape[0]), []).append(int(c))
         for (start, stop), wanted in segments.items():
-            known = None if stains is None else stains[start, stop][None, None].to(clip)
+            known = None if stains is None else stains[start, stop][None].to(clip)
             inverted, _, opacity, tint = self.invert(clip[None, start:stop], known)
             inverted = inverted[0]
             local = np.asarray(wanted) - start

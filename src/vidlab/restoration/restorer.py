@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import torch
 
     from vidlab.restoration.module import RestorationModule
+    from vidlab.restoration.stain_estimate import StainEstimate
     from vidlab.restoration.smoothing import Smoother
 
 DEFAULT_MEGAPIXELS = 1.0  # ~0.45 GB of U-Net activations; 720p frames fit whole, 1080p ones in 3 strips
@@ -109,6 +110,7 @@ class Restorer:
         # the batch only).
         self.multiple, self.halo = 2**module.model_cfg.depth, module.net.halo
         self.window = module.net.window
+        self.found: dict[tuple[int, int], StainEstimate] = {}  # the stain found in each segment (a blind model's)
         self.tileable = module.model_cfg.norm in ("batch", "none")
         smallest = (self.multiple + 2 * self.halo) ** 2
         if self.pixels < smallest:
@@ -143,17 +145,21 @@ class Restorer:
             # segment's frames are held as pixels, but refined ``batch`` at a time: refining a whole
             # segment of 720p frames at once took 6.9 GB
             before, after, block = self.window, 0, self.window * max(1, batch // self.window)
+        done = 0  # frames restored so far
         for window, first, count in _blocks(frames, before, after, block):
             # a window model reads the frames before the block only for a short last segment: the
             # others stay uint8 (at 720p, 16 float frames are 0.18 GB)
             low = 0 if self.window is None else min(self.module.net.segment(c, len(window))[0] for c in range(first, first + count))
             stains = self.module.net.find_stains(window[low:], range(first - low, first - low + count), self.device)
+            for (start, stop), found in (stains or {}).items():  # keyed by the video's frame numbers
+                self.found.setdefault((start + done - first + low, stop + done - first + low), found.estimate)
             restored = torch.empty(count, 3, h, w)
             for tile in tiles:
                 clip = _to_float(window[low:], *tile.read, self.device)
-                crops = None if stains is None else {segment: stain[tile.read] for segment, stain in stains.items()}
+                crops = None if stains is None else {segment: found.blend[(..., *tile.read)] for segment, found in stains.items()}
                 out = self.module.restore_clip(clip, batch=batch, centres=range(first - low, first - low + count), stains=crops).cpu()
                 restored[:, :, tile.core[0], tile.core[1]] = out[:, :, tile.inner[0], tile.inner[1]]
+            done += count
             yield from zip(window[first : first + count], restored)
 
     def _smooth(self, pairs: Iterator[tuple[np.ndarray, torch.Tensor]], h: int, w: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
