@@ -1,6 +1,6 @@
 """Restore a stained video (blind: the model finds the stain).
 
-    python -m vidlab.restore [MODEL] INPUT OUTPUT [--side-by-side PATH] [--smoothing NAME]
+    python -m vidlab.restore [MODEL] INPUT OUTPUT [--side-by-side PATH] [--smoothing NAME] [--report PATH.json]
                              [--megapixels N] [--chunk N] [--device cpu|cuda] [--codec h264|mp4v|ffv1]
 
 Without MODEL, the model that ships with vidlab restores (:data:`~vidlab.restoration.loading.DEFAULT_MODEL`: ``blend_unet``
@@ -43,15 +43,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import json
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm import tqdm
 
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, no_space_left, one_line
+from vidlab.files import write_text
 from vidlab.restoration.loading import DEFAULT_MODEL, load_module
 from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer
 from vidlab.schema import choice_names
@@ -101,8 +104,11 @@ def restore_video(
     progress: bool = False,
     codec: str = "h264",
     tracking_uri: str | None = None,
+    report_path: str | Path | None = None,
 ) -> int:
     """Write the restored video (and optionally input | restored side by side); returns frames written.
+    A blind model's findings (stains, area, mean opacity) are logged in one line on stderr, and
+    written as JSON to ``report_path`` when given.
 
     Raises :class:`ConfigError` for every problem that can be found before decoding a frame, the
     cheapest first. ``device=None`` picks CUDA when available."""
@@ -114,6 +120,8 @@ def restore_video(
             raise ConfigError(str(err)) from None
     if not Path(input_path).is_file():
         raise ConfigError(f"input not found: {input_path}")
+    if report_path is not None and (Path(report_path).suffix != ".json" or not Path(report_path).parent.is_dir()):
+        raise ConfigError(f"--report {report_path}: expected a .json file in an existing folder")
     if len({p.resolve() for p in [Path(input_path), *outputs]}) < len(outputs) + 1:
         raise ConfigError("the input, the output and --side-by-side must be different files")
     try:
@@ -145,7 +153,28 @@ def restore_video(
             if side_by_side_path:
                 writers[1].write(side_by_side({"input": stained[None], "restored": restored[None]}, scale=1)[0])
             bar.update()
-        return writers[0].frames
+        bar.close()
+        frames = writers[0].frames
+    if restorer.found:  # the video is complete: now what the model found
+        report = stain_report(restorer.found, info.height, info.width)
+        print(f"stain: {report['summary']}", file=sys.stderr)
+        if report_path is not None:
+            write_text(report_path, json.dumps(report, indent=2) + "\n")
+    return frames
+
+
+def stain_report(found: dict, height: int, width: int) -> dict:
+    """What a blind model found, per segment of frames and in one line: stains, their area and mean
+    opacity (the segments' median), and how many segments found none."""
+    segments = [{"frames": [start, stop], **estimate.summary(height, width)} for (start, stop), estimate in sorted(found.items())]
+    stained = [s for s in segments if s["stains"]]
+    if not stained:
+        line = f"none found in {len(segments)} segment(s): the frames pass through unchanged"
+    else:
+        area = float(np.median([s["area_fraction"] for s in stained]))
+        line = (f"{int(np.median([s['stains'] for s in stained]))} stain(s) in {len(stained)}/{len(segments)} segment(s), "
+                f"{100 * area:.1f}% of the frame, mean opacity {np.median([s['mean_opacity'] for s in stained]):.2f}")
+    return {"summary": line, "segments": segments}
 
 
 def _return_freed_memory() -> None:
@@ -175,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     parser.add_argument("--codec", choices=sorted(WRITERS), default="h264",
                         help="h264 (default; plays in browsers), mp4v (MPEG-4 part 2, OpenCV) or ffv1 (lossless, .mkv)")
+    parser.add_argument("--report", help="also write what the model found (stains, area, mean opacity, per segment) to this .json file")
     parser.add_argument("--tracking-uri", help="the MLflow store of runs:/ and models:/ URIs (default: $MLFLOW_TRACKING_URI, "
                                                "else mlruns.db in the current folder, else the project's)")
     args = parser.parse_args(argv)
@@ -197,7 +227,7 @@ def _restore(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     try:
         n = restore_video(args.checkpoint, args.input, args.output, args.side_by_side, args.smoothing, args.chunk,
-                          args.device, args.megapixels, progress=True, codec=args.codec, tracking_uri=args.tracking_uri)
+                          args.device, args.megapixels, progress=True, codec=args.codec, tracking_uri=args.tracking_uri, report_path=args.report)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None

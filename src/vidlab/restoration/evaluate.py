@@ -1,12 +1,17 @@
 """Score restorations on real footage: stain real videos reproducibly, restore them, print PSNR tables.
 
     python -m vidlab.restoration.evaluate VIDEO_OR_FOLDER [...] [--model MODEL ...] [--size 72x128|HxW|native]
-        [--frames 48] [--seed 0] [--radius 25] [--hardness 0.8] [--opacity 1.0] [--tint 0.3] [--out table.md]
+        [--stain disc|profile|ellipses|none|CORRUPTION] [--frames 48] [--seed 0]
+        [--radius 25] [--hardness 0.8] [--opacity 1.0] [--tint 0.3] [--out table.md]
 
 Folders are searched recursively for .mp4 .avi .mkv .mov .mpg (sorted). The first ``--frames`` frames
 of each video are decoded upright, resized to ``--size`` (INTER_AREA; ``native`` keeps them), and
-stained with the notebook's circular stain, drawn from ``default_rng([seed, video index])`` so a rerun
-scores the same stains. Rows: the stained input, two oracles given the true stain (the exact
+stained by a stain family (``--stain``; default ``disc``, the notebook's circular stain), drawn from
+``default_rng([seed, video index])`` so a rerun scores the same stains. The families: ``disc`` (the
+notebook's, ``conf/corruption/circular_stain.yaml``; ``--radius`` and friends change it), ``profile``
+(another round stain: radius 18, hardness 1.3, opacity 0.85, a brown tint), ``ellipses`` (one to three
+tinted elliptical stains, ``conf/corruption/multi_stain.yaml``), ``none`` (the clean video: any change
+is damage), or any registered corruption by name, as its YAML sets it. Rows: the stained input, two oracles given the true stain (the exact
 inverse, the ceiling, and OpenCV Telea inpainting) and each ``--model`` (a checkpoint or MLflow URI,
 as ``python -m vidlab.restore`` takes; without one, the model vidlab ships, as ``default model``),
 restored through the same ``Restorer`` that command uses. Every output is scored as the uint8 frames a
@@ -112,16 +117,35 @@ def _decode(path: Path, frames: int, size: tuple[int, int] | None) -> np.ndarray
     return np.stack(clip)
 
 
+FAMILIES = {  # --stain: a corruption and what it changes of its YAML
+    "disc": ("circular_stain", {}),
+    "profile": ("circular_stain", {"radius": 18, "hardness": 1.3, "opacity": 0.85, "colour": [0.5, 0.3, 0.1]}),
+    "ellipses": ("multi_stain", {}),
+    "none": ("none", {}),
+}
+
+
+def stain_family(name: str, **changes: Any) -> Any:
+    """The corruption ``--stain name`` draws from (a family above, or a registered corruption by name),
+    with ``changes`` (a circular stain's radius, opacity, hardness, tint) applied."""
+    corruption, preset = FAMILIES.get(name, (name, {}))
+    if corruption not in CORRUPTIONS.names():
+        raise ConfigError(f"--stain {name}: expected one of {', '.join([*FAMILIES, *CORRUPTIONS.names()])}")
+    if changes and corruption != "circular_stain":
+        raise ConfigError(f"--stain {name}: --{', --'.join(changes)} only change a circular stain (disc, profile)")
+    return CORRUPTIONS.build(CORRUPTIONS.from_conf(corruption, "stain", **{**preset, **changes}))
+
+
 def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] | None = (72, 128), frames: int = 48,
-             seed: int = 0, **stain: Any) -> list[Row]:
-    """Rows of every video (see the module docstring), stained by ``circular_stain`` as its YAML sets it
-    but for ``stain`` (radius, opacity, hardness, tint); refuses bad arguments before decoding a frame."""
+             seed: int = 0, stain: str = "disc", **changes: Any) -> list[Row]:
+    """Rows of every video (see the module docstring), stained by the ``stain`` family with ``changes``
+    (a circular stain's radius, opacity, hardness, tint); refuses bad arguments before decoding a frame."""
     from vidlab.restoration.loading import DEFAULT_MODEL, load_module
     from vidlab.restoration.restorer import Restorer
 
     if frames < 1:
         raise ConfigError(f"--frames must be >= 1 (got {frames})")
-    corruption = CORRUPTIONS.build(CORRUPTIONS.from_conf("circular_stain", "stain", **stain))
+    corruption = stain_family(stain, **changes)
     found = find_videos(videos)
     modules = {model: load_module(DEFAULT_MODEL if model == DEFAULT_LABEL else model).to(memory_format=torch.channels_last)
                for model in models}  # as vidlab.restore
@@ -136,6 +160,7 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
         stained = drawn.apply(clean)
         target, x = _float(clean), _float(stained)
         mask, offset = torch.from_numpy(drawn.mask)[None], torch.from_numpy(drawn.offset).permute(2, 0, 1)
+        scored = mask if drawn.layers else torch.ones_like(mask)  # a clean video: any change anywhere is damage
         outputs = {"input": (x, False)}
         outputs |= {name: ((run_baseline(name, x, mask, offset).clamp(0, 1) * 255).round() / 255, True) for name in BASELINES}
         for model, module in modules.items():
@@ -148,7 +173,7 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
             outputs[model] = (_float(np.stack(restored)), False)
         shape = f"{clean.shape[1]}x{clean.shape[2]}"
         print(f"{label}: {len(clean)} frames at {shape}", file=sys.stderr)
-        rows += [Row(label, shape, name, true, *_scores(pred, target, mask)) for name, (pred, true) in outputs.items()]
+        rows += [Row(label, shape, name, true, *_scores(pred, target, scored)) for name, (pred, true) in outputs.items()]
     return rows
 
 
@@ -156,6 +181,12 @@ def _table(rows: list[Row]) -> list[str]:
     cells = [[r.video, r.size, r.output, "yes" if r.true_stain else "no", *(f"{v:.2f}" for v in (r.psnr_stain, r.psnr_content_stain, r.psnr))]
              for r in rows]
     return [f"| {' | '.join(COLUMNS)} |", "|" + "---|" * len(COLUMNS)] + [f"| {' | '.join(c)} |" for c in cells]
+
+
+def _worse(rows: list[Row], output: str) -> int:
+    """How many videos ``output`` leaves below their stained input's PSNR in the stain."""
+    inputs = {r.video: r.psnr_stain for r in rows if r.output == "input"}
+    return sum(r.psnr_stain < inputs[r.video] for r in rows if r.output == output)
 
 
 def report(rows: list[Row]) -> str:
@@ -172,6 +203,9 @@ def report(rows: list[Row]) -> str:
         means.append(Row(f"mean over {len(mine)} videos", mine[0].size if len({r.size for r in mine}) == 1 else "mixed",
                          output, mine[0].true_stain, *mean))
     lines += ["## mean over videos (mean of per-video PSNR in dB)", "", *_table(means), ""]
+    lines += ["videos that end worse than their input (PSNR in the stain; whole-frame with no stain): "
+              + ", ".join(f"{output} {_worse(rows, output)}/{len({r.video for r in rows if r.output == output})}"
+                          for output in dict.fromkeys(r.output for r in rows) if output != "input"), ""]
     ceiling = next((m.psnr_stain for m in means if m.output == "true_inverse"), math.nan)
     lines += [f"gap to the ceiling ({m.output}): {ceiling - m.psnr_stain:.2f} dB in stain (true_inverse - model)"
               for m in means if m.output not in ("input", *BASELINES)]
@@ -186,15 +220,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="72x128", help="HEIGHTxWIDTH to resize to, or native (default %(default)s)")
     parser.add_argument("--frames", type=int, default=48, help="first frames scored per video (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="draws the stains (default %(default)s)")
+    parser.add_argument("--stain", default="disc", help=f"the stain family: {', '.join(FAMILIES)}, or a registered corruption (default %(default)s)")
     for setting, kind in (("radius", int), ("hardness", float), ("opacity", float), ("tint", float)):
-        parser.add_argument(f"--{setting}", type=kind, help="the stain's (default: conf/corruption/circular_stain.yaml's)")
+        parser.add_argument(f"--{setting}", type=kind, help="a circular stain's (default: the family's)")
     parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     args = parser.parse_args(argv)
     try:
         if args.out is not None and not args.out.parent.is_dir():
             raise ConfigError(f"--out: no folder {args.out.parent}")
         stain = {k: getattr(args, k) for k in ("radius", "hardness", "opacity", "tint") if getattr(args, k) is not None}
-        rows = evaluate(args.videos, args.model or [DEFAULT_LABEL], parse_size(args.size), args.frames, args.seed, **stain)
+        rows = evaluate(args.videos, args.model or [DEFAULT_LABEL], parse_size(args.size), args.frames, args.seed, args.stain, **stain)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
