@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     import torch
 
     from vidlab.restoration.module import RestorationModule
-    from vidlab.restoration.stain_estimate import StainEstimate
     from vidlab.restoration.smoothing import Smoother
+    from vidlab.restoration.stain_estimate import StainEstimate
 
 DEFAULT_MEGAPIXELS = 1.0  # ~0.45 GB of U-Net activations; 720p frames fit whole, 1080p ones in 3 strips
 T = TypeVar("T")
