@@ -50,13 +50,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from tqdm import tqdm
 
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, no_space_left, one_line
 from vidlab.files import write_text
 from vidlab.restoration.loading import DEFAULT_MODEL, load_module
-from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer
+from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer, sample_runs
 from vidlab.schema import choice_names
 from vidlab.video import WRITERS, FFV1Writer, H264Writer, VideoReadError, VideoWriter, check_video_suffix, iter_frames
 from vidlab.video.count import video_info
@@ -65,6 +64,8 @@ from vidlab.video.count import video_info
 # they are used, so mistakes in paths and formats are answered at once.
 if TYPE_CHECKING:
     import torch
+
+    from vidlab.restoration.stain_estimate import StainEstimate
 
 
 # ---------------------------------------------------------------- checks before any work
@@ -145,7 +146,11 @@ def restore_video(
         from vidlab.restoration.smoothing import SMOOTHINGS
 
         smoother = module.smoother if smoothing is None else SMOOTHINGS.build(SMOOTHINGS.from_conf(smoothing))
-        restorer = Restorer(module, smoother, megapixels, chunk)
+        sample = None
+        if module.net.window is not None:  # a blind model finds one stain for the video: first, runs of frames across it
+            with contextlib.closing(iter_frames(input_path)) as frames:
+                sample = sample_runs(frames, info.n_frames or 0, module.net.window)
+        restorer = Restorer(module, smoother, megapixels, chunk, sample)
         # smoothing=0: the rate shown is the average so far (blocks of frames finish in bursts)
         bar = stack.enter_context(tqdm(total=info.n_frames, desc="restoring", unit="frame", smoothing=0, disable=not progress))
         for stained, restored in restorer(iter_frames(input_path)):
@@ -155,26 +160,23 @@ def restore_video(
             bar.update()
         bar.close()
         frames = writers[0].frames
-    if restorer.found:  # the video is complete: now what the model found
-        report = stain_report(restorer.found, info.height, info.width)
+    if restorer.video_stain is not None:  # the video is complete: now what the model found
+        report = stain_report(restorer.video_stain.estimate, len(sample), info.height, info.width)
         print(f"stain: {report['summary']}", file=sys.stderr)
         if report_path is not None:
             write_text(report_path, json.dumps(report, indent=2) + "\n")
     return frames
 
 
-def stain_report(found: dict, height: int, width: int) -> dict:
-    """What a blind model found, per segment of frames and in one line: stains, their area and mean
-    opacity (the segments' median), and how many segments found none."""
-    segments = [{"frames": [start, stop], **estimate.summary(height, width)} for (start, stop), estimate in sorted(found.items())]
-    stained = [s for s in segments if s["stains"]]
-    if not stained:
-        line = f"none found in {len(segments)} segment(s): the frames pass through unchanged"
+def stain_report(estimate: StainEstimate, frames_read: int, height: int, width: int) -> dict:
+    """What a blind model found in a video, as ``--report`` writes it, with a one-line ``summary``."""
+    found = estimate.summary(height, width)
+    if not found["stains"]:
+        line = f"none found ({frames_read} frames read): the video passes through unchanged"
     else:
-        area = float(np.median([s["area_fraction"] for s in stained]))
-        line = (f"{int(np.median([s['stains'] for s in stained]))} stain(s) in {len(stained)}/{len(segments)} segment(s), "
-                f"{100 * area:.1f}% of the frame, mean opacity {np.median([s['mean_opacity'] for s in stained]):.2f}")
-    return {"summary": line, "segments": segments}
+        line = (f"{found['stains']} stain(s) ({found['hypothesis']}), {100 * found['area_fraction']:.1f}% of the frame, "
+                f"mean opacity {found['mean_opacity']:.2f} ({frames_read} frames read)")
+    return {"summary": line, "frames_read": frames_read, **found}
 
 
 def _return_freed_memory() -> None:

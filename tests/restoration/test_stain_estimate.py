@@ -22,6 +22,7 @@ from vidlab.restoration.evaluate import FAMILIES, evaluate, stain_family
 from vidlab.restoration.footage import render
 from vidlab.restoration.loading import DEFAULT_MODEL, load_module
 from vidlab.restoration.metrics import psnr
+from vidlab.restoration.restorer import sample_runs
 from vidlab.restoration.stain_estimate import StainShape, estimate_stain, layer_parameters
 from vidlab.restoration.stain_estimate import render as render_layers
 from vidlab.video import iter_frames, write_video
@@ -108,6 +109,13 @@ def test_looking_for_ellipses_never_leaves_a_tinted_ellipse_worse_than_its_input
     assert psnr(restored, target, inside) >= psnr(x, target, inside)
 
 
+@pytest.mark.parametrize(("total", "starts"), [(100, [0, 42, 84]), (20, [0, 2, 4]), (10, [0]), (0, [0])])
+def test_runs_are_taken_across_the_video(total: int, starts: list[int]):
+    frames = [np.full((2, 2, 3), i, np.uint8) for i in range(total)]
+    kept = [int(f[0, 0, 0]) for f in sample_runs(iter(frames), total, 16)]
+    assert kept == sorted({s + i for s in starts for i in range(16) if s + i < total})
+
+
 def test_restore_logs_what_it_found_and_writes_the_report(tmp_path: Path):
     from test_restore import restore_here
 
@@ -118,13 +126,13 @@ def test_restore_logs_what_it_found_and_writes_the_report(tmp_path: Path):
         outcome = restore_here(source, tmp_path / f"{name}-out.mkv", "--codec", "ffv1", "--report", tmp_path / f"{name}.json")
         assert outcome.returncode == 0, outcome.stderr
         report = json.loads((tmp_path / f"{name}.json").read_text())
-        assert [s["frames"] for s in report["segments"]] == [[0, 16], [4, 20]]  # the short tail reads the window before
+        assert report["frames_read"] == 20  # runs of 16 frames at the start, middle and end of 20 frames: all of them
         assert f"stain: {report['summary']}" in outcome.stderr
-    assert {s["hypothesis"] for s in json.loads((tmp_path / "clean.json").read_text())["segments"]} == {"none"}
+    assert json.loads((tmp_path / "clean.json").read_text())["hypothesis"] == "none"
     assert np.array_equal(np.stack(list(iter_frames(tmp_path / "clean-out.mkv"))), clean)
-    segment = json.loads((tmp_path / "stained.json").read_text())["segments"][0]
-    assert segment["hypothesis"] == "disc" and segment["layers"][0]["centre"] == list(np.argwhere(drawn.mask == drawn.mask.max())[0][::-1])
-    assert segment["area_pixels"] == int((drawn.mask > 0.05).sum())
+    found = json.loads((tmp_path / "stained.json").read_text())
+    assert found["hypothesis"] == "disc" and found["layers"][0]["centre"] == list(np.argwhere(drawn.mask == drawn.mask.max())[0][::-1])
+    assert found["area_pixels"] == int((drawn.mask > 0.05).sum()) and found["stains"] == 1
 
 
 @pytest.mark.parametrize("report", ["report.txt", "missing/report.json"])

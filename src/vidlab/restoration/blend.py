@@ -52,6 +52,11 @@ class BlendOutput(NamedTuple):
     opacity_logits: torch.Tensor | None
 
 
+def _as_clip(frames: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` frames as a uint8 clip ``(T, 3, H, W)`` on ``device``."""
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(device)
+
+
 def clip_statistics(clip: torch.Tensor) -> torch.Tensor:
     """``(B, T, 3, H, W)`` -> ``(B, 12, H, W)``: per-pixel min, max, mean and mean ``|x_t - x_{t-1}|``."""
     motion = (clip[:, 1:] - clip[:, :-1]).abs().mean(1) if clip.shape[1] > 1 else torch.zeros_like(clip[:, 0])
@@ -125,13 +130,14 @@ class BlendUNet(RestorationNet):
         correction = self.refiner(torch.cat([inverted.reshape(n, k * c, h, w), opacity, tint], dim=1))
         return inverted[:, k // 2] + opacity * correction
 
-    def find_stain(self, frames: torch.Tensor) -> FoundStain:
-        """The stain in frames ``(T, 3, H, W)`` (uint8, or float in [0, 1]), by evidence
-        (:mod:`vidlab.restoration.stain_estimate`): the disc the model was trained on, up to
-        ``max_stains`` elliptical stains, or none (opacity 0: the frames pass through unchanged)."""
+    def find_stain(self, frames: torch.Tensor, run: int | None = None) -> FoundStain:
+        """The stain in frames ``(T, 3, H, W)`` (uint8, or float in [0, 1]; runs of ``run`` consecutive
+        frames, or one run), by evidence (:mod:`vidlab.restoration.stain_estimate`): the disc the model
+        was trained on, up to ``max_stains`` elliptical stains, or none (opacity 0: the frames pass
+        through unchanged)."""
         stain = self.stain
         disc = {"radius": stain.radius, "hardness": stain.hardness, "opacity": stain.opacity, "tint": self.tint.tolist()}
-        estimate = estimate_stain(frames, self.max_stains, disc)
+        estimate = estimate_stain(frames, self.max_stains, disc, run)
         opacity, offset = estimate.blend(*frames.shape[-2:], frames.device)
         return FoundStain(torch.cat([opacity[None], offset]), estimate)
 
@@ -185,13 +191,17 @@ class BlendUNet(RestorationNet):
             losses["inverse_l1"] = error.sum() / (3 * through.sum()).clamp(min=1)
         return TrainingOutput(restored, clean, per_frame, losses)
 
-    def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device
+    def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device, found: FoundStain | None = None
                     ) -> dict[tuple[int, int], FoundStain] | None:
         if self.stain is None:
             return None
         segments = {self.segment(c, len(frames)) for c in centres}
-        return {(start, stop): self.find_stain(torch.from_numpy(np.stack(frames[start:stop])).permute(0, 3, 1, 2).to(device))
-                for start, stop in segments}
+        if found is not None:
+            return dict.fromkeys(segments, found)
+        return {(start, stop): self.find_stain(_as_clip(frames[start:stop], device)) for start, stop in segments}
+
+    def find_video_stain(self, runs: list[np.ndarray], run: int, device: torch.device) -> FoundStain | None:
+        return None if self.stain is None else self.find_stain(_as_clip(runs, device), run)
 
     @torch.no_grad()
     def restore(self, clip: torch.Tensor, centres: np.ndarray, batch: int, mask: torch.Tensor | None = None,

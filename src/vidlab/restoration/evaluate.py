@@ -141,7 +141,7 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
     """Rows of every video (see the module docstring), stained by the ``stain`` family with ``changes``
     (a circular stain's radius, opacity, hardness, tint); refuses bad arguments before decoding a frame."""
     from vidlab.restoration.loading import DEFAULT_MODEL, load_module
-    from vidlab.restoration.restorer import Restorer
+    from vidlab.restoration.restorer import Restorer, sample_runs
 
     if frames < 1:
         raise ConfigError(f"--frames must be >= 1 (got {frames})")
@@ -169,7 +169,8 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
             except ValueError as err:
                 print(f"{model} skips {path}: {err}", file=sys.stderr)
                 continue
-            restored = [pair[1] for pair in Restorer(module, module.smoother)(iter(stained))]
+            sample = None if module.net.window is None else sample_runs(iter(stained), len(stained), module.net.window)
+            restored = [pair[1] for pair in Restorer(module, module.smoother, stain_sample=sample)(iter(stained))]
             outputs[model] = (_float(np.stack(restored)), False)
         shape = f"{clean.shape[1]}x{clean.shape[2]}"
         print(f"{label}: {len(clean)} frames at {shape}", file=sys.stderr)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -81,9 +81,14 @@ class RestorationNet(nn.Module, ABC):
         once. ``mask``: the true stain, for a model that reads it; ``stains``: what :meth:`find_stains`
         found on the whole frames, cropped to this clip's pixels (restore's tiles)."""
 
-    def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device
-                    ) -> dict[tuple[int, int], torch.Tensor] | None:
+    def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device, found: Any = None
+                    ) -> dict[tuple[int, int], Any] | None:
         """The stain of each segment the ``centres`` of uint8 ``(H, W, 3)`` ``frames`` read, found once on
-        whole frames (on ``device``) so that restore's tiles share it; None (the default) for a model
-        that finds none."""
+        whole frames (on ``device``) so that restore's tiles share it, or ``found`` (the video's, from
+        :meth:`find_video_stain`) for every segment; None (the default) for a model that finds none."""
+        return None
+
+    def find_video_stain(self, runs: list[np.ndarray], run: int, device: torch.device) -> Any:
+        """One stain for a whole video from runs of ``run`` consecutive uint8 frames taken across it (a
+        consensus), or None (the default: the model finds none, or finds it per segment)."""
         return None

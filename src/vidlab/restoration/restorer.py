@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
     from vidlab.restoration.module import RestorationModule
     from vidlab.restoration.smoothing import Smoother
-    from vidlab.restoration.stain_estimate import StainEstimate
 
 DEFAULT_MEGAPIXELS = 1.0  # ~0.45 GB of U-Net activations; 720p frames fit whole, 1080p ones in 3 strips
 T = TypeVar("T")
@@ -52,6 +51,26 @@ def _blocks(items: Iterable[T], before: int, after: int, size: int) -> Iterator[
         yield buffer[: first + count + after], first, count
         drop = max(0, first + count - before)
         buffer, first = buffer[drop:], first + count - drop
+
+
+def sample_runs(frames: Iterable[np.ndarray], total: int, run: int, count: int = 3, pixels: float = 1e8) -> list[np.ndarray]:
+    """Up to ``count`` runs of ``run`` consecutive frames spread over a stream of ``total`` frames (the
+    first, the middle, the last), at most ``pixels`` pixels in all but one run: what a blind model
+    reads to find one stain for the whole video. Reads the stream to the last frame it keeps."""
+    first = None
+    keep: set[int] = set()
+    out: list[np.ndarray] = []
+    for index, frame in enumerate(frames):
+        if first is None:
+            first = frame
+            runs = max(1, min(count, int(pixels // (run * frame.shape[0] * frame.shape[1]))))
+            starts = np.unique(np.linspace(0, max(0, total - run), runs).round().astype(int))
+            keep = {s + i for s in starts for i in range(run)}
+        if index in keep:
+            out.append(frame)
+        if index >= max(keep):
+            break
+    return out
 
 
 class Tile(NamedTuple):
@@ -101,7 +120,8 @@ class Restorer:
     million pixels (and at most ``chunk`` frames, if given), on the module's device."""
 
     def __init__(
-        self, module: RestorationModule, smoother: Smoother, megapixels: float = DEFAULT_MEGAPIXELS, chunk: int | None = None
+        self, module: RestorationModule, smoother: Smoother, megapixels: float = DEFAULT_MEGAPIXELS, chunk: int | None = None,
+        stain_sample: list[np.ndarray] | None = None,
     ):
         self.module, self.smoother, self.device = module, smoother, module.device
         self.pixels, self.chunk = round(megapixels * 1e6), chunk
@@ -110,7 +130,9 @@ class Restorer:
         # the batch only).
         self.multiple, self.halo = 2**module.model_cfg.depth, module.net.halo
         self.window = module.net.window
-        self.found: dict[tuple[int, int], StainEstimate] = {}  # the stain found in each segment (a blind model's)
+        # one stain for the whole video, from runs of frames across it (:func:`sample_runs`), when given
+        self.video_stain = None if not stain_sample or self.window is None else module.net.find_video_stain(
+            stain_sample, self.window, module.device)
         self.tileable = module.model_cfg.norm in ("batch", "none")
         smallest = (self.multiple + 2 * self.halo) ** 2
         if self.pixels < smallest:
@@ -145,21 +167,17 @@ class Restorer:
             # segment's frames are held as pixels, but refined ``batch`` at a time: refining a whole
             # segment of 720p frames at once took 6.9 GB
             before, after, block = self.window, 0, self.window * max(1, batch // self.window)
-        done = 0  # frames restored so far
         for window, first, count in _blocks(frames, before, after, block):
             # a window model reads the frames before the block only for a short last segment: the
             # others stay uint8 (at 720p, 16 float frames are 0.18 GB)
             low = 0 if self.window is None else min(self.module.net.segment(c, len(window))[0] for c in range(first, first + count))
-            stains = self.module.net.find_stains(window[low:], range(first - low, first - low + count), self.device)
-            for (start, stop), found in (stains or {}).items():  # keyed by the video's frame numbers
-                self.found.setdefault((start + done - first + low, stop + done - first + low), found.estimate)
+            stains = self.module.net.find_stains(window[low:], range(first - low, first - low + count), self.device, self.video_stain)
             restored = torch.empty(count, 3, h, w)
             for tile in tiles:
                 clip = _to_float(window[low:], *tile.read, self.device)
                 crops = None if stains is None else {segment: found.blend[(..., *tile.read)] for segment, found in stains.items()}
                 out = self.module.restore_clip(clip, batch=batch, centres=range(first - low, first - low + count), stains=crops).cpu()
                 restored[:, :, tile.core[0], tile.core[1]] = out[:, :, tile.inner[0], tile.inner[1]]
-            done += count
             yield from zip(window[first : first + count], restored)
 
     def _smooth(self, pairs: Iterator[tuple[np.ndarray, torch.Tensor]], h: int, w: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

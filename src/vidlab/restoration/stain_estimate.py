@@ -157,20 +157,21 @@ def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def pixel_nll(frames: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, per_pixel: bool = False) -> torch.Tensor:
     """Negative log-likelihood per frame of frames ``(..., T, 3, H, W)`` under a stain (gain
     ``(..., H, W)``, offset ``(..., 3, H, W)``), summed over the region (``per_pixel``: the map
-    ``(..., H, W)``, each gradient's term on the pixel it starts from): half the log gradient scale per
-    gradient (a pixel has two) plus the Jacobian ``log a`` per channel. Constants common to every
-    hypothesis are dropped."""
+    ``(..., H, W)``, each gradient's term on the pixel it starts from). Per gradient and channel: half
+    its log scale, plus a quarter of the Jacobian ``log a`` of each of its two pixels, so that an
+    inner pixel (four gradients) pays ``log a`` per channel and a border pixel only what its gradients
+    read: scaling any region's content leaves the sum unchanged. Constants common to every hypothesis
+    are dropped."""
     a = gain.clamp(min=FLOOR)
     restored = (frames - offset.unsqueeze(-4)) / a.unsqueeze(-3).unsqueeze(-4)
-    gx, gy = _gradients(restored)
-    scale_x = gx.abs().mean(-4) + (ROUNDING / torch.minimum(a[..., :, 1:], a[..., :, :-1])).unsqueeze(-3)
-    scale_y = gy.abs().mean(-4) + (ROUNDING / torch.minimum(a[..., 1:, :], a[..., :-1, :])).unsqueeze(-3)
-    jacobian = frames.shape[-3] * a.log()
+    terms = []
+    for g, low, high in ((restored[..., :, 1:] - restored[..., :, :-1], a[..., :, 1:], a[..., :, :-1]),
+                         (restored[..., 1:, :] - restored[..., :-1, :], a[..., 1:, :], a[..., :-1, :])):
+        scale = g.abs().mean(-4) + (ROUNDING / torch.minimum(low, high)).unsqueeze(-3)
+        terms.append(0.5 * scale.log().sum(-3) + 0.25 * frames.shape[-3] * (low.log() + high.log()))
     if per_pixel:
-        x_terms = torch.nn.functional.pad(scale_x.log().sum(-3), (0, 1))
-        y_terms = torch.nn.functional.pad(scale_y.log().sum(-3), (0, 0, 0, 1))
-        return 0.5 * (x_terms + y_terms) + jacobian
-    return 0.5 * (scale_x.log().sum((-3, -2, -1)) + scale_y.log().sum((-3, -2, -1))) + jacobian.sum((-2, -1))
+        return torch.nn.functional.pad(terms[0], (0, 1)) + torch.nn.functional.pad(terms[1], (0, 0, 0, 1))
+    return terms[0].sum((-2, -1)) + terms[1].sum((-2, -1))
 
 
 def motion_weights(frames: torch.Tensor) -> torch.Tensor:
@@ -278,7 +279,7 @@ def _disc(frames: torch.Tensor, disc: dict) -> StainShape | None:
         x, y = fit_centre(frames, disc["radius"], disc["hardness"], disc["opacity"], tint)
     except ValueError:
         return None
-    return StainShape((x, y), (disc["radius"],) * 2, 0.0, disc["hardness"], disc["opacity"], tuple(disc["tint"]) if len(disc["tint"]) == 3 else (disc["tint"][0],) * 3)
+    return StainShape((x, y), (disc["radius"],) * 2, 0.0, disc["hardness"], disc["opacity"], tuple(float(v) for v in tint))
 
 
 def _shrunk(shape: StainShape, scale: int) -> torch.Tensor:
@@ -286,46 +287,57 @@ def _shrunk(shape: StainShape, scale: int) -> torch.Tensor:
     return layer_parameters([shape.scaled(1 / scale)])
 
 
-def _held_out_evidence(frames: torch.Tensor, disc: dict, scale: int) -> float:
-    """The disc's evidence on frames it was not fitted on: its centre found on each half of the clip
-    and scored on the other half (the two gains summed); minus infinity where a half cannot hold it."""
-    half = len(frames) // 2
+def _held_out_evidence(runs: list[torch.Tensor], disc: dict, scale: int) -> float:
+    """The disc's evidence on frames it was not fitted on: its centre found on half of the clip's runs
+    (or on half of its one run's frames) and scored on the other half, and the other way round (the two
+    gains summed); minus infinity where a half cannot hold it."""
+    if len(runs) > 1:
+        halves = (torch.cat(runs[: len(runs) // 2]), torch.cat(runs[len(runs) // 2 :]))
+        split = ([runs[: len(runs) // 2], runs[len(runs) // 2 :]])
+    else:
+        half = len(runs[0]) // 2
+        halves, split = (runs[0][:half], runs[0][half:]), [[runs[0][:half]], [runs[0][half:]]]
     total = 0.0
-    for fitted_on, scored_on in ((frames[:half], frames[half:]), (frames[half:], frames[:half])):
+    for fitted_on, scored_on in ((halves[0], split[1]), (halves[1], split[0])):
         found = _disc(fitted_on, disc)
-        if found is None or len(scored_on) < 2:
+        if found is None or min(len(r) for r in scored_on) < 2:
             return -math.inf
-        fit = _fitting_frames(scored_on)[0]
-        small = _shrunk(found, scale)
+        fit, weights, _ = _fitting_frames(scored_on)
         h, w = fit.shape[-2:]
         base = pixel_nll(fit, torch.ones(h, w), torch.zeros(3, h, w), per_pixel=True)
-        total += _evidence(fit, small, motion_weights(fit), base)
+        total += _evidence(fit, _shrunk(found, scale), weights, base)
     return total
 
 
-def _fitting_frames(frames: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Up to ``FIT_FRAMES`` frames spread over the clip, float, shrunk by block means to about
-    ``MAX_ROWS`` rows; and the shrink factor."""
-    t, _, h, w = frames.shape
-    chosen = frames[np.unique(np.linspace(0, t - 1, min(t, FIT_FRAMES)).round().astype(int))]
-    chosen = chosen.float() / 255 if chosen.dtype == torch.uint8 else chosen.float()
+def _fitting_frames(runs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """What the fits read of runs of consecutive frames: up to ``FIT_FRAMES`` frames spread over each
+    run, float, shrunk by block means to about ``MAX_ROWS`` rows; the motion weights (each run's
+    frame differences, averaged); and the shrink factor."""
+    h, w = runs[0].shape[-2:]
     scale = max(1, min(h, w) // MAX_ROWS)
-    if scale > 1:
-        chosen = torch.nn.functional.avg_pool2d(chosen, scale)
-    return chosen, scale
+    chosen = []
+    for run in runs:
+        picked = run[np.unique(np.linspace(0, len(run) - 1, min(len(run), FIT_FRAMES)).round().astype(int))]
+        picked = picked.float() / 255 if picked.dtype == torch.uint8 else picked.float()
+        chosen.append(torch.nn.functional.avg_pool2d(picked, scale) if scale > 1 else picked)
+    weights = torch.stack([motion_weights(run) for run in chosen]).mean(0)
+    return torch.cat(chosen), weights, scale
 
 
-def estimate_stain(frames: torch.Tensor, max_layers: int = 3, disc: dict | None = None) -> StainEstimate:
+def estimate_stain(frames: torch.Tensor, max_layers: int = 3, disc: dict | None = None, run: int | None = None) -> StainEstimate:
     """The static stain of a clip ``(T, 3, H, W)`` (uint8, or float in [0, 1]) at its own size.
 
     ``disc``: the notebook's stain profile (``radius``, ``hardness``, ``opacity``, ``tint``) to try as
-    a hypothesis of its own, whose only free parameters are its centre (None: not tried)."""
-    if frames.shape[0] < 2:
-        return StainEstimate((), "none", {"none": (0.0, 0)})  # a still image: nothing moves to tell a stain
-    fit, scale = _fitting_frames(frames.cpu())
+    a hypothesis of its own, whose only free parameters are its centre (None: not tried). ``run``: the
+    frames are runs of this many consecutive frames taken apart in the video (a consensus over them:
+    their evidence adds up); None: one run."""
+    frames = frames.cpu()
+    runs = [r for r in frames.split(run or len(frames)) if len(r) >= 2]
+    if not runs:
+        return StainEstimate((), "none", {"none": (0.0, 0)})  # still images: nothing moves to tell a stain
+    fit, weights, scale = _fitting_frames(runs)
     t, c, h, w = fit.shape
     n = t * 2 * c * h * w
-    weights = motion_weights(fit)
     base = pixel_nll(fit, torch.ones(h, w), torch.zeros(c, h, w), per_pixel=True)
     evidence = {"none": (0.0, 0)}
     candidates: dict[str, torch.Tensor] = {"none": torch.zeros(0, 10)}
@@ -340,9 +352,9 @@ def estimate_stain(frames: torch.Tensor, max_layers: int = 3, disc: dict | None 
         candidates[name] = params.clone()
         if _bic(*evidence[name], n) >= _bic(*evidence[_last(k)], n):
             break  # the layer did not earn its parameters: more will not either
-    found = _disc(frames.cpu(), disc) if disc is not None else None
+    found = _disc(torch.cat(runs), disc) if disc is not None else None
     if found is not None:
-        evidence["disc"] = (_held_out_evidence(frames.cpu(), disc, scale), PARAMETERS["disc"])
+        evidence["disc"] = (_held_out_evidence(runs, disc, scale), PARAMETERS["disc"])
     best = min(evidence, key=lambda name: _bic(*evidence[name], n))
     if best == "disc":
         return StainEstimate((found,), "disc", evidence)
