@@ -137,9 +137,10 @@ def stain_family(name: str, **changes: Any) -> Any:
 
 
 def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] | None = (72, 128), frames: int = 48,
-             seed: int = 0, stain: str = "disc", **changes: Any) -> list[Row]:
+             seed: int = 0, stain: str = "disc", max_stains: int | None = None, **changes: Any) -> list[Row]:
     """Rows of every video (see the module docstring), stained by the ``stain`` family with ``changes``
-    (a circular stain's radius, opacity, hardness, tint); refuses bad arguments before decoding a frame."""
+    (a circular stain's radius, opacity, hardness, tint); ``max_stains`` overrides a blind blend model's
+    (its opt-in elliptical hypothesis); refuses bad arguments before decoding a frame."""
     from vidlab.restoration.loading import DEFAULT_MODEL, load_module
     from vidlab.restoration.restorer import Restorer, sample_runs
 
@@ -149,6 +150,11 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
     found = find_videos(videos)
     modules = {model: load_module(DEFAULT_MODEL if model == DEFAULT_LABEL else model).to(memory_format=torch.channels_last)
                for model in models}  # as vidlab.restore
+    for module in modules.values():
+        if max_stains is not None:
+            if not hasattr(module.net, "max_stains") or module.net.stain is None:
+                raise ConfigError("--max-stains: only a blend model that fits its stain looks for elliptical stains")
+            module.net.max_stains = max_stains
     rows = []
     for index, (label, path) in enumerate(found):
         try:
@@ -224,13 +230,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stain", default="disc", help=f"the stain family: {', '.join(FAMILIES)}, or a registered corruption (default %(default)s)")
     for setting, kind in (("radius", int), ("hardness", float), ("opacity", float), ("tint", float)):
         parser.add_argument(f"--{setting}", type=kind, help="a circular stain's (default: the family's)")
+    parser.add_argument("--max-stains", type=int, choices=range(6), metavar="N",
+                        help="override the model's max_stains: elliptical stains it also looks for (opt-in; default: the model's)")
     parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     args = parser.parse_args(argv)
     try:
         if args.out is not None and not args.out.parent.is_dir():
             raise ConfigError(f"--out: no folder {args.out.parent}")
         stain = {k: getattr(args, k) for k in ("radius", "hardness", "opacity", "tint") if getattr(args, k) is not None}
-        rows = evaluate(args.videos, args.model or [DEFAULT_LABEL], parse_size(args.size), args.frames, args.seed, args.stain, **stain)
+        rows = evaluate(args.videos, args.model or [DEFAULT_LABEL], parse_size(args.size), args.frames, args.seed, args.stain, args.max_stains, **stain)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
