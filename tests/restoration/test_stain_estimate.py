@@ -92,21 +92,25 @@ def test_the_shapes_render_as_the_corruptions_draw_them():
     np.testing.assert_allclose(shape.scaled(2).scaled(0.5).mask(72, 128), mask, atol=1e-6)
 
 
-def test_looking_for_ellipses_never_leaves_a_tinted_ellipse_worse_than_its_input():
-    """The opt-in hypothesis (``max_stains``): a layer is fitted and weighed; whatever wins, the
-    clip's inverse is at least its input inside the stain (measured on generated footage: the layer is
-    found at its centre, but the motion-weighted evidence of this noisy footage keeps ``none``)."""
-    clean = render(np.random.default_rng(9), 16, 72, 128)
+def test_a_tinted_ellipse_is_found_and_inverted_far_above_the_input():
+    """The opt-in hypothesis (``max_stains``) on two runs of 16 frames of a real photograph panned:
+    the layer is found at its centre with its profile and tint, and its inverse is far above the input
+    (measured: +15.5 dB); the same clip without the stain keeps ``none``. (On generated footage, whose
+    sensor noise makes the evidence weak, it was found on one of two seeds.)"""
+    clean = _photograph_panned(32)
     shape = StainShape((70.0, 34.0), (18.0, 12.0), 0.4, 1.3, 0.85, (0.5, 0.3, 0.1))
     stain = Stain((StainLayer(shape.mask(72, 128), shape.tint),), 72, 128)
     stained = stain.apply(clean)
-    found = estimate_stain(_tensor(stained), max_layers=2, disc=NOTEBOOK)
-    assert "1 stains" in found.evidence and found.hypothesis != "disc", found.evidence
+    found = estimate_stain(_tensor(stained), max_layers=2, run=16)
+    assert found.hypothesis == "stains" and len(found.layers) == 1, found.evidence
+    layer = found.layers[0]
+    assert np.hypot(layer.centre[0] - 70, layer.centre[1] - 34) < 1 and abs(layer.opacity - 0.85) < 0.05
+    assert np.allclose(layer.tint, shape.tint, atol=0.05) and np.allclose(layer.axes, shape.axes, atol=1)
     opacity, offset = found.blend(72, 128)
     x, target = _tensor(stained).float() / 255, _tensor(clean).float() / 255
     inside = torch.from_numpy(stain.mask > 0.5)[None, None]
-    restored = invert_blend(x, opacity[None, None], offset[None], 0.02)
-    assert psnr(restored, target, inside) >= psnr(x, target, inside)
+    assert psnr(invert_blend(x, opacity[None, None], offset[None], 0.02), target, inside) > psnr(x, target, inside) + 12
+    assert estimate_stain(_tensor(clean), max_layers=2, run=16).hypothesis == "none"
 
 
 @pytest.mark.parametrize(("total", "starts"), [(100, [0, 42, 84]), (20, [0, 2, 4]), (10, [0]), (0, [0])])
