@@ -60,6 +60,7 @@ COARSE_HARDNESS, COARSE_OPACITY = 1.0, 0.7  # the profile the coarse search assu
 FIT_STEPS = 120           # gradient steps refining one layer
 MOVING = 2 / 255          # temporal activity above which content is taken to move
 MARGIN = math.log(1.25)   # how much closer to its surroundings a layer must bring the activity under it
+MIN_RADIUS = 8            # pixels: the smallest disc radius the fits shrink a frame to
 PARAMETERS = {"none": 0, "disc": 2, "layer": 10}  # free parameters: a disc's centre; a layer's ten
 
 
@@ -317,7 +318,7 @@ def _disc_by_likelihood(frames: torch.Tensor, disc: dict, step: int = 3) -> Stai
     """The disc's centre by this module's likelihood: every ``step``-th centre whose disc fits the
     (shrunk) frame on ``FIT_FRAMES`` frames spread over the clip, then every centre around the best on
     all the frames; mapped back to the frame's own pixels."""
-    scale = _scale(*frames.shape[-2:])
+    scale = _scale(*frames.shape[-2:], disc["radius"])
     fit = _shrink(frames, scale)
     t, c, h, w = fit.shape
     tint = torch.tensor(disc["tint"], dtype=torch.float32).reshape(-1).expand(3)
@@ -345,8 +346,30 @@ def _disc_by_likelihood(frames: torch.Tensor, disc: dict, step: int = 3) -> Stai
     fine = [(x, y) for y in range(max(reach, y0 - step), min(h - reach, y0 + step + 1))
             for x in range(max(reach, x0 - step), min(w - reach, x0 + step + 1))]
     x, y = fine[int(gains(fine, fit).argmax())]
-    return StainShape((x * scale + (scale - 1) // 2, y * scale + (scale - 1) // 2), (disc["radius"],) * 2, 0.0,
-                      disc["hardness"], disc["opacity"], template.tint)
+    shape = StainShape((x * scale + (scale - 1) // 2, y * scale + (scale - 1) // 2), (disc["radius"],) * 2, 0.0,
+                       disc["hardness"], disc["opacity"], template.tint)
+    return shape if scale == 1 else _refine_centre(frames, shape, scale)
+
+
+def _refine_centre(frames: torch.Tensor, shape: StainShape, spread: int) -> StainShape:
+    """A disc's centre refined at the frames' own size: every centre within ``spread`` pixels scored
+    by the likelihood on the pixels around it (a shrunk frame places it to within its scale)."""
+    h, w = frames.shape[-2:]
+    reach = math.ceil(shape.axes[0])
+    x0, y0 = shape.centre
+    top, left = max(0, y0 - spread - reach), max(0, x0 - spread - reach)
+    region = _shrink(frames[..., top : min(h, y0 + spread + reach + 1), left : min(w, x0 + spread + reach + 1)], 1)
+    rh, rw = region.shape[-2:]
+    none = pixel_nll(region, torch.ones(rh, rw), torch.zeros(3, rh, rw))
+    best, best_gain = shape, -math.inf
+    for y in range(max(reach, y0 - spread), min(h - reach, y0 + spread + 1)):
+        for x in range(max(reach, x0 - spread), min(w - reach, x0 + spread + 1)):
+            candidate = StainShape((x, y), shape.axes, 0.0, shape.hardness, shape.opacity, shape.tint)
+            mask = torch.from_numpy(corruption.circular_stain_mask(rh, rw, (x - left, y - top), shape.axes[0], shape.opacity, shape.hardness))
+            gain = float(none - pixel_nll(region, 1 - mask, torch.tensor(shape.tint)[:, None, None] * mask))
+            if gain > best_gain:
+                best, best_gain = candidate, gain
+    return best
 
 
 def _shrunk(shape: StainShape, scale: int) -> torch.Tensor:
@@ -369,15 +392,18 @@ def _held_out_evidence(runs: list[torch.Tensor], find: Callable[[torch.Tensor], 
         found = find(fitted_on)
         if found is None or min(len(r) for r in scored_on) < 2:
             return -math.inf
-        fit, weights, _ = _fitting_frames(scored_on)
+        fit, weights, _ = _fitting_frames(scored_on, scale)
         h, w = fit.shape[-2:]
         base = pixel_nll(fit, torch.ones(h, w), torch.zeros(3, h, w), per_pixel=True)
         total += _evidence(fit, _shrunk(found, scale), weights, base)
     return total
 
 
-def _scale(height: int, width: int) -> int:
-    return max(1, min(height, width) // MAX_ROWS)
+def _scale(height: int, width: int, radius: float | None = None) -> int:
+    """How much frames shrink for the fits: to about ``MAX_ROWS`` rows, but not below a disc of
+    ``MIN_RADIUS`` pixels of radius (a smaller one is blurred away)."""
+    scale = max(1, min(height, width) // MAX_ROWS)
+    return scale if radius is None else max(1, min(scale, int(radius // MIN_RADIUS)))
 
 
 def _shrink(frames: torch.Tensor, scale: int) -> torch.Tensor:
@@ -386,11 +412,11 @@ def _shrink(frames: torch.Tensor, scale: int) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(frames, scale) if scale > 1 else frames
 
 
-def _fitting_frames(runs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _fitting_frames(runs: list[torch.Tensor], scale: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """What the fits read of runs of consecutive frames: up to ``FIT_FRAMES`` frames spread over each
-    run, float, shrunk by block means to about ``MAX_ROWS`` rows; the motion weights (each run's
-    frame differences, averaged); and the shrink factor."""
-    scale = _scale(*runs[0].shape[-2:])
+    run, float, shrunk by block means (``scale``, or to about ``MAX_ROWS`` rows); the motion weights
+    (each run's frame differences, averaged); and the shrink factor."""
+    scale = scale or _scale(*runs[0].shape[-2:])
     chosen = [_shrink(run[np.unique(np.linspace(0, len(run) - 1, min(len(run), FIT_FRAMES)).round().astype(int))], scale)
               for run in runs]
     weights = torch.stack([motion_weights(run) for run in chosen]).mean(0)
@@ -433,7 +459,7 @@ def estimate_stain(frames: torch.Tensor, max_layers: int = 3, disc: dict | None 
             found = find(torch.cat(runs))
             if found is None:
                 break
-            evidence["disc"] = (_held_out_evidence(runs, find, scale), PARAMETERS["disc"])
+            evidence["disc"] = (_held_out_evidence(runs, find, _scale(*runs[0].shape[-2:], disc["radius"])), PARAMETERS["disc"])
             if _bic(*evidence["disc"], n) < 0:
                 break
     best = min(evidence, key=lambda name: _bic(*evidence[name], n))
