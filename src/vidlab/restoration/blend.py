@@ -76,7 +76,7 @@ class BlendUNetConfig(ModelConfig):
     window: int  # frames one stain estimate reads: training windows, evaluation and restore segments
     min_gain: float
     stain: Any  # the corruption's node: a circular stain is fitted (its centre searched); others, or null, learned
-    max_stains: int = 0  # elliptical stains a fitted model may also look for (0: the disc or none); 0.3's checkpoints lack it
+    max_stains: int  # elliptical stains a fitted model also looks for (0: the disc or none)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,7 +103,7 @@ class BlendUNet(RestorationNet):
     none given), an estimator U-Net learns the stain per pixel."""
 
     def __init__(self, window: int, context_frames: int, depth: int, base_channels: int, norm: str, min_gain: float,
-                 stain: object = None, max_stains: int = 0):
+                 stain: object = None, max_stains: int = 0):  # 0: as checkpoints written before max_stains
         super().__init__()
         self.window, self.context_frames, self.depth, self.min_gain = window, context_frames, depth, min_gain
         self.max_stains = max_stains
@@ -137,7 +137,7 @@ class BlendUNet(RestorationNet):
         through unchanged)."""
         stain = self.stain
         disc = {"radius": stain.radius, "hardness": stain.hardness, "opacity": stain.opacity, "tint": self.tint.tolist()}
-        estimate = estimate_stain(frames, self.max_stains, disc, run)
+        estimate = estimate_stain(frames, getattr(self, "max_stains", 0), disc, run)  # 0.3's pickled MLflow models lack it (until 0.5)
         opacity, offset = estimate.blend(*frames.shape[-2:], frames.device)
         return FoundStain(torch.cat([opacity[None], offset]), estimate)
 

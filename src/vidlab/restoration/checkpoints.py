@@ -62,6 +62,8 @@ def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
         raise ConfigError(f"{key}: {path} was written by vidlab {written}, newer than this vidlab {__version__}: upgrade vidlab to load it")
     if "vidlab_version" not in saved:
         saved["hyper_parameters"] = _upgraded(hparams)
+    if saved["hyper_parameters"]["model"].get("name") == "blend_unet":  # written before max_stains (0.3): the disc or none
+        saved["hyper_parameters"]["model"].setdefault("max_stains", 0)
     return saved
 
 
