@@ -59,9 +59,8 @@ COARSE_RADII = (5, 8, 12, 17, 24)  # candidate radii of the coarse search (pixel
 COARSE_HARDNESS, COARSE_OPACITY = 1.0, 0.7  # the profile the coarse search assumes
 FIT_STEPS = 120           # gradient steps refining one layer
 MOVING = 2 / 255          # temporal activity above which content is taken to move
-MARGIN = math.log(1.25)   # how much closer to its surroundings a layer must bring the activity under it
 MIN_RADIUS = 8            # pixels: the smallest disc radius the fits shrink a frame to
-PARAMETERS = {"none": 0, "disc": 2, "layer": 10}  # free parameters: a disc's centre; a layer's ten
+PARAMETERS = {"disc": 2, "layer": 10}  # free parameters: a disc's centre; a layer's ten
 
 
 @dataclass(frozen=True)
@@ -154,10 +153,6 @@ def render(params: torch.Tensor, height: int, width: int, origin: tuple[int, int
 
 
 # ---------------------------------------------------------------- the evidence
-def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
-
-
 def pixel_nll(frames: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, per_pixel: bool = False) -> torch.Tensor:
     """Negative log-likelihood per frame of frames ``(..., T, 3, H, W)`` under a stain (gain
     ``(..., H, W)``, offset ``(..., 3, H, W)``), summed over the region (``per_pixel``: the map
