@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -190,6 +190,12 @@ def _bic(evidence: float, parameters: int, gradients: int) -> float:
 
 
 # ---------------------------------------------------------------- fitting
+def _crops(image: torch.Tensor, centres: list[tuple[int, int]], reach: int) -> torch.Tensor:
+    """The ``(2 reach + 1)``-pixel squares of ``image`` (``(..., H, W)``) around each centre ``(x, y)``,
+    stacked."""
+    return torch.stack([image[..., y - reach : y + reach + 1, x - reach : x + reach + 1] for x, y in centres])
+
+
 def _coarse(frames: torch.Tensor, params: torch.Tensor) -> torch.Tensor | None:
     """The best new round layer by a grid search over centres and radii (the coarse profile assumed,
     its tint read off the clip: the mean inside the candidate's core against the mean around it), on
@@ -215,9 +221,7 @@ def _coarse(frames: torch.Tensor, params: torch.Tensor) -> torch.Tensor | None:
         centres = [(x, y) for y in range(reach, h - reach, COARSE_STEP) for x in range(reach, w - reach, COARSE_STEP)]
         for start in range(0, len(centres), 128):
             chunk = centres[start : start + 128]
-            crops = torch.stack([frames[..., y - reach : y + reach + 1, x - reach : x + reach + 1] for x, y in chunk])
-            below = torch.stack([gain[y - reach : y + reach + 1, x - reach : x + reach + 1] for x, y in chunk])
-            added = torch.stack([offset[:, y - reach : y + reach + 1, x - reach : x + reach + 1] for x, y in chunk])
+            crops, below, added = (_crops(image, chunk, reach) for image in (frames, gain, offset))
             means = crops.mean(1)  # (N, 3, size, size)
             m_core = float(mask[core].mean())
             tint = ((means[..., core].mean(-1) - (1 - m_core) * means[..., ring].mean(-1)) / m_core).clamp(0, 1)
@@ -329,7 +333,7 @@ def _disc_by_likelihood(frames: torch.Tensor, disc: dict, step: int = 3) -> Stai
     def gains(centres: list[tuple[int, int]], frames: torch.Tensor) -> torch.Tensor:
         out = []
         for start in range(0, len(centres), 128):
-            crops = torch.stack([frames[..., y - reach : y + reach + 1, x - reach : x + reach + 1] for x, y in centres[start : start + 128]])
+            crops = _crops(frames, centres[start : start + 128], reach)
             out.append(pixel_nll(crops, torch.ones(size, size), torch.zeros(c, size, size)) - pixel_nll(crops, gain, offset))
         return torch.cat(out)
 
@@ -359,11 +363,10 @@ def _refine_centre(frames: torch.Tensor, shape: StainShape, spread: int) -> Stai
     best, best_gain = shape, -math.inf
     for y in range(max(reach, y0 - spread), min(h - reach, y0 + spread + 1)):
         for x in range(max(reach, x0 - spread), min(w - reach, x0 + spread + 1)):
-            candidate = StainShape((x, y), shape.axes, 0.0, shape.hardness, shape.opacity, shape.tint)
-            mask = torch.from_numpy(corruption.circular_stain_mask(rh, rw, (x - left, y - top), shape.axes[0], shape.opacity, shape.hardness))
+            mask = torch.from_numpy(replace(shape, centre=(x - left, y - top)).mask(rh, rw))
             gain = float(none - pixel_nll(region, 1 - mask, torch.tensor(shape.tint)[:, None, None] * mask))
             if gain > best_gain:
-                best, best_gain = candidate, gain
+                best, best_gain = replace(shape, centre=(x, y)), gain
     return best
 
 
