@@ -1,20 +1,39 @@
-"""What a hostile afternoon tried on ``train.py`` and ``extract.py`` (docs/reliability.md, round two): a finished run is
-never rewritten by a checkpoint given to resume, Hydra's own refusals and data-dependent misfits are one
-line with nothing made, an unusable store is one line, and a full disk leaves no truncated checkpoint.
+"""What a hostile afternoon tried on ``train.py`` and ``extract.py`` (docs/reliability.md, rounds two and three): a
+finished run is never rewritten by a checkpoint given to resume, Hydra's own refusals, typo'd keys and
+data-dependent misfits are one line with nothing made, an unusable store or output folder is one line and
+leaves nothing behind, a full disk leaves no truncated checkpoint and a killed save no temporary file, and
+``stage=validate`` and ``stage=extract`` hold an index to one rule.
 In this process through the scripts' ``__main__`` (conftest's ``train``, ``extract``), as the exit code is
 ``SystemExit``'s."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import copy_of, extract, mounted_tmpfs, moving_square_frames, only_line, tiny_overrides, train
+from conftest import (
+    EXTRACT,
+    call_main,
+    copy_of,
+    copy_of_index,
+    extract,
+    mounted_tmpfs,
+    moving_square_frames,
+    only_line,
+    run_main,
+    tiny_overrides,
+    train,
+    write_h264,
+)
 
 
 def _client(root: Path) -> MlflowClient:
@@ -177,3 +196,103 @@ def test_a_full_disk_is_one_line_leaves_no_truncated_checkpoint_and_the_same_com
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
         train(*command)
     assert [r.info.status for r in _runs(tmp_path)] == ["FINISHED", "FAILED"]
+
+
+# ---------------------------------------------------------------- round three
+@pytest.mark.parametrize("script,overrides,key", [
+    ("train.py", ["+modell.depth=3"], "modell"),
+    ("train.py", ["task=probe", "embeddings=/x", "+prob.hidden=8"], "prob"),
+    ("extract.py", ["+extration.batch_size=4"], "extration"),
+])
+def test_a_key_added_that_no_group_or_schema_has_is_one_line_exit_2(tmp_path: Path, script: str, overrides: list[str], key: str):
+    """Hydra adds a typo given with ``+`` as asked; vidlab refuses it, as Hydra refuses one without."""
+    proc = run_main(script, f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", *overrides, check=False)
+    assert proc.returncode == 2 and only_line(proc.stderr) == (
+        f"config error: {key}: not a group or setting of this config (added with +? check its spelling; --help lists the groups)")
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # Hydra's run folder only
+
+
+def test_an_unwritable_extraction_output_or_store_is_one_line_and_leaves_nothing(small_index: Path, tmp_path: Path):
+    with mounted_tmpfs(tmp_path / "ro", "1m") as ro:
+        (ro / "mlruns.db").write_bytes(b"")
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        common = [f"index={small_index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", *EXTRACT]
+        proc = extract(*common, f"extraction.output={ro}/emb", check=False)
+        assert proc.returncode == 2 and only_line(proc.stderr) == (
+            f"config error: extraction.output: cannot write {ro}/emb (Read-only file system)"), proc.stderr[-2000:]
+        assert not (tmp_path / "mlruns.db").exists()
+
+        out = tmp_path / "outputs" / "emb"  # a writable output, a read-only store: the folder and its lock are taken back
+        proc = extract(*common, f"extraction.output={out}", f"logger.tracking_uri=sqlite:///{ro}/mlruns.db", check=False)
+    assert proc.returncode == 1 and only_line(proc.stderr).startswith(
+        f"error: logger.tracking_uri: cannot use the MLflow store sqlite:///{ro}/mlruns.db: "), proc.stderr[-2000:]
+    assert not (tmp_path / "outputs").exists()
+
+
+def _past_end(index: Path) -> None:
+    """The index's first video cut to 10 frames, its clips kept: four of them reach past its end."""
+    table = pd.read_csv(index)
+    write_h264(Path(table.path[0]), 10)
+    table.loc[table.path == table.path[0], "n_frames"] = 10
+    table.to_csv(index, index=False)
+
+
+def test_a_clip_past_its_videos_end_is_one_rule_for_validate_and_extract(small_index: Path, tmp_path: Path):
+    index = copy_of_index(small_index, tmp_path / "index")
+    _past_end(index)
+    line = (f"error: index: {index} is not valid [past_end]: 4 row(s), the first on line 3: end_frame > n_frames: the clip "
+            "reaches past its video's end (check.allow_padded=true extracts it with the video's last frame repeated) (")
+    common = [f"index={index}", f"paths.root={tmp_path}", *EXTRACT, f"extraction.output={tmp_path / 'emb'}"]
+    validated = extract("stage=validate", *common, f"hydra.run.dir={tmp_path}/v", check=False)
+    assert validated.returncode == 1 and "Traceback" not in validated.stderr
+    assert validated.stderr.strip().splitlines()[-1] == f"{line}every violation: {tmp_path}/v/index_check.txt)"
+    extracted = extract(*common, f"hydra.run.dir={tmp_path}/e", check=False)
+    assert extracted.returncode == 1 and only_line(extracted.stderr) == (
+        f"{line}extract.py stage=validate index={index} lists every violation)")
+    assert not (tmp_path / "emb").exists()
+    (run,) = _client(tmp_path).search_runs([_client(tmp_path).get_experiment_by_name("embeddings").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["vidlab.error"] == validated.stderr.strip().splitlines()[-1][7:]
+
+    index.with_suffix(".json").write_text('{"settings": {"short_videos": "pad"}}')  # built to pad: accepted as built
+    assert "valid: no violation" in extract("stage=validate", *common, f"hydra.run.dir={tmp_path}/v2").stdout
+    index.with_suffix(".json").unlink()
+    for stage in ("validate", "extract"):  # asked for: both accept it, extraction repeats the last frame
+        extract(f"stage={stage}", *common, f"hydra.run.dir={tmp_path}/{stage}", "check.allow_padded=true")
+    assert sorted(pd.read_json(tmp_path / "emb/padded.jsonl", lines=True)["row"]) == [1, 2, 3, 4]
+
+
+def test_a_raw_pickle_as_a_checkpoint_is_one_line_without_torchs_warning(tmp_path: Path, square_video: Path):
+    """``ckpt_path`` of train.py and the model of restore: refused by vidlab alone (torch warned about a
+    raw pickle's protocol before refusing it, two lines of its own)."""
+    import pickle
+
+    from vidlab import restore
+
+    raw = tmp_path / "model.ckpt"
+    raw.write_bytes(pickle.dumps({"state_dict": {}, "epoch": 3}, protocol=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trained = train(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", f"ckpt_path={raw}", check=False)
+        restored = call_main(lambda: restore.main([str(raw), str(square_video), str(tmp_path / "restored.mp4")]))
+    assert [str(w.message) for w in caught if "pickle" in str(w.message)] == []
+    for proc, key, prefix in [(trained, "ckpt_path", "config error"), (restored, "model", "error")]:
+        assert proc.returncode == 2 and only_line(proc.stderr) == (
+            f"{prefix}: {key}: {raw} is not a train.py checkpoint of vidlab's RestorationModule "
+            "(e.g. outputs/.../checkpoints/best.ckpt) (not a torch.save archive)")
+    assert not (tmp_path / "mlruns.db").exists() and not (tmp_path / "restored.mp4").exists()
+
+
+def test_a_checkpoint_a_killed_save_left_half_written_is_removed_by_the_next_run(tmp_path: Path, digits: Path):
+    """What ``kill -9`` leaves mid-save: vidlab's temporary name, written by a process that is gone.
+    Only such files go; a live writer's, and the user's files, stay."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    folder = tmp_path / "outputs/run/checkpoints"
+    folder.mkdir(parents=True)
+    half = folder / f".last.{int(gone.stdout)}.part.ckpt"
+    half.write_bytes(b"PK\x03\x04 half a checkpoint")
+    kept = [folder / ".best.1.part.ckpt", folder / "notes.part.ckpt", folder / ".last.ckpt.bak", folder / f".mine.{os.getpid()}.part"]
+    for path in kept:  # a live writer's (pid 1), and names that are not vidlab's temporaries
+        path.write_text("not vidlab's to remove")
+    train(*tiny_overrides(tmp_path, digits), "model.base_channels=4", "logger=none")
+    assert not half.exists() and all(path.read_text() == "not vidlab's to remove" for path in kept)
+    assert {"best.ckpt", "last.ckpt"} <= {p.name for p in folder.iterdir()}

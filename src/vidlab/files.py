@@ -4,6 +4,7 @@ signal never leaves half a CSV, manifest, video or plot behind)."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,30 @@ def temporary_sibling(path: Path) -> Path:
     """A hidden name beside ``path``, unique to this process; the suffix is kept because writers
     (OpenCV, Pillow, matplotlib, pandas) choose the format from it."""
     return path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
+
+
+TEMPORARY = re.compile(r"^\.[^/]+\.(?P<pid>\d+)\.part(\.[^./]+)?$")  # :func:`temporary_sibling`'s names
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # sends nothing: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it does, as another user's
+        pass
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove what a vidlab process killed mid-write (``kill -9``, the OOM killer) left in ``folder``
+    under :func:`temporary_sibling`'s name: a file no process will finish. Only such names, and only
+    when the process that wrote it is gone; returns what was removed."""
+    stale = [p for p in folder.iterdir() if (match := TEMPORARY.match(p.name)) and p.is_file()
+             and not _running(int(match["pid"]))] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 @contextmanager

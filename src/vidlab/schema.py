@@ -8,6 +8,7 @@ group's registry holds for that choice (wrong type or unknown key fails), then b
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -168,6 +169,20 @@ def resolved(cfg: DictConfig, key: str) -> Any:
     except OmegaConfBaseException as err:
         where = getattr(err, "full_key", None) or key
         raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
+
+
+# What conf/train.yaml and conf/extract.yaml give every job, and Hydra's own node (in a config composed with it)
+ENTRY_KEYS = ("paths", "task", "task_name", "run_name", "hydra")
+
+
+def refuse_unknown_keys(cfg: DictConfig, known: Iterable[str]) -> None:
+    """A top-level key that neither ``known`` (the task's groups and settings) nor :data:`ENTRY_KEYS`
+    holds is refused, as Hydra refuses ``modell.depth=3``: with ``+`` (``+modell.depth=3``) Hydra adds
+    the typo, which no schema reads, and a whole default run would start."""
+    unknown = sorted(set(cfg) - set(ENTRY_KEYS) - set(known))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: not a group or setting of this config (added with +? check its spelling; "
+                          "--help lists the groups)")
 
 
 def build_choice(cfg: DictConfig, registry: Registry) -> Any:

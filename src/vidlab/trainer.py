@@ -8,6 +8,7 @@ import io
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.plugins import TorchCheckpointIO
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vidlab import jobs
 from vidlab.errors import ConfigError, one_line
+from vidlab.files import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())
         except OSError as err:  # a failed write() names no file: name the checkpoint
             raise OSError(err.errno, err.strerror, str(path)) from err
+
+
+def checkpoint_folder(output_dir: Path) -> Path:
+    """Where a job's checkpoints go (``<run folder>/checkpoints``), without the half-written temporary
+    file a process killed while saving left there (:class:`AtomicCheckpointIO`'s; ``kill -9`` gives it
+    no chance to remove it): a rerun of the same folder starts clean."""
+    folder = output_dir / "checkpoints"
+    for path in remove_stale_temporaries(folder):
+        log.info("removed %s, a checkpoint a killed run left half-written", path)
+    return folder
 
 
 def trainer_kwargs(cfg: DictConfig, key: str = "trainer") -> dict[str, Any]:

@@ -187,13 +187,20 @@ def test_the_notebooks_index_is_read_as_written_and_a_strict_root_is_opt_in(vali
 
 
 def test_an_index_without_clips_is_not_valid(tmp_path: Path):
-    """A header and no clip (or not even a header): exit 1 from stage=validate, one line from
-    stage=extract before any output folder or MLflow run."""
+    """A header and no clip (or not even a header): stage=validate reports it, then ends as bad input
+    does (one line, exit 1, its run FAILED with that line); stage=extract says one line before any
+    output folder or MLflow run."""
     index = tmp_path / "index_clips.csv"
     pd.DataFrame(columns=COLUMNS).to_csv(index, index=False)
     common = [f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run"]
     proc = extract("stage=validate", *common, check=False)
     assert proc.returncode == 1 and "[empty] 0 row(s): the index has no clip" in proc.stdout and "valid: no violation" not in proc.stdout
+    line = proc.stderr.strip().splitlines()[-1]  # after the fresh store's own log lines
+    assert line == f"error: index: {index} is not valid [empty]: the index has no clip (every violation: {tmp_path}/run/index_check.txt)"
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("embeddings").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["vidlab.error"] == line.removeprefix("error: ")
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "check")} == {"check/index_check.json", "check/index_check.txt"}
     extraction = [*common, "backbone=r3d_18", "backbone.weights=null", f"extraction.output={tmp_path / 'emb'}"]
     proc = extract(*extraction, check=False)
     assert proc.returncode == 1 and only_line(proc.stderr) == f"error: index: {index} has no clip"

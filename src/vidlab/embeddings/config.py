@@ -12,7 +12,18 @@ from omegaconf import DictConfig
 from vidlab.embeddings.backbones import BACKBONES, BackboneConfig
 from vidlab.embeddings.layouts import LAYOUTS
 from vidlab.errors import ConfigError
-from vidlab.schema import LOGGERS, MlflowLoggerConfig, NoLoggerConfig, at_least, build_choice, build_node, one_of, resolved, seeds
+from vidlab.schema import (
+    LOGGERS,
+    MlflowLoggerConfig,
+    NoLoggerConfig,
+    at_least,
+    build_choice,
+    build_node,
+    one_of,
+    refuse_unknown_keys,
+    resolved,
+    seeds,
+)
 
 
 @dataclass
@@ -91,10 +102,12 @@ class ExtractSpec:
 
 
 EXTRACT_STAGES = ("extract", "index", "validate")
+EXTRACT_KEYS = ("stage", "index", "path_root", "layout", "indexing", "check", "backbone", "extraction", "logger")  # conf/extract.yaml's
 
 
 def validate_extract(cfg: DictConfig) -> ExtractSpec:
     """Check an ``extract.py`` config; the layout is only required by the stage that reads it."""
+    refuse_unknown_keys(cfg, EXTRACT_KEYS)
     stage = cfg.get("stage")
     if stage not in EXTRACT_STAGES:
         raise ConfigError(f"stage: must be one of {', '.join(EXTRACT_STAGES)} (got {stage!r})")

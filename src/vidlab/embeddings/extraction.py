@@ -27,7 +27,7 @@ from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks
 from vidlab.embeddings.clip_index import COLUMNS, file_sha256
 from vidlab.embeddings.config import ExtractSpec
 from vidlab.embeddings.extractor import EmbeddingExtractor, StoreWriter
-from vidlab.embeddings.index_check import check_index, read_index, resolve_paths
+from vidlab.embeddings.index_check import check_index, padding_allowed, read_index, refuse_violations, resolve_paths
 from vidlab.embeddings.manifest import FILE, KINDS, IndexRef, Manifest, SplitInfo
 from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess, resize_on_device
 from vidlab.embeddings.store import EmbeddingStore, read_jsonl
@@ -143,12 +143,9 @@ def prepare_extraction(spec: ExtractSpec) -> PreparedExtraction:
     x = spec.extraction
     index_file = Path(spec.index_file)
     table = load_index(index_file, spec.path_root)
-    report = check_index(index_file, spec.path_root, allow_padded=True, check_files=True, strict_root=spec.check.strict_root,
+    report = check_index(index_file, spec.path_root, padding_allowed(spec), check_files=True, strict_root=spec.check.strict_root,
                          table=table[COLUMNS])  # the index as read, without the columns load_index added
-    if report["violations"]:
-        first, checks = report["violations"][0], ", ".join(v["check"] for v in report["violations"])
-        raise InputError(f"index: {index_file} is not valid [{checks}]: {first['rows']} row(s): {first['detail']} "
-                         f"(extract.py stage=validate index={index_file} lists every violation)")
+    refuse_violations(report, f"extract.py stage=validate index={index_file} lists every violation")
     trainer_args = checked_trainer_args({"accelerator": x.accelerator, "devices": x.devices, "strategy": x.strategy,
                                          "precision": x.precision}, "extraction")
     preprocess = _preprocess(spec)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from vidlab.embeddings.clip_index import COLUMNS
+from vidlab.embeddings.config import ExtractSpec
 from vidlab.errors import InputError
 
 INT_COLUMNS = ["y", "clip_idx", "start_frame", "end_frame", "clip_len", "stride", "n_frames"]
@@ -26,17 +27,30 @@ def _common_dir(paths: list[str]) -> str:
     return os.path.commonpath(paths) if paths else ""
 
 
+def _sidecar(index_file: Path) -> dict:
+    """What ``stage=index`` recorded beside the index (``<name>.json``), or nothing for an index made elsewhere."""
+    try:
+        recorded = json.loads(index_file.with_suffix(".json").read_text())
+    except (OSError, ValueError):  # absent, unreadable, not JSON
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
 def video_root(index_file: Path, path_root: str | None) -> str:
     """What the index's relative paths are read under (and, with ``strict_root``, where every video must
     be): ``path_root``, else the root its sidecar JSON records, else the index's own folder."""
-    sidecar = index_file.with_suffix(".json")
-    recorded = None
-    if sidecar.exists():
-        try:
-            recorded = json.loads(sidecar.read_text()).get("root")
-        except (json.JSONDecodeError, AttributeError):
-            recorded = None
-    return path_root or recorded or str(index_file.parent)
+    return path_root or _sidecar(index_file).get("root") or str(index_file.parent)
+
+
+def padding_allowed(spec: ExtractSpec) -> bool:
+    """Whether a clip may reach past its video's end (``end_frame > n_frames``: extraction repeats the
+    last frame), one rule for every stage, so ``stage=validate`` accepts exactly the indexes
+    ``stage=extract`` extracts: as ``check.allow_padded`` says, else as the index was built (its
+    sidecar's ``short_videos``: ``pad`` makes such clips), else as ``indexing.short_videos`` says."""
+    if spec.check.allow_padded is not None:
+        return spec.check.allow_padded
+    built = _sidecar(Path(spec.index_file)).get("settings", {}).get("short_videos")
+    return (built or spec.indexing.short_videos) == "pad"
 
 
 def read_index(index_file: Path) -> pd.DataFrame:
@@ -70,8 +84,20 @@ def resolve_paths(paths: pd.Series, index_file: Path, path_root: str | None, old
 
 
 def _violation(name: str, rows: pd.DataFrame, detail: str) -> dict:
-    return {"check": name, "rows": int(len(rows)), "detail": detail,
+    """``line``: where the first of ``rows`` is in the file (its header is line 1), for a user's editor."""
+    return {"check": name, "rows": int(len(rows)), "detail": detail, "line": int(rows.index[0]) + 2,
             "examples": rows.head(EXAMPLES).astype(str).to_dict(orient="records")}
+
+
+def refuse_violations(report: dict, where_listed: str) -> None:
+    """The one line both stages end with on an index with violations (``stage=extract`` before any
+    work, ``stage=validate`` after its report): every check that failed, and the first one's rows;
+    ``where_listed`` says where every violation is listed."""
+    if not report["violations"]:
+        return
+    first, checks = report["violations"][0], ", ".join(v["check"] for v in report["violations"])
+    rows = f"{first['rows']} row(s), the first on line {first['line']}: " if first["rows"] else ""
+    raise InputError(f"index: {report['index']} is not valid [{checks}]: {rows}{first['detail']} ({where_listed})")
 
 
 def _outside_root(paths: pd.Series, resolved: pd.Series, root: str, strict_root: bool) -> tuple[pd.Series, str]:
@@ -121,7 +147,9 @@ def check_index(index_file: str | Path, path_root: str | None = None, allow_padd
         ("fps", ~(table.fps > 0), "fps must be > 0"),
     ]
     if not allow_padded:
-        checks.append(("past_end", table.end_frame > table.n_frames, "end_frame > n_frames (clip reaches past the video)"))
+        checks.append(("past_end", table.end_frame > table.n_frames,
+                       "end_frame > n_frames: the clip reaches past its video's end (check.allow_padded=true extracts it "
+                       "with the video's last frame repeated)"))
     for name, mask, detail in checks:
         if mask.any():
             violations.append(_violation(name, table[mask], detail))

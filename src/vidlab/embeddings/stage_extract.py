@@ -12,7 +12,7 @@ from vidlab.embeddings.stage_run import StageRun
 from vidlab.tracking.inputs import index_inputs, log_inputs
 
 
-def run(stage: StageRun, prepared: PreparedExtraction) -> int:
+def run(stage: StageRun, prepared: PreparedExtraction) -> None:
     spec, client, run_id = stage.spec, stage.client, stage.run_id
     if client is not None:
         with tracking.best_effort("datasets", client, run_id):
@@ -23,4 +23,3 @@ def run(stage: StageRun, prepared: PreparedExtraction) -> int:
     if client is not None:
         tracking.log_artifacts(client, run_id, result.artifacts(spec.extraction.max_artifact_mb, client, run_id))
     stage.finished = True
-    return 0

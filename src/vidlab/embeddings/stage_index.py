@@ -31,7 +31,7 @@ def prepare(spec: ExtractSpec) -> Found:
     return videos, layout_report
 
 
-def run(stage: StageRun, found: Found) -> int:
+def run(stage: StageRun, found: Found) -> None:
     spec = stage.spec
     index_file, report = make_index(spec, *found)
     table, sha256 = read_index(index_file), file_sha256(index_file)  # read and hashed once, for the datasets and the check
@@ -44,10 +44,7 @@ def run(stage: StageRun, found: Found) -> int:
     stage.metrics.update({"videos_indexed": report["videos_indexed"], "clips": report["clips"],
                           "bad_videos": len(report["bad_videos"]), "short_videos": report["short_videos"]["count"],
                           "frame_count_seconds": report["frame_count"]["seconds"]})
-    allow_padded = spec.check.allow_padded
-    if allow_padded is None:
-        allow_padded = spec.indexing.short_videos == "pad"
-    return check_and_report(stage, index_file, table, sha256, bool(allow_padded))
+    check_and_report(stage, index_file, table, sha256)
 
 
 def make_index(spec: ExtractSpec, videos: list[Video], layout_report: dict) -> tuple[Path, dict]:

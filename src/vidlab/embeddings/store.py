@@ -16,6 +16,8 @@ so a full disk is an ``OSError`` when the file is made, never a SIGBUS when a ro
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -30,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from vidlab.errors import NO_SPACE, ConfigError
-from vidlab.files import atomic_path, write_text
+from vidlab.files import atomic_path, remove_stale_temporaries, write_text
 from vidlab.splits import SPLITS
 
 LOCK = ".lock"
@@ -39,6 +41,7 @@ WRITTEN_BY = "vidlab clip-embedding extraction"  # in progress.json: the mark th
 # What an extraction writes into a folder it claimed, and nothing else: all that overwrite=true may remove.
 OWN_FILE = re.compile(r"^((embeddings|labels|valid|done)_(train|val|test)\.npy|progress\.json|manifest\.json|"
                       r"failures\.jsonl|padded\.jsonl|\.lock|\.[\w.]+\.part(\.\w+)?)$")
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)  # a path that cannot be written: a config error
 # What a start cut short before the claim leaves in a folder: vidlab's lock line, a half-written claim.
 LOCK_LINE = re.compile(r"(pid \d+ on \S+\n?)?")
 CLAIM_PART = re.compile(r"^\.progress\.\d+\.part\.json$")
@@ -108,6 +111,7 @@ class EmbeddingStore:
         self.labels = {s: rows.loc[rows.split == s, "y"].to_numpy(np.int8) for s in self.counts}
         self._open: dict[str, dict[str, np.memmap]] = {}
         self._lock: TextIO | None = None
+        self._made: list[Path] = []  # the folders lock() created, innermost first
 
     def path(self, kind: str, split: str) -> Path:
         return self.folder / f"{kind}_{split}.npy"
@@ -115,11 +119,16 @@ class EmbeddingStore:
     def lock(self) -> None:
         """Hold an OS lock on the folder until :meth:`unlock` or this process's exit (however it
         exits): a second writer of the same folder is refused, naming the holder, instead of mixing or
-        deleting rows. Taken after :meth:`check_claim`: a ``.lock`` that is not vidlab's is not opened."""
+        deleting rows. Taken after :meth:`check_claim`: a ``.lock`` that is not vidlab's is not opened.
+        A folder that cannot be written (a read-only file system, no permission) is a bad path."""
+        self._made = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             handle = (self.folder / LOCK).open("a+")
-        except PermissionError as err:
+        except OSError as err:
+            if err.errno not in UNWRITABLE:
+                raise
+            self._remove_made()
             raise ConfigError(f"extraction.output: cannot write {self.folder} ({err.strerror})") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -140,10 +149,21 @@ class EmbeddingStore:
             raise
 
     def unlock(self) -> None:
+        """Release the lock; a job that ended before it claimed the folder (the MLflow store refused,
+        a signal) takes back what :meth:`lock` made: its ``.lock``, and the folders it created."""
         handle, self._lock = self._lock, None
-        if handle is not None:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
+        if handle is None:
+            return
+        if read_claim(self.folder) is None:
+            (self.folder / LOCK).unlink(missing_ok=True)
+            self._remove_made()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+    def _remove_made(self) -> None:
+        for folder in self._made:  # innermost first; one that holds anything now stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     def check_claim(self, fingerprint: dict, overwrite: bool) -> bool:
         """Whether the folder holds vidlab's claim; refuses, before anything is written, a folder that
@@ -169,6 +189,7 @@ class EmbeddingStore:
         returns True when resuming. ``overwrite`` removes only what an extraction writes (files that
         are not its stay). A split's files missing (a start cut short) are made, none of them done."""
         claimed = self.check_claim(fingerprint, overwrite)  # again: the folder may have changed before the lock
+        remove_stale_temporaries(self.folder)  # a data file a killed start left half-made (a resume makes it again)
         if claimed and overwrite:  # done flags first, the claim kept until replaced: a stop midway leaves a folder that resumes
             for path in sorted(self.folder.iterdir(), key=lambda p: not p.name.startswith("done_")):
                 if OWN_FILE.match(path.name) and path.name not in (LOCK, PROGRESS):

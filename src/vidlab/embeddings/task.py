@@ -25,14 +25,13 @@ class Stage:
     """One stage: ``groups``, the config groups whose values are its run's params (the rest of the
     config is in its tags); ``written(spec, output_dir)``, where it writes (a full disk names it);
     ``run_name(spec)``, its run's name unless ``logger.run_name`` gives one; ``run(stage_run, prepared)``,
-    the work, which returns the exit code; ``prepare(spec)``, whatever can be refused, refused before
-    the run exists (what it returns is ``run``'s ``prepared``); ``release(prepared)``, called however
-    the stage ended."""
+    the work; ``prepare(spec)``, whatever can be refused, refused before the run exists (what it returns
+    is ``run``'s ``prepared``); ``release(prepared)``, called however the stage ended."""
 
     groups: tuple[str, ...]
     written: Callable[[ExtractSpec, Path], str | Path]
     run_name: Callable[[ExtractSpec], str]
-    run: Callable[[StageRun, Any], int]
+    run: Callable[[StageRun, Any], None]
     prepare: Callable[[ExtractSpec], Any] = lambda spec: None
     release: Callable[[Any], None] = lambda prepared: None
 
@@ -49,16 +48,15 @@ STAGES = {
 }
 
 
-def run(cfg: DictConfig, spec: ExtractSpec) -> int:
-    """Run the stage ``spec`` (``cfg`` checked by :func:`vidlab.embeddings.config.validate_extract`) describes; returns the
-    process exit code (non-zero when the index is invalid). What can be refused is refused before a run
-    exists; a full disk is one line naming where."""
+def run(cfg: DictConfig, spec: ExtractSpec) -> None:
+    """Run the stage ``spec`` (``cfg`` checked by :func:`vidlab.embeddings.config.validate_extract`) describes.
+    What can be refused is refused before a run exists; a full disk is one line naming where."""
     stage = STAGES[spec.stage]
     root, output_dir = job_dirs(cfg)
     with naming_where_space_ran_out(Path(stage.written(spec, output_dir))):
         prepared = stage.prepare(spec)
         try:
             with stage_run(cfg, spec, root, output_dir, stage.groups, stage.run_name(spec)) as started:
-                return stage.run(started, prepared)
+                stage.run(started, prepared)
         finally:
             stage.release(prepared)

@@ -19,6 +19,7 @@ from vidlab.schema import (
     NoLoggerConfig,
     TrainerConfig,
     build_choice,
+    refuse_unknown_keys,
     resolved,
     trainer_config,
 )
@@ -49,6 +50,7 @@ class ProbeSpec:
 
 
 def validate_probe(cfg: DictConfig) -> ProbeSpec:
+    refuse_unknown_keys(cfg, [*ProbeSpec.__dataclass_fields__, "optimizer", "scheduler", "ckpt_path"])  # the last: train.yaml's
     embeddings = resolved(cfg, "embeddings")
     if not isinstance(embeddings, str) or not embeddings:
         raise ConfigError(f"embeddings: an extraction output folder or its MLflow run id (got {embeddings!r})")

@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
 from vidlab.probe.data import Split
-from vidlab.trainer import EpochLog, StopOnSignal
+from vidlab.trainer import EpochLog, StopOnSignal, checkpoint_folder
 
 
 @dataclass
@@ -67,7 +67,7 @@ def fit_lightning(module: L.LightningModule, train: DataLoader, val: DataLoader,
                   monitor: str, patience: int, mode: str = "max") -> tuple[dict[str, float], Path | None]:
     """Fit until ``monitor`` (maximised, or minimised with ``mode="min"``) has not improved for ``patience`` validations or the trainer's
     cap; the best weights are loaded back. Returns the selection metrics and the best checkpoint."""
-    checkpoint = ModelCheckpoint(dirpath=context.output_dir / "checkpoints", filename="best", monitor=monitor, mode=mode)
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_folder(context.output_dir), filename="best", monitor=monitor, mode=mode)
     stopping = EarlyStopping(monitor=monitor, mode=mode, patience=patience)
     trainer = L.Trainer(**context.trainer_kwargs, logger=context.logger or False, callbacks=[checkpoint, stopping, StopOnSignal(), EpochLog()],
                         default_root_dir=str(context.output_dir))

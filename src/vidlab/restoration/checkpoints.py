@@ -5,6 +5,7 @@ run is opened or reopened: a checkpoint of another model would otherwise fail on
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
 
     if not Path(path).is_file():
         raise ConfigError(f"{key}: checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save's archive; torch would warn about a raw pickle's protocol before refusing it
+        raise ConfigError(f"{key}: {path} {NOT_RESTORATION} (not a torch.save archive)")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 (torch raises pickle, zip, EOF, runtime errors for non-checkpoints)

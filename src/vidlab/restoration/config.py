@@ -26,6 +26,7 @@ from vidlab.schema import (
     build_choice,
     build_node,
     one_of,
+    refuse_unknown_keys,
     require,
     resolved,
     seeds,
@@ -137,6 +138,7 @@ def restoration_metric(metric: str, stained: bool) -> str:
 
 def validate(cfg: DictConfig) -> RunSpec:
     """Check the whole composed config; raise :class:`ConfigError` on the first bad value."""
+    refuse_unknown_keys(cfg, [*(set(RunSpec.__dataclass_fields__) - {"top"}), *TopLevelConfig.__dataclass_fields__])
     nodes: dict[str, Any] = {registry.group: build_choice(cfg, registry) for registry in GROUPS}
     for key, schema in FIXED_SCHEMAS.items():
         nodes[key] = build_node(key, schema, resolved(cfg, key) or {})

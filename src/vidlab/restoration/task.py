@@ -30,7 +30,7 @@ from vidlab.restoration.previews import ValidationPreviewImages, plot_curves, pr
 from vidlab.schema import MlflowLoggerConfig
 from vidlab.tracking.inputs import log_inputs, video_split_inputs
 from vidlab.tracking.models import log_model
-from vidlab.trainer import EpochLog, StopOnSignal, checked_optimizer, trainer_kwargs
+from vidlab.trainer import EpochLog, StopOnSignal, checked_optimizer, checkpoint_folder, trainer_kwargs
 from vidlab.video import write_gif, write_video
 
 log = logging.getLogger(__name__)
@@ -173,17 +173,17 @@ def run(cfg: DictConfig, spec: RunSpec) -> float | None:
         continued = tracking.reusable_run(spec.logger, root, resumed_run)
         tags = {"task": "restoration", **({"vidlab.resumed_from": resumed_run} if resumed_run and not continued else {})}
         logger = tracking.build_logger(spec.logger, root, output_dir, tags, continued)
+    checkpoints = checkpoint_folder(output_dir)
     checkpoint = ModelCheckpoint(
-        dirpath=output_dir / "checkpoints", filename="best", monitor=spec.top.optimized_metric,
-        mode=spec.top.optimized_mode, save_last=True,
+        dirpath=checkpoints, filename="best", monitor=spec.top.optimized_metric, mode=spec.top.optimized_mode, save_last=True,
     )
-    callbacks = [checkpoint, OnExceptionCheckpoint(output_dir / "checkpoints", "interrupted"), StopOnSignal(), EpochLog(),
+    callbacks = [checkpoint, OnExceptionCheckpoint(checkpoints, "interrupted"), StopOnSignal(), EpochLog(),
                  UndefinedMetricWarning(spec.top.optimized_metric), tracking.RunIdInCheckpoint()]
     if logger:
         callbacks += [LearningRateMonitor("epoch"),
                       ValidationPreviewImages(spec.preview.every_n_epochs, spec.smoothing.name, spec.preview.scale)]
     trainer = L.Trainer(**kwargs, logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
-    on_stop_say(f"resume with ckpt_path={output_dir / 'checkpoints' / 'interrupted.ckpt'}")
+    on_stop_say(f"resume with ckpt_path={checkpoints / 'interrupted.ckpt'}")
     if logger is not None:
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=spec.top.ckpt_path)
