@@ -29,7 +29,7 @@ default-model: $(STAMP)
 	$(BIN)/python -m vidlab.restoration.footage data/default-model --videos $(DEFAULT_MODEL_VIDEOS) --digits $(DEFAULT_MODEL_DIGITS)
 	rm -rf outputs/default-model  # this target's own run folder: a fresh best.ckpt, not best-v1.ckpt
 	$(BIN)/python train.py dataset=video_folder dataset.path=data/default-model 'dataset.resize=[72,128]' \
-		hydra.run.dir=outputs/default-model $(ARGS)
+		model.max_stains=3 hydra.run.dir=outputs/default-model $(ARGS)
 	$(BIN)/python -m vidlab.restoration.checkpoints outputs/default-model/checkpoints/best.ckpt src/vidlab/restoration/weights/blend_unet.ckpt
 
 lint: $(STAMP)  ## ruff: lint and import order (configured in pyproject.toml)

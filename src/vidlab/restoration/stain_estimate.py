@@ -22,21 +22,24 @@ saturated region cannot be "explained" by an opaque stain.
 - ``none``: the frames as they are (``a = 1``, ``o = 0``);
 - ``disc``: the notebook's stain (a known profile at an unknown centre: :mod:`.stain_fit`'s search);
 - ``stains``: one to ``max_layers`` elliptical stains of any size, aspect, angle, hardness, opacity
-  and RGB tint, added greedily: a coarse search over centres and sizes on the frame differences (which
-  the offset cancels), then all of a layer's parameters refined on the frames by gradient descent.
+  and RGB tint, added greedily: a coarse search over centres and sizes on frames spread over the clip
+  (the tint read off them), then all of a layer's parameters refined on the frames by gradient descent.
 
 A hypothesis wins over a simpler one only when its gain in log-likelihood on frames it was not fitted
 on (fitted on half of the clip's runs of frames, scored on the other half, both ways; a pixel counted
 in the frames where it moves) beats the Bayesian information criterion's price for its extra
 parameters (``k / 2 * log n``, ``n`` the gradients it reads); a clip without a stain keeps ``none``
 and is returned unchanged. A layer must lie inside the frame, as every corruption draws its stains.
+Its gain is the lesser of two: on the frames, and on their deviations from their run's mean, where the
+offset cancels and only the content moving under the stain speaks (dimmed by ``1 - m``). A still face
+or a highlight can look like a tinted blot in every frame; only motion through it tells them apart.
 
 **Where it fails**: the evidence comes from content moving under the stain. Where the scene is static
-too (a fixed camera's background), a stain and a static scene are the same thing to the likelihood:
-a stain over a static region is found less precisely, and a static scene structure shaped like a stain
-(a round lamp) could be taken for one; the price of each layer guards against the latter, not the
-former. Free-form shapes (text, logos) are fitted by the nearest ellipses: their inverse is then
-partial, and the repair network sees what is left.
+too (a fixed camera's background, a talking head), a stain and a static scene are the same thing to
+the frames' likelihood: an elliptical stain there is left in place (no motion speaks for it), and only
+the notebook's disc, whose profile is known, is found from the frames alone. Free-form shapes (text,
+logos) are fitted by the nearest ellipses: their inverse is then partial, and the repair network sees
+what is left.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -51,6 +55,7 @@ import torch
 from vidlab.restoration import corruption
 
 ROUNDING = 1 / 255        # floor of a gradient's scale in the stained frames (uint8 steps)
+DEVIATION_FLOOR = ROUNDING / 2  # and of a deviation from the mean: below half a step it is rounding
 FLOOR = 0.02              # 1 - m is floored here while fitting (an opaque centre holds no content)
 MAX_ROWS = 96             # frames are shrunk to about this many rows to find and fit stains
 FIT_FRAMES = 16           # frames the search and fits read, spread over those given
@@ -153,20 +158,23 @@ def render(params: torch.Tensor, height: int, width: int, origin: tuple[int, int
 
 
 # ---------------------------------------------------------------- the evidence
-def pixel_nll(frames: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, per_pixel: bool = False) -> torch.Tensor:
+def pixel_nll(frames: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, per_pixel: bool = False,
+              floor: float = ROUNDING) -> torch.Tensor:
     """Negative log-likelihood per frame of frames ``(..., T, 3, H, W)`` under a stain (gain
     ``(..., H, W)``, offset ``(..., 3, H, W)``), summed over the region (``per_pixel``: the map
     ``(..., H, W)``, each gradient's term on the pixel it starts from). Per gradient and channel: half
     its log scale, plus a quarter of the Jacobian ``log a`` of each of its two pixels, so that an
     inner pixel (four gradients) pays ``log a`` per channel and a border pixel only what its gradients
-    read: scaling any region's content leaves the sum unchanged. Constants common to every hypothesis
-    are dropped."""
+    read: scaling any region's content leaves the sum unchanged. ``floor``: the smallest scale of a
+    gradient of the stained frames, restored through the smaller gain of its two pixels (the rounding
+    of the more opaque pixel dominates their difference). Constants common to every hypothesis are
+    dropped."""
     a = gain.clamp(min=FLOOR)
     restored = (frames - offset.unsqueeze(-4)) / a.unsqueeze(-3).unsqueeze(-4)
     terms = []
     for g, low, high in ((restored[..., :, 1:] - restored[..., :, :-1], a[..., :, 1:], a[..., :, :-1]),
                          (restored[..., 1:, :] - restored[..., :-1, :], a[..., 1:, :], a[..., :-1, :])):
-        scale = g.abs().mean(-4) + (ROUNDING / torch.minimum(low, high)).unsqueeze(-3)
+        scale = g.abs().mean(-4) + (floor / torch.minimum(low, high)).unsqueeze(-3)
         terms.append(0.5 * scale.log().sum(-3) + 0.25 * frames.shape[-3] * (low.log() + high.log()))
     if per_pixel:
         return torch.nn.functional.pad(terms[0], (0, 1)) + torch.nn.functional.pad(terms[1], (0, 0, 0, 1))
@@ -181,6 +189,23 @@ def motion_weights(frames: torch.Tensor) -> torch.Tensor:
     change = (frames[1:] - frames[:-1]).abs().amax(1)
     noise = max(MOVING, 2 * float(change.median(0).values.median()))
     return (change > noise).float().mean(0)
+
+
+def motion_evidence(deviations: torch.Tensor, params: torch.Tensor) -> float:
+    """Log-likelihood gain of layers ``params`` over no stain on the frames' deviations from their
+    run's mean (``(T, 3, H, W)``), a gradient's scale floored at ``DEVIATION_FLOOR``. The offset cancels there, so only
+    content that moves under a stain speaks for it (its changes scaled by ``1 - m`` and restored by the
+    inverse), while a still scene structure shaped like a stain, which the frames alone cannot tell
+    from one, gains nothing: a still face or a highlight explained as a tinted blot loses here."""
+    if not len(params):
+        return 0.0
+    h, w = deviations.shape[-2:]
+    zero = torch.zeros(3, h, w)
+    with torch.no_grad():
+        gain = render(params, h, w)[0]
+        nll = (pixel_nll(deviations, torch.ones(h, w), zero, floor=DEVIATION_FLOOR)
+               - pixel_nll(deviations, gain, zero, floor=DEVIATION_FLOOR))
+    return float(nll) * deviations.shape[0]
 
 
 def _bic(evidence: float, parameters: int, gradients: int) -> float:
@@ -238,7 +263,13 @@ def _coarse(frames: torch.Tensor, params: torch.Tensor) -> torch.Tensor | None:
 
 def _refine(frames: torch.Tensor, params: torch.Tensor, fixed: torch.Tensor, steps: int = FIT_STEPS) -> torch.Tensor:
     """All parameters of the last layer of ``params`` fitted by Adam on the region around it, the
-    earlier layers ``fixed`` blended below."""
+    earlier layers ``fixed`` blended below. Autograd is switched on here: restore, evaluation and
+    Lightning's validation call the estimate without it (their tensors cloned out of inference mode)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return _adam(frames.clone(), params.clone(), fixed.clone(), steps)
+
+
+def _adam(frames: torch.Tensor, params: torch.Tensor, fixed: torch.Tensor, steps: int) -> torch.Tensor:
     h, w = frames.shape[-2:]
     # Adam's steps are about its rate whatever the gradient's size: pixels, log-scales and logits each
     # move at their own
@@ -272,21 +303,29 @@ def _inside(layer: torch.Tensor, height: int, width: int) -> bool:
 
 def _layer_evidence(runs: list[torch.Tensor], below: torch.Tensor, layer: torch.Tensor) -> float:
     """A new layer's evidence on frames it was not fitted on: refined from ``layer`` on half of the
-    runs (or of one run's frames) and scored over the layers ``below`` on the other half, both ways;
-    minus infinity for a layer outside the frame."""
+    runs (or of one run's frames) and scored over the layers ``below`` on the other half, both ways.
+    It is the lesser of two gains, the frames' and the moving content's (:func:`motion_evidence`): a
+    stain must explain both how the clip looks and how its motion dims. A stain is static, so each half
+    must support it on its own; minus infinity for a layer outside the frame or one half's motion
+    against it."""
     halves = [runs[: len(runs) // 2], runs[len(runs) // 2 :]] if len(runs) > 1 else [[r] for r in runs[0].split((len(runs[0]) + 1) // 2)]
     fits = [_fitting_frames(half) for half in halves]
-    if not _inside(layer, *fits[0][0].shape[-2:]):
+    if not _inside(layer, *fits[0].frames.shape[-2:]):
         return -math.inf
-    total = 0.0
-    for (fitted_on, _, _), (scored_on, weights, _) in ((fits[0], fits[1]), (fits[1], fits[0])):
-        held = _refine(fitted_on, layer, below, FIT_STEPS // 2)
-        if not _inside(held, *scored_on.shape[-2:]):
+    frames_gain = motion_gain = 0.0
+    for fitted_on, scored_on in ((fits[0], fits[1]), (fits[1], fits[0])):
+        held = _refine(fitted_on.frames, layer, below, FIT_STEPS // 2)
+        if not _inside(held, *scored_on.frames.shape[-2:]):
             return -math.inf
-        h, w = scored_on.shape[-2:]
-        base = pixel_nll(scored_on, torch.ones(h, w), torch.zeros(3, h, w), per_pixel=True)
-        total += _evidence(scored_on, torch.cat([below, held[None]]), weights, base) - _evidence(scored_on, below, weights, base)
-    return total
+        h, w = scored_on.frames.shape[-2:]
+        base = pixel_nll(scored_on.frames, torch.ones(h, w), torch.zeros(3, h, w), per_pixel=True)
+        above = torch.cat([below, held[None]])
+        frames_gain += _evidence(scored_on.frames, above, scored_on.weights, base) - _evidence(scored_on.frames, below, scored_on.weights, base)
+        half_motion = motion_evidence(scored_on.deviations, above) - motion_evidence(scored_on.deviations, below)
+        if half_motion < 0:
+            return -math.inf
+        motion_gain += half_motion
+    return min(frames_gain, motion_gain)
 
 
 def _evidence(frames: torch.Tensor, params: torch.Tensor, weights: torch.Tensor, base: torch.Tensor) -> float:
@@ -340,7 +379,7 @@ def _disc_by_likelihood(frames: torch.Tensor, disc: dict, step: int = 3) -> Stai
     coarse = [(x, y) for y in range(reach, h - reach, step) for x in range(reach, w - reach, step)]
     if not coarse:
         return None
-    few = fit[np.unique(np.linspace(0, t - 1, min(t, FIT_FRAMES)).round().astype(int))]
+    few = _spread(fit)
     x0, y0 = coarse[int(gains(coarse, few).argmax())]
     fine = [(x, y) for y in range(max(reach, y0 - step), min(h - reach, y0 + step + 1))
             for x in range(max(reach, x0 - step), min(w - reach, x0 + step + 1))]
@@ -390,10 +429,10 @@ def _held_out_evidence(runs: list[torch.Tensor], find: Callable[[torch.Tensor], 
         found = find(fitted_on)
         if found is None or min(len(r) for r in scored_on) < 2:
             return -math.inf
-        fit, weights, _ = _fitting_frames(scored_on, scale)
-        h, w = fit.shape[-2:]
-        base = pixel_nll(fit, torch.ones(h, w), torch.zeros(3, h, w), per_pixel=True)
-        total += _evidence(fit, _shrunk(found, scale), weights, base)
+        fit = _fitting_frames(scored_on, scale)
+        h, w = fit.frames.shape[-2:]
+        base = pixel_nll(fit.frames, torch.ones(h, w), torch.zeros(3, h, w), per_pixel=True)
+        total += _evidence(fit.frames, _shrunk(found, scale), fit.weights, base)
     return total
 
 
@@ -410,15 +449,28 @@ def _shrink(frames: torch.Tensor, scale: int) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(frames, scale) if scale > 1 else frames
 
 
-def _fitting_frames(runs: list[torch.Tensor], scale: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """What the fits read of runs of consecutive frames: up to ``FIT_FRAMES`` frames spread over each
-    run, float, shrunk by block means (``scale``, or to about ``MAX_ROWS`` rows); the motion weights
-    (each run's frame differences, averaged); and the shrink factor."""
+class Fitting(NamedTuple):
+    """What the fits read of runs of consecutive frames."""
+
+    frames: torch.Tensor      # up to FIT_FRAMES frames spread over each run, float, shrunk by block means
+    weights: torch.Tensor     # (H, W) motion weights, averaged over the runs
+    deviations: torch.Tensor  # the frames less their run's mean
+    scale: int                # the shrink factor
+
+
+def _spread(frames: torch.Tensor) -> torch.Tensor:
+    """Up to ``FIT_FRAMES`` frames spread evenly over ``frames``."""
+    return frames[np.unique(np.linspace(0, len(frames) - 1, min(len(frames), FIT_FRAMES)).round().astype(int))]
+
+
+def _fitting_frames(runs: list[torch.Tensor], scale: int | None = None) -> Fitting:
+    """What the fits read of runs of consecutive frames, shrunk by ``scale`` (or to about ``MAX_ROWS``
+    rows)."""
     scale = scale or _scale(*runs[0].shape[-2:])
-    chosen = [_shrink(run[np.unique(np.linspace(0, len(run) - 1, min(len(run), FIT_FRAMES)).round().astype(int))], scale)
-              for run in runs]
+    chosen = [_shrink(_spread(run), scale) for run in runs]
     weights = torch.stack([motion_weights(run) for run in chosen]).mean(0)
-    return torch.cat(chosen), weights, scale
+    deviations = torch.cat([run - run.mean(0, keepdim=True) for run in chosen])
+    return Fitting(torch.cat(chosen), weights, deviations, scale)
 
 
 def estimate_stain(frames: torch.Tensor, max_layers: int = 3, disc: dict | None = None, run: int | None = None) -> StainEstimate:
@@ -432,14 +484,15 @@ def estimate_stain(frames: torch.Tensor, max_layers: int = 3, disc: dict | None 
     runs = [r for r in frames.split(run or len(frames)) if len(r) >= 2]
     if not runs:
         return StainEstimate((), "none", {"none": (0.0, 0)})  # still images: nothing moves to tell a stain
-    fit, _, scale = _fitting_frames(runs)
+    fitting = _fitting_frames(runs)
+    fit, scale = fitting.frames, fitting.scale
     t, c, h, w = fit.shape
     n = t * 2 * c * h * w
     evidence = {"none": (0.0, 0)}
     candidates: dict[str, torch.Tensor] = {"none": torch.zeros(0, 10)}
     params = torch.zeros(0, 10)
     for k in range(1, max_layers + 1):
-        proposal = _coarse(fit, params)
+        proposal = _coarse(_spread(fit), params)  # a proposal: frames spread over the clip are enough
         if proposal is None:
             break
         layer = _refine(fit, proposal, params)
