@@ -151,6 +151,7 @@ def restore_video(
             with contextlib.closing(iter_frames(input_path)) as frames:
                 sample = sample_runs(frames, info.n_frames or 0, module.net.window)
         restorer = Restorer(module, smoother, megapixels, chunk, sample)
+        read, sample = len(sample or ()), None  # the frames the estimate read are not kept while restoring
         # smoothing=0: the rate shown is the average so far (blocks of frames finish in bursts)
         bar = stack.enter_context(tqdm(total=info.n_frames, desc="restoring", unit="frame", smoothing=0, disable=not progress))
         for stained, restored in restorer(iter_frames(input_path)):
@@ -161,7 +162,7 @@ def restore_video(
         bar.close()
         frames = writers[0].frames
     if restorer.video_stain is not None:  # the video is complete: now what the model found
-        report = stain_report(restorer.video_stain.estimate, len(sample), info.height, info.width)
+        report = stain_report(restorer.video_stain.estimate, read, info.height, info.width)
         print(f"stain: {report['summary']}", file=sys.stderr)
         if report_path is not None:
             write_text(report_path, json.dumps(report, indent=2) + "\n")

@@ -444,9 +444,14 @@ def _scale(height: int, width: int, radius: float | None = None) -> int:
 
 
 def _shrink(frames: torch.Tensor, scale: int) -> torch.Tensor:
-    """Frames as floats in [0, 1], shrunk by ``scale`` (block means)."""
-    frames = frames.float() / 255 if frames.dtype == torch.uint8 else frames.float()
-    return torch.nn.functional.avg_pool2d(frames, scale) if scale > 1 else frames
+    """Frames as floats in [0, 1], shrunk by ``scale`` (block means), one frame at a time: a native
+    clip is never made float whole."""
+    def as_float(frame: torch.Tensor) -> torch.Tensor:
+        return frame.float() / 255 if frame.dtype == torch.uint8 else frame.float()
+
+    if scale == 1:
+        return as_float(frames)
+    return torch.stack([torch.nn.functional.avg_pool2d(as_float(frame), scale) for frame in frames])
 
 
 class Fitting(NamedTuple):
