@@ -193,10 +193,11 @@ def motion_weights(frames: torch.Tensor) -> torch.Tensor:
 
 def motion_evidence(deviations: torch.Tensor, params: torch.Tensor) -> float:
     """Log-likelihood gain of layers ``params`` over no stain on the frames' deviations from their
-    run's mean (``(T, 3, H, W)``), a gradient's scale floored at ``DEVIATION_FLOOR``. The offset cancels there, so only
-    content that moves under a stain speaks for it (its changes scaled by ``1 - m`` and restored by the
-    inverse), while a still scene structure shaped like a stain, which the frames alone cannot tell
-    from one, gains nothing: a still face or a highlight explained as a tinted blot loses here."""
+    run's mean (``(T, 3, H, W)``), a gradient's scale floored at ``DEVIATION_FLOOR``. The offset
+    cancels there, so only content that moves under a stain speaks for it (its changes scaled by
+    ``1 - m`` and restored by the inverse), while a still scene structure shaped like a stain, which
+    the frames alone cannot tell from one, gains nothing: a still face or a highlight explained as a
+    tinted blot loses here."""
     if not len(params):
         return 0.0
     h, w = deviations.shape[-2:]
