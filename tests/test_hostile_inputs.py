@@ -9,8 +9,10 @@ In this process through the scripts' ``__main__`` (conftest's ``train``, ``extra
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -177,6 +179,20 @@ def test_a_read_only_store_is_one_line(tmp_path: Path, digits: Path):
     assert proc.returncode == 1 and only_line(proc.stderr).startswith(
         f"error: logger.tracking_uri: cannot use the MLflow store sqlite:///{ro}/mlruns.db: "), proc.stderr[-2000:]
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_tracking_server_that_is_not_there_is_one_line_within_seconds(tmp_path: Path, digits: Path):
+    """No server on the port: one line, exit 1, before any checkpoint (MLflow's client alone retried
+    for minutes, silently)."""
+    with socket.socket() as probe:  # a free port: nothing listens on it once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    proc = train(*tiny_overrides(tmp_path, digits), f"logger.tracking_uri=http://127.0.0.1:{port}", check=False)
+    assert time.monotonic() - started < 30
+    assert proc.returncode == 1 and only_line(proc.stderr).startswith(
+        f"error: logger.tracking_uri: no MLflow server answers at http://127.0.0.1:{port} (ConnectionError"), proc.stderr[-2000:]
+    assert not list(tmp_path.rglob("*.ckpt")) and not (tmp_path / "mlruns.db").exists()
 
 
 def test_a_full_disk_is_one_line_leaves_no_truncated_checkpoint_and_the_same_command_runs_once_freed(tmp_path: Path,
