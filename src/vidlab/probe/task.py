@@ -84,6 +84,8 @@ def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
     if probe.needs_videos or annotations is not None:
         for split in splits.values():
             split.videos()  # refused now if the index is missing, not after training
+    if isinstance(spec.logger, MlflowLoggerConfig):
+        tracking.ensure_experiment(spec.logger, root, "probe")  # a store that cannot be used: one line, no work
     L.seed_everything(spec.seed, workers=True)
 
     logger = None

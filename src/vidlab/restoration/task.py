@@ -164,6 +164,8 @@ def run(cfg: DictConfig, spec: RunSpec) -> float | None:
     root, output_dir = job_dirs(cfg)
     datamodule = RestorationDataModule(spec.dataset, CORRUPTIONS.build(spec.corruption), spec.model.context_frames, model_window(spec.model))
     datamodule.check_inputs()  # the videos' sizes against the stain and the batch: before any run or checkpoint
+    if isinstance(spec.logger, MlflowLoggerConfig):
+        tracking.ensure_experiment(spec.logger, root, "restoration")  # a store that cannot be used: one line, no work
     L.seed_everything(spec.top.seed, workers=True)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
     module = module_from_spec(spec, optimizer, scheduler)
