@@ -84,8 +84,8 @@ def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
     if probe.needs_videos or annotations is not None:
         for split in splits.values():
             split.videos()  # refused now if the index is missing, not after training
-    if isinstance(spec.logger, MlflowLoggerConfig):
-        tracking.ensure_experiment(spec.logger, root, "probe")  # a store that cannot be used: one line, no work
+    if isinstance(spec.logger, MlflowLoggerConfig):  # a store that cannot be used: one line, before any work
+        experiment_id = tracking.ensure_experiment(spec.logger, root, "probe")
     L.seed_everything(spec.seed, workers=True)
 
     logger = None
@@ -94,7 +94,7 @@ def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
         tags = {"task": "probe", "probe": spec.probe.name, "embeddings_dir": str(folder), "backbone": manifest.backbone,
                 "extraction_run_id": run_ref or manifest.mlflow_run_id or ""}
         client = MlflowClient(uri)
-        name = run_name(spec, folder, backbone, client, tracking.ensure_experiment(spec.logger, root, "probe"))
+        name = run_name(spec, folder, backbone, client, experiment_id)
         logger = tracking.build_logger(replace(spec.logger, run_name=name), root, output_dir, tags)
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
         with tracking.best_effort("description", client, logger.run_id):

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from vidlab.restoration import corruption
+from vidlab.restoration.stain_fit import fit_centre, shrink
 
 ROUNDING = 1 / 255        # floor of a gradient's scale in the stained frames (uint8 steps)
 DEVIATION_FLOOR = ROUNDING / 2  # and of a deviation from the mean: below half a step it is rounding
@@ -343,8 +344,6 @@ def _evidence(frames: torch.Tensor, params: torch.Tensor, weights: torch.Tensor,
 def _disc(frames: torch.Tensor, disc: dict) -> StainShape | None:
     """The notebook's disc at the centre :func:`~vidlab.restoration.stain_fit.fit_centre` finds; None
     where it does not fit the frame."""
-    from vidlab.restoration.stain_fit import fit_centre
-
     tint = torch.tensor(disc["tint"], dtype=torch.float32).reshape(-1).expand(3)
     try:
         x, y = fit_centre(frames, disc["radius"], disc["hardness"], disc["opacity"], tint)
@@ -358,7 +357,7 @@ def _disc_by_likelihood(frames: torch.Tensor, disc: dict, step: int = 3) -> Stai
     (shrunk) frame on ``FIT_FRAMES`` frames spread over the clip, then every centre around the best on
     all the frames; mapped back to the frame's own pixels."""
     scale = _scale(*frames.shape[-2:], disc["radius"])
-    fit = _shrink(frames, scale)
+    fit = shrink(frames, scale)
     t, c, h, w = fit.shape
     tint = torch.tensor(disc["tint"], dtype=torch.float32).reshape(-1).expand(3)
     radius = disc["radius"] / scale
@@ -397,7 +396,7 @@ def _refine_centre(frames: torch.Tensor, shape: StainShape, spread: int) -> Stai
     reach = math.ceil(shape.axes[0])
     x0, y0 = shape.centre
     top, left = max(0, y0 - spread - reach), max(0, x0 - spread - reach)
-    region = _shrink(frames[..., top : min(h, y0 + spread + reach + 1), left : min(w, x0 + spread + reach + 1)], 1)
+    region = shrink(frames[..., top : min(h, y0 + spread + reach + 1), left : min(w, x0 + spread + reach + 1)], 1)
     rh, rw = region.shape[-2:]
     none = pixel_nll(region, torch.ones(rh, rw), torch.zeros(3, rh, rw))
     best, best_gain = shape, -math.inf
@@ -444,17 +443,6 @@ def _scale(height: int, width: int, radius: float | None = None) -> int:
     return scale if radius is None else max(1, min(scale, int(radius // MIN_RADIUS)))
 
 
-def _shrink(frames: torch.Tensor, scale: int) -> torch.Tensor:
-    """Frames as floats in [0, 1], shrunk by ``scale`` (block means), one frame at a time: a native
-    clip is never made float whole."""
-    def as_float(frame: torch.Tensor) -> torch.Tensor:
-        return frame.float() / 255 if frame.dtype == torch.uint8 else frame.float()
-
-    if scale == 1:
-        return as_float(frames)
-    return torch.stack([torch.nn.functional.avg_pool2d(as_float(frame), scale) for frame in frames])
-
-
 class Fitting(NamedTuple):
     """What the fits read of runs of consecutive frames."""
 
@@ -473,7 +461,7 @@ def _fitting_frames(runs: list[torch.Tensor], scale: int | None = None) -> Fitti
     """What the fits read of runs of consecutive frames, shrunk by ``scale`` (or to about ``MAX_ROWS``
     rows)."""
     scale = scale or _scale(*runs[0].shape[-2:])
-    chosen = [_shrink(_spread(run), scale) for run in runs]
+    chosen = [shrink(_spread(run), scale) for run in runs]
     weights = torch.stack([motion_weights(run) for run in chosen]).mean(0)
     deviations = torch.cat([run - run.mean(0, keepdim=True) for run in chosen])
     return Fitting(torch.cat(chosen), weights, deviations, scale)

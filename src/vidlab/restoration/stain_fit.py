@@ -87,8 +87,17 @@ def _best(scorer: _Scorer, xs: range, ys: range) -> list[tuple[float, int, int]]
     return [(float(s), x, y) for y in ys for s, x in zip(scorer(xs, y), xs)]
 
 
-def _float(frames: torch.Tensor) -> torch.Tensor:
-    return frames.float().div_(255) if frames.dtype == torch.uint8 else frames
+def as_float(frames: torch.Tensor) -> torch.Tensor:
+    """Frames as float32 in [0, 1] (uint8 ones divided by 255)."""
+    return frames.float().div_(255) if frames.dtype == torch.uint8 else frames.float()
+
+
+def shrink(frames: torch.Tensor, scale: int) -> torch.Tensor:
+    """Frames ``(T, C, H, W)`` as floats (:func:`as_float`) shrunk by ``scale`` (block means), one frame at
+    a time: a native clip is never made float whole."""
+    if scale == 1:
+        return as_float(frames)
+    return torch.stack([torch.nn.functional.avg_pool2d(as_float(frame), scale) for frame in frames])
 
 
 def fit_centre(clip: torch.Tensor, radius: float, hardness: float, opacity: float, tint: torch.Tensor) -> tuple[int, int]:
@@ -101,14 +110,13 @@ def fit_centre(clip: torch.Tensor, radius: float, hardness: float, opacity: floa
         raise ValueError(f"a {h}x{w} frame cannot hold a stain of radius {radius}")
     scale = _scale(h, w, radius)
     if scale > 1:
-        shrunk = torch.stack([torch.nn.functional.avg_pool2d(_float(frame), scale) for frame in clip])
-        x, y = fit_centre(shrunk, radius / scale, hardness, opacity, tint)
+        x, y = fit_centre(shrink(clip, scale), radius / scale, hardness, opacity, tint)
         x, y, spread = x * scale + (scale - 1) // 2, y * scale + (scale - 1) // 2, scale + 2
         top, left = max(0, y - spread - reach), max(0, x - spread - reach)
-        region = _float(clip[..., top : y + spread + reach + 1, left : x + spread + reach + 1])
+        region = as_float(clip[..., top : y + spread + reach + 1, left : x + spread + reach + 1])
         finalists = [(0.0, x - left, y - top)]
     else:
-        region, top, left, spread = _float(clip), 0, 0, COARSE_STEP
+        region, top, left, spread = as_float(clip), 0, 0, COARSE_STEP
     bounds = (reach - left, w - reach - left, reach - top, h - reach - top)  # candidates whose disc fits the frame
     sigma = max(float((region[..., 1:] - region[..., :-1]).abs().mean()), 1e-3)  # the footage's gradient scale
     fine = _Scorer(region, gain, offset, reach, sigma)
