@@ -8,7 +8,7 @@ ARGS ?=
 WORKERS ?= 2
 PORT ?= 5000
 
-.PHONY: install lint train default-model test bench bench-loader bench-extraction bench-peers ui clean
+.PHONY: install lint train default-model test test-cluster bench bench-loader bench-extraction bench-peers ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,12 @@ lint: $(STAMP)  ## ruff: lint and import order (configured in pyproject.toml)
 	$(BIN)/ruff check .
 
 test: $(STAMP)  ## the default suite (what CI runs); WORKERS=0 runs it in one process
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/cluster $(ARGS)
+
+# tests/cluster on real services (CI runs it after make test): the docs' mlflow server on PostgreSQL and a
+# one-node Slurm cluster, as root with Debian's packages (.ci/services installs them); skipped elsewhere
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest tests/cluster $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py $(ARGS)

@@ -48,6 +48,7 @@ class Command:
     exit_code: int = 0
     check: Callable[[Path, subprocess.CompletedProcess], None] | None = None
     not_run: str | None = None                             # why it cannot run on this machine
+    run_by: str | None = None                              # the tests/cluster test that runs it on real services
     after: int = 1                                         # runs after the commands with a lower number
 
 
@@ -198,9 +199,9 @@ COMMANDS: dict[str, Command] = {
     ".venv/bin/python train.py -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=4 "
     "hydra.launcher.tasks_per_node=4 hydra.launcher.timeout_min=240 trainer=ddp trainer.devices=4 model.depth=3,4":
         Command(not_run="needs a Slurm cluster and GPUs; its config is composed in tests/test_config.py"),
-    "mlflow server --backend-store-uri postgresql://mlflow:PASSWORD@dbhost/mlflow "
-    "--artifacts-destination s3://team-bucket/mlflow --host 0.0.0.0 --port 5000":
-        Command(not_run="needs PostgreSQL and S3; a real mlflow server on SQLite is tested in test_train_end_to_end.py"),
+    "mlflow server --backend-store-uri postgresql://mlflow:PASSWORD@dbhost:5432/mlflow "
+    "--artifacts-destination /shared/mlflow-artifacts --host 0.0.0.0 --port 5000":
+        Command(run_by="cluster/test_tracking_server_postgres.py::server"),
     # README: quick start, embeddings and probes (it makes the data the clip-index and embedding commands read)
     ".venv/bin/python -m vidlab.embeddings.synthetic data/synthetic_ucf": Command(shrink=["--frames", "40"], after=0),
     ".venv/bin/python extract.py stage=index layout.root=data/synthetic_ucf": Command(check=_has_runs("embeddings"), after=0),
@@ -420,6 +421,10 @@ def test_readme_command(sandbox: Sandbox, command: str):
     spec = COMMANDS[command]
     if spec.not_run:
         pytest.skip(spec.not_run)
+    if spec.run_by:  # on real services (make test-cluster): that test reads the command from the docs
+        file, _, name = spec.run_by.partition("::")
+        assert re.search(rf"^def {name}\(", (ROOT / "tests" / file).read_text(), re.MULTILINE), spec.run_by
+        return
     project = sandbox.root
     if "stage=validate index=processed/" in command:  # an index made elsewhere, copied here
         (project / "processed").mkdir(exist_ok=True)

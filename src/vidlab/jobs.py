@@ -104,19 +104,40 @@ def stop_if_signalled() -> None:
         raise Stopped(_received[0])
 
 
-def _end_open_runs(status: str, reason: str | None = None) -> None:
-    """End the MLflow runs this process opened; none can be open if :mod:`vidlab.tracking` (MLflow)
-    was never imported, as when a config error stops the job before any work."""
+def _tracking_call(name: str, *args: object) -> object:
+    """``vidlab.tracking.<name>(*args)`` if the job imported it (MLflow), else None: no run can be open
+    and no server asked when a config error stopped the job before any work."""
     tracking = sys.modules.get("vidlab.tracking")
-    if tracking is not None:
-        tracking.end_open_runs(status, reason)
+    return getattr(tracking, name)(*args) if tracking is not None else None
+
+
+def _end_open_runs(status: str, reason: str | None = None) -> None:
+    """End the MLflow runs this process opened."""
+    _tracking_call("end_open_runs", status, reason)
+
+
+NETWORK_MODULES = ("/requests/", "/urllib3/", "/http/client.py", "/socket.py")
+
+
+def _waiting_on_network(frame: FrameType | None) -> bool:
+    """Whether the main thread is inside an HTTP request (MLflow's client retrying a server that went
+    away waits there for minutes): nothing half-written is cut by stopping it there."""
+    while frame is not None:
+        if any(part in frame.f_code.co_filename for part in NETWORK_MODULES):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
     """Outside Lightning's loops, stop at once (Python's own Ctrl-C); inside them, at the next batch
     boundary (:class:`vidlab.trainer.StopOnSignal`): an exception raised at an arbitrary point can be swallowed
-    (in a fork handler) or cut a checkpoint or a row of embeddings in half."""
+    (in a fork handler) or cut a checkpoint or a row of embeddings in half. A job waiting on its tracking
+    server stops at once too, and sends the server nothing more."""
     _received.append(signum)
+    if _waiting_on_network(frame):
+        _tracking_call("fail_fast")
+        raise Stopped(signum)
     if not _in_loop:
         raise Stopped(signum)
 
@@ -131,8 +152,7 @@ def _report_unexpected(err: BaseException) -> str:
     try:
         path = Path(HydraConfig.get().runtime.output_dir) / "error.txt"
         path.write_text(text)
-        tracking = sys.modules.get("vidlab.tracking")
-        for client, run_id in tracking.open_runs() if tracking is not None else []:
+        for client, run_id in _tracking_call("open_runs") or []:
             if client.get_run(run_id).info.status != "FINISHED":
                 client.log_artifact(run_id, str(path))
         log.error("failed: %s: %s (traceback in %s)", type(err).__name__, one_line(err), path)
@@ -165,6 +185,9 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     _failure.clear()
     try:
         result = task(cfg)
+        server_lost = _tracking_call("lost_line", None)
+        if server_lost:  # what only shows the run in the UI did not reach it
+            raise InputError(server_lost)
     except BaseException as err:  # noqa: BLE001 - every way out ends the runs, then re-raises or exits
         if _received:  # Lightning turns the interrupt into SystemExit(1): the signal decides the code
             name = signal.Signals(_received[0]).name
@@ -179,6 +202,10 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         full = no_space_left(err)
         if full is not None:
             err = InputError(f"no space left on {full}: free some space and run the same command again")
+        server_lost = _tracking_call("lost_line", err)
+        if server_lost:
+            hint = f"; once it answers, {_resume_hint[0]}" if _resume_hint else ""
+            err = InputError(f"{server_lost}{hint}")
         expected = isinstance(err, (ConfigError, InputError, VideoReadError, FileNotFoundError))
         label = "config error" if isinstance(err, ConfigError) else "error"
         _failure.append(("FAILED", f"{label}: {one_line(err)}" if expected else f"{type(err).__name__}: {one_line(err)}"))

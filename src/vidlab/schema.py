@@ -80,10 +80,12 @@ class MlflowLoggerConfig(Choice):
     log_model: bool
     register_as: Optional[str]
     system_metrics_interval: Optional[float]
+    server_patience: float
 
     def __post_init__(self) -> None:
         interval = self.system_metrics_interval
         require(interval is None or interval >= 1, f"system_metrics_interval must be >= 1 second or null (got {interval})")
+        require(self.server_patience >= 1, f"server_patience must be >= 1 second (got {self.server_patience})")
         if self.register_as is not None:
             from mlflow.exceptions import MlflowException
             from mlflow.utils.validation import _validate_model_name

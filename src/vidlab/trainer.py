@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, OnExceptionCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from vidlab import jobs
@@ -38,6 +38,26 @@ class StopOnSignal(Callback):
     on_validation_batch_start = on_validation_batch_end = _check
     on_test_batch_start = on_test_batch_end = _check
     on_predict_batch_start = on_predict_batch_end = _check
+
+
+class InterruptedCheckpoint(OnExceptionCheckpoint):
+    """Lightning's checkpoint when training stops on an exception (a signal, a lost tracking server),
+    ``interrupted.ckpt``, but only where resuming from it skips nothing. Saved after an epoch's last
+    training batch and before its validation ended, Lightning resumes from it into the next epoch and
+    that epoch is never validated (its metrics missing from the run): there the job says to resume from
+    the epoch's start, ``last.ckpt``, which repeats the epoch instead."""
+
+    def __init__(self, folder: Path):
+        super().__init__(str(folder), "interrupted")
+        self.last = folder / "last.ckpt"
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        batches = trainer.fit_loop.epoch_loop.batch_progress
+        validation_pending = trainer.validating or (batches.is_last_batch and batches.current.processed >= batches.current.ready)
+        if trainer.state.fn == "fit" and validation_pending and self.last.exists():
+            jobs.on_stop_say(f"resume with ckpt_path={self.last}")
+            return
+        super().on_exception(trainer, pl_module, exception)
 
 
 class EpochLog(Callback):

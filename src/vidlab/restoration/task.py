@@ -12,7 +12,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
@@ -30,7 +30,7 @@ from vidlab.restoration.previews import ValidationPreviewImages, plot_curves, pr
 from vidlab.schema import MlflowLoggerConfig
 from vidlab.tracking.inputs import log_inputs, video_split_inputs
 from vidlab.tracking.models import log_model
-from vidlab.trainer import EpochLog, StopOnSignal, checked_optimizer, checkpoint_folder, trainer_kwargs
+from vidlab.trainer import EpochLog, InterruptedCheckpoint, StopOnSignal, checked_optimizer, checkpoint_folder, trainer_kwargs
 from vidlab.video import write_gif, write_video
 
 log = logging.getLogger(__name__)
@@ -179,14 +179,14 @@ def run(cfg: DictConfig, spec: RunSpec) -> float | None:
     checkpoint = ModelCheckpoint(
         dirpath=checkpoints, filename="best", monitor=spec.top.optimized_metric, mode=spec.top.optimized_mode, save_last=True,
     )
-    callbacks = [checkpoint, OnExceptionCheckpoint(checkpoints, "interrupted"), StopOnSignal(), EpochLog(),
+    callbacks = [checkpoint, InterruptedCheckpoint(checkpoints), StopOnSignal(), EpochLog(),
                  UndefinedMetricWarning(spec.top.optimized_metric), tracking.RunIdInCheckpoint()]
     if logger:
         callbacks += [LearningRateMonitor("epoch"),
                       ValidationPreviewImages(spec.preview.every_n_epochs, spec.smoothing.name, spec.preview.scale)]
     trainer = L.Trainer(**kwargs, logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
     on_stop_say(f"resume with ckpt_path={checkpoints / 'interrupted.ckpt'}")
-    if logger is not None:
+    if logger is not None and trainer.is_global_zero:
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=spec.top.ckpt_path)
     logged = logger is not None and trainer.is_global_zero  # the run is rank 0's

@@ -1,8 +1,9 @@
 """MLflow conventions in one place, by concern: :mod:`~vidlab.tracking.experiments` (the store, its
-artifact folder, experiments), :mod:`~vidlab.tracking.tags` (what a run is tagged with),
-:mod:`~vidlab.tracking.runs` (opening, continuing and ending runs), :mod:`~vidlab.tracking.artifacts`
-(config, figures, files), :mod:`~vidlab.tracking.params`, :mod:`~vidlab.tracking.inputs` (datasets)
-and :mod:`~vidlab.tracking.models` (MLflow models). What the tasks call on every run is importable
+artifact folder, experiments), :mod:`~vidlab.tracking.server` (a shared server that goes away),
+:mod:`~vidlab.tracking.tags` (what a run is tagged with), :mod:`~vidlab.tracking.runs` (opening,
+continuing and ending runs), :mod:`~vidlab.tracking.artifacts` (config, figures, files),
+:mod:`~vidlab.tracking.params`, :mod:`~vidlab.tracking.inputs` (datasets) and
+:mod:`~vidlab.tracking.models` (MLflow models). What the tasks call on every run is importable
 from here; the rest from its module."""
 
 from vidlab.tracking.artifacts import best_effort, log_artifacts, log_config, log_figures
@@ -16,6 +17,7 @@ from vidlab.tracking.runs import (
     start_run,
     unique_run_name,
 )
+from vidlab.tracking.server import fail_fast, lost_line
 from vidlab.tracking.tags import PARENT_RUN_FILE, git_commit
 
 __all__ = [
@@ -25,10 +27,12 @@ __all__ = [
     "build_logger",
     "end_open_runs",
     "ensure_experiment",
+    "fail_fast",
     "git_commit",
     "log_artifacts",
     "log_config",
     "log_figures",
+    "lost_line",
     "open_runs",
     "resolve_tracking_uri",
     "reusable_run",

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from vidlab.tracking.params import log_params
+from vidlab.tracking.server import give_up, is_unreachable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -30,7 +31,9 @@ def best_effort(what: str, client: MlflowClient | None, run_id: str | None) -> I
         from vidlab.errors import one_line
 
         logging.getLogger(__name__).warning("MLflow: could not log %s: %s", what, one_line(err))
-        if client is not None and run_id is not None:
+        if is_unreachable(err):  # the job ends saying so (vidlab.jobs), without asking the server again
+            give_up()
+        elif client is not None and run_id is not None:
             with contextlib.suppress(Exception):
                 current = client.get_run(run_id).data.tags.get("vidlab.logging_failed", "")
                 client.set_tag(run_id, "vidlab.logging_failed", f"{current} {what}".strip()[:5000])

@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vidlab.schema import MlflowLoggerConfig
+from vidlab.tracking.server import bound_retries, check_server, is_server
 
 
 def resolve_tracking_uri(uri: str, root: Path) -> str:
@@ -34,7 +35,7 @@ def resolve_artifact_location(location: str, root: Path) -> str:
 
 def experiment_artifact_location(cfg: MlflowLoggerConfig, uri: str, root: Path) -> str | None:
     """Explicit for local stores; a tracking server chooses its own (``--artifacts-destination``)."""
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         return None
     return resolve_artifact_location(cfg.artifact_location, root)
 
@@ -67,25 +68,6 @@ EXPERIMENT_DESCRIPTIONS = {  # task -> the experiment's description in the MLflo
 }
 
 
-SERVER_TIMEOUT = 5.0  # seconds a tracking server has to answer before any work starts
-
-
-def check_server(uri: str) -> None:
-    """An ``http(s)://`` store must answer (any HTTP reply) before any work: MLflow's client retries a
-    refused connection for minutes, silently. One :class:`InputError` naming it otherwise."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import requests
-
-    from vidlab.errors import InputError
-
-    try:
-        requests.get(uri.rstrip("/") + "/health", timeout=SERVER_TIMEOUT)
-    except requests.RequestException as err:
-        raise InputError(f"logger.tracking_uri: no MLflow server answers at {uri} ({type(err).__name__} within "
-                         f"{SERVER_TIMEOUT:g} s): start it (mlflow server), or log to a sqlite:/// store") from None
-
-
 @contextmanager
 def store_errors(uri: str) -> Iterator[None]:
     """A store that cannot be used (not a SQLite database, read-only, full, an unreachable server)
@@ -105,6 +87,7 @@ def ensure_experiment(cfg: MlflowLoggerConfig, root: Path, task: str | None = No
     its description); return its id."""
     uri = resolve_tracking_uri(cfg.tracking_uri, root)
     check_server(uri)
+    bound_retries(uri, cfg.server_patience)
     with store_errors(uri), _store_lock(uri):
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name(cfg.experiment_name)

@@ -5,6 +5,7 @@ training continues its run, and an end status for every run this process opened.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from vidlab.schema import MlflowLoggerConfig
 from vidlab.tracking.artifacts import best_effort
 from vidlab.tracking.experiments import ensure_experiment, experiment_artifact_location, resolve_tracking_uri, store_errors
 from vidlab.tracking.params import log_params
+from vidlab.tracking.server import give_up, given_up, is_unreachable
 from vidlab.tracking.tags import run_tags
 
 # Runs this process opened and has not ended: whatever stops the job, each gets an end status.
@@ -31,6 +33,22 @@ class VidlabMLFlowLogger(MLFlowLogger):
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any]) -> None:
         log_params(self.experiment, self.run_id, params)
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        """Lightning ends the run here when training fails (``sys.exc_info`` is what it is handling):
+        not on a server that stopped answering, which would be asked again for as long."""
+        handling = sys.exc_info()[1]
+        if handling is not None and is_unreachable(handling):
+            give_up()
+        if given_up():
+            return
+        try:
+            super().finalize(status)
+        except Exception as err:
+            if not is_unreachable(err):
+                raise
+            give_up()
 
 
 def _monitor_system(cfg: MlflowLoggerConfig, uri: str, run_id: str, resumed: bool) -> None:
@@ -79,14 +97,25 @@ def end_open_runs(status: str, reason: str | None = None) -> None:
 def _end_runs(status: str, reason: str | None) -> None:
     while _OPEN_RUNS:
         client, run_id = _OPEN_RUNS.pop()
-        current = client.get_run(run_id).info.status
-        # a run the task ended stays as it is; Lightning ends an interrupted run FAILED: KILLED wins, and a
-        # run its stopped sweep ended KILLED stays KILLED
-        if current in ("FINISHED", "KILLED") or (status == "FINISHED" and current != "RUNNING"):
+        if given_up():  # the server that holds it is not answering: the run stays RUNNING there
             continue
-        if reason:
-            client.set_tag(run_id, "vidlab.error", reason[:5000])
-        client.set_terminated(run_id, status)
+        try:
+            _end_run(client, run_id, status, reason)
+        except Exception as err:
+            if not is_unreachable(err):
+                raise
+            give_up()
+
+
+def _end_run(client: MlflowClient, run_id: str, status: str, reason: str | None) -> None:
+    current = client.get_run(run_id).info.status
+    # a run the task ended stays as it is; Lightning ends an interrupted run FAILED: KILLED wins, and a
+    # run its stopped sweep ended KILLED stays KILLED
+    if current in ("FINISHED", "KILLED") or (status == "FINISHED" and current != "RUNNING"):
+        return
+    if reason:
+        client.set_tag(run_id, "vidlab.error", reason[:5000])
+    client.set_terminated(run_id, status)
 
 
 def start_run(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags: dict[str, str]) -> tuple[MlflowClient, str]:
@@ -116,6 +145,8 @@ def build_logger(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_ta
         log_model=False,
         run_id=run_id,
     )
+    if rank_zero_only.rank > 0:  # DDP: the run is rank 0's; the other ranks' experiment is Lightning's dummy
+        return logger
     with store_errors(uri):
         _OPEN_RUNS.append((logger.experiment, logger.run_id))  # .experiment creates (or reopens) the run
     if run_id:
