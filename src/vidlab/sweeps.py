@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
 from vidlab import jobs
+from vidlab.cluster import JOB_TAG, how_slurm_ended
 from vidlab.errors import EXIT_INPUT, one_line
 from vidlab.schema import MlflowLoggerConfig, build_node
 
@@ -181,7 +182,8 @@ class MlflowSweepCallback(HydraCallback):
             children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
             if self._signal is not None:
                 self._end_stopped_children(client, children, f"stopped by {signal.Signals(self._signal).name}")
-                children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
+            self._end_children_slurm_ended(client, children)
+            children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
             failed, stopped = self._failures(children)
             reason = _listed(failed)
             if self._signal is not None:
@@ -222,6 +224,20 @@ class MlflowSweepCallback(HydraCallback):
             if now.info.status == "RUNNING" or (now.info.status == "FAILED" and "vidlab.error" not in now.data.tags):
                 client.set_tag(run.info.run_id, "vidlab.error", f"{reason} (the sweep was stopped)"[:5000])
                 client.set_terminated(run.info.run_id, "KILLED")
+
+
+    @staticmethod
+    def _end_children_slurm_ended(client: MlflowClient, children: list[Run]) -> None:
+        """Jobs Slurm ended (``scancel``, preemption, a time limit) were killed before they could end
+        their runs: those end as Slurm says (KILLED, or FAILED for a node or memory failure), the reason
+        being Slurm's state. Jobs still running end their runs themselves."""
+        for run in children:
+            job = run.data.tags.get(JOB_TAG)
+            if job and run.info.status == "RUNNING":
+                ended = how_slurm_ended(job)
+                if ended is not None:
+                    client.set_tag(run.info.run_id, "vidlab.error", ended[1])
+                    client.set_terminated(run.info.run_id, ended[0])
 
 
 def _listed(failed: dict[str, str]) -> str:

@@ -119,3 +119,147 @@ class TrackingServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
         self.process = None
+
+
+SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "slurmdbd", "sbatch", "sinfo", "scancel", "squeue", "sacct",
+                  "mariadb-install-db", "mariadbd", "mariadb")
+
+
+def _program(name: str) -> str | None:
+    return shutil.which(name) or next((str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None)
+
+
+@dataclass
+class Slurm:
+    """A running one-node cluster: its config (``SLURM_CONF``) and partition."""
+
+    conf: Path
+    partition: str = "cpu"
+
+    def env(self) -> dict[str, str]:
+        """The environment a user's shell on the cluster has: its Slurm config, vidlab's quiet warnings."""
+        return {**os.environ, "SLURM_CONF": str(self.conf), "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
+
+    def run(self, *command: str) -> str:
+        return subprocess.run(command, env=self.env(), capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+SLURM_CONF = """\
+ClusterName=vidlab
+SlurmctldHost={host}
+SlurmUser=root
+SlurmctldPort={ctld_port}
+SlurmdPort={d_port}
+AuthType=auth/munge
+AuthInfo=socket={folder}/munge/munge.socket
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort={dbd_port}
+AccountingStoragePass={folder}/munge/munge.socket
+StateSaveLocation={folder}/state
+SlurmdSpoolDir={folder}/spool
+SlurmctldPidFile={folder}/slurmctld.pid
+SlurmdPidFile={folder}/slurmd.pid
+SlurmctldLogFile={folder}/slurmctld.log
+SlurmdLogFile={folder}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+MpiDefault=none
+KillWait=30
+NodeName={host} CPUs={cpus} RealMemory={memory} State=UNKNOWN
+PartitionName=cpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+
+SLURMDBD_CONF = """\
+AuthType=auth/munge
+AuthInfo=socket={folder}/munge/munge.socket
+DbdHost=localhost
+DbdPort={dbd_port}
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={db_port}
+StorageUser=slurm
+StoragePass={password}
+StorageLoc=slurm_acct_db
+PidFile={folder}/slurmdbd.pid
+LogFile={folder}/slurmdbd.log
+"""
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[Slurm]:
+    """A real one-node Slurm cluster on this machine (its cores, half its memory) with its accounting:
+    munged with a socket of its own, MariaDB and slurmdbd, slurmctld and slurmd, each with its state
+    and logs in a temporary folder and ``SLURM_CONF`` pointing at its config, so nothing of the
+    machine's is written over. Root, as Slurm's daemons need (CI runs as root)."""
+    missing = [name for name in SLURM_PROGRAMS if _program(name) is None]
+    if missing:
+        pytest.skip(f"Slurm is not installed (missing {', '.join(missing)}; .ci/services installs slurm-wlm and munge)")
+    if os.geteuid() != 0:
+        pytest.skip("a Slurm cluster's daemons need root (CI runs as root)")
+    try:
+        munge_user = pwd.getpwnam("munge")
+        pwd.getpwnam("mysql")
+    except KeyError as err:
+        pytest.skip(f"no {err} user (Debian's munge and mariadb-server packages make them)")
+    folder = Path(tempfile.mkdtemp(prefix="vidlab-slurm-"))
+    for sub in ("state", "spool", "munge", "db"):
+        (folder / sub).mkdir()
+    os.chown(folder / "munge", munge_user.pw_uid, munge_user.pw_gid)
+    mysql_user = pwd.getpwnam("mysql")
+    os.chown(folder / "db", mysql_user.pw_uid, mysql_user.pw_gid)
+    os.chmod(folder, 0o755)
+    ports = {"ctld_port": free_port(), "d_port": free_port(), "dbd_port": free_port(), "db_port": free_port()}
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 2
+    conf = folder / "slurm.conf"
+    conf.write_text(SLURM_CONF.format(host=subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip(),
+                                      folder=folder, cpus=os.cpu_count(), memory=memory, **ports))
+    (folder / "slurmdbd.conf").write_text(SLURMDBD_CONF.format(folder=folder, password=PASSWORD, **ports))
+    os.chmod(folder / "slurmdbd.conf", 0o600)  # slurmdbd refuses a config others may read
+    cluster = Slurm(conf)
+    munge, db = folder / "munge", folder / "db"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    daemons = [subprocess.Popen(["setpriv", "--reuid=munge", "--regid=munge", "--init-groups", "--", _program("munged"), "-F",
+                                 f"--socket={munge}/munge.socket", f"--pid-file={munge}/munged.pid", f"--log-file={munge}/munged.log",
+                                 f"--seed-file={munge}/munged.seed"], **quiet)]
+    try:
+        # the accounting database (sacct: how each job ended, which submitit asks): MariaDB, then slurmdbd on it
+        subprocess.run([_program("mariadb-install-db"), "--user=mysql", f"--datadir={db}/data", "--auth-root-authentication-method=normal",
+                        "--skip-test-db"], check=True, capture_output=True, timeout=120)
+        daemons.append(subprocess.Popen([_program("mariadbd"), "--user=mysql", f"--datadir={db}/data", f"--socket={db}/mariadb.sock",
+                                         f"--port={ports['db_port']}", "--bind-address=127.0.0.1", f"--pid-file={db}/mariadb.pid",
+                                         f"--log-error={db}/mariadb.log", "--skip-log-bin"], **quiet))
+        _wait_for(lambda: (db / "mariadb.sock").exists() and (munge / "munge.socket").exists(), 60, "mariadbd or munged did not start")
+        subprocess.run([_program("mariadb"), f"--socket={db}/mariadb.sock", "-u", "root", "-e",
+                        f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"],
+                       check=True, capture_output=True, timeout=60)
+        daemons.append(subprocess.Popen([_program("slurmdbd"), "-D"], env=cluster.env(), **quiet))  # its config beside SLURM_CONF
+        _wait_for(lambda: (folder / "slurmdbd.pid").exists(), 60, "slurmdbd did not start")
+        for daemon in ("slurmctld", "slurmd"):
+            daemons.append(subprocess.Popen([_program(daemon), "-D"], env=cluster.env(), **quiet))
+        _wait_for(lambda: subprocess.run([_program("sinfo"), "-h", "-o", "%t"], env=cluster.env(), capture_output=True,
+                                         text=True).stdout.strip() == "idle", 60,
+                  f"the node did not come up: {(folder / 'slurmctld.log').read_text()[-2000:] if (folder / 'slurmctld.log').exists() else ''}")
+        yield cluster
+    finally:
+        subprocess.run([_program("scancel"), "--full", "--user=root"], env=cluster.env(), capture_output=True)
+        for process in reversed(daemons):
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_for(ready, seconds: float, message: str) -> None:
+    deadline = time.time() + seconds
+    while not ready():
+        assert time.time() < deadline, message
+        time.sleep(0.5)

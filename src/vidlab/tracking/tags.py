@@ -1,5 +1,5 @@
-"""What a run is tagged with: MLflow's own context (user, source), the git commit, and Hydra's job,
-output folder and ``-m`` sweep (whose parent run a job finds in :data:`PARENT_RUN_FILE`)."""
+"""What a run is tagged with: MLflow's own context (user, source), the git commit, the Slurm job, and
+Hydra's job, output folder and ``-m`` sweep (whose parent run a job finds in :data:`PARENT_RUN_FILE`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 
 from mlflow.tracking.context.registry import resolve_tags
+
+from vidlab.cluster import JOB_TAG, slurm_job_id
 
 PARENT_RUN_FILE = ".mlflow_parent_run"
 """In a sweep's folder: the id of the sweep's parent run (:mod:`vidlab.sweeps` writes it), so each job's run is its child."""
@@ -49,6 +51,9 @@ def hydra_tags() -> dict[str, str]:
 def run_tags(root: Path, output_dir: Path, extra: dict[str, str]) -> dict[str, str]:
     """MLflow's own context tags (user, source name and type), the git commit, Hydra's, ``extra``."""
     tags = resolve_tags({"output_dir": str(output_dir), **extra, **hydra_tags()})
+    job = slurm_job_id()
+    if job:
+        tags[JOB_TAG] = job
     commit = git_commit(root)
     if commit:
         tags["mlflow.source.git.commit"] = commit

@@ -1,0 +1,77 @@
+"""The docs' Slurm sweep (submitit, Lightning DDP) run as written on a real one-node Slurm cluster, with
+the values a user without GPUs passes: the ``cpu`` partition, two tasks per job, DDP on CPU (gloo).
+The jobs are real Slurm jobs, so this is processes throughout."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from vidlab.tracking import PARENT_RUN_FILE
+
+from conftest import ROOT, tiny_overrides
+from services import Slurm, slurm  # noqa: F401 - slurm is a fixture
+from test_readme import documented_commands
+
+SLURM_SWEEP = next(c for c in documented_commands() if "hydra/launcher=submitit_slurm" in c)
+ON_CPU = {"partition=gpu": "partition=cpu", "gpus_per_node=4": "gpus_per_node=0", "tasks_per_node=4": "tasks_per_node=2",
+          "trainer.devices=4": "trainer.devices=2 trainer.accelerator=cpu"}
+
+
+def _sweep_command(root: Path, digits: Path, *more: str) -> list[str]:
+    command = SLURM_SWEEP
+    for gpu, cpu in ON_CPU.items():
+        assert gpu in command, gpu
+        command = command.replace(gpu, cpu)
+    return [sys.executable, str(ROOT / "train.py"), *command.split()[2:], *tiny_overrides(root, digits), "model.base_channels=4", *more]
+
+
+def _runs(root: Path) -> list:
+    client = MlflowClient(f"sqlite:///{root}/mlruns.db")
+    return client.search_runs([client.get_experiment_by_name("restoration").experiment_id], max_results=100)
+
+
+def test_the_docs_slurm_sweep_runs_on_a_real_cluster_each_job_two_ddp_tasks_one_child_run(
+        slurm: Slurm, digits: Path, tmp_path: Path):  # noqa: F811
+    """About a minute: two jobs (``model.depth=3,4``), each two Slurm tasks training one DDP model."""
+    done = subprocess.run(_sweep_command(tmp_path, digits), cwd=ROOT, env=slurm.env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-5000:]
+    runs = _runs(tmp_path)
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and len(runs) == 3
+    assert sorted(r.data.params["model.depth"] for r in jobs) == ["3", "4"]
+    for job in jobs:
+        assert job.info.status == "FINISHED" and job.data.params["trainer.strategy"] == "ddp"
+        assert "test/raw/psnr_content_stain" in job.data.metrics
+    submitit = tmp_path / "outputs/sweep/.submitit"
+    for job_folder in [p for p in submitit.iterdir() if re.fullmatch(r"\d+_\d+", p.name)]:  # one folder per Slurm array task
+        logs = sorted(p.name for p in job_folder.glob("*_log.out"))
+        assert len(logs) == 2, logs  # two tasks per job
+        text = "".join((job_folder / log).read_text() for log in logs)
+        assert "MEMBER: 1/2" in text and "MEMBER: 2/2" in text, text[-3000:]  # one DDP group of two ranks
+
+
+def test_scancel_of_a_job_ends_its_run_killed_with_the_reason(slurm: Slurm, digits: Path, tmp_path: Path):  # noqa: F811
+    """``scancel`` sends the job's tasks SIGTERM: the job stops at a batch boundary and its run ends
+    KILLED, saying so; the sweep reports the job failed and its parent run says which."""
+    sweep = subprocess.Popen(_sweep_command(tmp_path, digits, "trainer.max_epochs=500"), cwd=ROOT, env=slurm.env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    ready = tmp_path / "outputs/sweep" / PARENT_RUN_FILE  # written once the store is made (not read while it is made)
+    while not [r for r in (_runs(tmp_path) if ready.exists() else []) if "val/raw/psnr" in r.data.metrics]:
+        assert sweep.poll() is None and time.time() < deadline, sweep.communicate()
+        time.sleep(2)
+    jobs = slurm.run("squeue", "-h", "-o", "%i").split()
+    assert jobs, "no job in the queue"
+    slurm.run("scancel", *jobs)
+    out, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 1, err[-3000:]
+    children = [r for r in _runs(tmp_path) if "mlflow.parentRunId" in r.data.tags]
+    assert children and all(r.info.status == "KILLED" for r in children), [(r.info.run_name, r.info.status) for r in children]
+    assert all(r.data.tags.get("vidlab.error", "").startswith(("stopped by SIGTERM", "Slurm ended job")) for r in children)
