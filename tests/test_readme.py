@@ -198,10 +198,15 @@ COMMANDS: dict[str, Command] = {
         Command(shrink=["hydra.sweeper.n_trials=2"], after=2),
     ".venv/bin/python train.py -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=4 "
     "hydra.launcher.tasks_per_node=4 hydra.launcher.timeout_min=240 trainer=ddp trainer.devices=4 model.depth=3,4":
-        Command(not_run="needs a Slurm cluster and GPUs; its config is composed in tests/test_config.py"),
+        Command(run_by="cluster/test_slurm_cluster.py::test_the_docs_slurm_sweep_runs_on_a_real_cluster_each_job_two_ddp_tasks_one_child_run"),
     "mlflow server --backend-store-uri postgresql://mlflow:PASSWORD@dbhost:5432/mlflow "
     "--artifacts-destination /shared/mlflow-artifacts --host 0.0.0.0 --port 5000":
         Command(run_by="cluster/test_tracking_server_postgres.py::server"),
+    "MLFLOW_AUTH_CONFIG_PATH=/shared/mlflow-auth.ini mlflow server --app-name basic-auth "
+    "--backend-store-uri postgresql://mlflow:PASSWORD@dbhost:5432/mlflow --artifacts-destination /shared/mlflow-artifacts "
+    "--host 0.0.0.0 --port 5000":
+        Command(run_by="cluster/test_tracking_server_postgres.py::"
+                       "test_basic_auth_on_postgresql_a_user_who_may_edit_trains_one_who_may_read_gets_one_line"),
     # README: quick start, embeddings and probes (it makes the data the clip-index and embedding commands read)
     ".venv/bin/python -m vidlab.embeddings.synthetic data/synthetic_ucf": Command(shrink=["--frames", "40"], after=0),
     ".venv/bin/python extract.py stage=index layout.root=data/synthetic_ucf": Command(check=_has_runs("embeddings"), after=0),

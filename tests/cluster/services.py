@@ -55,8 +55,15 @@ class Postgres:
     database: str = "mlflow"
     user: str = "mlflow"
 
-    def url(self) -> str:
-        return f"postgresql://{self.user}:{PASSWORD}@127.0.0.1:{self.port}/{self.database}"
+    def url(self, database: str | None = None) -> str:
+        return f"postgresql://{self.user}:{PASSWORD}@127.0.0.1:{self.port}/{database or self.database}"
+
+    def create_database(self, name: str) -> None:
+        """A database the lab's admin would make for a service (``CREATE DATABASE ... OWNER mlflow``)."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as db:
+            db.execute(f'CREATE DATABASE "{name}" OWNER {self.user}')
 
 
 @pytest.fixture(scope="session")
@@ -103,14 +110,18 @@ class TrackingServer:
     def __init__(self, command: str, folder: Path):
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
-        self.argv = shlex.split(command.replace("--port 5000", f"--port {self.port}"))
-        self.argv[0] = MLFLOW if self.argv[0] == "mlflow" else self.argv[0]
+        words = shlex.split(command.replace("--port 5000", f"--port {self.port}"))
+        self.env = dict(os.environ)
+        while "=" in words[0]:  # VAR=value before the program, as a shell takes it
+            name, _, value = words.pop(0).partition("=")
+            self.env[name] = value
+        self.argv = [MLFLOW if words[0] == "mlflow" else words[0], *words[1:]]
         self.log = folder / f"mlflow-server-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         with open(self.log, "a") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
         wait_until_answers(f"{self.uri}/health", self.process, 120, self.log)
 
     def stop(self) -> None:

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from vidlab.tracking import PARENT_RUN_FILE
 
-from conftest import ROOT, tiny_overrides
+from conftest import EXTRACT, EXTRACTED, ROOT, run_extract, tiny_overrides
 from services import Slurm, slurm  # noqa: F401 - slurm is a fixture
 from test_readme import documented_commands
 
@@ -75,3 +75,24 @@ def test_scancel_of_a_job_ends_its_run_killed_with_the_reason(slurm: Slurm, digi
     children = [r for r in _runs(tmp_path) if "mlflow.parentRunId" in r.data.tags]
     assert children and all(r.info.status == "KILLED" for r in children), [(r.info.run_name, r.info.status) for r in children]
     assert all(r.data.tags.get("vidlab.error", "").startswith(("stopped by SIGTERM", "Slurm ended job")) for r in children)
+
+
+def test_a_ddp_extraction_as_two_slurm_tasks_writes_the_files_of_one_process(slurm: Slurm, small_index: Path, tmp_path: Path):  # noqa: F811
+    """``extract.py`` with ``extraction.strategy=ddp`` as one Slurm job of two tasks (each rank writes
+    its disjoint rows of the same files): byte for byte what one process writes."""
+    one = tmp_path / "one process"
+    run_extract(f"index={small_index}", f"paths.root={one}", f"hydra.run.dir={one}/run", *EXTRACT)
+    two = tmp_path / "two tasks"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "extract.py"), "-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=cpu",
+         "hydra.launcher.tasks_per_node=2", "extraction.strategy=ddp", "extraction.devices=2", "extraction.accelerator=cpu",
+         f"index={small_index}", f"paths.root={two}", f"hydra.sweep.dir={two}/sweep", *EXTRACT],
+        cwd=ROOT, env=slurm.env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-5000:]
+    written = {p.name: p.read_bytes() for p in sorted((one / EXTRACTED).glob("*.npy"))}
+    assert written and {p.name: p.read_bytes() for p in sorted((two / EXTRACTED).glob("*.npy"))} == written
+    logs = "".join(p.read_text() for p in (two / "sweep/.submitit").rglob("*_log.out"))
+    assert "MEMBER: 2/2" in logs, logs[-3000:]  # the second rank was a Slurm task of the job
+    client = MlflowClient(f"sqlite:///{two}/mlruns.db")
+    runs = client.search_runs([client.get_experiment_by_name("embeddings").experiment_id])
+    assert [r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags] == ["FINISHED"]  # one run, rank 0's

@@ -6,6 +6,7 @@ their timing, their signals) are the point."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import EXTRACT, ROOT, tiny_overrides
+from conftest import EXTRACT, ROOT, only_line, tiny_overrides
 from services import PASSWORD, Postgres, TrackingServer, postgres  # noqa: F401 - postgres is a fixture
 from test_readme import documented_commands
 
@@ -151,7 +152,7 @@ def test_a_server_that_does_not_come_back_ends_the_training_in_one_line_and_it_r
     assert code == 1 and took < 40, (code, took, err[-3000:])
     line = err.strip().splitlines()[-1]
     assert line.startswith(
-        f"error: the MLflow server at {server.uri} stopped answering (retried for up to 10 s, logger.server_patience): its run "
+        f"error: the MLflow server at {server.uri} stopped answering (retried for 10 s, logger.server_patience): its run "
         "stays RUNNING there until resumed; once it answers, resume with ckpt_path="), err[-3000:]
     checkpoint = _checkpoint_in(line, tmp_path)
     assert _runs(server.uri, "gone")[0].info.status == "RUNNING"
@@ -183,3 +184,62 @@ def test_sigterm_stops_a_training_at_once_while_its_client_retries_a_lost_server
     line = err.strip().splitlines()[-1]
     assert line.startswith("stopped by SIGTERM: resume with ckpt_path="), err[-3000:]
     _checkpoint_in(line, tmp_path)
+
+
+AUTH_SERVER = next(c for c in documented_commands() if "--app-name basic-auth" in c)
+ADMIN_PASSWORD = "vidlab-admin-password"
+
+
+def _docs_auth_config() -> str:
+    """The ``ini`` block of the docs' basic-auth recipe, as written."""
+    page = (ROOT / "docs/sweeps-and-tracking.md").read_text()
+    [config] = re.findall(r"```ini\n(.*?)```", page, re.DOTALL)
+    return config
+
+
+def test_basic_auth_on_postgresql_a_user_who_may_edit_trains_one_who_may_read_gets_one_line(
+        postgres: Postgres, digits: Path, tmp_path: Path):  # noqa: F811
+    """About a minute: the docs' basic-auth server, its users in PostgreSQL too. The admin adds two users
+    and lets one edit the experiment; the default permission (READ) leaves the other refused in one line,
+    before any work."""
+    import requests
+
+    postgres.create_database("mlflow_auth")
+    config = tmp_path / "mlflow-auth.ini"
+    config.write_text(_docs_auth_config().replace("PASSWORD@dbhost:5432", f"{PASSWORD}@127.0.0.1:{postgres.port}")
+                      .replace("ADMIN_PASSWORD", ADMIN_PASSWORD))
+    command = (AUTH_SERVER.replace("/shared/mlflow-auth.ini", shlex.quote(str(config))).replace("PASSWORD", PASSWORD)
+               .replace("dbhost:5432", f"127.0.0.1:{postgres.port}").replace("/shared/mlflow-artifacts", shlex.quote(str(tmp_path / "artifacts"))))
+    server = TrackingServer(command, tmp_path)
+    server.start()
+    try:
+        admin = ("admin", ADMIN_PASSWORD)
+        for user in ("alice", "bob"):
+            requests.post(f"{server.uri}/api/2.0/mlflow/users/create", json={"username": user, "password": f"{user}-password"},
+                          auth=admin, timeout=30).raise_for_status()
+        made = requests.post(f"{server.uri}/api/2.0/mlflow/experiments/create", json={"name": "team"}, auth=admin, timeout=30)
+        made.raise_for_status()
+        requests.post(f"{server.uri}/api/2.0/mlflow/experiments/permissions/create", auth=admin, timeout=30, json={
+            "experiment_id": made.json()["experiment_id"], "username": "alice", "permission": "EDIT"}).raise_for_status()
+        outcomes = {}
+        for user in ("alice", "bob"):
+            env = {**ENV, "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": f"{user}-password"}
+            outcomes[user] = subprocess.run(
+                [sys.executable, str(ROOT / "train.py"), *tiny_overrides(tmp_path / user, digits), "model.base_channels=4",
+                 f"logger.tracking_uri={server.uri}", "logger.experiment_name=team"], cwd=ROOT, env=env, capture_output=True,
+                text=True, timeout=600)
+        assert outcomes["alice"].returncode == 0, outcomes["alice"].stderr[-3000:]
+        refused = outcomes["bob"]
+        assert refused.returncode == 1 and only_line(refused.stderr).startswith(
+            f"error: logger.tracking_uri: cannot use the MLflow store {server.uri}: "), refused.stderr[-3000:]
+        assert "PERMISSION_DENIED" in refused.stderr or "Permission denied" in refused.stderr
+        assert not (tmp_path / "bob/outputs/run/checkpoints").exists()
+        client = MlflowClient(server.uri)  # as the admin
+        os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=ADMIN_PASSWORD)
+        try:
+            runs = client.search_runs([made.json()["experiment_id"]])
+        finally:
+            del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+        assert [r.info.status for r in runs] == ["FINISHED"] and "/alice/" in runs[0].data.tags["output_dir"]
+    finally:
+        server.stop()

@@ -118,8 +118,11 @@ def clip_loader(stream: VideoClipStream, pin_memory: bool) -> DataLoader:
 
 
 def is_child_rank() -> bool:
-    # Lightning's DDP launcher re-runs the command for ranks > 0 with these set
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+    """A DDP rank > 0: Lightning's launcher re-runs the command with ``LOCAL_RANK``/``NODE_RANK`` set;
+    Slurm starts every rank itself, each with its ``SLURM_PROCID`` (Lightning reads the rank the same way)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank > 0 or int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
 @dataclass

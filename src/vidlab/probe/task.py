@@ -84,13 +84,10 @@ def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
     if probe.needs_videos or annotations is not None:
         for split in splits.values():
             split.videos()  # refused now if the index is missing, not after training
-    if isinstance(spec.logger, MlflowLoggerConfig):  # a store that cannot be used: one line, before any work
-        experiment_id = tracking.ensure_experiment(spec.logger, root, "probe")
-    L.seed_everything(spec.seed, workers=True)
-
     logger = None
     backbone = manifest.backbone.split("/")[-1]
-    if isinstance(spec.logger, MlflowLoggerConfig):
+    if isinstance(spec.logger, MlflowLoggerConfig):  # a store that cannot be used, or may not be written: one line, before any work
+        experiment_id = tracking.ensure_experiment(spec.logger, root, "probe")
         tags = {"task": "probe", "probe": spec.probe.name, "embeddings_dir": str(folder), "backbone": manifest.backbone,
                 "extraction_run_id": run_ref or manifest.mlflow_run_id or ""}
         client = MlflowClient(uri)
@@ -101,6 +98,7 @@ def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
             client.set_tag(logger.run_id, "mlflow.note.content", description(spec, folder, manifest, tags["extraction_run_id"], client))
         with tracking.best_effort("datasets", client, logger.run_id):
             log_inputs(client, logger.run_id, embeddings_inputs(folder, manifest, {k: len(v.y) for k, v in splits.items()}))
+    L.seed_everything(spec.seed, workers=True)
     selected = probe.fit(splits, FitContext(kwargs, optimizer, logger, output_dir, spec.seed))
 
     scores = {split: probe.scores(splits[split]) for split in ("val", "test")}

@@ -164,17 +164,15 @@ def run(cfg: DictConfig, spec: RunSpec) -> float | None:
     root, output_dir = job_dirs(cfg)
     datamodule = RestorationDataModule(spec.dataset, CORRUPTIONS.build(spec.corruption), spec.model.context_frames, model_window(spec.model))
     datamodule.check_inputs()  # the videos' sizes against the stain and the batch: before any run or checkpoint
-    if isinstance(spec.logger, MlflowLoggerConfig):
-        tracking.ensure_experiment(spec.logger, root, "restoration")  # a store that cannot be used: one line, no work
-    L.seed_everything(spec.top.seed, workers=True)
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
-    module = module_from_spec(spec, optimizer, scheduler)
-
     logger = None
-    if isinstance(spec.logger, MlflowLoggerConfig):
+    if isinstance(spec.logger, MlflowLoggerConfig):  # a store that cannot be used, or may not be written: one line, no work
+        tracking.ensure_experiment(spec.logger, root, "restoration")
         continued = tracking.reusable_run(spec.logger, root, resumed_run)
         tags = {"task": "restoration", **({"vidlab.resumed_from": resumed_run} if resumed_run and not continued else {})}
         logger = tracking.build_logger(spec.logger, root, output_dir, tags, continued)
+    L.seed_everything(spec.top.seed, workers=True)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
+    module = module_from_spec(spec, optimizer, scheduler)
     checkpoints = checkpoint_folder(output_dir)
     checkpoint = ModelCheckpoint(
         dirpath=checkpoints, filename="best", monitor=spec.top.optimized_metric, mode=spec.top.optimized_mode, save_last=True,

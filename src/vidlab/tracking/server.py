@@ -7,7 +7,6 @@ for many minutes past any signal."""
 from __future__ import annotations
 
 import logging
-import math
 import os
 
 from vidlab.errors import InputError
@@ -16,8 +15,9 @@ log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT = 5.0  # seconds a tracking server has to answer before any work starts
 MAX_RETRIES = 10  # MLflow refuses more (_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT)
+BACKOFF_MAX = 120.0  # urllib3's longest wait between two tries
 
-_server: dict[str, object] = {}  # this job's server: its "uri", "patience" and, once it stopped answering, "lost"
+_server: dict[str, object] = {}  # this job's server: its "uri", the seconds its requests are retried ("waited") and, once it stopped answering, "lost"
 
 
 def is_server(uri: str) -> bool:
@@ -38,10 +38,17 @@ def check_server(uri: str) -> None:
                          f"{ANSWER_TIMEOUT:g} s): start it (mlflow server), or log to a sqlite:/// store") from None
 
 
-def retries_within(patience: float) -> int:
-    """How many retries fit in ``patience`` seconds when the waits double from 2 s (urllib3's backoff with
-    factor 1 waits 0, 2, 4, ... s: ``n`` retries wait ``2**n - 2`` s in all)."""
-    return max(1, min(MAX_RETRIES, int(math.log2(patience + 2))))
+def retry_policy(patience: float) -> tuple[int, int, float]:
+    """``(retries, backoff factor, seconds waited in all)``: the most waiting that fits in ``patience``,
+    then the most retries. urllib3 waits 0 s before the first retry and ``factor * 2**(k - 1)`` s (at most
+    ``BACKOFF_MAX``) before the k-th; MLflow takes whole factors and at most ``MAX_RETRIES``."""
+    best = (1, 1, 0.0)
+    for retries in range(1, MAX_RETRIES + 1):
+        for factor in range(1, int(BACKOFF_MAX) + 1):
+            waited = float(sum(min(BACKOFF_MAX, factor * 2 ** (k - 1)) for k in range(2, retries + 1)))
+            if waited <= patience and (waited, retries) > (best[2], best[0]):
+                best = (retries, factor, waited)
+    return best
 
 
 def bound_retries(uri: str, patience: float) -> None:
@@ -50,9 +57,11 @@ def bound_retries(uri: str, patience: float) -> None:
     jobs it starts. A new job starts with the server trusted again."""
     _server.clear()
     if is_server(uri):
-        _server.update(uri=uri, patience=patience)
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries_within(patience))
-        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+        retries, factor, waited = retry_policy(patience)
+        _server.update(uri=uri, waited=waited)
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(factor)
+        os.environ.pop("MLFLOW_HTTP_REQUEST_TIMEOUT", None)  # MLflow's own (120 s) again, after a fail_fast
 
 
 def fail_fast() -> None:
@@ -95,5 +104,5 @@ def lost_line(err: BaseException | None) -> str | None:
     if "uri" not in _server or not (given_up() or (err is not None and is_unreachable(err))):
         return None
     give_up()
-    return (f"the MLflow server at {_server['uri']} stopped answering (retried for up to {_server['patience']:g} s, "
+    return (f"the MLflow server at {_server['uri']} stopped answering (retried for {_server['waited']:g} s, "
             "logger.server_patience): its run stays RUNNING there until resumed")
