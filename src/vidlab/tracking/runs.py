@@ -19,7 +19,7 @@ from vidlab.schema import MlflowLoggerConfig
 from vidlab.tracking.artifacts import best_effort
 from vidlab.tracking.experiments import ensure_experiment, experiment_artifact_location, resolve_tracking_uri, store_errors
 from vidlab.tracking.params import log_params
-from vidlab.tracking.server import give_up, given_up, is_unreachable
+from vidlab.tracking.server import failing_fast, give_up, given_up, is_unreachable
 from vidlab.tracking.tags import run_tags
 
 # Runs this process opened and has not ended: whatever stops the job, each gets an end status.
@@ -91,7 +91,17 @@ def end_open_runs(status: str, reason: str | None = None) -> None:
         _end_runs(status, reason)
     finally:
         while _MONITORS:
-            _MONITORS.pop().finish()
+            _stop_monitor(_MONITORS.pop())
+
+
+def _stop_monitor(monitor: SystemMetricsMonitor) -> None:
+    """Stop sampling system metrics. A job stopping without its server does not wait for the monitor's
+    thread, which may be retrying its own request for ``logger.server_patience`` seconds: told to stop,
+    the daemon thread ends with the process."""
+    if not failing_fast():
+        monitor.finish()
+    elif hasattr(monitor, "_shutdown_event"):  # MLflow's SystemMetricsMonitor has no stop that does not join
+        monitor._shutdown_event.set()
 
 
 def _end_runs(status: str, reason: str | None) -> None:

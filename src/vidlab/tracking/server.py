@@ -67,8 +67,14 @@ def bound_retries(uri: str, patience: float) -> None:
 def fail_fast() -> None:
     """A signal stopped the job: what is still sent (the run's end status) is tried once, briefly,
     not retried for ``logger.server_patience`` seconds."""
+    _server["fast"] = True
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "3"
+
+
+def failing_fast() -> bool:
+    """Whether the job stops without waiting on the server (a signal, or the server is lost)."""
+    return bool(_server.get("fast"))
 
 
 def give_up() -> None:
