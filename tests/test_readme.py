@@ -202,7 +202,7 @@ COMMANDS: dict[str, Command] = {
     "mlflow server --backend-store-uri postgresql://mlflow:PASSWORD@dbhost:5432/mlflow "
     "--artifacts-destination /shared/mlflow-artifacts --host 0.0.0.0 --port 5000":
         Command(run_by="cluster/test_tracking_server_postgres.py::server"),
-    "MLFLOW_AUTH_CONFIG_PATH=/shared/mlflow-auth.ini mlflow server --app-name basic-auth "
+    "MLFLOW_AUTH_CONFIG_PATH=/shared/mlflow-auth.ini MLFLOW_FLASK_SERVER_SECRET_KEY=LAB_SECRET mlflow server --app-name basic-auth "
     "--backend-store-uri postgresql://mlflow:PASSWORD@dbhost:5432/mlflow --artifacts-destination /shared/mlflow-artifacts "
     "--host 0.0.0.0 --port 5000":
         Command(run_by="cluster/test_tracking_server_postgres.py::"

@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from omegaconf import DictConfig
 
+from vidlab import preemption
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, InputError, no_space_left, one_line
 from vidlab.video import VideoReadError
 
@@ -73,6 +74,7 @@ class Stopped(KeyboardInterrupt):
 _received: list[int] = []
 _in_loop: list[bool] = []  # inside a Lightning loop that checks for signals at batch boundaries
 _resume_hint: list[str] = []
+_resume_path: list[Path] = []  # the checkpoint a stopped training resumes from
 _failure: list[tuple[str, str]] = []  # how the last job ended, when it did not finish
 
 
@@ -86,6 +88,12 @@ def last_failure() -> tuple[str, str] | None:
 def on_stop_say(hint: str) -> None:
     """What the task tells a user whose job was stopped by a signal (how to resume it)."""
     _resume_hint[:] = [hint]
+
+
+def on_stop_resume_from(checkpoint: Path) -> None:
+    """A stopped training resumes from ``checkpoint``: the user is told, a requeued Slurm job does it."""
+    on_stop_say(f"resume with ckpt_path={checkpoint}")
+    _resume_path[:] = [checkpoint]
 
 
 def enter_loop() -> None:
@@ -176,12 +184,15 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     ones keep their traceback, on their MLflow runs too (:func:`_report_unexpected`); and every
     MLflow run it opened ends FINISHED, FAILED or KILLED."""
     allow_worker_processes()
-    handlers = {}
+    handlers, requeue = {}, None
     if threading.current_thread() is threading.main_thread():
-        handlers = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        requeue = preemption.submitit_handler()
+        stops = (signal.SIGTERM, signal.SIGINT, *((preemption.REQUEUE_SIGNAL,) if requeue else ()))
+        handlers = {s: signal.signal(s, _stop) for s in stops}
     _received.clear()
     _in_loop.clear()
     _resume_hint.clear()
+    _resume_path.clear()
     _failure.clear()
     try:
         result = task(cfg)
@@ -189,6 +200,8 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         if server_lost:  # what only shows the run in the UI did not reach it
             raise InputError(server_lost)
     except BaseException as err:  # noqa: BLE001 - every way out ends the runs, then re-raises or exits
+        if requeue is not None and _received and _received[0] == preemption.REQUEUE_SIGNAL:
+            _requeue(requeue)
         if _received:  # Lightning turns the interrupt into SystemExit(1): the signal decides the code
             name = signal.Signals(_received[0]).name
             _end_open_runs("KILLED", f"stopped by {name}")
@@ -224,6 +237,33 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
             signal.signal(signum, handler)
     _end_open_runs("FINISHED")
     return result
+
+
+def _requeue(submitit_requeue: Callable) -> None:
+    """Preempted, or near its time limit: the training stopped at a batch boundary with its checkpoint.
+    Its runs stay RUNNING for the requeued job to continue, then submitit requeues the job and exits
+    (rank 0; the other ranks exit here). Where submitit will not requeue (a time limit reached more often
+    than ``hydra.launcher.max_num_timeout`` allows), the runs end KILLED and its error goes on to it."""
+    signum = _received[0]
+    name = signal.Signals(signum).name
+    if _resume_path:
+        preemption.record_resume_point(_resume_path[0])
+    where = f"resumes from {_resume_path[0]}" if _resume_path else "reruns"
+    _tracking_call("mark_open_runs_requeued", f"preempted by Slurm ({name}): requeued, {where}")
+    try:
+        submitit_requeue(signum, None)
+    except SystemExit:
+        _tracking_call("forget_open_runs")
+        print(f"preempted by Slurm: requeued, {where}", file=sys.stderr)
+        raise
+    except Exception as err:
+        reason = f"stopped by Slurm ({name}), not requeued: {one_line(err)}"
+        _end_open_runs("KILLED", reason)
+        _failure.append(("KILLED", reason))
+        print(reason, file=sys.stderr)
+        raise
+    _tracking_call("forget_open_runs")
+    raise SystemExit(128 + signum)
 
 
 def hydra_error_line(err: BaseException) -> str:

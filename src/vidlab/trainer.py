@@ -55,7 +55,7 @@ class InterruptedCheckpoint(OnExceptionCheckpoint):
         batches = trainer.fit_loop.epoch_loop.batch_progress
         validation_pending = trainer.validating or (batches.is_last_batch and batches.current.processed >= batches.current.ready)
         if trainer.state.fn == "fit" and validation_pending and self.last.exists():
-            jobs.on_stop_say(f"resume with ckpt_path={self.last}")
+            jobs.on_stop_resume_from(self.last)
             return
         super().on_exception(trainer, pl_module, exception)
 

@@ -36,6 +36,15 @@ def _runs(root: Path) -> list:
     return client.search_runs([client.get_experiment_by_name("restoration").experiment_id], max_results=100)
 
 
+def _wait_for_a_validation(root: Path, sweep: subprocess.Popen) -> None:
+    """Until a job of the sweep logged its first validation."""
+    deadline = time.time() + 300
+    ready = root / "outputs/sweep" / PARENT_RUN_FILE  # written once the store is made (not read while it is made)
+    while not [r for r in (_runs(root) if ready.exists() else []) if "val/raw/psnr" in r.data.metrics]:
+        assert sweep.poll() is None and time.time() < deadline, sweep.communicate()
+        time.sleep(1)
+
+
 def test_the_docs_slurm_sweep_runs_on_a_real_cluster_each_job_two_ddp_tasks_one_child_run(
         slurm: Slurm, digits: Path, tmp_path: Path):  # noqa: F811
     """About a minute: two jobs (``model.depth=3,4``), each two Slurm tasks training one DDP model."""
@@ -62,11 +71,7 @@ def test_scancel_of_a_job_ends_its_run_killed_with_the_reason(slurm: Slurm, digi
     KILLED, saying so; the sweep reports the job failed and its parent run says which."""
     sweep = subprocess.Popen(_sweep_command(tmp_path, digits, "trainer.max_epochs=500"), cwd=ROOT, env=slurm.env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    ready = tmp_path / "outputs/sweep" / PARENT_RUN_FILE  # written once the store is made (not read while it is made)
-    while not [r for r in (_runs(tmp_path) if ready.exists() else []) if "val/raw/psnr" in r.data.metrics]:
-        assert sweep.poll() is None and time.time() < deadline, sweep.communicate()
-        time.sleep(2)
+    _wait_for_a_validation(tmp_path, sweep)
     jobs = slurm.run("squeue", "-h", "-o", "%i").split()
     assert jobs, "no job in the queue"
     slurm.run("scancel", *jobs)
@@ -96,3 +101,25 @@ def test_a_ddp_extraction_as_two_slurm_tasks_writes_the_files_of_one_process(slu
     client = MlflowClient(f"sqlite:///{two}/mlruns.db")
     runs = client.search_runs([client.get_experiment_by_name("embeddings").experiment_id])
     assert [r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags] == ["FINISHED"]  # one run, rank 0's
+
+
+def test_a_preempted_job_is_requeued_and_resumes_into_the_same_run_to_its_end(slurm: Slurm, digits: Path, tmp_path: Path):  # noqa: F811
+    """``scancel --signal=USR2`` is what Slurm sends a job before its time limit or when it is preempted
+    (submitit's ``--signal=USR2@<hydra.launcher.signal_delay_s>``). The job stops at a batch boundary
+    with its checkpoint, submitit requeues it, and the requeued job resumes from the checkpoint into the
+    same MLflow run: one run, FINISHED, every epoch's validation there."""
+    epochs = 30
+    sweep = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=cpu",
+         *tiny_overrides(tmp_path, digits), "model.base_channels=4", f"trainer.max_epochs={epochs}", "seed=0"],
+        cwd=ROOT, env=slurm.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_a_validation(tmp_path, sweep)
+    [job] = slurm.run("squeue", "-h", "-o", "%i").split()
+    slurm.run("scancel", "--signal=USR2", job)
+    out, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, err[-5000:]
+    [run] = [r for r in _runs(tmp_path) if "mlflow.parentRunId" in r.data.tags]
+    assert run.info.status == "FINISHED" and run.data.tags["vidlab.requeued"].startswith("preempted by Slurm (SIGUSR2): requeued")
+    history = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db").get_metric_history(run.info.run_id, "val/raw/psnr")
+    assert len({m.step for m in history}) == epochs, sorted(m.step for m in history)
+    assert "REQUEUED" in slurm.run("sacct", "-n", "-D", "-P", "-o", "State", "-j", job)  # Slurm's own account

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shlex
 import signal
 import subprocess
@@ -208,7 +209,8 @@ def test_basic_auth_on_postgresql_a_user_who_may_edit_trains_one_who_may_read_ge
     config = tmp_path / "mlflow-auth.ini"
     config.write_text(_docs_auth_config().replace("PASSWORD@dbhost:5432", f"{PASSWORD}@127.0.0.1:{postgres.port}")
                       .replace("ADMIN_PASSWORD", ADMIN_PASSWORD))
-    command = (AUTH_SERVER.replace("/shared/mlflow-auth.ini", shlex.quote(str(config))).replace("PASSWORD", PASSWORD)
+    command = (AUTH_SERVER.replace("/shared/mlflow-auth.ini", shlex.quote(str(config))).replace("LAB_SECRET", secrets.token_hex(16))
+               .replace("PASSWORD", PASSWORD)
                .replace("dbhost:5432", f"127.0.0.1:{postgres.port}").replace("/shared/mlflow-artifacts", shlex.quote(str(tmp_path / "artifacts"))))
     server = TrackingServer(command, tmp_path)
     server.start()
@@ -219,8 +221,9 @@ def test_basic_auth_on_postgresql_a_user_who_may_edit_trains_one_who_may_read_ge
                           auth=admin, timeout=30).raise_for_status()
         made = requests.post(f"{server.uri}/api/2.0/mlflow/experiments/create", json={"name": "team"}, auth=admin, timeout=30)
         made.raise_for_status()
-        requests.post(f"{server.uri}/api/2.0/mlflow/experiments/permissions/create", auth=admin, timeout=30, json={
-            "experiment_id": made.json()["experiment_id"], "username": "alice", "permission": "EDIT"}).raise_for_status()
+        requests.post(f"{server.uri}/api/3.0/mlflow/users/permissions/grant", auth=admin, timeout=30, json={
+            "username": "alice", "resource_type": "experiment", "resource_id": made.json()["experiment_id"],
+            "permission": "EDIT"}).raise_for_status()
         outcomes = {}
         for user in ("alice", "bob"):
             env = {**ENV, "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": f"{user}-password"}

@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 
 from vidlab import tracking
 from vidlab.files import atomic_path, write_text
-from vidlab.jobs import job_dirs, on_stop_say
+from vidlab.jobs import job_dirs, on_stop_resume_from
+from vidlab.preemption import requeued_checkpoint
 from vidlab.restoration.checkpoints import check_resume
 from vidlab.restoration.config import BASELINES, METRICS, RunSpec, model_window
 from vidlab.restoration.corruption import CORRUPTIONS
@@ -160,8 +161,9 @@ def run(cfg: DictConfig, spec: RunSpec) -> float | None:
     (best validation value)."""
     kwargs = trainer_kwargs(cfg)
     optimizer = checked_optimizer(cfg)
-    resumed_run = check_resume(spec.top.ckpt_path, spec.model) if spec.top.ckpt_path else None
     root, output_dir = job_dirs(cfg)
+    ckpt_path = spec.top.ckpt_path or requeued_checkpoint(output_dir / "checkpoints")  # a Slurm job requeued resumes
+    resumed_run = check_resume(ckpt_path, spec.model) if ckpt_path else None
     datamodule = RestorationDataModule(spec.dataset, CORRUPTIONS.build(spec.corruption), spec.model.context_frames, model_window(spec.model))
     datamodule.check_inputs()  # the videos' sizes against the stain and the batch: before any run or checkpoint
     logger = None
@@ -183,10 +185,10 @@ def run(cfg: DictConfig, spec: RunSpec) -> float | None:
         callbacks += [LearningRateMonitor("epoch"),
                       ValidationPreviewImages(spec.preview.every_n_epochs, spec.smoothing.name, spec.preview.scale)]
     trainer = L.Trainer(**kwargs, logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
-    on_stop_say(f"resume with ckpt_path={checkpoints / 'interrupted.ckpt'}")
+    on_stop_resume_from(checkpoints / "interrupted.ckpt")
     if logger is not None and trainer.is_global_zero:
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=spec.top.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     logged = logger is not None and trainer.is_global_zero  # the run is rank 0's
     if logged:
         loader = ("cache_dir", "path", "batch_size", "samples_per_clip", "num_workers", "shuffle_buffer")

@@ -104,6 +104,21 @@ def _stop_monitor(monitor: SystemMetricsMonitor) -> None:
         monitor._shutdown_event.set()
 
 
+def mark_open_runs_requeued(note: str) -> None:
+    """A job Slurm is requeuing: its runs are RUNNING again (Lightning's logger ended them FAILED on the
+    interrupt), tagged ``vidlab.requeued``, for the requeued job to continue."""
+    for client, run_id in _OPEN_RUNS:
+        client.set_tag(run_id, "vidlab.requeued", note[:5000])
+        client.update_run(run_id, status="RUNNING")
+
+
+def forget_open_runs() -> None:
+    """The job was requeued: its runs are the requeued job's to end; system metrics stop."""
+    _OPEN_RUNS.clear()
+    while _MONITORS:
+        _stop_monitor(_MONITORS.pop())
+
+
 def _end_runs(status: str, reason: str | None) -> None:
     while _OPEN_RUNS:
         client, run_id = _OPEN_RUNS.pop()
