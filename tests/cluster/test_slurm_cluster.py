@@ -10,11 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from mlflow.tracking import MlflowClient
 
 from vidlab.tracking import PARENT_RUN_FILE
 
-from conftest import EXTRACT, EXTRACTED, ROOT, run_extract, tiny_overrides
+from conftest import EXTRACT, EXTRACTED, ROOT, make_index, run_extract, tiny_overrides
 from services import Slurm, slurm  # noqa: F401 - slurm is a fixture
 from test_readme import documented_commands
 
@@ -79,28 +80,60 @@ def test_scancel_of_a_job_ends_its_run_killed_with_the_reason(slurm: Slurm, digi
     assert sweep.returncode == 1, err[-3000:]
     children = [r for r in _runs(tmp_path) if "mlflow.parentRunId" in r.data.tags]
     assert children and all(r.info.status == "KILLED" for r in children), [(r.info.run_name, r.info.status) for r in children]
+    [parent] = [r for r in _runs(tmp_path) if "mlflow.parentRunId" not in r.data.tags]  # the whole sweep was cancelled
+    assert parent.info.status == "KILLED", parent.data.tags.get("vidlab.error")
     assert all(r.data.tags.get("vidlab.error", "").startswith(("stopped by SIGTERM", "Slurm ended job")) for r in children)
 
 
+def _extract_on_slurm(index: Path, root: Path, *more: str) -> list[str]:
+    """``extract.py`` as one Slurm job of two tasks, one DDP rank each (each writes its disjoint rows)."""
+    return [sys.executable, str(ROOT / "extract.py"), "-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=cpu",
+            "hydra.launcher.tasks_per_node=2", "extraction.strategy=ddp", "extraction.devices=2", "extraction.accelerator=cpu",
+            f"index={index}", f"paths.root={root}", f"hydra.sweep.dir={root}/sweep", *EXTRACT, *more]
+
+
+def _npy(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.npy"))}
+
+
 def test_a_ddp_extraction_as_two_slurm_tasks_writes_the_files_of_one_process(slurm: Slurm, small_index: Path, tmp_path: Path):  # noqa: F811
-    """``extract.py`` with ``extraction.strategy=ddp`` as one Slurm job of two tasks (each rank writes
-    its disjoint rows of the same files): byte for byte what one process writes."""
+    """Byte for byte what one process writes, and one MLflow run (rank 0's)."""
     one = tmp_path / "one process"
     run_extract(f"index={small_index}", f"paths.root={one}", f"hydra.run.dir={one}/run", *EXTRACT)
     two = tmp_path / "two tasks"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "extract.py"), "-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=cpu",
-         "hydra.launcher.tasks_per_node=2", "extraction.strategy=ddp", "extraction.devices=2", "extraction.accelerator=cpu",
-         f"index={small_index}", f"paths.root={two}", f"hydra.sweep.dir={two}/sweep", *EXTRACT],
-        cwd=ROOT, env=slurm.env(), capture_output=True, text=True, timeout=900)
+    done = subprocess.run(_extract_on_slurm(small_index, two), cwd=ROOT, env=slurm.env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-5000:]
-    written = {p.name: p.read_bytes() for p in sorted((one / EXTRACTED).glob("*.npy"))}
-    assert written and {p.name: p.read_bytes() for p in sorted((two / EXTRACTED).glob("*.npy"))} == written
+    written = _npy(one / EXTRACTED)
+    assert written and _npy(two / EXTRACTED) == written
     logs = "".join(p.read_text() for p in (two / "sweep/.submitit").rglob("*_log.out"))
     assert "MEMBER: 2/2" in logs, logs[-3000:]  # the second rank was a Slurm task of the job
     client = MlflowClient(f"sqlite:///{two}/mlruns.db")
     runs = client.search_runs([client.get_experiment_by_name("embeddings").experiment_id])
-    assert [r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags] == ["FINISHED"]  # one run, rank 0's
+    assert [r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags] == ["FINISHED"]
+
+
+def test_a_ddp_extraction_cancelled_on_slurm_resumes_to_the_files_of_one_process(slurm: Slurm, tmp_path: Path):  # noqa: F811
+    """About 2 minutes: ``scancel`` once some rows are written, the same command again: it resumes from
+    the rows the cancelled job wrote and ends with exactly one process's files."""
+    index = make_index(tmp_path / "index", {f"video_{i}.mp4": (240, "h264", ("train", "val", "test")[i % 3], i % 2) for i in range(8)})
+    one = tmp_path / "one process"
+    run_extract(f"index={index}", f"paths.root={one}", f"hydra.run.dir={one}/run", *EXTRACT, "logger=none")
+    two = tmp_path / "two tasks"
+    command = _extract_on_slurm(index, two, "logger=none")
+    first = subprocess.Popen(command, cwd=ROOT, env=slurm.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = two / EXTRACTED
+    deadline = time.time() + 300
+    while not (list(out.glob("done_*.npy")) and any(np.load(p).any() for p in out.glob("done_*.npy"))):
+        assert first.poll() is None and time.time() < deadline, first.communicate()
+        time.sleep(0.2)
+    slurm.run("scancel", *slurm.run("squeue", "-h", "-o", "%i").split())
+    first.communicate(timeout=300)
+    written = sum(int(np.load(p).sum()) for p in out.glob("done_*.npy"))
+    total = sum(len(np.load(p)) for p in out.glob("done_*.npy"))
+    assert 0 < written < total, (written, total)  # cancelled midway
+    again = subprocess.run(command, cwd=ROOT, env=slurm.env(), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-5000:]
+    assert _npy(out) == _npy(one / EXTRACTED)
 
 
 def test_a_preempted_job_is_requeued_and_resumes_into_the_same_run_to_its_end(slurm: Slurm, digits: Path, tmp_path: Path):  # noqa: F811
