@@ -157,7 +157,7 @@ class Slurm:
 
 SLURM_CONF = """\
 ClusterName=vidlab
-SlurmctldHost={host}
+SlurmctldHost={host}(127.0.0.1)
 SlurmUser=root
 SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
@@ -182,7 +182,7 @@ SelectTypeParameters=CR_Core
 ReturnToService=2
 MpiDefault=none
 KillWait=30
-NodeName={host} CPUs={cpus} RealMemory={memory} State=UNKNOWN
+NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN
 PartitionName=cpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
 
