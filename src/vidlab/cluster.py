@@ -28,7 +28,8 @@ def how_slurm_ended(job_id: str) -> tuple[str, str] | None:
     if sacct is None:
         return None
     try:
-        out = subprocess.run([sacct, "-n", "-X", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([sacct, "-n", "-X", "-P", "-o", "State", "-j", job_id],
+                             capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
     state = out.stdout.strip().splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else ""

@@ -17,7 +17,9 @@ ANSWER_TIMEOUT = 5.0  # seconds a tracking server has to answer before any work 
 MAX_RETRIES = 10  # MLflow refuses more (_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT)
 BACKOFF_MAX = 120.0  # urllib3's longest wait between two tries
 
-_server: dict[str, object] = {}  # this job's server: its "uri", the seconds its requests are retried ("waited") and, once it stopped answering, "lost"
+# This job's server: its "uri", the seconds a request is retried ("waited"); "fast" once later calls
+# must not wait (a signal), "lost" once it stopped answering.
+_server: dict[str, object] = {}
 
 
 def is_server(uri: str) -> bool:
