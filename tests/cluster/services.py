@@ -6,6 +6,7 @@ root), the tests that need them skip with the reason."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shlex
@@ -123,6 +124,15 @@ class TrackingServer:
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
         wait_until_answers(f"{self.uri}/health", self.process, 120, self.log)
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """The server gone for the block, started again on the same port after it, whatever happens."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
 
     def stop(self) -> None:
         """The server and its workers, at once (a crash or a restart, as the client sees it)."""

@@ -71,6 +71,14 @@ def _wait_for_epoch(uri: str, experiment: str, process: subprocess.Popen, second
     raise AssertionError(f"no epoch of {experiment} reached the server within {seconds} s")
 
 
+def _one_run_finished_with_every_epoch(uri: str, experiment: str, run_id: str, epochs: int) -> None:
+    """The experiment holds the one run, FINISHED, with a validation of every epoch."""
+    [run] = _runs(uri, experiment)
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    history = MlflowClient(uri).get_metric_history(run_id, "val/raw/psnr")
+    assert len({m.step for m in history}) == epochs, [m.step for m in history]
+
+
 def _checkpoint_in(line: str, root: Path) -> Path:
     """The checkpoint a job's last line says to resume from: the run's, and there. Mid-epoch, the
     one saved as it stopped; between an epoch's training and its validation, the epoch's start."""
@@ -121,18 +129,12 @@ def test_a_server_restarted_within_its_patience_loses_nothing_of_the_run(server:
     epochs = 6
     training = _training(tmp_path, digits, server.uri, "restart", f"trainer.max_epochs={epochs}")
     run_id = _wait_for_epoch(server.uri, "restart", training)
-    server.stop()
-    try:
+    with server.down():
         time.sleep(30)
         assert training.poll() is None  # waiting for the server, not failed
-    finally:
-        server.start()
     code, out, err = _finish(training)
     assert code == 0, err[-5000:]
-    [run] = _runs(server.uri, "restart")
-    assert run.info.run_id == run_id and run.info.status == "FINISHED"
-    history = MlflowClient(server.uri).get_metric_history(run_id, "val/raw/psnr")
-    assert len({m.step for m in history}) == epochs, [m.step for m in history]
+    _one_run_finished_with_every_epoch(server.uri, "restart", run_id, epochs)
 
 
 def test_a_server_that_does_not_come_back_ends_the_training_in_one_line_and_it_resumes_into_the_same_run(
@@ -143,13 +145,10 @@ def test_a_server_that_does_not_come_back_ends_the_training_in_one_line_and_it_r
     epochs = 4
     training = _training(tmp_path, digits, server.uri, "gone", f"trainer.max_epochs={epochs}", "logger.server_patience=10")
     run_id = _wait_for_epoch(server.uri, "gone", training)
-    server.stop()
-    try:
+    with server.down():
         stopped = time.time()
         code, out, err = _finish(training, timeout=120)
         took = time.time() - stopped
-    finally:
-        server.start()
     assert code == 1 and took < 40, (code, took, err[-3000:])
     line = err.strip().splitlines()[-1]
     assert line.startswith(
@@ -160,10 +159,7 @@ def test_a_server_that_does_not_come_back_ends_the_training_in_one_line_and_it_r
     resumed = _training(tmp_path, digits, server.uri, "gone", f"trainer.max_epochs={epochs}", f"ckpt_path={checkpoint}")
     code, out, err = _finish(resumed)
     assert code == 0, err[-5000:]
-    [run] = _runs(server.uri, "gone")
-    assert run.info.run_id == run_id and run.info.status == "FINISHED"
-    history = MlflowClient(server.uri).get_metric_history(run_id, "val/raw/psnr")
-    assert len({m.step for m in history}) == epochs, [m.step for m in history]
+    _one_run_finished_with_every_epoch(server.uri, "gone", run_id, epochs)
 
 
 def test_sigterm_stops_a_training_at_once_while_its_client_retries_a_lost_server(server: TrackingServer, digits: Path, tmp_path: Path):
@@ -171,16 +167,13 @@ def test_sigterm_stops_a_training_at_once_while_its_client_retries_a_lost_server
     seconds, with its checkpoint, and nothing more is sent to the lost server."""
     training = _training(tmp_path, digits, server.uri, "signal", "trainer.max_epochs=50")
     _wait_for_epoch(server.uri, "signal", training)
-    server.stop()
-    try:
+    with server.down():
         time.sleep(8)  # the training's next request is being retried
         assert training.poll() is None
         training.send_signal(signal.SIGTERM)
         signalled = time.time()
         code, out, err = _finish(training, timeout=120)
         took = time.time() - signalled
-    finally:
-        server.start()
     assert code == 128 + signal.SIGTERM and took < 15, (code, took, err[-3000:])
     line = err.strip().splitlines()[-1]
     assert line.startswith("stopped by SIGTERM: resume with ckpt_path="), err[-3000:]

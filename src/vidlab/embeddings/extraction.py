@@ -118,11 +118,11 @@ def clip_loader(stream: VideoClipStream, pin_memory: bool) -> DataLoader:
 
 
 def is_child_rank() -> bool:
-    """A DDP rank > 0: Lightning's launcher re-runs the command with ``LOCAL_RANK``/``NODE_RANK`` set;
-    Slurm starts every rank itself, each with its ``SLURM_PROCID`` (Lightning reads the rank the same way)."""
+    """A DDP rank > 0: Lightning's rank (``RANK``, ``LOCAL_RANK`` set by its launcher, ``SLURM_PROCID``
+    where Slurm starts every rank), or a node's first process on a node other than the first."""
     from lightning.pytorch.utilities import rank_zero_only
 
-    return rank_zero_only.rank > 0 or int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+    return rank_zero_only.rank > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
 @dataclass
