@@ -10,7 +10,10 @@ frames to score in each.
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 from collections.abc import Iterator
+from multiprocessing import forkserver
+from multiprocessing.context import BaseContext
 from pathlib import Path
 
 import cv2
@@ -43,6 +46,20 @@ def read_clips(path: str, refs: list[ClipRef], resize: list[int] | None = None) 
             clip = [cv2.resize(f, (resize[1], resize[0]), interpolation=cv2.INTER_AREA) for f in clip]
         yield ref, np.stack(clip)
     frames.close()
+
+
+def worker_context() -> BaseContext:
+    """Where the loader's worker processes come from: a fork server, not ``fork()`` of the training
+    process. A training process has threads (MLflow's system metrics, gloo's, the last loader's queue
+    feeder still ending), and a child forked while one of them holds a lock can hang for good: a DDP
+    rank waited 55 minutes on such a worker. The server is one single-threaded process per training
+    with this module (torch, Lightning) imported once, so a worker starts in milliseconds and inherits
+    no thread; CPython 3.14 made it Linux's default for this reason. Started early (the input check),
+    its imports overlap the run's setup."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    forkserver.ensure_running()
+    return context
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -183,6 +200,8 @@ class RestorationDataModule(L.LightningDataModule):
         except ValueError as err:
             raise ConfigError(f"corruption: {err}") from None
         self.clips = clips
+        if self.cfg.num_workers:
+            worker_context()
 
     def stream(self, split: str) -> StainedClipStream:
         train = split == "train"
@@ -199,7 +218,8 @@ class RestorationDataModule(L.LightningDataModule):
         workers = min(self.cfg.num_workers, len({r.path for r in self.clips[split]}))
         # batch_size counts scored frames: a window model's batch holds batch_size // samples_per_clip windows.
         batch = self.cfg.batch_size if self.window is None else max(1, self.cfg.batch_size // self.cfg.samples_per_clip)
-        return DataLoader(stream, batch_size=batch if train else 1, num_workers=workers, persistent_workers=False)
+        return DataLoader(stream, batch_size=batch if train else 1, num_workers=workers, persistent_workers=False,
+                          multiprocessing_context=worker_context() if workers else None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
