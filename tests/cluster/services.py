@@ -164,6 +164,24 @@ class Slurm:
     def run(self, *command: str) -> str:
         return subprocess.run(command, env=self.env(), capture_output=True, text=True, check=True, timeout=60).stdout
 
+    def ended(self, process: subprocess.Popen, seconds: float, logs: Path) -> tuple[str, str]:
+        """``process``'s stdout and stderr once it ends within ``seconds``; past them it is killed and the
+        test fails with what explains a stuck job: the queue (each job's state and why it waits) and the
+        tail of each job's log under ``logs``."""
+        try:
+            return process.communicate(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            tails = "".join(f"\n== {p}\n{p.read_text(errors='replace')[-1500:]}" for p in sorted(logs.rglob("*_log.*")))
+            queue = self.run("squeue", "-h", "-o", "%i %T %M %R")
+            raise AssertionError(f"still running after {seconds:.0f} s; the queue:\n{queue}{tails}") from None
+
+    def cancel_all(self) -> None:
+        """Every job cancelled, and the node free again: a test's stuck job never holds it for the next."""
+        subprocess.run([_program("scancel"), "--full", "--user=root"], env=self.env(), capture_output=True, timeout=60)
+        _wait_for(lambda: not self.run("squeue", "-h", "-o", "%i").split(), 120, f"jobs still queued: {self.run('squeue', '-h')}")
+
 
 SLURM_CONF = """\
 ClusterName=vidlab
@@ -269,7 +287,8 @@ def slurm() -> Iterator[Slurm]:
                   f"the node did not come up: {(folder / 'slurmctld.log').read_text()[-2000:] if (folder / 'slurmctld.log').exists() else ''}")
         yield cluster
     finally:
-        subprocess.run([_program("scancel"), "--full", "--user=root"], env=cluster.env(), capture_output=True)
+        with contextlib.suppress(Exception):
+            cluster.cancel_all()
         for process in reversed(daemons):
             process.terminate()
             try:
