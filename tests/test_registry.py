@@ -1,11 +1,13 @@
 """The registries (timm's way: tests generated from what is registered): every registered choice has
 its YAML in ``conf/``, validates from it, builds and works; ``--help`` and the README's group table
-list exactly what is registered; and a corruption and a probe added at test time - one YAML and one
-class each, as docs/extending.md shows - run end to end through ``train.py``."""
+list exactly what is registered; and a corruption, a model and a probe added at test time - one YAML
+and one class each, as docs/extending.md shows (the model's read from the page) - run end to end."""
 
 from __future__ import annotations
 
 import re
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +16,13 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from vidlab.choices import conf_dir
 from vidlab.errors import ConfigError
 from vidlab.help import registries
 from vidlab.probe.config import ProbeConfig
 from vidlab.registry import REGISTRIES, Registry
 from vidlab.restoration.corruption import CORRUPTIONS, Corruption, Stain, StainLayer
-from vidlab.schema import CONF_DIR, Choice, require
+from vidlab.schema import Choice, require
 
 from conftest import ROOT, tiny_overrides, train
 
@@ -35,7 +38,7 @@ def composed_node(group: str, name: str) -> dict:
     from vidlab.schema import resolved
 
     script = "extract" if group in ("backbone", "layout") else "train"
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose(script, overrides=[*TASK_OF.get(group, []), f"{group}={name}", *REQUIRED.get((group, name), []),
                                                   "paths.output_dir=unused"])
     return resolved(cfg, group)
@@ -43,7 +46,7 @@ def composed_node(group: str, name: str) -> dict:
 
 def test_every_config_group_of_a_registry_has_exactly_its_choices():
     for registry in registries():
-        assert sorted(p.stem for p in (CONF_DIR / registry.group).glob("*.yaml")) == sorted(registry.names()), registry.group
+        assert sorted(p.stem for p in (conf_dir() / registry.group).glob("*.yaml")) == sorted(registry.names()), registry.group
 
 
 @pytest.mark.parametrize("group,name", ENTRIES)
@@ -175,6 +178,52 @@ def test_a_corruption_added_at_test_time_trains_end_to_end(square_stain: Path, t
         "config error: corruption: side 80 does not fit a 72x128 frame"
 
 
+# ---------------------------------------------------------------- a model added from the docs' own text
+def _docs_section(title: str) -> tuple[str, str]:
+    """The first YAML and the first Python block of docs/extending.md's section ``title``."""
+    section = (ROOT / "docs/extending.md").read_text().split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    return (re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1),
+            re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1))
+
+
+@pytest.fixture
+def docs_model(tmp_path: Path):
+    """docs/extending.md's model, as written: its YAML in a config folder on Hydra's search path, its
+    code run as a module of its own (the one decorator registers it); the registry put back afterwards."""
+    from vidlab.restoration.nets import MODELS
+
+    yaml, code = _docs_section("A model")
+    conf = tmp_path / "my_conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "model" / "conv_stack.yaml").write_text(yaml)
+    module = types.ModuleType("conv_stack")
+    sys.modules["conv_stack"] = module
+    try:
+        exec(compile(code, "docs/extending.md", "exec"), module.__dict__)
+        yield conf
+    finally:
+        MODELS.unregister("conv_stack")
+        sys.modules.pop("conv_stack", None)
+
+
+def test_the_docs_model_trains_end_to_end_and_restores_a_video_in_tiles(docs_model: Path, tmp_path: Path, digits: Path):
+    """A model with none of the U-Net's fields: its schema derives from ``ModelConfig`` alone, and
+    restore's tiles are planned from what the network says (``halo``, default ``size_multiple``)."""
+    from vidlab.restore import restore_video
+    from vidlab.video import count_frames, write_video
+
+    train(*tiny_overrides(tmp_path, digits), f"hydra.searchpath=[file://{docs_model}]", "model=conv_stack", "trainer.max_epochs=1")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    run = client.search_runs([client.get_experiment_by_name("restoration").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.data.params["model.width"] == "16"
+    assert "model.depth" not in run.data.params and np.isfinite(run.data.metrics["test/raw/psnr_stain"])
+    frames = np.random.default_rng(0).integers(0, 256, (6, 64, 96, 3), dtype=np.uint8)
+    video = write_video(tmp_path / "in.mp4", frames, fps=10)
+    best = tmp_path / "outputs/run/checkpoints/best.ckpt"
+    assert restore_video(best, video, tmp_path / "out.mp4", megapixels=0.002) == 6  # tiles of about 45x45
+    assert count_frames(tmp_path / "out.mp4") == 6
+
+
 # ---------------------------------------------------------------- a probe added at test time
 @dataclass
 class CentroidConfig(ProbeConfig):
@@ -248,3 +297,14 @@ def test_a_second_registry_for_a_group_or_a_clashing_name_is_refused():
         Registry("corruption")
     with pytest.raises(ValueError, match="registered already"):
         CORRUPTIONS.register(CORRUPTIONS.names()[0], SquareStainConfig)(SquareStain)
+
+
+def test_a_schema_that_does_not_derive_from_its_groups_base_is_refused_when_it_registers():
+    """A model whose schema derives from ``Choice`` would pass the config check and crash later where the
+    task reads ``context_frames``: it is refused at the decorator, saying which base."""
+    from vidlab.restoration.nets import MODELS
+
+    with pytest.raises(TypeError, match=r"^model.square: its schema SquareStainConfig must derive from "
+                                        r"vidlab.restoration.nets.ModelConfig, which the model group's task reads$"):
+        MODELS.register("square", SquareStainConfig)(SquareStain)
+    assert "square" not in MODELS.names()

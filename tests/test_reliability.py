@@ -93,7 +93,7 @@ def test_a_checkpoint_that_is_not_one_is_refused(tmp_path: Path):
 
 def test_concurrent_first_runs_share_one_fresh_store(tmp_path: Path):
     """Two processes creating the same fresh SQLite store at once: both get the experiment."""
-    code = ("import sys; from pathlib import Path; from vidlab.schema import MlflowLoggerConfig, choice_values; "
+    code = ("import sys; from pathlib import Path; from vidlab.schema import MlflowLoggerConfig; from vidlab.choices import choice_values; "
             "from vidlab.tracking import ensure_experiment; "
             "print(ensure_experiment(MlflowLoggerConfig(**{**choice_values('logger', 'mlflow'), 'experiment_name': 'restoration', 'run_name': None}), Path(sys.argv[1])))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

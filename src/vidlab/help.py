@@ -8,8 +8,8 @@ from importlib import import_module
 
 from omegaconf import OmegaConf
 
+from vidlab.choices import conf_dir
 from vidlab.registry import REGISTRIES, Registry
-from vidlab.schema import CONF_DIR
 
 TASK_CONFIGS = ("vidlab.restoration.config", "vidlab.probe.config", "vidlab.embeddings.config")  # they define every registry
 
@@ -33,7 +33,7 @@ def choices_text() -> str:
 def presets_text() -> str:
     """``group: a, b`` for the groups of ``conf/`` that no registry holds."""
     registered = {registry.group for registry in registries()}
-    groups = sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in registered and p.name != "hydra")
+    groups = sorted(p for p in conf_dir().iterdir() if p.is_dir() and p.name not in registered and p.name != "hydra")
     return "\n".join(f"{group.name}: {', '.join(sorted(f.stem for f in group.glob('*.yaml')))}" for group in groups)
 
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from vidlab.choices import choice_names, choice_values
 from vidlab.errors import ConfigError
 
 T = TypeVar("T")
@@ -49,12 +50,13 @@ def _summary(*objects: Any) -> str:
 class Registry:
     """The choices of one config group, by name."""
 
-    def __init__(self, group: str, builtins: tuple[str, ...] | str = ()):
+    def __init__(self, group: str, builtins: tuple[str, ...] | str = (), base: type | None = None):
         """``builtins``: the modules that register the built-in choices, or one module name with
-        ``{name}`` for a group with a module per choice (its choices: the YAMLs of ``conf/<group>/``)."""
+        ``{name}`` for a group with a module per choice (its choices: the YAMLs of ``conf/<group>/``).
+        ``base``: the schema every choice's derives from (what the group's task reads of each)."""
         if group in REGISTRIES:
             raise ValueError(f"a registry for group {group!r} exists already")
-        self.group, self._builtins, self._loaded = group, builtins, not builtins
+        self.group, self._builtins, self._loaded, self.base = group, builtins, not builtins, base
         self._entries: dict[str, Entry] = {}
         REGISTRIES[group] = self
 
@@ -71,6 +73,9 @@ class Registry:
         """Register ``target`` as choice ``name`` (an object, not a class: a backbone's description)."""
         if not is_dataclass(schema):
             raise TypeError(f"{self.group}.{name}: the schema must be a dataclass (got {schema!r})")
+        if self.base is not None and not issubclass(schema, self.base):
+            raise TypeError(f"{self.group}.{name}: its schema {schema.__name__} must derive from {self.base.__module__}."
+                            f"{self.base.__name__}, which the {self.group} group's task reads")
         known = self._entries.get(name)
         if known is not None and (known.target is not target or known.schema is not schema):
             raise ValueError(f"{self.group}: choice {name!r} is registered already (by {known.target!r})")
@@ -89,8 +94,6 @@ class Registry:
         if self._loaded or (name is not None and name in self._entries):
             return
         if isinstance(self._builtins, str):
-            from vidlab.schema import choice_names
-
             names = [name] if name is not None else choice_names(self.group)
             for choice in names:
                 module = self._builtins.format(name=choice)
@@ -141,8 +144,6 @@ class Registry:
         """The typed config of choice ``name`` as ``conf/<group>/<name>.yaml`` sets it (its one source
         of defaults), with ``overrides``: what code outside a Hydra job builds a choice from. ``key``
         names it in errors (default: the group)."""
-        from vidlab.schema import choice_values
-
         return self.config({**choice_values(self.group, name), **overrides}, key)
 
     def build(self, cfg: Any) -> Any:

@@ -52,11 +52,11 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from vidlab.choices import choice_names
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, no_space_left, one_line
 from vidlab.files import write_text
 from vidlab.restoration.loading import DEFAULT_MODEL, load_module
 from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer, sample_runs
-from vidlab.schema import choice_names
 from vidlab.video import WRITERS, FFV1Writer, H264Writer, VideoReadError, VideoWriter, check_video_suffix, iter_frames
 from vidlab.video.count import video_info
 

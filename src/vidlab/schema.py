@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -190,27 +189,6 @@ def refuse_unknown_keys(cfg: DictConfig, known: Iterable[str]) -> None:
 def build_choice(cfg: DictConfig, registry: Registry) -> Any:
     """The typed config of the composed group node ``cfg.<group>``, checked by its registered schema."""
     return registry.config(resolved(cfg, registry.group))
-
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the project's configs (vidlab runs from its checkout)
-
-
-def choice_names(group: str) -> list[str]:
-    """The choices ``conf/<group>/`` holds, sorted: a group's registry holds exactly these
-    (tests/test_registry.py), and listing them imports none of their classes (``restore --help``)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def choice_values(group: str, name: str) -> dict[str, Any]:
-    """A choice's values from ``conf/<group>/<name>.yaml``, the one place its defaults live, with the
-    choices it extends (its defaults list) merged under it: what code outside a Hydra job (restore,
-    compared smoothings) builds a choice from."""
-    path = CONF_DIR / group / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{group}: unknown choice {name!r} (no {path})")
-    node = OmegaConf.load(path)
-    bases = [base for base in node.pop("defaults", []) if isinstance(base, str) and base != "_self_"]  # same-group bases
-    return OmegaConf.to_container(OmegaConf.merge(*(choice_values(group, base) for base in bases), node))
 
 
 def trainer_config(cfg: DictConfig) -> TrainerConfig:

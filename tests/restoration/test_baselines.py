@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from vidlab.choices import choice_values
 from vidlab.restoration.baselines import clip_minimum, inpaint, run_baseline, true_inverse
 from vidlab.restoration.corruption import CORRUPTIONS, CircularStain
-from vidlab.schema import choice_values
 
 
 def _float(frames: np.ndarray) -> torch.Tensor:

@@ -35,7 +35,7 @@ class ProbeConfig(Choice):
 
 
 SELECTION_METRICS = ("val/roc_auc", "val/ap", "val/balanced_accuracy", "val/f1", "val/video_roc_auc")  # what a sweep may maximise
-PROBES = Registry("probe", builtins="vidlab.probe.{name}")  # one module per probe: checking one imports only it
+PROBES = Registry("probe", builtins="vidlab.probe.{name}", base=ProbeConfig)  # a module per probe: checking one imports it alone
 
 
 @dataclass

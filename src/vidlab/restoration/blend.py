@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from vidlab.restoration.corruption import CORRUPTIONS, CircularStain
-from vidlab.restoration.nets import MODELS, ModelConfig, RestorationNet, TrainingOutput, neighbour_indices
+from vidlab.restoration.nets import MODELS, RestorationNet, TrainingOutput, neighbour_indices
 from vidlab.restoration.stain_estimate import StainEstimate, estimate_stain
-from vidlab.restoration.unet import ConvUNet
+from vidlab.restoration.unet import ConvUNet, ConvUNetConfig
 from vidlab.schema import at_least, require
 
 INSIDE_STAIN = 0.01  # opacity above which the inverse-blend loss scores a pixel
@@ -72,7 +72,7 @@ def invert_blend(frames: torch.Tensor, opacity: torch.Tensor, offset: torch.Tens
 
 
 @dataclass
-class BlendUNetConfig(ModelConfig):
+class BlendUNetConfig(ConvUNetConfig):
     window: int  # frames one stain estimate reads: training windows, evaluation and restore segments
     min_gain: float
     stain: Any  # the corruption's node: a circular stain is fitted (its centre searched); others, or null, learned
@@ -113,6 +113,7 @@ class BlendUNet(RestorationNet):
         self.refiner = ConvUNet(3 * context_frames + 4, 3, depth, base_channels, norm)
         # the refiner reads the estimate around each pixel (a fitted one is found before tiling)
         self.halo = self.refiner.halo + (self.estimator.halo if self.estimator else 0)
+        self.size_multiple, self.tileable = self.refiner.size_multiple, self.refiner.tileable
 
     def check_frame(self, height: int, width: int) -> None:
         """A fitted stain must fit the frame, as the notebook draws it."""

@@ -44,13 +44,13 @@ import cv2
 import numpy as np
 import torch
 
+from vidlab.choices import choice_values
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, one_line
 from vidlab.files import write_text
 from vidlab.restoration.baselines import run_baseline
 from vidlab.restoration.corruption import CORRUPTIONS
 from vidlab.restoration.datasets import list_videos
 from vidlab.restoration.metrics import CONTENT_LUMA, STAIN_THRESHOLD, luma, psnr
-from vidlab.schema import choice_values
 from vidlab.video import VideoReadError, iter_frames
 
 SUFFIXES = choice_values("dataset", "video_folder")["extensions"]  # what dataset=video_folder reads

@@ -24,14 +24,14 @@ def default_tracking_uri() -> str:
     (a project run from its folder), else the store of the project this vidlab belongs to."""
     import os
 
-    from vidlab.schema import CONF_DIR, choice_values
+    from vidlab.choices import choice_values, project_root
     from vidlab.tracking import resolve_tracking_uri
 
     uri = choice_values("logger", "mlflow")["tracking_uri"]
     here = resolve_tracking_uri(uri, Path.cwd())
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return here if Path(here.removeprefix("sqlite:///")).is_file() else resolve_tracking_uri(uri, CONF_DIR.parent)
+    return here if Path(here.removeprefix("sqlite:///")).is_file() else resolve_tracking_uri(uri, project_root())
 
 
 def load_module(reference: str | Path, tracking_uri: str | None = None) -> RestorationModule:

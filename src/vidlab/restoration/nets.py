@@ -13,25 +13,21 @@ import torch
 from torch import nn
 
 from vidlab.registry import Registry
-from vidlab.schema import Choice, at_least, one_of, require
-
-MODELS = Registry("model", builtins=("vidlab.restoration.unet", "vidlab.restoration.blend"))
+from vidlab.schema import Choice, require
 
 
 @dataclass
 class ModelConfig(Choice):
-    """What every restoration model has: U-Net shape and the stained frames each output frame sees."""
+    """What every restoration model's config has: the stained frames each output frame sees, which the
+    data pipeline feeds it (1: the frame alone). A model's own fields live on its schema."""
 
     context_frames: int
-    depth: int
-    base_channels: int
-    norm: str
 
     def __post_init__(self) -> None:
         require(self.context_frames >= 1 and self.context_frames % 2 == 1, f"context_frames must be odd and >= 1 (got {self.context_frames})")
-        require(1 <= self.depth <= 6, f"depth must be in [1, 6] (got {self.depth})")
-        at_least(1, self, "base_channels")
-        one_of(self, "norm", "batch", "group", "instance", "none")
+
+
+MODELS = Registry("model", builtins=("vidlab.restoration.unet", "vidlab.restoration.blend"), base=ModelConfig)
 
 
 def neighbour_indices(t: int | np.ndarray, frames: int, length: int) -> np.ndarray:
@@ -52,11 +48,17 @@ class TrainingOutput(NamedTuple):
 
 
 class RestorationNet(nn.Module, ABC):
-    """A restoration model. ``halo``: its receptive-field radius in pixels (restore's tiles overlap by
-    it); ``window``: the frames one stain estimate reads (training windows, restore's segments), or
-    None for a model that restores each frame from its own neighbours."""
+    """A restoration model. What restore's tiling asks of it: ``halo``, its receptive-field radius in
+    pixels (tiles overlap by it); ``size_multiple``, what a tile's sides are a multiple of;
+    ``tileable``, False for a model whose output depends on the whole frame (a norm pooling over it);
+    ``context_frames``, the stained frames each output frame reads. ``window``: the frames one stain
+    estimate reads (training windows, restore's segments), or None for a model that restores each
+    frame from its own neighbours."""
 
     halo: int
+    size_multiple: int = 1
+    tileable: bool = True
+    context_frames: int = 1
     window: int | None = None
 
     def segment(self, index: int, length: int) -> tuple[int, int]:

@@ -125,15 +125,14 @@ class Restorer:
     ):
         self.module, self.smoother, self.device = module, smoother, module.device
         self.pixels, self.chunk = round(megapixels * 1e6), chunk
-        # Tiles overlap by the model's receptive field (``halo``). Group and instance norms pool
-        # statistics over the whole frame, so those models are never tiled (the budget then bounds
-        # the batch only).
-        self.multiple, self.halo = 2**module.model_cfg.depth, module.net.halo
+        # Tiles overlap by the model's receptive field (``halo``); a model that is not tileable (a norm
+        # pooling over the whole frame) gets whole frames, and the budget then bounds the batch only.
+        self.multiple, self.halo = module.net.size_multiple, module.net.halo
         self.window = module.net.window
         # one stain for the whole video, from runs of frames across it (:func:`sample_runs`), when given
         self.video_stain = None if not stain_sample or self.window is None else module.net.find_video_stain(
             stain_sample, self.window, module.device)
-        self.tileable = module.model_cfg.norm in ("batch", "none")
+        self.tileable = module.net.tileable
         smallest = (self.multiple + 2 * self.halo) ** 2
         if self.pixels < smallest:
             raise ConfigError(f"--megapixels {megapixels} is below this model's smallest tile ({smallest / 1e6:.3f} megapixels)")
@@ -161,7 +160,7 @@ class Restorer:
         read = max((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
         batch = self._frames_per_block(self.pixels, read)  # frames the model's convolutions take at once
         if self.window is None:  # per frame: blocks carry the neighbours the model reads
-            radius = self.module.model_cfg.context_frames // 2
+            radius = self.module.net.context_frames // 2
             before, after, block = radius, radius, batch
         else:  # one stain estimate per aligned segment; a short last one reads the window before it. The
             # segment's frames are held as pixels, but refined ``batch`` at a time: refining a whole

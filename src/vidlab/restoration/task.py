@@ -155,26 +155,29 @@ def log_restorer(spec: RunSpec, logger: MLFlowLogger, root: Path, best: Path, da
     log_model(spec.logger, uri, logger.run_id, ClipRestorer(load_module(best)), frame)
 
 
-def run(cfg: DictConfig, spec: RunSpec) -> float | None:
-    """Train and test the configuration ``spec`` (``cfg`` checked by :func:`vidlab.restoration.config.validate`: everything a
-    user can get wrong failed there, before any file or run exists); returns ``optimized_metric``
-    (best validation value)."""
-    kwargs = trainer_kwargs(cfg)
-    optimizer = checked_optimizer(cfg)
-    root, output_dir = job_dirs(cfg)
-    ckpt_path = spec.top.ckpt_path or requeued_checkpoint(output_dir / "checkpoints")  # a Slurm job requeued resumes
-    resumed_run = check_resume(ckpt_path, spec.model) if ckpt_path else None
-    datamodule = RestorationDataModule(spec.dataset, CORRUPTIONS.build(spec.corruption), spec.model.context_frames, model_window(spec.model))
-    datamodule.check_inputs()  # the videos' sizes against the stain and the batch: before any run or checkpoint
-    logger = None
-    if isinstance(spec.logger, MlflowLoggerConfig):  # a store that cannot be used, or may not be written: one line, no work
-        tracking.ensure_experiment(spec.logger, root, "restoration")
-        continued = tracking.reusable_run(spec.logger, root, resumed_run)
-        tags = {"task": "restoration", **({"vidlab.resumed_from": resumed_run} if resumed_run and not continued else {})}
-        logger = tracking.build_logger(spec.logger, root, output_dir, tags, continued)
-    L.seed_everything(spec.top.seed, workers=True)
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
-    module = module_from_spec(spec, optimizer, scheduler)
+def checked_data(spec: RunSpec) -> RestorationDataModule:
+    """The data module, its videos' sizes checked against the stain and the batch: before any run or
+    checkpoint exists."""
+    datamodule = RestorationDataModule(spec.dataset, CORRUPTIONS.build(spec.corruption), spec.model.context_frames,
+                                       model_window(spec.model))
+    datamodule.check_inputs()
+    return datamodule
+
+
+def open_run(spec: RunSpec, root: Path, output_dir: Path, resumed_run: str | None) -> MLFlowLogger | None:
+    """The MLflow logger (None for ``logger=none``), continuing ``resumed_run`` where it can: a store
+    that cannot be used, or may not be written, is one line here, before any work."""
+    if not isinstance(spec.logger, MlflowLoggerConfig):
+        return None
+    tracking.ensure_experiment(spec.logger, root, "restoration")
+    continued = tracking.reusable_run(spec.logger, root, resumed_run)
+    tags = {"task": "restoration", **({"vidlab.resumed_from": resumed_run} if resumed_run and not continued else {})}
+    return tracking.build_logger(spec.logger, root, output_dir, tags, continued)
+
+
+def build_trainer(spec: RunSpec, kwargs: dict[str, Any], logger: MLFlowLogger | None, output_dir: Path
+                  ) -> tuple[L.Trainer, ModelCheckpoint]:
+    """The Lightning Trainer with vidlab's callbacks, and its best-checkpoint callback."""
     checkpoints = checkpoint_folder(output_dir)
     checkpoint = ModelCheckpoint(
         dirpath=checkpoints, filename="best", monitor=spec.top.optimized_metric, mode=spec.top.optimized_mode, save_last=True,
@@ -186,32 +189,66 @@ def run(cfg: DictConfig, spec: RunSpec) -> float | None:
                       ValidationPreviewImages(spec.preview.every_n_epochs, spec.smoothing.name, spec.preview.scale)]
     trainer = L.Trainer(**kwargs, logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
     on_stop_resume_from(checkpoints / "interrupted.ckpt")
-    if logger is not None and trainer.is_global_zero:
-        tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    logged = logger is not None and trainer.is_global_zero  # the run is rank 0's
-    if logged:
-        loader = ("cache_dir", "path", "batch_size", "samples_per_clip", "num_workers", "shuffle_buffer")
-        settings = {k: v for k, v in asdict(spec.dataset).items() if k not in loader}
-        videos = {split: [ref.path for ref in refs] for split, refs in datamodule.clips.items()}
-        with tracking.best_effort("datasets", logger.experiment, logger.run_id):
-            log_inputs(logger.experiment, logger.run_id, video_split_inputs(spec.dataset.name, videos, settings))
-    best = checkpoint.best_model_path if checkpoint.best_model_path and Path(checkpoint.best_model_path).exists() else None
-    trainer.test(module, datamodule=datamodule, ckpt_path=best)
+    return trainer, checkpoint
+
+
+def log_inputs_read(logger: MLFlowLogger, spec: RunSpec, datamodule: RestorationDataModule) -> None:
+    """The videos each split read, as MLflow datasets with the data set's settings."""
+    loader = ("cache_dir", "path", "batch_size", "samples_per_clip", "num_workers", "shuffle_buffer")
+    settings = {k: v for k, v in asdict(spec.dataset).items() if k not in loader}
+    videos = {split: [ref.path for ref in refs] for split, refs in datamodule.clips.items()}
+    with tracking.best_effort("datasets", logger.experiment, logger.run_id):
+        log_inputs(logger.experiment, logger.run_id, video_split_inputs(spec.dataset.name, videos, settings))
+
+
+def log_results(spec: RunSpec, logger: MLFlowLogger | None, module: RestorationModule, output_dir: Path, root: Path,
+                best: str | None, datamodule: RestorationDataModule) -> None:
+    """The test's files (tables, figures), and on rank 0's run the best checkpoint, the description
+    and the model."""
     outputs = write_test_outputs(module, spec, output_dir)
-    if logged and spec.logger.log_checkpoint and best:
+    if logger is not None and spec.logger.log_checkpoint and best:
         outputs.files.append(("checkpoints", Path(best)))
-    log_test_outputs(logger if logged else None, outputs, output_dir)
-    if logged:
-        with tracking.best_effort("description", logger.experiment, logger.run_id):
-            logger.experiment.set_tag(logger.run_id, "mlflow.note.content", description(spec, module.test_summary, outputs))
-        if spec.logger.log_model and best:
-            with tracking.best_effort("model", logger.experiment, logger.run_id):
-                log_restorer(spec, logger, root, Path(best), datamodule)
-    if logger is not None:
-        logger.finalize("success")
+    log_test_outputs(logger, outputs, output_dir)
+    if logger is None:
+        return
+    with tracking.best_effort("description", logger.experiment, logger.run_id):
+        logger.experiment.set_tag(logger.run_id, "mlflow.note.content", description(spec, module.test_summary, outputs))
+    if spec.logger.log_model and best:
+        with tracking.best_effort("model", logger.experiment, logger.run_id):
+            log_restorer(spec, logger, root, Path(best), datamodule)
+
+
+def optimized_value(checkpoint: ModelCheckpoint, trainer: L.Trainer, metric: str) -> float | None:
+    """The best validation value of ``optimized_metric`` (the last one where no best was kept)."""
     if checkpoint.best_model_score is not None and math.isfinite(float(checkpoint.best_model_score)):
         return float(checkpoint.best_model_score)
-    value = trainer.callback_metrics.get(spec.top.optimized_metric)
+    value = trainer.callback_metrics.get(metric)
     return None if value is None else float(value)
 
+
+def run(cfg: DictConfig, spec: RunSpec) -> float | None:
+    """Train and test the configuration ``spec`` (``cfg`` checked by :func:`vidlab.restoration.config.validate`:
+    everything a user can get wrong failed there, before any file or run exists); returns
+    ``optimized_metric`` (best validation value)."""
+    kwargs, optimizer = trainer_kwargs(cfg), checked_optimizer(cfg)
+    root, output_dir = job_dirs(cfg)
+    ckpt_path = spec.top.ckpt_path or requeued_checkpoint(output_dir / "checkpoints")  # a Slurm job requeued resumes
+    resumed_run = check_resume(ckpt_path, spec.model) if ckpt_path else None
+    datamodule = checked_data(spec)
+    logger = open_run(spec, root, output_dir, resumed_run)
+    L.seed_everything(spec.top.seed, workers=True)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
+    module = module_from_spec(spec, optimizer, scheduler)
+    trainer, checkpoint = build_trainer(spec, kwargs, logger, output_dir)
+    rank_zero_logger = logger if logger is not None and trainer.is_global_zero else None  # the run is rank 0's
+    if rank_zero_logger:
+        tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if rank_zero_logger:
+        log_inputs_read(rank_zero_logger, spec, datamodule)
+    best = checkpoint.best_model_path if checkpoint.best_model_path and Path(checkpoint.best_model_path).exists() else None
+    trainer.test(module, datamodule=datamodule, ckpt_path=best)
+    log_results(spec, rank_zero_logger, module, output_dir, root, best, datamodule)
+    if logger is not None:
+        logger.finalize("success")
+    return optimized_value(checkpoint, trainer, spec.top.optimized_metric)

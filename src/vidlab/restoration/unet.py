@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidlab.restoration.nets import MODELS, ModelConfig, RestorationNet, TrainingOutput, neighbour_indices
+from vidlab.schema import at_least, one_of, require
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -40,6 +41,8 @@ class ConvUNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, depth: int, base_channels: int, norm: str):
         super().__init__()
         self.depth = depth
+        self.size_multiple = 2**depth  # each level halves the frame
+        self.tileable = norm in ("batch", "none")  # group and instance norms pool over the whole frame
         # Receptive-field radius: 7 * 2**depth - 5 pixels (two 3x3 convs per level down and up, plus
         # pooling offsets; tests/restoration/test_restore.py measures it), rounded up to 7 * 2**depth.
         self.halo = 7 * 2**depth
@@ -73,7 +76,22 @@ class ConvUNet(nn.Module):
 
 
 @dataclass
-class UNetConfig(ModelConfig):
+class ConvUNetConfig(ModelConfig):
+    """A model built on :class:`ConvUNet`: its levels, first width and norm."""
+
+    depth: int
+    base_channels: int
+    norm: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(1 <= self.depth <= 6, f"depth must be in [1, 6] (got {self.depth})")
+        at_least(1, self, "base_channels")
+        one_of(self, "norm", "batch", "group", "instance", "none")
+
+
+@dataclass
+class UNetConfig(ConvUNetConfig):
     mask_channel: bool
     residual: bool
 

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from vidlab.choices import choice_values
 from vidlab.restoration.corruption import apply_stain, circular_stain_mask
 from vidlab.restoration.footage import render
 from vidlab.restoration.module import RestorationModule
 from vidlab.restore import load_module
-from vidlab.schema import choice_values
 
 MODELS = {
     "unet": {"name": "unet", "context_frames": 1, "depth": 1, "base_channels": 4},
