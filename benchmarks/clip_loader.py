@@ -45,13 +45,15 @@ def _frames(n: int, seed: int):
         yield frame
 
 
-def write_h264(path: Path, frames: Iterable[np.ndarray], size: tuple[int, int] = (240, 320), x264_params: str = "") -> None:
+def write_h264(path: Path, frames: Iterable[np.ndarray], size: tuple[int, int] = (240, 320),
+               x264_params: str = "") -> None:
     """H.264 yuv420p, GOP 250, 2 B-frames (PyAV/libx264); ``x264_params`` adds e.g. colour tags."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=30)
         stream.height, stream.width = size
         stream.pix_fmt = "yuv420p"
-        stream.options = {"bf": "2", "g": "250", "x264-params": ":".join(filter(None, ["keyint=250:min-keyint=250:scenecut=0", x264_params]))}
+        stream.options = {"bf": "2", "g": "250",
+                          "x264-params": ":".join(filter(None, ["keyint=250:min-keyint=250:scenecut=0", x264_params]))}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -128,23 +130,27 @@ def main() -> None:
                 (write_h264(tmp, _frames(n, i)) if codec == "h264" else write_video(tmp, _frames(n, i), 30))
                 tmp.replace(path)
             paths.append(str(path))
-        rows = [{"abs_path": p, "start_frame": s, "end_frame": s + CLIP_LEN} for p in paths for s in clip_starts(n, CLIP_LEN, STRIDE, "drop")]
+        rows = [{"abs_path": p, "start_frame": s, "end_frame": s + CLIP_LEN}
+                for p in paths for s in clip_starts(n, CLIP_LEN, STRIDE, "drop")]
         table = pd.DataFrame(rows).assign(row=lambda t: np.arange(len(t)))
         ceiling = decode_ceiling(paths)
         notebook = {}
         for workers in (1, cores):
             sample = table.groupby("abs_path").head(args.notebook_clips // len(paths) * workers)
             ds = NotebookClipDataset(sample)
-            loader = DataLoader(ds, batch_size=16, num_workers=workers if workers > 1 else 0, persistent_workers=workers > 1)
+            loader = DataLoader(ds, batch_size=16, num_workers=workers if workers > 1 else 0,
+                                persistent_workers=workers > 1)
             notebook[workers] = clips_per_second(loader)
-            print(f"| {codec} | notebook (seek per frame) | OpenCV VideoCapture | {workers} | {notebook[workers]:.1f} | 1.0x | {notebook[workers] / ceiling:.2f} |")
+            print(f"| {codec} | notebook (seek per frame) | OpenCV VideoCapture | {workers} "
+                  f"| {notebook[workers]:.1f} | 1.0x | {notebook[workers] / ceiling:.2f} |")
         for colour in ("exact", "fast"):
             for workers in (1, cores):
                 stream = VideoClipStream(make_chunks(table, T, 16), NotebookPreprocess(SIZE).spatial, colour,
                                          *reader_plan(workers, 1))
                 loader = clip_loader(stream, pin_memory=False)
                 rate = clips_per_second(loader)
-                print(f"| {codec} | vidlab (decode once, in order) | {colour} | {workers} | {rate:.1f} | {rate / notebook[workers]:.1f}x | {rate / ceiling:.2f} |")
+                print(f"| {codec} | vidlab (decode once, in order) | {colour} | {workers} | {rate:.1f} "
+                      f"| {rate / notebook[workers]:.1f}x | {rate / ceiling:.2f} |")
         print(f"| {codec} | decode ceiling (PyAV, every frame, 1 process) | none | 1 | {ceiling:.1f} | | 1.00 |")
 
 

@@ -57,7 +57,8 @@ def filmed(image: np.ndarray, n: int, size: tuple[int, int]) -> Iterator[np.ndar
         yield cv2.resize(big[y : y + ch, x : x + cw], (w, h), interpolation=cv2.INTER_AREA)
 
 
-def video(folder: Path, name: str, image: np.ndarray, n: int, size: tuple[int, int] = (240, 320), x264_params: str = "") -> str:
+def video(folder: Path, name: str, image: np.ndarray, n: int, size: tuple[int, int] = (240, 320),
+          x264_params: str = "") -> str:
     path = folder / f"{name}_{size[1]}x{size[0]}_{n}.mp4"
     if not path.exists():
         tmp = path.with_name(f".{path.name}")
@@ -106,7 +107,8 @@ def bt709_error(path: str) -> None:
 
 
 def embeddings(paths: list[str], clips_per_video: int) -> None:
-    rows = [{"abs_path": p, "start_frame": i * CLIP_LEN, "end_frame": (i + 1) * CLIP_LEN} for p in paths for i in range(clips_per_video)]
+    rows = [{"abs_path": p, "start_frame": i * CLIP_LEN, "end_frame": (i + 1) * CLIP_LEN}
+            for p in paths for i in range(clips_per_video)]
     table = pd.DataFrame(rows).assign(row=lambda t: np.arange(len(t)))
     weights = Swin3D_T_Weights.DEFAULT
     preprocess = WeightsPreprocess(weights)
@@ -124,8 +126,10 @@ def embeddings(paths: list[str], clips_per_video: int) -> None:
     between = out["exact"] @ out["exact"].T
     same_video = table.abs_path.to_numpy()[:, None] == table.abs_path.to_numpy()[None, :]
     off_diagonal = ~np.eye(len(table), dtype=bool)
-    print(f"cosine(exact, fast) of the same clip, {len(table)} clips: min {cos.min():.5f}, mean {cos.mean():.5f}, max {cos.max():.5f}")
-    print(f"scale: cosine between different clips (exact): same video mean {between[torch.from_numpy(same_video & off_diagonal)].mean():.5f}, "
+    print(f"cosine(exact, fast) of the same clip, {len(table)} clips: min {cos.min():.5f}, mean {cos.mean():.5f}, "
+          f"max {cos.max():.5f}")
+    print("scale: cosine between different clips (exact): "
+          f"same video mean {between[torch.from_numpy(same_video & off_diagonal)].mean():.5f}, "
           f"different videos mean {between[torch.from_numpy(~same_video)].mean():.5f}")
 
 
@@ -157,7 +161,8 @@ def main() -> None:
     images = photographs()
     paths = [video(folder, name, image, n) for name, image in images.items()]
     pixel_error(paths)
-    bt709_error(video(folder, "china_bt709", images["china"], 64, x264_params="colormatrix=bt709:colorprim=bt709:transfer=bt709"))
+    bt709_error(video(folder, "china_bt709", images["china"], 64,
+                      x264_params="colormatrix=bt709:colorprim=bt709:transfer=bt709"))
     conversion_speed(paths[0], "320x240")
     conversion_speed(video(folder, "hopper", images["hopper"], 60, (720, 1280)), "1280x720")
     embeddings(paths, args.clips_per_video)

@@ -19,8 +19,9 @@ Each row says clips/s and its fraction of the ceiling it is bounded by:
   (torchcodec ``get_frames_at``, decord ``get_batch``; ``benchmarks/peers.py``), each checked for
   the same pixels as vidlab's exact frames;
 - model alone on the device: synthetic uint8 frames at native size already on the device, the
-  device half of preprocessing (resize, clips gathered from the batch's distinct frames, normalise) and the backbone, per precision / channels_last / torch.compile, with
-  the cosine of each variant's embeddings to fp32's on the same clips;
+  device half of preprocessing (resize, clips gathered from the batch's distinct frames, normalise) and the backbone,
+  per precision / channels_last / torch.compile, with the cosine of each variant's embeddings to fp32's on the same
+  clips;
 - end to end: ``extract.py`` itself (a subprocess, random-init weights: no download), its steady
   clips/s (from the first batch) and its wall time;
 - peak memory of extracting one long video at two lengths (``/usr/bin/time -v`` and the sum over the
@@ -158,7 +159,8 @@ def decode_every_frame(args: tuple[str, int]) -> int:
 
 
 def timed_pool(fn: Callable, items: list, processes: int) -> float:
-    """Seconds for ``processes`` warm processes (the peers imported) to map ``fn`` over ``items`` (1: in this process)."""
+    """Seconds for ``processes`` warm processes (the peers imported) to map ``fn`` over ``items`` (1: in this
+    process)."""
     if processes == 1:
         start = time.perf_counter()
         for item in items:
@@ -210,7 +212,8 @@ def no_handover_rate(table: pd.DataFrame, batch: int) -> float:
     return len(table) / timed_pool(_stream_inline, jobs, CORES)
 
 
-def ratio_row(label: str, who: str, table: pd.DataFrame, processes: int, measure: Callable[[], float], reps: int) -> None:
+def ratio_row(label: str, who: str, table: pd.DataFrame, processes: int, measure: Callable[[], float],
+              reps: int) -> None:
     """A row of ``measure()`` (clips/s) against the decode ceiling of ``table`` in ``processes``: each
     repetition times the ceiling, then ``measure``, back to back; the median ratio and its range (a
     shared machine's speed drifts between seconds, the ratio much less)."""
@@ -223,7 +226,8 @@ def ratio_row(label: str, who: str, table: pd.DataFrame, processes: int, measure
         f"{min(ratios):.2f}-{max(ratios):.2f} |")
 
 
-def loader_table(subsets: dict[int, pd.DataFrame], label: str, batch: int, reps: int, resize_in_readers: bool = False) -> None:
+def loader_table(subsets: dict[int, pd.DataFrame], label: str, batch: int, reps: int,
+                 resize_in_readers: bool = False) -> None:
     """Rows of the loader against the decode ceiling of the same videos, one reader and one per core."""
     for n, t in subsets.items():
         who = f"{n} reader{'s' if n > 1 else ''}" + (", decoding apart" if reader_plan(n, 1).decode_apart else "")
@@ -277,7 +281,8 @@ def _peer_job(args: tuple[str, str, list[int]]) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- model
-def model_rates(device: torch.device, batch: int, iters: int, compile_too: bool, height: int, width: int) -> list[tuple]:
+def model_rates(device: torch.device, batch: int, iters: int, compile_too: bool,
+                height: int, width: int) -> list[tuple]:
     """(variant, clips/s, min cosine to fp32) for the device half of preprocessing plus the backbone."""
     torch.manual_seed(0)
     preprocess = WeightsPreprocess(weights_enum(BACKBONE, None))
@@ -293,7 +298,8 @@ def model_rates(device: torch.device, batch: int, iters: int, compile_too: bool,
     for name, dtype, channels_last, compiled in variants:
         torch.manual_seed(0)
         backbone = load_backbone(BACKBONE, None).to(device)
-        module = EmbeddingExtractor(backbone, preprocess.normalize, preprocess.spatial, channels_last, compiled).to(device)
+        module = EmbeddingExtractor(backbone, preprocess.normalize, preprocess.spatial, channels_last,
+                                    compiled).to(device)
         for i in range(2 if device.type == "cuda" else 1):  # warm-up (compilation, cuDNN's choice of kernels)
             _embed(module, frames[i % iters], clips, dtype)
         start = time.perf_counter()
@@ -319,14 +325,18 @@ def device_resize_check(device: torch.device, frames: np.ndarray) -> tuple[float
     backbone = load_backbone(BACKBONE, None).to(device)
     resized_here = EmbeddingExtractor(backbone, preprocess.normalize).to(device)
     resized_there = EmbeddingExtractor(backbone, preprocess.normalize, preprocess.spatial).to(device)
-    a = torch.cat([_embed(resized_here, f.to(device), c.to(device) - c[0, 0], None) for f, c in zip(on_cpu.split(8 * T), clips.split(8))]).double()
-    b = torch.cat([_embed(resized_there, f.to(device), c.to(device) - c[0, 0], None) for f, c in zip(x.split(8 * T), clips.split(8))]).double()
+    a = torch.cat([_embed(resized_here, f.to(device), c.to(device) - c[0, 0], None)
+                   for f, c in zip(on_cpu.split(8 * T), clips.split(8))]).double()
+    b = torch.cat([_embed(resized_there, f.to(device), c.to(device) - c[0, 0], None)
+                   for f, c in zip(x.split(8 * T), clips.split(8))]).double()
     return differ, largest, torch.nn.functional.cosine_similarity(a, b, dim=1).min().item()
 
 
-def _embed(module: EmbeddingExtractor, frames: torch.Tensor, clips: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+def _embed(module: EmbeddingExtractor, frames: torch.Tensor, clips: torch.Tensor,
+           dtype: torch.dtype | None) -> torch.Tensor:
     """One batch as the extraction's predict step runs it (Lightning's bf16-mixed is this autocast)."""
-    with torch.inference_mode(), torch.autocast(frames.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with torch.inference_mode(), torch.autocast(frames.device.type, dtype=dtype or torch.float32,
+                                                enabled=dtype is not None):
         out = module.predict_step({"frames": frames, "clips": clips, "rows": None, "padded": None}, 0)
     if out["copied"] is not None:
         out["copied"].synchronize()
@@ -379,17 +389,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=int, default=120, help="length of each video")
     parser.add_argument("--device", default="auto", help="model device: auto (cuda if present) | cpu | cuda")
     parser.add_argument("--batch", type=int, default=0, help="clips per batch; 0: 32 on a GPU, 16 on a CPU")
-    parser.add_argument("--model-batch", type=int, default=0, help="clips per batch for the model alone; 0: --batch on a GPU, 2 on a CPU")
+    parser.add_argument("--model-batch", type=int, default=0,
+                        help="clips per batch for the model alone; 0: --batch on a GPU, 2 on a CPU")
     parser.add_argument("--model-iters", type=int, default=0, help="timed batches per model variant; 0: 20 GPU, 2 CPU")
-    parser.add_argument("--e2e-clips", type=int, default=0, help="clips extracted end to end; 0: every clip on a GPU, 48 on a CPU")
-    parser.add_argument("--e2e", nargs="*", default=None, help="extract.py overrides per end-to-end row (';'-separated)")
+    parser.add_argument("--e2e-clips", type=int, default=0,
+                        help="clips extracted end to end; 0: every clip on a GPU, 48 on a CPU")
+    parser.add_argument("--e2e", nargs="*", default=None,
+                        help="extract.py overrides per end-to-end row (';'-separated)")
     parser.add_argument("--single-videos", type=int, default=4, help="videos read by the one-process rows")
     parser.add_argument("--notebook-clips", type=int, default=32, help="clips per process for the notebook's loader")
     parser.add_argument("--rss-frames", default="25000,100000", help="two lengths of the long video")
-    parser.add_argument("--rss-overrides", default=None, help="extract.py overrides for the memory runs (';'-separated); "
-                        "default: none on a GPU, r3d_18 at T=4 on a CPU")
-    parser.add_argument("--rss-stride", type=int, default=0, help="clip stride of the memory runs (larger: fewer clips, "
-                        "the whole video still decoded); 0: 16 on a GPU, 400 on a CPU")
+    parser.add_argument("--rss-overrides", default=None, help="extract.py overrides for the memory runs "
+                        "(';'-separated); default: none on a GPU, r3d_18 at T=4 on a CPU")
+    parser.add_argument("--rss-stride", type=int, default=0, help="clip stride of the memory runs (larger: "
+                        "fewer clips, the whole video still decoded); 0: 16 on a GPU, 400 on a CPU")
     parser.add_argument("--data", default=str(ROOT / "data" / "bench_extraction"))
     parser.add_argument("--sections", default="loader,readers,e2e,memory,model", help="which tables, comma-separated")
     parser.add_argument("--codecs", default="h264,mpeg4", help=f"codecs of the loader table ({', '.join(CODECS)})")
@@ -400,7 +413,8 @@ def main(argv: list[str] | None = None) -> None:
     if parser.parse_known_args(argv)[0].quick:  # its defaults; any option given still wins
         parser.set_defaults(sections="loader", codecs="h264", videos=2 * CORES, seconds=60, single_videos=2, reps=5)
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
     gpu = device.type == "cuda"
     batch = args.batch or (32 if gpu else 16)
     if args.rss_overrides is None:  # a CPU extracts swin3d_t at about 1 clip/s: 100,000 frames need a lighter run
@@ -421,7 +435,8 @@ def main(argv: list[str] | None = None) -> None:
                      if line.startswith("model name")), platform.processor())
     say(f"machine: {cpu_name}, {CORES} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"
         + (f"; {torch.cuda.get_device_name(device)}" if gpu else "; no GPU"))
-    say(f"software: torch {torch.__version__}, PyAV {av.__version__} (FFmpeg {av.library_versions['libavcodec']}), Python {platform.python_version()}")
+    say(f"software: torch {torch.__version__}, PyAV {av.__version__} (FFmpeg {av.library_versions['libavcodec']}), "
+        f"Python {platform.python_version()}")
     say(f"data: {args.videos} H.264 videos x {args.seconds} s (320x240, 30 fps, GOP 250, 2 B-frames), "
         f"{clips} clips (32 frames, stride 16, T=8), made in {time.perf_counter() - start:.0f} s")
     say()
@@ -439,7 +454,8 @@ def main(argv: list[str] | None = None) -> None:
             if codec == "h264":
                 by_codec = subsets
             else:
-                other = load_index(write_index(make_videos(folder, args.videos, args.seconds * 30, codec), folder / f"index_{codec}.csv"), None)
+                other = load_index(write_index(make_videos(folder, args.videos, args.seconds * 30, codec),
+                                               folder / f"index_{codec}.csv"), None)
                 by_codec = {1: other[other.abs_path.isin(other.abs_path.unique()[: args.single_videos])], CORES: other}
             loader_table(by_codec, f"{CODECS[codec]}, native size (resize on the device)", batch, args.reps)
             if not args.quick and CORES > 1:
@@ -454,17 +470,20 @@ def main(argv: list[str] | None = None) -> None:
     ceiling = {n: decode_ceiling(t, n) for n, t in subsets.items()}
     wanted, first = wanted_frames(table), str(paths[0])
     if "readers" in sections:
-        say(f"One process: the first {args.single_videos} videos ({len(subsets[1])} clips); one per core: all {clips} clips.")
+        say(f"One process: the first {args.single_videos} videos ({len(subsets[1])} clips); "
+            f"one per core: all {clips} clips.")
         say()
         say("| reader | processes | clips/s | of the decode ceiling | same pixels as vidlab exact |")
         say("|---|---|---|---|---|")
         for n in subsets:
-            say(f"| decode ceiling: PyAV, every frame, no conversion, {reader_plan(n, 1).decode_threads or 'FFmpeg'} thread(s) each | {n} | {rate(ceiling[n])} | 1.00 | |")
+            say(f"| decode ceiling: PyAV, every frame, no conversion, {reader_plan(n, 1).decode_threads or 'FFmpeg'} "
+                f"thread(s) each | {n} | {rate(ceiling[n])} | 1.00 | |")
         ours = read_frames(first, wanted[first], "exact")
         same = same_pixels(ours, notebook_frames(first, wanted[first]))
         for n, t in subsets.items():
             clips_s = notebook_rate(t, 0 if n == 1 else n, args.notebook_clips * n)
-            say(f"| notebook loader: OpenCV seek + read per sampled frame | {n} | {rate(clips_s)} | {clips_s / ceiling[n]:.3f} | {same} |")
+            say(f"| notebook loader: OpenCV seek + read per sampled frame | {n} | {rate(clips_s)} "
+                f"| {clips_s / ceiling[n]:.3f} | {same} |")
         for n, t in subsets.items():  # vidlab's reader on the same terms as the peers: no loader, no model
             seconds = timed_pool(_peer_job, [("vidlab", p, wanted[p]) for p in t.abs_path.unique()], n)
             say(f"| vidlab read_frames, exact colour (asked for the same frames) | {n} | {rate(len(t) / seconds)} | "
@@ -477,7 +496,8 @@ def main(argv: list[str] | None = None) -> None:
             same = same_pixels(ours, PEERS[name](first, wanted[first]))
             for n, t in subsets.items():
                 seconds = timed_pool(_peer_job, [(name, p, wanted[p]) for p in t.abs_path.unique()], n)
-                say(f"| {name} (asked for the same frames) | {n} | {rate(len(t) / seconds)} | {len(t) / seconds / ceiling[n]:.2f} | {same} |")
+                say(f"| {name} (asked for the same frames) | {n} | {rate(len(t) / seconds)} "
+                    f"| {len(t) / seconds / ceiling[n]:.2f} | {same} |")
         say()
 
     if "e2e" in sections:
@@ -501,7 +521,8 @@ def main(argv: list[str] | None = None) -> None:
                 except RuntimeError as err:
                     say(f"| {' '.join(overrides)} | failed: {str(err).splitlines()[-1]} | | | |")
                     continue
-            say(f"| {' '.join(overrides)} | {rate(r['clips_per_second_last_run'])} | {r['clips_per_second_last_run'] / ceiling[CORES]:.2f} | "
+            say(f"| {' '.join(overrides)} | {rate(r['clips_per_second_last_run'])} "
+                f"| {r['clips_per_second_last_run'] / ceiling[CORES]:.2f} | "
                 f"{r['startup_seconds_last_run']:.1f} | {r['wall']:.1f} |")
         say()
 
@@ -527,12 +548,14 @@ def main(argv: list[str] | None = None) -> None:
                     say(f"| {n} | failed: {str(err).splitlines()[-1]} | | | |")
                     continue
             rss = f"{r['max_rss_mb']:.0f}" if r["max_rss_mb"] else "no /usr/bin/time"
-            say(f"| {count_frames(long_video)} | {r['clips']} | {rss} | {r['tree_mb']:.0f} | {rate(r['clips_per_second_last_run'])} |")
+            say(f"| {count_frames(long_video)} | {r['clips']} | {rss} | {r['tree_mb']:.0f} "
+                f"| {rate(r['clips_per_second_last_run'])} |")
         say()
     if "model" in sections:
         # model alone
         iters, model_batch = args.model_iters or (20 if gpu else 2), args.model_batch or (batch if gpu else 2)
-        say(f"Model alone on {device.type} ({BACKBONE}, T={T}, batch {model_batch}, native 240x320 uint8 in, resize+crop+normalise on the device):")
+        say(f"Model alone on {device.type} ({BACKBONE}, T={T}, batch {model_batch}, native 240x320 uint8 in, "
+            "resize+crop+normalise on the device):")
         say()
         say("| variant | clips/s | min cosine to fp32 |")
         say("|---|---|---|")
@@ -541,7 +564,8 @@ def main(argv: list[str] | None = None) -> None:
         say()
         if gpu:
             differ, largest, cosine = device_resize_check(device, read_frames(first, wanted[first][:512], "exact"))
-            say(f"Resize on {torch.cuda.get_device_name(device)} vs on the CPU (torchvision, the same 512 real frames): "
+            say(f"Resize on {torch.cuda.get_device_name(device)} vs on the CPU "
+                "(torchvision, the same 512 real frames): "
                 f"{differ:.4%} of bytes differ (max {largest} level), fp32 embeddings min cosine {cosine:.7f}.")
             say()
 

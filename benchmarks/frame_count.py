@@ -72,13 +72,16 @@ def main() -> None:
         cap.release()
     header_s = time.perf_counter() - start
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.machine())
-    print(f"machine: {cpu}, {os.cpu_count()} cores; {args.videos} videos x {args.frames} frames, 320x240 mp4v = {hours:.2f} h of video")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.machine())
+    print(f"machine: {cpu}, {os.cpu_count()} cores; {args.videos} videos x {args.frames} frames, "
+          f"320x240 mp4v = {hours:.2f} h of video")
     print("| method | exact | seconds | seconds per hour of video |")
     print("|---|---|---|---|")
     print(f"| packet count, cold (vidlab default) | yes | {cold_s:.2f} | {cold_s / hours:.2f} |")
     print(f"| packet count, frame-count cache | yes | {cached_s:.3f} | {cached_s / hours:.3f} |")
-    print(f"| full decode (`frame_count=decode`; {len(sample)} videos, scaled) | yes | {decode_s:.1f} | {decode_s / hours:.1f} |")
+    print(f"| full decode (`frame_count=decode`; {len(sample)} videos, scaled) | yes | {decode_s:.1f} "
+          f"| {decode_s / hours:.1f} |")
     print(f"| OpenCV CAP_PROP_FRAME_COUNT (header) | no | {header_s:.2f} | {header_s / hours:.2f} |")
 
 

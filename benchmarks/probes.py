@@ -2,7 +2,8 @@
 of each probe, each run as one real ``train.py task=probe`` command on the same generated extraction,
 beside a nearest-centroid floor and the oracle (the true anomalous clips), in one run.
 
-    python benchmarks/probes.py [--probes logistic,mlp,mil_ranking] [--out DIR] [--seed 0] [--json PATH] [--scale-rows 106000]
+    python benchmarks/probes.py [--probes logistic,mlp,mil_ranking] [--out DIR] [--seed 0] [--json PATH]
+        [--scale-rows 106000]
 
 The embeddings come from ``vidlab.probe.localised`` (default parameters): every clip carries its
 video's label, the anomaly covers 10-30% of an anomalous video's clips, and anomalous videos' scenes
@@ -75,10 +76,12 @@ def references(folder: Path) -> list[dict]:
 
 def table(results: list[dict]) -> str:
     cell = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
-    lines = ["| probe | clip ROC-AUC (video labels) | frame ROC-AUC | video ROC-AUC | wall s |", "|---|---|---|---|---|"]
+    lines = ["| probe | clip ROC-AUC (video labels) | frame ROC-AUC | video ROC-AUC | wall s |",
+             "|---|---|---|---|---|"]
     for r in results:
         m = r["metrics"]
-        lines.append(f"| {r['probe']} | {cell(m.get('test/roc_auc'), '.3f')} | {cell(m.get('test/frame_roc_auc'), '.3f')} "
+        lines.append(f"| {r['probe']} | {cell(m.get('test/roc_auc'), '.3f')} "
+                     f"| {cell(m.get('test/frame_roc_auc'), '.3f')} "
                      f"| {cell(m.get('test/video_roc_auc'), '.3f')} | {cell(r['wall_s'], '.1f')} |")
     return "\n".join(lines)
 
@@ -87,10 +90,12 @@ def logistic_at_scale(train_rows: int, dim: int, tmp: Path) -> dict:
     """The default probe on a UCF-Crime-sized train split (``train_rows`` x ``dim`` float16): wall time
     and peak RSS of the whole ``train.py`` run (``/usr/bin/time -v``), beside the float16 file size."""
     per_class = max(1, round(train_rows / (2 * 40)))  # 40 clips per video on average
-    folder = write_localised(tmp / "scale", videos={"train": per_class, "val": max(1, per_class // 3), "test": max(1, per_class // 2)},
+    folder = write_localised(tmp / "scale",
+                             videos={"train": per_class, "val": max(1, per_class // 3), "test": max(1, per_class // 2)},
                              dim=dim, seed=0)
     manifest = Manifest.read(folder)
-    cmd = ["/usr/bin/time", "-v", sys.executable, "train.py", "task=probe", f"embeddings={folder}", "logger=none", f"hydra.run.dir={tmp}/scale_run"]
+    cmd = ["/usr/bin/time", "-v", sys.executable, "train.py", "task=probe", f"embeddings={folder}", "logger=none",
+           f"hydra.run.dir={tmp}/scale_run"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -99,7 +104,8 @@ def logistic_at_scale(train_rows: int, dim: int, tmp: Path) -> dict:
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)[1])
     metrics = {m[1]: float(m[2]) for m in map(METRIC.match, proc.stdout.splitlines()) if m}
     grid = pd.read_csv(tmp / "scale_run/probe/c_grid.csv")
-    return {"rows": {s: i.rows for s, i in manifest.splits.items()}, "dim": dim, "wall_s": wall, "peak_rss_mb": rss_kb / 1024,
+    return {"rows": {s: i.rows for s, i in manifest.splits.items()}, "dim": dim, "wall_s": wall,
+            "peak_rss_mb": rss_kb / 1024,
             "train_float16_mb": (folder / "embeddings_train.npy").stat().st_size / 2**20, "C": grid.C.tolist(),
             "lbfgs_iterations": grid.iterations.tolist(), "converged": bool(grid.converged.all()), "metrics": metrics}
 
@@ -110,7 +116,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="a new or empty folder for the extraction (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0, help="the generator's seed")
     parser.add_argument("--json", type=Path, help="save the results here")
-    parser.add_argument("--scale-rows", type=int, default=0, help="also time probe=logistic on this many train rows (UCF-Crime: 106000)")
+    parser.add_argument("--scale-rows", type=int, default=0,
+                        help="also time probe=logistic on this many train rows (UCF-Crime: 106000)")
     parser.add_argument("--scale-dim", type=int, default=768, help="their dimension (swin3d_t: 768)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vidlab-probes-") as tmp:
@@ -126,11 +133,13 @@ def main() -> None:
     print(f"generator: {json.dumps(manifest.generator)}")
     print(table(results))
     if scale:
-        print(f"probe=logistic at scale: {scale['rows']} rows x {scale['dim']} (train file {scale['train_float16_mb']:.0f} MiB float16): "
+        print(f"probe=logistic at scale: {scale['rows']} rows x {scale['dim']} "
+              f"(train file {scale['train_float16_mb']:.0f} MiB float16): "
               f"{scale['wall_s']:.1f} s wall for the whole train.py run, peak RSS {scale['peak_rss_mb']:.0f} MiB, "
               f"L-BFGS iterations per C {scale['lbfgs_iterations']}, all converged: {scale['converged']}")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "folder": str(folder), "rows": rows, "generator": manifest.generator,
+        args.json.write_text(json.dumps({"machine": machine, "folder": str(folder), "rows": rows,
+                                         "generator": manifest.generator,
                                          "results": results, "logistic_at_scale": scale}, indent=2))
 
 

@@ -55,8 +55,8 @@ MODELS = {"default": [], "unet": ["model=unet", "smoothing=masked"]}  # name -> 
 
 def make_checkpoint(folder: Path, model: str) -> Path:
     run = folder / f"run_{model}"
-    subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=limit", "logger=none", *MODELS[model], f"paths.root={folder}",
-                    f"hydra.run.dir={run}"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=limit", "logger=none", *MODELS[model],
+                    f"paths.root={folder}", f"hydra.run.dir={run}"], cwd=ROOT, check=True, capture_output=True)
     return run / "checkpoints" / "best.ckpt"
 
 
@@ -104,20 +104,24 @@ def main() -> None:
             video = make_video(work / f"stained_{width}x{height}.mp4", width, height, args.frames)
             for model, checkpoint in checkpoints.items():
                 seconds, rss, stderr = measure([sys.executable, "-m", "vidlab.restore", str(checkpoint), str(video),
-                                                str(work / f"restored_{width}x{height}.mp4"), "--device", "cpu", *budget])
+                                                str(work / f"restored_{width}x{height}.mp4"), "--device", "cpu",
+                                                *budget])
                 rows.append((f"{width}x{height}", model, "vidlab.restore", seconds, restoring_rate(stderr), rss))
             if (width, height) == sizes[0] and baseline.exists() and "unet" in checkpoints:
                 seconds, rss, _ = measure([sys.executable, str(baseline), str(checkpoints["unet"]), str(video),
                                            str(work / "restored_baseline.mp4"), "--device", "cpu"])
-                rows.append((f"{width}x{height}", "unet", f"baseline ({BASELINE_COMMIT}, 32-frame chunks)", seconds, None, rss))
+                rows.append((f"{width}x{height}", "unet", f"baseline ({BASELINE_COMMIT}, 32-frame chunks)", seconds,
+                             None, rss))
             os.remove(video)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
+                if line.startswith("model name")),
+               platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
     print(f"machine: {cpu}, {os.cpu_count()} cores, "
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CUDA {torch.cuda.is_available()}")
     print(f"{args.frames} frames per video; models: default (the default config's blend-aware model and smoothing), "
           "unet (depth 3, 16 base channels, masked smoothing: 0.2's defaults)")
-    print("| size | model | restore | wall s (whole command) | frames/s (whole command) | frames/s (restoring) | peak RSS GB |")
+    print("| size | model | restore | wall s (whole command) | frames/s (whole command) | frames/s (restoring) "
+          "| peak RSS GB |")
     print("|---|---|---|---|---|---|---|")
     for size, model, name, seconds, rate, rss in rows:
         loop = f"{rate:.2f}" if rate is not None else "n/a"

@@ -33,7 +33,8 @@ class _EpochTimer(L.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def plain_loop(module: torch.nn.Module, batches: list[dict], optimizer: torch.optim.Optimizer, stain_weight: float) -> float:
+def plain_loop(module: torch.nn.Module, batches: list[dict], optimizer: torch.optim.Optimizer,
+               stain_weight: float) -> float:
     start = time.perf_counter()
     module.train()
     for batch in batches:
@@ -76,7 +77,8 @@ def main() -> None:
 
     torch.manual_seed(0)
     module = module_from_spec(spec, instantiate(cfg.optimizer), None)
-    plain_seconds = plain_loop(module.net, batches, instantiate(cfg.optimizer)(module.parameters()), spec.loss.stain_weight)
+    plain_seconds = plain_loop(module.net, batches, instantiate(cfg.optimizer)(module.parameters()),
+                               spec.loss.stain_weight)
 
     torch.manual_seed(0)
     module = module_from_spec(spec, instantiate(cfg.optimizer), None)
@@ -88,13 +90,15 @@ def main() -> None:
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
 
     plain_fps, lightning_fps = frames_per_pass / plain_seconds, frames_per_pass / timer.seconds
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}")
     print(f"model: {asdict(spec.model)}, batch {spec.dataset.batch_size}, {args.steps} steps")
     print("| measurement | frames/s | ratio |")
     print("|---|---|---|")
     print(f"| plain PyTorch loop | {plain_fps:.1f} | 1.00 |")
     print(f"| Lightning module (Trainer.fit) | {lightning_fps:.1f} | {lightning_fps / plain_fps:.2f} of plain |")
-    print(f"| data pipeline alone ({spec.dataset.num_workers} worker(s), decode + stain + batch) | {loader_fps:.1f} | {loader_fps / lightning_fps:.1f}x what training consumes |")
+    print(f"| data pipeline alone ({spec.dataset.num_workers} worker(s), decode + stain + batch) | {loader_fps:.1f} "
+          f"| {loader_fps / lightning_fps:.1f}x what training consumes |")
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ def run_main(script: str, *args: str, check: bool = True) -> Outcome:
         root.handlers[:] = handlers
         root.setLevel(level)
     if check and outcome.returncode != 0:
-        raise AssertionError(f"{script} {' '.join(args)} failed ({outcome.returncode}):\n{outcome.stdout[-3000:]}\n{outcome.stderr[-5000:]}")
+        raise AssertionError(f"{script} {' '.join(args)} failed ({outcome.returncode}):\n"
+                             f"{outcome.stdout[-3000:]}\n{outcome.stderr[-5000:]}")
     return outcome
 
 
@@ -128,7 +129,8 @@ def run_train(*overrides: str, cwd: Path = ROOT, check: bool = True) -> subproce
     launchers), returning its output."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *overrides], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, str(ROOT / "train.py"), *overrides], cwd=cwd, capture_output=True, text=True, env=env,
+        timeout=600
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
@@ -195,8 +197,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Path:
     """One tiny trained restoration run (its root: ``mlruns.db``, ``outputs/run/checkpoints``, a logged
     model registered as ``stain_remover``), for the tests that read a finished run."""
     root = tmp_path_factory.mktemp("tiny run")
-    train(*tiny_overrides(root, digits), "model.base_channels=6", "trainer.max_epochs=2", "logger.system_metrics_interval=1",
-          "logger.register_as=stain_remover")
+    train(*tiny_overrides(root, digits), "model.base_channels=6", "trainer.max_epochs=2",
+          "logger.system_metrics_interval=1", "logger.register_as=stain_remover")
     return root
 
 
@@ -283,7 +285,8 @@ UCF_VIDEOS = {
 }
 UCF_TRAIN_LIST = ["Abuse/Abuse001_x264.mp4", "Abuse/Abuse003_x264.mp4", "Robbery/Robbery001_x264.mp4",
                   "Robbery/Robbery003_x264.mp4", "Training_Normal_Videos_Anomaly/Normal_Videos001_x264.mp4"]
-UCF_TEST_LIST = ["Abuse/Abuse002_x264.mp4", "Robbery/Robbéry 002 x264.mp4", "Testing_Normal_Videos_Anomaly/Normal_Videos_003_x264.mp4"]
+UCF_TEST_LIST = ["Abuse/Abuse002_x264.mp4", "Robbery/Robbéry 002 x264.mp4",
+                 "Testing_Normal_Videos_Anomaly/Normal_Videos_003_x264.mp4"]
 
 
 def make_ucf_tree(root: Path) -> Path:
@@ -315,7 +318,8 @@ def make_index(folder: Path, videos: dict[str, tuple[int, str, str, int]], clip_
     for name, (n, kind, split, y) in videos.items():
         path = (write_h264 if kind == "h264" else write_mp4v)(folder / "videos" / name, n)
         for i, start in enumerate(clip_starts(n, clip_len, stride, "drop")):
-            rows.append([split, y, "Normal" if y == 0 else "Fight", str(path), i, start, start + clip_len, clip_len, stride, 30.0, n])
+            rows.append([split, y, "Normal" if y == 0 else "Fight", str(path), i, start, start + clip_len, clip_len,
+                         stride, 30.0, n])
     index = folder / "index_clips.csv"
     pd.DataFrame(rows, columns=COLUMNS).to_csv(index, index=False)
     return index

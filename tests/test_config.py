@@ -125,7 +125,8 @@ def test_every_backbone_config_validates(backbone):
     from vidlab.embeddings.config import validate_extract
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("extract", overrides=["paths.output_dir=/tmp/unused", f"backbone={backbone}", "index=/data/i.csv"])
+        cfg = compose("extract", overrides=["paths.output_dir=/tmp/unused", f"backbone={backbone}",
+                                            "index=/data/i.csv"])
     spec = validate_extract(cfg)
     assert spec.backbone.name == backbone and spec.stage == "extract"
 
@@ -150,4 +151,5 @@ def test_probe_search_config_composes():
         cfg = compose("train", overrides=["paths.output_dir=/tmp/unused", "task=probe", "embeddings=/x",
                                           "hparams_search=probe_optuna"], return_hydra_config=True)
     spec = validate_probe(cfg)
-    assert spec.optimized_metric == "val/roc_auc" and spec.probe.name == "mlp" and "optimizer.lr" in cfg.hydra.sweeper.params
+    assert (spec.optimized_metric == "val/roc_auc" and spec.probe.name == "mlp"
+            and "optimizer.lr" in cfg.hydra.sweeper.params)

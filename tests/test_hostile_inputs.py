@@ -87,7 +87,8 @@ def test_a_root_that_is_a_file_is_one_line(tmp_path: Path):
     root = tmp_path / "a file"
     root.write_text("mine")
     proc = train(f"paths.root={root}", check=False)
-    assert proc.returncode == 2 and only_line(proc.stderr).startswith("config error: cannot create "), proc.stderr[-2000:]
+    assert (proc.returncode == 2
+            and only_line(proc.stderr).startswith("config error: cannot create ")), proc.stderr[-2000:]
     assert root.read_text() == "mine"
 
 
@@ -111,12 +112,14 @@ def test_videos_that_do_not_fit_are_refused_before_any_run(tmp_path: Path, case:
     sizes = [(40, 56), (48, 64), (40, 56)] if case == "sizes differ" else [(40, 56)] * 3
     for i, (h, w) in enumerate(sizes):
         write_video(tmp_path / "videos" / f"v{i}.mp4", moving_square_frames(12, h, w), 24)
-    proc = train(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", "dataset=video_folder", "model=unet", "dataset.clip_frames=4",
-                 f"dataset.path={tmp_path / 'videos'}", f"corruption.radius={25 if case == 'stain too big' else 5}", check=False)
+    proc = train(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", "dataset=video_folder", "model=unet",
+                 "dataset.clip_frames=4", f"dataset.path={tmp_path / 'videos'}",
+                 f"corruption.radius={25 if case == 'stain too big' else 5}", check=False)
     line = only_line(proc.stderr)
     assert proc.returncode == 2, proc.stderr[-2000:]
     if case == "sizes differ":
-        assert line.startswith("config error: dataset.resize: the videos differ in frame size (40x56 (v0.mp4), 48x64 (v1.mp4))")
+        assert line.startswith(
+            "config error: dataset.resize: the videos differ in frame size (40x56 (v0.mp4), 48x64 (v1.mp4))")
     else:
         assert line.startswith("config error: corruption: ")
     _nothing_made(tmp_path)
@@ -128,15 +131,19 @@ def test_a_checkpoint_of_another_model_leaves_its_finished_run_as_it_was(tiny_ru
     checkpoint = root / "outputs/run/checkpoints/last.ckpt"
     (run,) = _runs(root)
     before = _snapshot(_client(root), run.info.run_id)
-    proc = train(*tiny_overrides(root, digits), f"hydra.run.dir={root}/again", "model=unet", f"ckpt_path={checkpoint}", check=False)
+    proc = train(*tiny_overrides(root, digits), f"hydra.run.dir={root}/again", "model=unet", f"ckpt_path={checkpoint}",
+                 check=False)
     assert proc.returncode == 2
-    assert only_line(proc.stderr).startswith(f"config error: ckpt_path: {checkpoint} was trained as model=blend_unet ("), proc.stderr
+    assert only_line(proc.stderr).startswith(
+        f"config error: ckpt_path: {checkpoint} was trained as model=blend_unet ("), proc.stderr
     assert _snapshot(_client(root), run.info.run_id) == before and len(_runs(root)) == 1
 
     probe_like = tmp_path / "probe.ckpt"  # a Lightning checkpoint of another task: no restoration model in it
-    torch.save({"state_dict": {"net.0.weight": torch.zeros(2, 2)}, "epoch": 3, "hyper_parameters": {"hidden": 8}}, probe_like)
+    torch.save({"state_dict": {"net.0.weight": torch.zeros(2, 2)}, "epoch": 3, "hyper_parameters": {"hidden": 8}},
+               probe_like)
     proc = train(*tiny_overrides(root, digits), f"hydra.run.dir={root}/again2", f"ckpt_path={probe_like}", check=False)
-    assert proc.returncode == 2 and "is not a train.py checkpoint of vidlab's RestorationModule" in only_line(proc.stderr)
+    assert (proc.returncode == 2
+            and "is not a train.py checkpoint of vidlab's RestorationModule" in only_line(proc.stderr))
     assert _snapshot(_client(root), run.info.run_id) == before
 
 
@@ -148,7 +155,8 @@ def test_resuming_a_finished_or_deleted_run_trains_on_in_a_new_run(tiny_run: Pat
     client = _client(root)
     (run,) = _runs(root)
     before = _snapshot(client, run.info.run_id)
-    same_model = [*tiny_overrides(root, digits), "model.base_channels=6", "trainer.max_epochs=3", "logger.log_model=false"]
+    same_model = [*tiny_overrides(root, digits), "model.base_channels=6", "trainer.max_epochs=3",
+                  "logger.log_model=false"]
     train(*same_model, f"hydra.run.dir={root}/resumed", f"ckpt_path={checkpoint}")
     assert _snapshot(client, run.info.run_id) == before
     (resumed,) = [r for r in _runs(root) if r.info.run_id != run.info.run_id]
@@ -191,7 +199,8 @@ def test_a_tracking_server_that_is_not_there_is_one_line_within_seconds(tmp_path
     proc = train(*tiny_overrides(tmp_path, digits), f"logger.tracking_uri=http://127.0.0.1:{port}", check=False)
     assert time.monotonic() - started < 30
     assert proc.returncode == 1 and only_line(proc.stderr).startswith(
-        f"error: logger.tracking_uri: no MLflow server answers at http://127.0.0.1:{port} (ConnectionError"), proc.stderr[-2000:]
+        f"error: logger.tracking_uri: no MLflow server answers at http://127.0.0.1:{port} "
+        "(ConnectionError"), proc.stderr[-2000:]
     assert not list(tmp_path.rglob("*.ckpt")) and not (tmp_path / "mlruns.db").exists()
 
 
@@ -201,11 +210,13 @@ def test_a_full_disk_is_one_line_leaves_no_truncated_checkpoint_and_the_same_com
         command = [*tiny_overrides(tmp_path, digits), f"hydra.run.dir={disk}/run", "logger.log_model=false"]
         proc = train(*command, check=False)
         line = proc.stderr.strip().splitlines()[-1]  # after the store's and Lightning's own log lines
-        assert proc.returncode == 1 and "Traceback" not in proc.stderr and line.startswith(f"error: no space left on {disk}/run/checkpoints/"), proc.stderr[-3000:]
+        assert (proc.returncode == 1 and "Traceback" not in proc.stderr
+                and line.startswith(f"error: no space left on {disk}/run/checkpoints/")), proc.stderr[-3000:]
         assert line.endswith(": free some space and run the same command again")
         left = sorted(p.name for p in (disk / "run/checkpoints").iterdir())
         for name in left:  # whatever is there under a checkpoint's name loads whole; no temporary file stays
-            assert name.endswith(".ckpt") and torch.load(disk / "run/checkpoints" / name, weights_only=True)["state_dict"]
+            assert (name.endswith(".ckpt")
+                    and torch.load(disk / "run/checkpoints" / name, weights_only=True)["state_dict"])
         (run,) = _runs(tmp_path)
         assert run.info.status == "FAILED" and run.data.tags["vidlab.error"] == line.removeprefix("error: ")
 
@@ -220,11 +231,13 @@ def test_a_full_disk_is_one_line_leaves_no_truncated_checkpoint_and_the_same_com
     ("train.py", ["task=probe", "embeddings=/x", "+prob.hidden=8"], "prob"),
     ("extract.py", ["+extration.batch_size=4"], "extration"),
 ])
-def test_a_key_added_that_no_group_or_schema_has_is_one_line_exit_2(tmp_path: Path, script: str, overrides: list[str], key: str):
+def test_a_key_added_that_no_group_or_schema_has_is_one_line_exit_2(tmp_path: Path, script: str, overrides: list[str],
+                                                                    key: str):
     """Hydra adds a typo given with ``+`` as asked; vidlab refuses it, as Hydra refuses one without."""
     proc = run_main(script, f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", *overrides, check=False)
     assert proc.returncode == 2 and only_line(proc.stderr) == (
-        f"config error: {key}: not a group or setting of this config (added with +? check its spelling; --help lists the groups)")
+        f"config error: {key}: not a group or setting of this config "
+        "(added with +? check its spelling; --help lists the groups)")
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # Hydra's run folder only
 
 
@@ -238,8 +251,10 @@ def test_an_unwritable_extraction_output_or_store_is_one_line_and_leaves_nothing
             f"config error: extraction.output: cannot write {ro}/emb (Read-only file system)"), proc.stderr[-2000:]
         assert not (tmp_path / "mlruns.db").exists()
 
-        out = tmp_path / "outputs" / "emb"  # a writable output, a read-only store: the folder and its lock are taken back
-        proc = extract(*common, f"extraction.output={out}", f"logger.tracking_uri=sqlite:///{ro}/mlruns.db", check=False)
+        # a writable output, a read-only store: the folder and its lock are taken back
+        out = tmp_path / "outputs" / "emb"
+        proc = extract(*common, f"extraction.output={out}", f"logger.tracking_uri=sqlite:///{ro}/mlruns.db",
+                       check=False)
     assert proc.returncode == 1 and only_line(proc.stderr).startswith(
         f"error: logger.tracking_uri: cannot use the MLflow store sqlite:///{ro}/mlruns.db: "), proc.stderr[-2000:]
     assert not (tmp_path / "outputs").exists()
@@ -256,8 +271,9 @@ def _past_end(index: Path) -> None:
 def test_a_clip_past_its_videos_end_is_one_rule_for_validate_and_extract(small_index: Path, tmp_path: Path):
     index = copy_of_index(small_index, tmp_path / "index")
     _past_end(index)
-    line = (f"error: index: {index} is not valid [past_end]: 4 row(s), the first on line 3: end_frame > n_frames: the clip "
-            "reaches past its video's end (check.allow_padded=true extracts it with the video's last frame repeated) (")
+    line = (f"error: index: {index} is not valid [past_end]: 4 row(s), the first on line 3: end_frame > n_frames: "
+            "the clip reaches past its video's end (check.allow_padded=true extracts it with the video's last frame "
+            "repeated) (")
     common = [f"index={index}", f"paths.root={tmp_path}", *EXTRACT, f"extraction.output={tmp_path / 'emb'}"]
     validated = extract("stage=validate", *common, f"hydra.run.dir={tmp_path}/v", check=False)
     assert validated.returncode == 1 and "Traceback" not in validated.stderr
@@ -267,7 +283,8 @@ def test_a_clip_past_its_videos_end_is_one_rule_for_validate_and_extract(small_i
         f"{line}extract.py stage=validate index={index} lists every violation)")
     assert not (tmp_path / "emb").exists()
     (run,) = _client(tmp_path).search_runs([_client(tmp_path).get_experiment_by_name("embeddings").experiment_id])
-    assert run.info.status == "FAILED" and run.data.tags["vidlab.error"] == validated.stderr.strip().splitlines()[-1][7:]
+    assert (run.info.status == "FAILED"
+            and run.data.tags["vidlab.error"] == validated.stderr.strip().splitlines()[-1][7:])
 
     index.with_suffix(".json").write_text('{"settings": {"short_videos": "pad"}}')  # built to pad: accepted as built
     assert "valid: no violation" in extract("stage=validate", *common, f"hydra.run.dir={tmp_path}/v2").stdout
@@ -301,12 +318,14 @@ def test_a_raw_pickle_as_a_checkpoint_is_one_line_without_torchs_warning(tmp_pat
 def test_a_checkpoint_a_killed_save_left_half_written_is_removed_by_the_next_run(tmp_path: Path, digits: Path):
     """What ``kill -9`` leaves mid-save: vidlab's temporary name, written by a process that is gone.
     Only such files go; a live writer's, and the user's files, stay."""
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     folder = tmp_path / "outputs/run/checkpoints"
     folder.mkdir(parents=True)
     half = folder / f".last.{int(gone.stdout)}.part.ckpt"
     half.write_bytes(b"PK\x03\x04 half a checkpoint")
-    kept = [folder / ".best.1.part.ckpt", folder / "notes.part.ckpt", folder / ".last.ckpt.bak", folder / f".mine.{os.getpid()}.part"]
+    kept = [folder / ".best.1.part.ckpt", folder / "notes.part.ckpt", folder / ".last.ckpt.bak",
+            folder / f".mine.{os.getpid()}.part"]
     for path in kept:  # a live writer's (pid 1), and names that are not vidlab's temporaries
         path.write_text("not vidlab's to remove")
     train(*tiny_overrides(tmp_path, digits), "model.base_channels=4", "logger=none")

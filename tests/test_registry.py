@@ -27,7 +27,8 @@ from vidlab.schema import Choice, require
 from conftest import ROOT, tiny_overrides, train
 
 ENTRIES = [(registry.group, name) for registry in registries() for name in registry.names()]
-TASK_OF = {"probe": ["task=probe", "embeddings=unused"], "backbone": ["index=unused.csv"], "layout": ["stage=index", "layout.root=unused"]}
+TASK_OF = {"probe": ["task=probe", "embeddings=unused"], "backbone": ["index=unused.csv"],
+           "layout": ["stage=index", "layout.root=unused"]}
 REQUIRED = {("dataset", "video_folder"): ["dataset.path=/videos"]}  # what the user must say (??? in the YAML)
 
 
@@ -46,7 +47,8 @@ def composed_node(group: str, name: str) -> dict:
 
 def test_every_config_group_of_a_registry_has_exactly_its_choices():
     for registry in registries():
-        assert sorted(p.stem for p in (conf_dir() / registry.group).glob("*.yaml")) == sorted(registry.names()), registry.group
+        assert (sorted(p.stem for p in (conf_dir() / registry.group).glob("*.yaml"))
+                == sorted(registry.names())), registry.group
 
 
 @pytest.mark.parametrize("group,name", ENTRIES)
@@ -92,7 +94,8 @@ def test_every_model_restores_a_clip_and_trains_on_a_batch(name: str):
     mask = torch.zeros(2, 1, 32, 48)
     mask[:, :, 8:24, 16:32] = 0.5
     if net.window is None:
-        batch = {"stained": torch.rand(2, net.context_frames, 3, 32, 48), "clean": torch.rand(2, 3, 32, 48), "mask": mask}
+        batch = {"stained": torch.rand(2, net.context_frames, 3, 32, 48), "clean": torch.rand(2, 3, 32, 48),
+                 "mask": mask}
     else:
         batch = {"stained": torch.rand(2, net.window, 3, 32, 48), "clean": torch.rand(2, 2, 3, 32, 48), "mask": mask,
                  "centres": torch.tensor([[0, 5], [3, 9]])}
@@ -165,14 +168,15 @@ def square_stain(tmp_path: Path):
 
 
 def test_a_corruption_added_at_test_time_trains_end_to_end(square_stain: Path, tmp_path: Path, digits: Path):
-    overrides = [*tiny_overrides(tmp_path, digits), f"hydra.searchpath=[file://{square_stain}]", "corruption=square_stain",
-                 "model.base_channels=4", "trainer.max_epochs=1"]
+    overrides = [*tiny_overrides(tmp_path, digits), f"hydra.searchpath=[file://{square_stain}]",
+                 "corruption=square_stain", "model.base_channels=4", "trainer.max_epochs=1"]
     train(*overrides)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     run = client.search_runs([client.get_experiment_by_name("restoration").experiment_id])[0]
     assert run.info.status == "FINISHED" and run.data.params["corruption.side"] == "20"
     assert np.isfinite(run.data.metrics["test/raw/psnr_stain"])
-    assert {"train/mask_bce", "train/inverse_l1"} <= run.data.metrics.keys()  # a stain blend_unet cannot fit: it learns it
+    # a stain blend_unet cannot fit: it learns it
+    assert {"train/mask_bce", "train/inverse_l1"} <= run.data.metrics.keys()
     refused = train(*overrides, "corruption.side=80", check=False)
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == \
         "config error: corruption: side 80 does not fit a 72x128 frame"
@@ -212,7 +216,8 @@ def test_the_docs_model_trains_end_to_end_and_restores_a_video_in_tiles(docs_mod
     from vidlab.restore import restore_video
     from vidlab.video import count_frames, write_video
 
-    train(*tiny_overrides(tmp_path, digits), f"hydra.searchpath=[file://{docs_model}]", "model=conv_stack", "trainer.max_epochs=1")
+    train(*tiny_overrides(tmp_path, digits), f"hydra.searchpath=[file://{docs_model}]", "model=conv_stack",
+          "trainer.max_epochs=1")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     run = client.search_runs([client.get_experiment_by_name("restoration").experiment_id])[0]
     assert run.info.status == "FINISHED" and run.data.params["model.width"] == "16"

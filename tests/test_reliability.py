@@ -37,7 +37,8 @@ def _start_train(root: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
 def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 300) -> None:
     deadline = time.time() + seconds
     while not path.exists():
-        assert proc.poll() is None, f"ended before {path} appeared: {(path.parents[2] / 'stderr.txt').read_text()[-3000:]}"
+        assert proc.poll() is None, (
+            f"ended before {path} appeared: {(path.parents[2] / 'stderr.txt').read_text()[-3000:]}")
         assert time.time() < deadline, f"no {path} after {seconds} s"
         time.sleep(0.2)
 
@@ -58,7 +59,8 @@ def test_training_stopped_by_a_signal_exits_non_zero_killed_and_resumes_the_same
 
     if signum == signal.SIGINT:
         return  # resuming is the same after either signal
-    train(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/again", f"ckpt_path={checkpoint}", "trainer.max_epochs=3", *TRAIN_QUICK)
+    train(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/again", f"ckpt_path={checkpoint}",
+          "trainer.max_epochs=3", *TRAIN_QUICK)
     (resumed,) = _runs(tmp_path)  # the same run, continued to its end
     assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
     assert "test/raw/psnr" in resumed.data.metrics
@@ -75,11 +77,13 @@ def test_training_stopped_by_a_signal_exits_non_zero_killed_and_resumes_the_same
     ("logger.register_as=team/stain", "config error: logger.register_as: Invalid model name 'team/stain'"),
     ("logger.system_metrics_interval=0.01", "config error: logger.system_metrics_interval must be >= 1 second"),
 ])
-def test_values_lightning_or_torch_would_reject_are_one_line_before_any_work(tmp_path: Path, override: str, message: str):
+def test_values_lightning_or_torch_would_reject_are_one_line_before_any_work(tmp_path: Path, override: str,
+                                                                             message: str):
     proc = train(f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", override, check=False)
     assert proc.returncode == 2
     assert only_line(proc.stderr).startswith(message), proc.stderr[-2000:]
-    assert [p.name for p in tmp_path.iterdir()] == ["run"] and not (tmp_path / "run/checkpoints").exists()  # Hydra's run folder only
+    # Hydra's run folder only
+    assert [p.name for p in tmp_path.iterdir()] == ["run"] and not (tmp_path / "run/checkpoints").exists()
 
 
 def test_a_checkpoint_that_is_not_one_is_refused(tmp_path: Path):
@@ -93,11 +97,12 @@ def test_a_checkpoint_that_is_not_one_is_refused(tmp_path: Path):
 
 def test_concurrent_first_runs_share_one_fresh_store(tmp_path: Path):
     """Two processes creating the same fresh SQLite store at once: both get the experiment."""
-    code = ("import sys; from pathlib import Path; from vidlab.schema import MlflowLoggerConfig; from vidlab.choices import choice_values; "
-            "from vidlab.tracking import ensure_experiment; "
-            "print(ensure_experiment(MlflowLoggerConfig(**{**choice_values('logger', 'mlflow'), 'experiment_name': 'restoration', 'run_name': None}), Path(sys.argv[1])))")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+    code = ("import sys; from pathlib import Path; from vidlab.schema import MlflowLoggerConfig; "
+            "from vidlab.choices import choice_values; from vidlab.tracking import ensure_experiment; "
+            "print(ensure_experiment(MlflowLoggerConfig(**{**choice_values('logger', 'mlflow'), "
+            "'experiment_name': 'restoration', 'run_name': None}), Path(sys.argv[1])))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
     assert len({out.strip() for out, _ in outputs}) == 1
@@ -133,20 +138,22 @@ def test_overwrite_never_removes_what_vidlab_did_not_write(small_index: Path, tm
         proc = _extract(index, tmp_path, f"extraction.output={mine}", f"extraction.overwrite={overwrite}")
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert proc.stderr.strip().splitlines()[-1] == (
-            f"config error: extraction.output: {mine} holds files an extraction did not write (thesis.tex); choose a new or empty folder")
+            f"config error: extraction.output: {mine} holds files an extraction did not write (thesis.tex); "
+            "choose a new or empty folder")
         assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
     assert not _runs(tmp_path, "embeddings")  # refused before any MLflow run
 
 
-def test_a_second_writer_is_refused_and_settings_that_change_numbers_are_the_resume_key(small_index: Path, extraction: Path,
-                                                                                       tmp_path: Path):
+def test_a_second_writer_is_refused_and_settings_that_change_numbers_are_the_resume_key(
+        small_index: Path, extraction: Path, tmp_path: Path):
     index = small_index
     out = copy_of(extraction / EXTRACTED, tmp_path / "emb")  # the session's extraction, written with EXTRACT
     before = {p.name: p.read_bytes() for p in out.glob("*.npy")}
     for change, key in [("extraction.channels_last=true", "channels_last"), ("extraction.colour=fast", "colour"),
                         ("extraction.compile=true", "compile")]:
         proc = _extract(index, tmp_path, f"extraction.output={out}", change)
-        assert proc.returncode == 2 and f"holds another extraction (differs in {key})" in proc.stderr.strip().splitlines()[-1]
+        assert (proc.returncode == 2
+                and f"holds another extraction (differs in {key})" in proc.stderr.strip().splitlines()[-1])
     assert {p.name: p.read_bytes() for p in out.glob("*.npy")} == before
     # a state_dict file: its content is part of the key, not only its name
     import torch
@@ -171,13 +178,14 @@ def test_a_second_writer_is_refused_and_settings_that_change_numbers_are_the_res
         held.write("pid 4242 on elsewhere\n")
         held.flush()
         proc = _extract(index, tmp_path, f"extraction.output={out}", "extraction.overwrite=true")
-    assert proc.returncode == 2 and f"{out} is being written by pid 4242 on elsewhere" in proc.stderr.strip().splitlines()[-1]
+    assert (proc.returncode == 2
+            and f"{out} is being written by pid 4242 on elsewhere" in proc.stderr.strip().splitlines()[-1])
     assert {p.name: p.read_bytes() for p in out.glob("*.npy")} == before
 
 
 @pytest.mark.parametrize("column,value,check", [
-    ("start_frame", -3, "invalid_range"), ("split", "Test", "split"), ("y", 7, "labels"), ("start_frame", "abc", "types"),
-    ("path", "../../../etc/passwd", "outside_root"),
+    ("start_frame", -3, "invalid_range"), ("split", "Test", "split"), ("y", 7, "labels"),
+    ("start_frame", "abc", "types"), ("path", "../../../etc/passwd", "outside_root"),
 ])
 def test_a_bad_index_is_refused_before_the_output_folder_exists(small_index: Path, tmp_path: Path, column: str, value,
                                                                 check: str):
@@ -198,8 +206,8 @@ def test_a_bad_index_is_refused_before_the_output_folder_exists(small_index: Pat
 
 
 @pytest.mark.parametrize("content", ["text", "tensor", "other model"])
-def test_a_weights_file_that_is_not_the_backbones_state_dict_is_one_line_before_any_run(small_index: Path, tmp_path: Path,
-                                                                                       content: str):
+def test_a_weights_file_that_is_not_the_backbones_state_dict_is_one_line_before_any_run(
+        small_index: Path, tmp_path: Path, content: str):
     import torch
     from torchvision.models.video import mc3_18
 
@@ -207,10 +215,12 @@ def test_a_weights_file_that_is_not_the_backbones_state_dict_is_one_line_before_
     if content == "text":
         weights.write_text("not weights")
     else:
-        torch.save(torch.zeros(3) if content == "tensor" else mc3_18().state_dict(), weights)  # EXTRACT's backbone is r3d_18
+        # EXTRACT's backbone is r3d_18
+        torch.save(torch.zeros(3) if content == "tensor" else mc3_18().state_dict(), weights)
     out = tmp_path / "emb"
     proc = _extract(small_index, tmp_path, f"extraction.output={out}", f"backbone.weights={weights}")
-    assert proc.returncode == 2 and only_line(proc.stderr).startswith(f"config error: backbone.weights: {weights} "), proc.stderr[-2000:]
+    assert (proc.returncode == 2
+            and only_line(proc.stderr).startswith(f"config error: backbone.weights: {weights} ")), proc.stderr[-2000:]
     assert not out.exists() and not _runs(tmp_path, "embeddings")
 
 
@@ -222,11 +232,12 @@ def test_an_empty_video_is_refused(small_index: Path, tmp_path: Path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_extraction_stopped_by_a_signal_exits_non_zero_killed_and_resumes(small_index: Path, tmp_path: Path, signum: int):
+def test_extraction_stopped_by_a_signal_exits_non_zero_killed_and_resumes(small_index: Path, tmp_path: Path,
+                                                                          signum: int):
     index = small_index
     out = tmp_path / "emb"
-    cmd = [sys.executable, str(ROOT / "extract.py"), f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run",
-           *EXTRACT, "extraction.batch_size=1", f"extraction.output={out}"]
+    cmd = [sys.executable, str(ROOT / "extract.py"), f"index={index}", f"paths.root={tmp_path}",
+           f"hydra.run.dir={tmp_path}/run", *EXTRACT, "extraction.batch_size=1", f"extraction.output={out}"]
     proc = subprocess.Popen(cmd, stdout=(tmp_path / "o.txt").open("w"), stderr=(tmp_path / "e.txt").open("w"))
     deadline = time.time() + 300
     while not (out / "progress.json").exists():
@@ -236,7 +247,8 @@ def test_extraction_stopped_by_a_signal_exits_non_zero_killed_and_resumes(small_
     proc.wait(timeout=300)
     assert proc.returncode == 128 + signum, (tmp_path / "e.txt").read_text()[-2000:]
     name = signal.Signals(signum).name
-    assert (tmp_path / "e.txt").read_text().strip().splitlines()[-1].startswith(f"stopped by {name}: what was written is kept")
+    assert (tmp_path / "e.txt").read_text().strip().splitlines()[-1].startswith(
+        f"stopped by {name}: what was written is kept")
     assert not (out / "manifest.json").exists()
     (run,) = _runs(tmp_path, "embeddings")
     assert run.info.status == "KILLED"
@@ -247,9 +259,10 @@ def test_extraction_stopped_by_a_signal_exits_non_zero_killed_and_resumes(small_
 
 
 @pytest.mark.parametrize("change", [
-    "extraction.precision=bf16-mixed", "extraction.compile=true", "extraction.channels_last=true", "extraction.colour=fast",
-    "extraction.batch_size=4", "extraction.seed=1", "extraction.preprocess=notebook", "extraction.notebook_size=112",
-    "backbone=r3d_18", "backbone.frames_per_clip=16", "backbone.weights=null", "extraction.resize_on=workers",
+    "extraction.precision=bf16-mixed", "extraction.compile=true", "extraction.channels_last=true",
+    "extraction.colour=fast", "extraction.batch_size=4", "extraction.seed=1", "extraction.preprocess=notebook",
+    "extraction.notebook_size=112", "backbone=r3d_18", "backbone.frames_per_clip=16", "backbone.weights=null",
+    "extraction.resize_on=workers",
 ])
 def test_every_setting_that_changes_the_numbers_is_in_the_resume_key(change: str):
     """Each setting changes the fingerprint a rerun is compared with (the ones this CPU can run are
@@ -261,8 +274,10 @@ def test_every_setting_that_changes_the_numbers_is_in_the_resume_key(change: str
 
     def fingerprint(*overrides: str) -> dict:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            spec = validate_extract(compose("extract", overrides=["index=/data/i.csv", "backbone.weights=DEFAULT", *overrides]))
+            spec = validate_extract(compose("extract",
+                                            overrides=["index=/data/i.csv", "backbone.weights=DEFAULT", *overrides]))
         return _fingerprint(spec, "sha", _preprocess(spec))
 
-    context = ["extraction.preprocess=notebook"] if change.startswith("extraction.notebook_size") else []  # used only there
+    # used only there
+    context = ["extraction.preprocess=notebook"] if change.startswith("extraction.notebook_size") else []
     assert fingerprint(*context, change) != fingerprint(*context)

@@ -57,8 +57,10 @@ def _assert_job_log(log: Path, epochs: int = 1) -> None:
 def test_swept_params_come_from_the_sweeper_and_the_command_line():
     config = OmegaConf.create({
         "optimized_metric": "val/roc_auc",
-        "hydra": {"sweeper": {"direction": "minimize", "params": {"optimizer.lr": "interval(0.0001, 0.01)", "seed": "0,1"}},
-                  "overrides": {"task": ["debug=limit", "seed=3,4", "+trainer.gradient_clip_val=0.5,1", "model.depth=choice(2, 3)"]}},
+        "hydra": {"sweeper": {"direction": "minimize",
+                              "params": {"optimizer.lr": "interval(0.0001, 0.01)", "seed": "0,1"}},
+                  "overrides": {"task": ["debug=limit", "seed=3,4", "+trainer.gradient_clip_val=0.5,1",
+                                         "model.depth=choice(2, 3)"]}},
     })
     assert swept_params(config) == {"optimizer.lr": "interval(0.0001, 0.01)", "seed": "3,4",
                                     "trainer.gradient_clip_val": "0.5,1", "model.depth": "choice(2, 3)"}
@@ -78,7 +80,8 @@ def test_a_sweep_that_succeeds_ends_its_parent_finished_with_params_and_best_chi
     assert parent.data.metrics[f"best/{METRIC}"] == pytest.approx(_best(client, best))
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert parent.data.tags["best_run_name"] == best.info.run_name
-    assert sorted(c.info.run_name for c in children) == ["blend_unet-none-circular_stain", "blend_unet-none-circular_stain-2"]
+    assert sorted(c.info.run_name for c in children) == ["blend_unet-none-circular_stain",
+                                                         "blend_unet-none-circular_stain-2"]
     assert f"model.depth={best.data.params['model.depth']}" in parent.data.tags["best_overrides"].split()
     summary = pd.read_csv(client.download_artifacts(parent.info.run_id, "sweep/sweep_summary.csv", str(tmp_path)))
     assert list(summary["override.model.depth"]) == [2, 3] and list(summary["status"]) == ["FINISHED"] * 2
@@ -117,10 +120,13 @@ def test_a_config_error_in_a_job_fails_that_job_and_the_sweep_goes_on(tmp_path: 
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert any(line.startswith("config error: model.depth must be") for line in lines)
-    assert lines[-1].startswith("error: a job of the sweep failed (config error: model.depth must be") and "Traceback" not in proc.stderr
+    assert (lines[-1].startswith("error: a job of the sweep failed (config error: model.depth must be")
+            and "Traceback" not in proc.stderr)
     _, parent, children = _parent_and_children(tmp_path)
-    assert [c.info.status for c in children] == ["FINISHED"] and children[0].data.tags["hydra_job_num"] == "1"  # job #0 made no run
-    assert parent.info.status == "FAILED" and parent.data.tags["vidlab.error"].startswith("job #0: config error: model.depth must be")
+    # job #0 made no run
+    assert [c.info.status for c in children] == ["FINISHED"] and children[0].data.tags["hydra_job_num"] == "1"
+    assert (parent.info.status == "FAILED"
+            and parent.data.tags["vidlab.error"].startswith("job #0: config error: model.depth must be"))
     assert parent.data.metrics["jobs"] == 1 and parent.data.metrics["jobs_failed"] == 1
 
 
@@ -132,17 +138,20 @@ def test_an_optuna_trial_that_fails_is_told_to_optuna_and_the_search_goes_on(tmp
                              "model.depth=choice(9,2)", "model.base_channels=choice(4)"), check=False)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: 1 of the sweep's jobs failed (job #1: config error: model.depth must be in [1, 6] (got 9)); the other jobs ran")
+        "error: 1 of the sweep's jobs failed (job #1: config error: model.depth must be in [1, 6] (got 9)); "
+        "the other jobs ran")
     assert "Failed experiment: config error: model.depth must be" in proc.stdout + proc.stderr  # Optuna was told
     results = OmegaConf.load(tmp_path / "outputs/sweep/optimization_results.yaml")
     assert results.best_params["model.depth"] == 2
     _, parent, children = _parent_and_children(tmp_path)
     assert [c.info.status for c in children] == ["FINISHED"]
-    assert parent.info.status == "FAILED" and parent.data.tags["vidlab.error"].startswith("job #1: config error: model.depth")
+    assert (parent.info.status == "FAILED"
+            and parent.data.tags["vidlab.error"].startswith("job #1: config error: model.depth"))
 
 
 def test_a_sweep_stopped_by_sigterm_ends_its_parent_killed(tmp_path: Path, digits: Path):
-    args = [sys.executable, str(ROOT / "train.py"), *_sweep(tmp_path, digits, "model.depth=2,3", "trainer.max_epochs=50")]
+    args = [sys.executable, str(ROOT / "train.py"),
+            *_sweep(tmp_path, digits, "model.depth=2,3", "trainer.max_epochs=50")]
     with (tmp_path / "stdout.txt").open("w") as out, (tmp_path / "stderr.txt").open("w") as err:
         proc = subprocess.Popen(args, stdout=out, stderr=err)
     try:
@@ -171,8 +180,9 @@ def test_a_joblib_sweep_stopped_ends_every_child_killed(tmp_path: Path, digits: 
     the sweep's process alone goes through the same handler (``MlflowSweepCallback._stop``); it left
     both children RUNNING too before, and ends them KILLED now (it passed as a second case of this
     test, dropped because each case costs ~50 s of two workers starting torch and Lightning)."""
-    args = [sys.executable, str(ROOT / "train.py"), *_sweep(tmp_path, digits, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                                                             "seed=0,1", "trainer.max_epochs=50")]
+    args = [sys.executable, str(ROOT / "train.py"), *_sweep(tmp_path, digits, "hydra/launcher=joblib",
+                                                             "hydra.launcher.n_jobs=2", "seed=0,1",
+                                                             "trainer.max_epochs=50")]
     with (tmp_path / "stdout.txt").open("w") as out, (tmp_path / "stderr.txt").open("w") as err:
         proc = subprocess.Popen(args, stdout=out, stderr=err, start_new_session=True)
     try:

@@ -40,5 +40,6 @@ def choice_values(group: str, name: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{group}: unknown choice {name!r} (no {path})")
     node = OmegaConf.load(path)
-    bases = [base for base in node.pop("defaults", []) if isinstance(base, str) and base != "_self_"]  # same-group bases
+    # same-group bases
+    bases = [base for base in node.pop("defaults", []) if isinstance(base, str) and base != "_self_"]
     return OmegaConf.to_container(OmegaConf.merge(*(choice_values(group, base) for base in bases), node))

@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 from vidlab.choices import conf_dir
 from vidlab.registry import REGISTRIES, Registry
 
-TASK_CONFIGS = ("vidlab.restoration.config", "vidlab.probe.config", "vidlab.embeddings.config")  # they define every registry
+# they define every registry
+TASK_CONFIGS = ("vidlab.restoration.config", "vidlab.probe.config", "vidlab.embeddings.config")
 
 
 def registries() -> list[Registry]:

@@ -165,7 +165,8 @@ def _report_unexpected(err: BaseException) -> str:
                 client.log_artifact(run_id, str(path))
         log.error("failed: %s: %s (traceback in %s)", type(err).__name__, one_line(err), path)
     except Exception as save_err:  # noqa: BLE001 - see above
-        log.error("failed: %s: %s (its traceback could not be saved: %s)", type(err).__name__, one_line(err), one_line(save_err))
+        log.error("failed: %s: %s (its traceback could not be saved: %s)", type(err).__name__, one_line(err),
+                  one_line(save_err))
     return "\n".join(text.strip().splitlines()[-TRACEBACK_LINES:])
 
 
@@ -221,11 +222,13 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
             err = InputError(f"{server_lost}{hint}")
         expected = isinstance(err, (ConfigError, InputError, VideoReadError, FileNotFoundError))
         label = "config error" if isinstance(err, ConfigError) else "error"
-        _failure.append(("FAILED", f"{label}: {one_line(err)}" if expected else f"{type(err).__name__}: {one_line(err)}"))
+        _failure.append(("FAILED", f"{label}: {one_line(err)}" if expected
+                         else f"{type(err).__name__}: {one_line(err)}"))
         if not expected:
             _end_open_runs("FAILED", _report_unexpected(err))
             with contextlib.suppress(AttributeError):  # an exception type without a __dict__
-                err.raised_by_job = True  # an OmegaConf error of a job is a bug, not a refusal of the command line (kept when pickled)
+                # an OmegaConf error of a job is a bug, not a refusal of the command line (kept when pickled)
+                err.raised_by_job = True
             raise
         _end_open_runs("FAILED", one_line(err))
         print(f"{label}: {str(err).strip()}", file=sys.stderr)  # one line; a list of bad files follows it
@@ -278,7 +281,9 @@ def hydra_error_line(err: BaseException) -> str:
         if part is None:
             continue
         lines = [line.strip() for line in str(part).splitlines() if line.strip()]
-        parts.append(" ".join(line for line in lines if not line.startswith(("full_key:", "object_type=", "Available options", "Config search path", "provider="))
+        parts.append(" ".join(line for line in lines
+                              if not line.startswith(("full_key:", "object_type=", "Available options",
+                                                      "Config search path", "provider="))
                               and not (isinstance(part, MissingConfigException) and line in (part.options or []))))
     line = ": ".join(p.rstrip(".") for p in parts if p)
     if isinstance(err, MissingConfigException) and err.options:
@@ -309,6 +314,7 @@ def main(hydra_main: Callable[[], object]) -> None:
         if isinstance(err, (HydraException, OmegaConfBaseException)):  # MissingConfigException is an OSError too
             line = hydra_error_line(err)
         else:  # Hydra makes the run folder before the job starts
-            line = f"cannot create {err.filename or 'the run folder'}: {err.strerror or one_line(err)} (see paths.root and hydra.run.dir)"
+            line = (f"cannot create {err.filename or 'the run folder'}: {err.strerror or one_line(err)} "
+                    "(see paths.root and hydra.run.dir)")
         print(f"config error: {line}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None

@@ -74,8 +74,8 @@ class Registry:
         if not is_dataclass(schema):
             raise TypeError(f"{self.group}.{name}: the schema must be a dataclass (got {schema!r})")
         if self.base is not None and not issubclass(schema, self.base):
-            raise TypeError(f"{self.group}.{name}: its schema {schema.__name__} must derive from {self.base.__module__}."
-                            f"{self.base.__name__}, which the {self.group} group's task reads")
+            raise TypeError(f"{self.group}.{name}: its schema {schema.__name__} must derive from "
+                            f"{self.base.__module__}.{self.base.__name__}, which the {self.group} group's task reads")
         known = self._entries.get(name)
         if known is not None and (known.target is not target or known.schema is not schema):
             raise ValueError(f"{self.group}: choice {name!r} is registered already (by {known.target!r})")
@@ -136,7 +136,8 @@ class Registry:
         if "name" not in node:
             raise ConfigError(f"{key}.name: missing (choose one of {', '.join(self.names())})")
         if node["name"] not in self:
-            raise ConfigError(f"{key}.name: unknown choice {node['name']!r} here (choose one of {', '.join(self.names())}; "
+            raise ConfigError(f"{key}.name: unknown choice {node['name']!r} here "
+                              f"(choose one of {', '.join(self.names())}; "
                               f"a new choice's class registers itself with @{self.group.upper()}S.register)")
         return build_node(key, self[node["name"]].schema, node)
 

@@ -3,11 +3,12 @@
     python -m vidlab.restore [MODEL] INPUT OUTPUT [--side-by-side PATH] [--smoothing NAME] [--report PATH.json]
                              [--megapixels N] [--chunk N] [--device cpu|cuda] [--codec h264|mp4v|ffv1]
 
-Without MODEL, the model that ships with vidlab restores (:data:`~vidlab.restoration.loading.DEFAULT_MODEL`: ``blend_unet``
-trained by ``make default-model``, a few MB). MODEL is a train.py checkpoint (``outputs/.../checkpoints/best.ckpt``), a checkpoint logged to
-MLflow (``runs:/<run id>/checkpoints/best.ckpt``) or a logged model (``runs:/<run id>/model``,
-``models:/<name>/<version>``); MLflow URIs are read from the store ``--tracking-uri`` names
-(default: ``$MLFLOW_TRACKING_URI``, else ``mlruns.db`` in the current folder, else the project's).
+Without MODEL, the model that ships with vidlab restores (:data:`~vidlab.restoration.loading.DEFAULT_MODEL`:
+``blend_unet`` trained by ``make default-model``, a few MB). MODEL is a train.py checkpoint
+(``outputs/.../checkpoints/best.ckpt``), a checkpoint logged to MLflow (``runs:/<run id>/checkpoints/best.ckpt``) or a
+logged model (``runs:/<run id>/model``, ``models:/<name>/<version>``); MLflow URIs are read from the store
+``--tracking-uri`` names (default: ``$MLFLOW_TRACKING_URI``, else ``mlruns.db`` in the current folder, else the
+project's).
 
 Memory is bounded at any resolution and length by a pixel budget (``--megapixels``; the default
 U-Net needs about 0.45 GB per megapixel): a forward pass covers at most that many pixels (a frame
@@ -147,13 +148,15 @@ def restore_video(
 
         smoother = module.smoother if smoothing is None else SMOOTHINGS.build(SMOOTHINGS.from_conf(smoothing))
         sample = None
-        if module.net.window is not None:  # a blind model finds one stain for the video: first, runs of frames across it
+        # a blind model finds one stain for the video: first, runs of frames across it
+        if module.net.window is not None:
             with contextlib.closing(iter_frames(input_path)) as frames:
                 sample = sample_runs(frames, info.n_frames or 0, module.net.window)
         restorer = Restorer(module, smoother, megapixels, chunk, sample)
         read, sample = len(sample or ()), None  # the frames the estimate read are not kept while restoring
         # smoothing=0: the rate shown is the average so far (blocks of frames finish in bursts)
-        bar = stack.enter_context(tqdm(total=info.n_frames, desc="restoring", unit="frame", smoothing=0, disable=not progress))
+        bar = stack.enter_context(tqdm(total=info.n_frames, desc="restoring", unit="frame", smoothing=0,
+                                       disable=not progress))
         for stained, restored in restorer(iter_frames(input_path)):
             writers[0].write(restored)
             if side_by_side_path:
@@ -175,8 +178,8 @@ def stain_report(estimate: StainEstimate, frames_read: int, height: int, width: 
     if not found["stains"]:
         line = f"none found ({frames_read} frames read): the video passes through unchanged"
     else:
-        line = (f"{found['stains']} stain(s) ({found['hypothesis']}), {100 * found['area_fraction']:.1f}% of the frame, "
-                f"mean opacity {found['mean_opacity']:.2f} ({frames_read} frames read)")
+        line = (f"{found['stains']} stain(s) ({found['hypothesis']}), {100 * found['area_fraction']:.1f}% "
+                f"of the frame, mean opacity {found['mean_opacity']:.2f} ({frames_read} frames read)")
     return {"summary": line, "frames_read": frames_read, **found}
 
 
@@ -197,19 +200,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("paths", nargs="+", metavar="[model] input output",
                         help="model (optional; default: the model that ships with vidlab): a .ckpt written by train.py "
                              "(outputs/.../checkpoints/best.ckpt), or an MLflow URI: runs:/<run id>/model, "
-                             "runs:/<run id>/checkpoints/best.ckpt, models:/<name>/<version>; "
-                             "input: the video to restore; output: where to write the restored video (.mp4, .mkv or .avi)")
+                             "runs:/<run id>/checkpoints/best.ckpt, models:/<name>/<version>; input: the video "
+                             "to restore; output: where to write the restored video (.mp4, .mkv or .avi)")
     parser.add_argument("--side-by-side", help="also write input | restored to this video")
     parser.add_argument("--smoothing", choices=choice_names("smoothing"), help="override the checkpoint's smoothing")
     parser.add_argument("--megapixels", type=float, default=DEFAULT_MEGAPIXELS,
                         help="pixels processed at once, in millions: bounds memory (default %(default)s)")
-    parser.add_argument("--chunk", type=int, help="at most this many frames per block (default: what --megapixels allows)")
+    parser.add_argument("--chunk", type=int,
+                        help="at most this many frames per block (default: what --megapixels allows)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     parser.add_argument("--codec", choices=sorted(WRITERS), default="h264",
-                        help="h264 (default; plays in browsers), mp4v (MPEG-4 part 2, OpenCV) or ffv1 (lossless, .mkv)")
-    parser.add_argument("--report", help="also write what the model found (stains, area, mean opacity, per segment) to this .json file")
-    parser.add_argument("--tracking-uri", help="the MLflow store of runs:/ and models:/ URIs (default: $MLFLOW_TRACKING_URI, "
-                                               "else mlruns.db in the current folder, else the project's)")
+                        help="h264 (default; plays in browsers), mp4v (MPEG-4 part 2, OpenCV) "
+                             "or ffv1 (lossless, .mkv)")
+    parser.add_argument("--report", help="also write what the model found (stains, area, mean opacity, per segment) "
+                                         "to this .json file")
+    parser.add_argument("--tracking-uri",
+                        help="the MLflow store of runs:/ and models:/ URIs (default: $MLFLOW_TRACKING_URI, "
+                             "else mlruns.db in the current folder, else the project's)")
     args = parser.parse_args(argv)
     if len(args.paths) not in (2, 3):
         parser.error(f"expected [model] input output, got {len(args.paths)} paths")
@@ -230,7 +237,8 @@ def _restore(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     try:
         n = restore_video(args.checkpoint, args.input, args.output, args.side_by_side, args.smoothing, args.chunk,
-                          args.device, args.megapixels, progress=True, codec=args.codec, tracking_uri=args.tracking_uri, report_path=args.report)
+                          args.device, args.megapixels, progress=True, codec=args.codec, tracking_uri=args.tracking_uri,
+                          report_path=args.report)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
@@ -239,7 +247,8 @@ def _restore(args: argparse.Namespace) -> None:
         raise SystemExit(130) from None
     except Exception as err:  # noqa: BLE001 (a user gets one line naming the cause, never a traceback)
         if no_space_left(err) is not None:  # written under a temporary name: nothing is left behind
-            print(f"error: no space left on {Path(args.output).parent}: free some space and run the same command again", file=sys.stderr)
+            print(f"error: no space left on {Path(args.output).parent}: free some space and run the same command again",
+                  file=sys.stderr)
             raise SystemExit(EXIT_INPUT) from None
         print(f"error: restore failed: {type(err).__name__}: {one_line(err)}", file=sys.stderr)
         raise SystemExit(EXIT_INPUT) from None

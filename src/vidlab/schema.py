@@ -83,7 +83,8 @@ class MlflowLoggerConfig(Choice):
 
     def __post_init__(self) -> None:
         interval = self.system_metrics_interval
-        require(interval is None or interval >= 1, f"system_metrics_interval must be >= 1 second or null (got {interval})")
+        require(interval is None or interval >= 1,
+                f"system_metrics_interval must be >= 1 second or null (got {interval})")
         require(self.server_patience >= 1, f"server_patience must be >= 1 second (got {self.server_patience})")
         if self.register_as is not None:
             from mlflow.exceptions import MlflowException
@@ -130,7 +131,8 @@ class TrainerConfig:
         require(epochs is None or epochs >= 1 or epochs == -1, f"max_epochs must be >= 1 or -1 (got {epochs})")
         for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
             value = getattr(self, key)
-            require(value is None or (isinstance(value, (int, float)) and value >= 0), f"{key} must be a number >= 0 (got {value!r})")
+            require(value is None or (isinstance(value, (int, float)) and value >= 0),
+                    f"{key} must be a number >= 0 (got {value!r})")
 
 
 LOGGERS = Registry("logger")  # read by the tasks (vidlab.tracking), not built
@@ -145,7 +147,8 @@ def build_node(key: str, schema: type, node: Any) -> Any:
         return OmegaConf.to_object(merged)
     except MissingMandatoryValue as err:
         where = ".".join(part for part in (key, getattr(err, "full_key", None)) if part)
-        raise ConfigError(f"{where}: no value (every default lives in conf/; set it there or on the command line)") from None
+        raise ConfigError(f"{where}: no value (every default lives in conf/; set it there or on the command "
+                          "line)") from None
     except OmegaConfBaseException as err:
         where = ".".join(part for part in (key, getattr(err, "full_key", None)) if part)
         raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None

@@ -101,21 +101,24 @@ class MlflowSweepCallback(HydraCallback):
         uri = resolve_tracking_uri(cfg.tracking_uri, root)
         client = MlflowClient(uri)
         overrides = " ".join(config.hydra.overrides.task)
-        tags = resolve_tags({"sweep_dir": str(sweep_dir), "sweep_id": hashlib.sha1(str(sweep_dir).encode()).hexdigest()[:12],
+        tags = resolve_tags({"sweep_dir": str(sweep_dir),
+                             "sweep_id": hashlib.sha1(str(sweep_dir).encode()).hexdigest()[:12],
                              "sweep_overrides": overrides, "vidlab.sweep_parent": "true",
                              "mlflow.note.content": f"Hydra `-m` sweep `{overrides}`: its jobs are the nested runs; "
                                                     "`best/*` and the `best_run_*` tags name the best one."})
         commit = git_commit(root)
         if commit:
             tags["mlflow.source.git.commit"] = commit
-        self._sweep_dir, self._metric, self._mode = sweep_dir, str(config.get("optimized_metric") or ""), optimized_mode(config)
+        self._sweep_dir, self._metric, self._mode = (sweep_dir, str(config.get("optimized_metric") or ""),
+                                                     optimized_mode(config))
         atexit.register(self._end_early)  # both before the parent exists: no moment where it could be left RUNNING
         if threading.current_thread() is threading.main_thread():
             self._handlers = {s: signal.signal(s, self._stop) for s in (signal.SIGTERM, signal.SIGINT)}
         run = client.create_run(experiment_id, run_name=f"sweep-{sweep_dir.name}", tags=tags)
         self._uri, self._parent = uri, run.info.run_id
         (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
-        client.log_batch(self._parent, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in swept_params(config).items()])
+        client.log_batch(self._parent,
+                         params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in swept_params(config).items()])
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self._uri is not None:  # a job of a sweep this callback opened a parent for (a single run has no job number)
@@ -125,15 +128,18 @@ class MlflowSweepCallback(HydraCallback):
         """A failed job is seen here: Hydra's sweeper raises only after the whole batch ran."""
         self._running = None
         if self._uri is not None and job_return.status == JobStatus.FAILED:
-            err = job_return._return_value  # a dataclass field: Hydra's return_value property re-raises it, after a stderr line
-            self._failed[str(config.hydra.job.num)] = str(err) if isinstance(err, jobs.JobFailed) else f"{type(err).__name__}: {one_line(err)}"
+            # a dataclass field: Hydra's return_value property re-raises it, after a stderr line
+            err = job_return._return_value
+            self._failed[str(config.hydra.job.num)] = (str(err) if isinstance(err, jobs.JobFailed)
+                                                       else f"{type(err).__name__}: {one_line(err)}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """A sweep that ran to its end (an Optuna search goes on past failed trials): exit 1 if a job failed."""
         if self._uri is not None:
             failed = self._end(complete=True)
             if failed:
-                print(f"error: {len(failed)} of the sweep's jobs failed ({_listed(failed)}); the other jobs ran", file=sys.stderr)
+                print(f"error: {len(failed)} of the sweep's jobs failed ({_listed(failed)}); the other jobs ran",
+                      file=sys.stderr)
                 raise SystemExit(EXIT_INPUT)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
@@ -267,10 +273,12 @@ def write_sweep_summary(children: list[Run], metric: str, folder: Path, best: di
     rows = []
     for run in children:
         overrides = dict(o.split("=", 1) for o in run.data.tags.get("hydra_overrides", "").split() if "=" in o)
-        rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name, "job": run.data.tags.get("hydra_job_num"),
+        rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name,
+                     "job": run.data.tags.get("hydra_job_num"),
                      "status": run.info.status, **{f"override.{k}": v for k, v in overrides.items()},
                      **({column: best.get(run.info.run_id, math.nan)} if metric else {}), **run.data.metrics})
-    table = pd.DataFrame(rows).sort_values("job", key=lambda s: pd.to_numeric(s, errors="coerce")) if rows else pd.DataFrame()
+    table = (pd.DataFrame(rows).sort_values("job", key=lambda s: pd.to_numeric(s, errors="coerce")) if rows
+             else pd.DataFrame())
     csv = folder / "sweep_summary.csv"
     table.to_csv(csv, index=False)
     files = [csv]

@@ -12,7 +12,9 @@ import vidlab.help  # noqa: F401 (--help reads the registries)
 from vidlab.errors import ConfigError
 from vidlab.jobs import run_job
 
-TASKS = {  # task -> (module and function that check its config, module whose run(cfg, spec) trains, tests, logs, returns the metric)
+# task -> (module and function that check its config, module whose run(cfg, spec) trains, tests, logs, returns the
+# metric)
+TASKS = {
     "restoration": ("vidlab.restoration.config", "validate", "vidlab.restoration.task"),
     "probe": ("vidlab.probe.config", "validate_probe", "vidlab.probe.task"),
 }

@@ -53,7 +53,8 @@ class InterruptedCheckpoint(OnExceptionCheckpoint):
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         batches = trainer.fit_loop.epoch_loop.batch_progress
-        validation_pending = trainer.validating or (batches.is_last_batch and batches.current.processed >= batches.current.ready)
+        validation_pending = trainer.validating or (batches.is_last_batch
+                                                    and batches.current.processed >= batches.current.ready)
         if trainer.state.fn == "fit" and validation_pending and self.last.exists():
             jobs.on_stop_resume_from(self.last)
             return
@@ -76,7 +77,8 @@ class EpochLog(Callback):
 
 def _metrics(metrics: dict[str, Any], leave_out: tuple[str, ...] = ()) -> str:
     """``name=value`` for each metric, by name, but those whose name ends with one of ``leave_out``."""
-    return " ".join(f"{name}={float(value):.5g}" for name, value in sorted(metrics.items()) if not name.endswith(leave_out))
+    return " ".join(f"{name}={float(value):.5g}" for name, value in sorted(metrics.items())
+                    if not name.endswith(leave_out))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -86,7 +88,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     resume would then fail on; here a failed write leaves the previous checkpoint as it was and
     raises ``OSError`` (``ENOSPC`` on a full disk), which the job reports in one line."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
+                        storage_options: Any | None = None) -> None:
         import torch
 
         from vidlab.files import atomic_path
@@ -168,5 +171,6 @@ def checked_optimizer(cfg: DictConfig) -> Callable:
         factory = instantiate(cfg.optimizer)
         factory([torch.nn.Parameter(torch.zeros(1))])
     except Exception as err:
-        raise ConfigError(f"optimizer: {cfg.optimizer.get('_target_')} rejects {dict(cfg.optimizer)}: {one_line(err)}") from None
+        raise ConfigError(f"optimizer: {cfg.optimizer.get('_target_')} rejects {dict(cfg.optimizer)}: "
+                          f"{one_line(err)}") from None
     return factory

@@ -31,7 +31,8 @@ MLFLOW = str(Path(sys.executable).parent / "mlflow")
 def postgres_bin() -> Path | None:
     """The folder of PostgreSQL's server programs: Debian's versioned folder (newest), else PATH's."""
     needed = ("initdb", "postgres", "pg_isready", "createdb")
-    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parts[-2]) if p.parts[-2].isdigit() else 0)
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
+                    key=lambda p: int(p.parts[-2]) if p.parts[-2].isdigit() else 0)
     found = shutil.which("initdb")
     for folder in [*reversed(debian), *([Path(found).parent] if found else [])]:
         if all((folder / name).is_file() for name in needed):
@@ -82,16 +83,18 @@ def postgres() -> Iterator[Postgres]:
         for path in (folder, folder / "password"):
             os.chown(path, account.pw_uid, account.pw_gid)
     data = folder / "data"
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "mlflow", f"--pwfile={folder / 'password'}",
-                    "--auth=scram-sha-256", "-E", "UTF8"], check=True, capture_output=True, timeout=120)
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "mlflow",
+                    f"--pwfile={folder / 'password'}", "--auth=scram-sha-256", "-E", "UTF8"],
+                   check=True, capture_output=True, timeout=120)
     server = Postgres(free_port())
     log = open(folder / "postgres.log", "w")
-    process = subprocess.Popen([*as_user, str(bin_dir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(server.port),
-                                "-k", str(folder)], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([*as_user, str(bin_dir / "postgres"), "-D", str(data), "-h", "127.0.0.1",
+                                "-p", str(server.port), "-k", str(folder)], stdout=log, stderr=subprocess.STDOUT)
     env = {**os.environ, "PGPASSWORD": PASSWORD}
     try:
         deadline = time.time() + 60
-        while subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(server.port)], capture_output=True).returncode:
+        while subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(server.port)],
+                             capture_output=True).returncode:
             assert process.poll() is None and time.time() < deadline, (folder / "postgres.log").read_text()[-3000:]
             time.sleep(0.3)
         subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "mlflow", "mlflow"],
@@ -122,7 +125,8 @@ class TrackingServer:
 
     def start(self) -> None:
         with open(self.log, "a") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                            env=self.env)
         wait_until_answers(f"{self.uri}/health", self.process, 120, self.log)
 
     @contextlib.contextmanager
@@ -147,7 +151,8 @@ SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "slurmdbd", "sbatch", "sinfo"
 
 
 def _program(name: str) -> str | None:
-    return shutil.which(name) or next((str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None)
+    return shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None)
 
 
 @dataclass
@@ -180,7 +185,8 @@ class Slurm:
     def cancel_all(self) -> None:
         """Every job cancelled, and the node free again: a test's stuck job never holds it for the next."""
         subprocess.run([_program("scancel"), "--full", "--user=root"], env=self.env(), capture_output=True, timeout=60)
-        _wait_for(lambda: not self.run("squeue", "-h", "-o", "%i").split(), 120, f"jobs still queued: {self.run('squeue', '-h')}")
+        _wait_for(lambda: not self.run("squeue", "-h", "-o", "%i").split(), 120,
+                  f"jobs still queued: {self.run('squeue', '-h')}")
 
 
 SLURM_CONF = """\
@@ -257,34 +263,41 @@ def slurm() -> Iterator[Slurm]:
     ports = {"ctld_port": free_port(), "d_port": free_port(), "dbd_port": free_port(), "db_port": free_port()}
     memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 2
     conf = folder / "slurm.conf"
-    conf.write_text(SLURM_CONF.format(host=subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip(),
-                                      folder=folder, cpus=os.cpu_count(), memory=memory, **ports))
+    conf.write_text(SLURM_CONF.format(
+        host=subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip(),
+        folder=folder, cpus=os.cpu_count(), memory=memory, **ports))
     (folder / "slurmdbd.conf").write_text(SLURMDBD_CONF.format(folder=folder, password=PASSWORD, **ports))
     os.chmod(folder / "slurmdbd.conf", 0o600)  # slurmdbd refuses a config others may read
     cluster = Slurm(conf)
     munge, db = folder / "munge", folder / "db"
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    daemons = [subprocess.Popen(["setpriv", "--reuid=munge", "--regid=munge", "--init-groups", "--", _program("munged"), "-F",
-                                 f"--socket={munge}/munge.socket", f"--pid-file={munge}/munged.pid", f"--log-file={munge}/munged.log",
-                                 f"--seed-file={munge}/munged.seed"], **quiet)]
+    daemons = [subprocess.Popen(["setpriv", "--reuid=munge", "--regid=munge", "--init-groups", "--", _program("munged"),
+                                 "-F", f"--socket={munge}/munge.socket", f"--pid-file={munge}/munged.pid",
+                                 f"--log-file={munge}/munged.log", f"--seed-file={munge}/munged.seed"], **quiet)]
     try:
         # the accounting database (sacct: how each job ended, which submitit asks): MariaDB, then slurmdbd on it
-        subprocess.run([_program("mariadb-install-db"), "--user=mysql", f"--datadir={db}/data", "--auth-root-authentication-method=normal",
-                        "--skip-test-db"], check=True, capture_output=True, timeout=120)
-        daemons.append(subprocess.Popen([_program("mariadbd"), "--user=mysql", f"--datadir={db}/data", f"--socket={db}/mariadb.sock",
-                                         f"--port={ports['db_port']}", "--bind-address=127.0.0.1", f"--pid-file={db}/mariadb.pid",
+        subprocess.run([_program("mariadb-install-db"), "--user=mysql", f"--datadir={db}/data",
+                        "--auth-root-authentication-method=normal", "--skip-test-db"],
+                       check=True, capture_output=True, timeout=120)
+        daemons.append(subprocess.Popen([_program("mariadbd"), "--user=mysql", f"--datadir={db}/data",
+                                         f"--socket={db}/mariadb.sock", f"--port={ports['db_port']}",
+                                         "--bind-address=127.0.0.1", f"--pid-file={db}/mariadb.pid",
                                          f"--log-error={db}/mariadb.log", "--skip-log-bin"], **quiet))
-        _wait_for(lambda: (db / "mariadb.sock").exists() and (munge / "munge.socket").exists(), 60, "mariadbd or munged did not start")
+        _wait_for(lambda: (db / "mariadb.sock").exists() and (munge / "munge.socket").exists(), 60,
+                  "mariadbd or munged did not start")
         subprocess.run([_program("mariadb"), f"--socket={db}/mariadb.sock", "-u", "root", "-e",
-                        f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"],
+                        f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; "
+                        "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"],
                        check=True, capture_output=True, timeout=60)
-        daemons.append(subprocess.Popen([_program("slurmdbd"), "-D"], env=cluster.env(), **quiet))  # its config beside SLURM_CONF
+        # its config beside SLURM_CONF
+        daemons.append(subprocess.Popen([_program("slurmdbd"), "-D"], env=cluster.env(), **quiet))
         _wait_for(lambda: (folder / "slurmdbd.pid").exists(), 60, "slurmdbd did not start")
         for daemon in ("slurmctld", "slurmd"):
             daemons.append(subprocess.Popen([_program(daemon), "-D"], env=cluster.env(), **quiet))
         _wait_for(lambda: subprocess.run([_program("sinfo"), "-h", "-o", "%t"], env=cluster.env(), capture_output=True,
                                          text=True).stdout.strip() == "idle", 60,
-                  f"the node did not come up: {(folder / 'slurmctld.log').read_text()[-2000:] if (folder / 'slurmctld.log').exists() else ''}")
+                  "the node did not come up: "
+                  f"{(folder / 'slurmctld.log').read_text()[-2000:] if (folder / 'slurmctld.log').exists() else ''}")
         yield cluster
     finally:
         with contextlib.suppress(Exception):

@@ -83,7 +83,8 @@ def _checkpoint_in(line: str, root: Path) -> Path:
     """The checkpoint a job's last line says to resume from: the run's, and there. Mid-epoch, the
     one saved as it stopped; between an epoch's training and its validation, the epoch's start."""
     checkpoint = Path(line.rsplit("ckpt_path=", 1)[1])
-    assert checkpoint.parent == root / "outputs/run/checkpoints" and checkpoint.name in ("interrupted.ckpt", "last.ckpt"), line
+    assert (checkpoint.parent == root / "outputs/run/checkpoints"
+            and checkpoint.name in ("interrupted.ckpt", "last.ckpt")), line
     assert checkpoint.is_file(), line
     return checkpoint
 
@@ -99,8 +100,9 @@ def test_the_docs_server_on_postgresql_takes_a_joblib_sweep_and_an_extraction_at
     five writers on one server at once, as a lab's jobs would be."""
     sweep = _popen("train.py", *SWEEP.split()[2:], *tiny_overrides(tmp_path, digits), "model.base_channels=4",
                    f"logger.tracking_uri={server.uri}", "logger.experiment_name=lab-sweep")
-    extraction = _popen("extract.py", f"index={small_index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/extraction",
-                        *EXTRACT, f"logger.tracking_uri={server.uri}", "logger.experiment_name=lab-extraction")
+    extraction = _popen("extract.py", f"index={small_index}", f"paths.root={tmp_path}",
+                        f"hydra.run.dir={tmp_path}/extraction", *EXTRACT, f"logger.tracking_uri={server.uri}",
+                        "logger.experiment_name=lab-extraction")
     for process in (sweep, extraction):
         code, out, err = _finish(process)
         assert code == 0, err[-5000:]
@@ -123,7 +125,8 @@ def test_the_docs_server_on_postgresql_takes_a_joblib_sweep_and_an_extraction_at
         assert cursor.fetchone()[0] == 6  # the sweep's parent, its four jobs, the extraction
 
 
-def test_a_server_restarted_within_its_patience_loses_nothing_of_the_run(server: TrackingServer, digits: Path, tmp_path: Path):
+def test_a_server_restarted_within_its_patience_loses_nothing_of_the_run(
+        server: TrackingServer, digits: Path, tmp_path: Path):
     """About 80 s: the server is down for 30 s in the middle of a training; the client's requests wait
     (``logger.server_patience``, 120 s) and go through once it is back: the same run, every epoch."""
     epochs = 6
@@ -143,7 +146,8 @@ def test_a_server_that_does_not_come_back_ends_the_training_in_one_line_and_it_r
     going away, saying so and where its checkpoint is; resumed once the server is back, it continues
     the same run to the end."""
     epochs = 4
-    training = _training(tmp_path, digits, server.uri, "gone", f"trainer.max_epochs={epochs}", "logger.server_patience=10")
+    training = _training(tmp_path, digits, server.uri, "gone", f"trainer.max_epochs={epochs}",
+                         "logger.server_patience=10")
     run_id = _wait_for_epoch(server.uri, "gone", training)
     with server.down():
         stopped = time.time()
@@ -152,8 +156,8 @@ def test_a_server_that_does_not_come_back_ends_the_training_in_one_line_and_it_r
     assert code == 1 and took < 40, (code, took, err[-3000:])
     line = err.strip().splitlines()[-1]
     assert line.startswith(
-        f"error: the MLflow server at {server.uri} stopped answering (retried for 10 s, logger.server_patience): its run "
-        "stays RUNNING there until resumed; once it answers, resume with ckpt_path="), err[-3000:]
+        f"error: the MLflow server at {server.uri} stopped answering (retried for 10 s, logger.server_patience): "
+        "its run stays RUNNING there until resumed; once it answers, resume with ckpt_path="), err[-3000:]
     checkpoint = _checkpoint_in(line, tmp_path)
     assert _runs(server.uri, "gone")[0].info.status == "RUNNING"
     resumed = _training(tmp_path, digits, server.uri, "gone", f"trainer.max_epochs={epochs}", f"ckpt_path={checkpoint}")
@@ -162,7 +166,8 @@ def test_a_server_that_does_not_come_back_ends_the_training_in_one_line_and_it_r
     _one_run_finished_with_every_epoch(server.uri, "gone", run_id, epochs)
 
 
-def test_sigterm_stops_a_training_at_once_while_its_client_retries_a_lost_server(server: TrackingServer, digits: Path, tmp_path: Path):
+def test_sigterm_stops_a_training_at_once_while_its_client_retries_a_lost_server(
+        server: TrackingServer, digits: Path, tmp_path: Path):
     """The client would retry for 120 s (``logger.server_patience``): SIGTERM ends the job within
     seconds, with its checkpoint, and nothing more is sent to the lost server."""
     training = _training(tmp_path, digits, server.uri, "signal", "trainer.max_epochs=50")
@@ -202,17 +207,20 @@ def test_basic_auth_on_postgresql_a_user_who_may_edit_trains_one_who_may_read_ge
     config = tmp_path / "mlflow-auth.ini"
     config.write_text(_docs_auth_config().replace("PASSWORD@dbhost:5432", f"{PASSWORD}@127.0.0.1:{postgres.port}")
                       .replace("ADMIN_PASSWORD", ADMIN_PASSWORD))
-    command = (AUTH_SERVER.replace("/shared/mlflow-auth.ini", shlex.quote(str(config))).replace("LAB_SECRET", secrets.token_hex(16))
-               .replace("PASSWORD", PASSWORD)
-               .replace("dbhost:5432", f"127.0.0.1:{postgres.port}").replace("/shared/mlflow-artifacts", shlex.quote(str(tmp_path / "artifacts"))))
+    command = (AUTH_SERVER.replace("/shared/mlflow-auth.ini", shlex.quote(str(config)))
+               .replace("LAB_SECRET", secrets.token_hex(16)).replace("PASSWORD", PASSWORD)
+               .replace("dbhost:5432", f"127.0.0.1:{postgres.port}")
+               .replace("/shared/mlflow-artifacts", shlex.quote(str(tmp_path / "artifacts"))))
     server = TrackingServer(command, tmp_path)
     server.start()
     try:
         admin = ("admin", ADMIN_PASSWORD)
         for user in ("alice", "bob"):
-            requests.post(f"{server.uri}/api/2.0/mlflow/users/create", json={"username": user, "password": f"{user}-password"},
+            requests.post(f"{server.uri}/api/2.0/mlflow/users/create",
+                          json={"username": user, "password": f"{user}-password"},
                           auth=admin, timeout=30).raise_for_status()
-        made = requests.post(f"{server.uri}/api/2.0/mlflow/experiments/create", json={"name": "team"}, auth=admin, timeout=30)
+        made = requests.post(f"{server.uri}/api/2.0/mlflow/experiments/create", json={"name": "team"}, auth=admin,
+                             timeout=30)
         made.raise_for_status()
         requests.post(f"{server.uri}/api/3.0/mlflow/users/permissions/grant", auth=admin, timeout=30, json={
             "username": "alice", "resource_type": "experiment", "resource_id": made.json()["experiment_id"],
@@ -221,9 +229,9 @@ def test_basic_auth_on_postgresql_a_user_who_may_edit_trains_one_who_may_read_ge
         for user in ("alice", "bob"):
             env = {**ENV, "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": f"{user}-password"}
             outcomes[user] = subprocess.run(
-                [sys.executable, str(ROOT / "train.py"), *tiny_overrides(tmp_path / user, digits), "model.base_channels=4",
-                 f"logger.tracking_uri={server.uri}", "logger.experiment_name=team"], cwd=ROOT, env=env, capture_output=True,
-                text=True, timeout=600)
+                [sys.executable, str(ROOT / "train.py"), *tiny_overrides(tmp_path / user, digits),
+                 "model.base_channels=4", f"logger.tracking_uri={server.uri}", "logger.experiment_name=team"],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert outcomes["alice"].returncode == 0, outcomes["alice"].stderr[-3000:]
         refused = outcomes["bob"]
         assert refused.returncode == 1 and only_line(refused.stderr).startswith(

@@ -25,7 +25,8 @@ from conftest import ROOT
 
 T = 4
 # every way extraction.num_workers can spread a rank's work (extraction.reader_plan), on 2 to 16 cores
-PLANS = [ReaderPlan(0, False, 0), ReaderPlan(1, True, 0), ReaderPlan(1, False, 0), ReaderPlan(2, False, 1), ReaderPlan(3, False, 1)]
+PLANS = [ReaderPlan(0, False, 0), ReaderPlan(1, True, 0), ReaderPlan(1, False, 0), ReaderPlan(2, False, 1),
+         ReaderPlan(3, False, 1)]
 
 
 def _textured(n: int, size: tuple[int, int], seed: int) -> list[np.ndarray]:
@@ -144,7 +145,8 @@ def test_a_batch_array_is_reused_only_once_nothing_refers_to_it():
 
 
 @pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"readers={p.readers},apart={p.decode_apart}")
-def test_broken_videos_fail_their_rows_and_the_rest_is_delivered(tmp_path: Path, videos: dict[str, Path], plan: ReaderPlan):
+def test_broken_videos_fail_their_rows_and_the_rest_is_delivered(tmp_path: Path, videos: dict[str, Path],
+                                                                 plan: ReaderPlan):
     """A file that is not a video, and a stream whose frame size changes mid-way (two H.264 streams
     joined: FFmpeg decodes both sizes), fail their rows with a reason naming the file."""
     garbage = tmp_path / "garbage.mp4"

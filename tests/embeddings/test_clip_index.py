@@ -21,7 +21,8 @@ from conftest import UCF_VIDEOS, extract, make_ucf_tree, only_line, run_extract,
 def _index(root: Path, work: Path, *extra: str, check: bool = True):
     proc = extract(
         "stage=index", "layout=ucf_crime", f"layout.root={root}", f"paths.root={work}",
-        f"hydra.run.dir={work}/out", "indexing.clip_len=16", "indexing.stride=8", "indexing.workers=2", *extra, check=check,
+        f"hydra.run.dir={work}/out", "indexing.clip_len=16", "indexing.stride=8", "indexing.workers=2", *extra,
+        check=check,
     )
     return proc, work / "data/index/ucf_crime/index_clips.csv"
 
@@ -61,7 +62,8 @@ def test_ucf_crime_index(ucf_tree: Path, tmp_path: Path):
     assert (normal.y == 0).all() and (table[table.category != "Normal"].y == 1).all()
     report = json.loads(csv.with_suffix(".json").read_text())
     assert report["split_source"] == "official lists"
-    assert report["short_videos"]["count"] == 1 and report["short_videos"]["paths"][0].endswith("Normal_Videos005_x264.mp4")
+    assert (report["short_videos"]["count"] == 1
+            and report["short_videos"]["paths"][0].endswith("Normal_Videos005_x264.mp4"))
     assert report["root"] == str(ucf_tree.resolve())
     # unlisted anomaly videos are left out and reported, normal folders follow their folder
     assert any(p.endswith("Normal_Videos002_x264.mp4") for p in table.path)
@@ -95,7 +97,8 @@ def test_video_tree_layout_and_stratified_split(tmp_path: Path):
     root = tmp_path / "tree"
     for category in ("Normal", "Fight", "Theft"):
         for i in range(5):
-            write_mp4v(root / category / "nested" / f"{category}_{i}.avi" if i % 2 else root / category / f"{category}_{i}.mp4", 20)
+            write_mp4v(root / category / "nested" / f"{category}_{i}.avi" if i % 2
+                       else root / category / f"{category}_{i}.mp4", 20)
     proc = extract("stage=index", "layout=video_tree", f"layout.root={root}", f"paths.root={tmp_path}",
                        f"hydra.run.dir={tmp_path}/out", "indexing.clip_len=8", "indexing.stride=8", "logger=none",
                        "layout.split_ratios=[0.6,0.2,0.2]")
@@ -128,7 +131,8 @@ VIOLATIONS = {
     "past_end": lambda t: t.assign(n_frames=np.where(t.index == 0, 10, t.n_frames)),
     "invalid_range": lambda t: t.assign(start_frame=np.where(t.index == 1, 40, t.start_frame)),
     "duplicates": lambda t: pd.concat([t, t.iloc[[2]]], ignore_index=True),
-    "split_leak": lambda t: t.assign(split=np.where(t.index == 0, "test" if t.split[0] != "test" else "train", t.split)),
+    "split_leak": lambda t: t.assign(split=np.where(t.index == 0, "test" if t.split[0] != "test" else "train",
+                                                    t.split)),
     "missing_files": lambda t: t.assign(path=np.where(t.index == 3, "nowhere/gone.mp4", t.path)),
     "clip_idx": lambda t: t.assign(clip_idx=np.where(t.index == 1, 7, t.clip_idx)),
     "labels": lambda t: t.assign(y=np.where(t.index == 0, 2, t.y)),
@@ -175,15 +179,19 @@ def test_the_notebooks_index_is_read_as_written_and_a_strict_root_is_opt_in(vali
     processed.mkdir()
     table.assign(path=[str(ucf_tree / p) for p in table.path]).to_csv(processed / "index_clips.csv", index=False)
     monkeypatch.chdir(tmp_path)
-    common = ["stage=validate", "index=processed/index_clips.csv", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/v", "logger=none"]
+    common = ["stage=validate", "index=processed/index_clips.csv", f"paths.root={tmp_path}",
+              f"hydra.run.dir={tmp_path}/v", "logger=none"]
     assert "valid: no violation" in extract(*common).stdout
     proc = extract(*common, "check.strict_root=true", check=False)  # for an index from elsewhere
     assert proc.returncode == 1
-    assert f"[outside_root] {len(table)} row(s): path leaves the video root {processed} (check.strict_root=true)" in proc.stdout
-    assert "valid: no violation" in extract(*common, "check.strict_root=true", f"path_root={ucf_tree}").stdout  # the root named
+    assert (f"[outside_root] {len(table)} row(s): path leaves the video root {processed} (check.strict_root=true)"
+            in proc.stdout)
+    # the root named
+    assert "valid: no violation" in extract(*common, "check.strict_root=true", f"path_root={ucf_tree}").stdout
     moved = tmp_path / "moved.csv"  # made on the notebook's machine, remapped here with path_root
     table.assign(path="/home/DIINF/dvaldes/tesis/UCF_Crime/" + table.path).to_csv(moved, index=False)
-    assert "valid: no violation" in extract(*common, f"index={moved}", f"path_root={ucf_tree}", "check.strict_root=true").stdout
+    assert "valid: no violation" in extract(*common, f"index={moved}", f"path_root={ucf_tree}",
+                                            "check.strict_root=true").stdout
 
 
 def test_an_index_without_clips_is_not_valid(tmp_path: Path):
@@ -194,37 +202,46 @@ def test_an_index_without_clips_is_not_valid(tmp_path: Path):
     pd.DataFrame(columns=COLUMNS).to_csv(index, index=False)
     common = [f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run"]
     proc = extract("stage=validate", *common, check=False)
-    assert proc.returncode == 1 and "[empty] 0 row(s): the index has no clip" in proc.stdout and "valid: no violation" not in proc.stdout
+    assert (proc.returncode == 1 and "[empty] 0 row(s): the index has no clip" in proc.stdout
+            and "valid: no violation" not in proc.stdout)
     line = proc.stderr.strip().splitlines()[-1]  # after the fresh store's own log lines
-    assert line == f"error: index: {index} is not valid [empty]: the index has no clip (every violation: {tmp_path}/run/index_check.txt)"
+    assert line == (f"error: index: {index} is not valid [empty]: the index has no clip "
+                    f"(every violation: {tmp_path}/run/index_check.txt)")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     (run,) = client.search_runs([client.get_experiment_by_name("embeddings").experiment_id])
     assert run.info.status == "FAILED" and run.data.tags["vidlab.error"] == line.removeprefix("error: ")
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "check")} == {"check/index_check.json", "check/index_check.txt"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "check")} == {
+        "check/index_check.json", "check/index_check.txt"}
     extraction = [*common, "backbone=r3d_18", "backbone.weights=null", f"extraction.output={tmp_path / 'emb'}"]
     proc = extract(*extraction, check=False)
     assert proc.returncode == 1 and only_line(proc.stderr) == f"error: index: {index} has no clip"
     index.write_bytes(b"")
     for stage in ("validate", "extract"):
         proc = extract(f"stage={stage}", *extraction, check=False)
-        assert proc.returncode == 1 and only_line(proc.stderr).startswith(f"error: index: {index} is not a readable CSV (No columns")
+        assert proc.returncode == 1 and only_line(proc.stderr).startswith(
+            f"error: index: {index} is not a readable CSV (No columns")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
-    assert [run.data.tags["stage"] for run in client.search_runs([client.get_experiment_by_name("embeddings").experiment_id])] == ["validate"] * 2
+    assert [run.data.tags["stage"] for run in client.search_runs(
+        [client.get_experiment_by_name("embeddings").experiment_id])] == ["validate"] * 2
     assert not (tmp_path / "emb").exists()
 
 
 def test_clear_errors(tmp_path: Path):
     """extract.py's exit codes as a shell sees them: 2 for a config error, 1 for a missing index;
     a layout root that is not a folder is refused before the MLflow run exists."""
-    proc = run_extract("stage=index", "layout=ucf_crime", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/o", check=False)
+    proc = run_extract("stage=index", "layout=ucf_crime", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/o",
+                       check=False)
     assert proc.returncode == 2 and "layout.root" in proc.stderr
     proc = extract("stage=index", "layout=ucf_crime", f"layout.root={tmp_path}/nowhere", f"paths.root={tmp_path}",
                    f"hydra.run.dir={tmp_path}/o", check=False)  # in this process: the exit code is the one above
-    assert proc.returncode == 2 and only_line(proc.stderr) == f"config error: layout.root: not a folder: {tmp_path}/nowhere"
+    assert proc.returncode == 2 and only_line(proc.stderr) == (
+        f"config error: layout.root: not a folder: {tmp_path}/nowhere")
     assert not (tmp_path / "mlruns.db").exists()
-    proc = run_extract("stage=validate", f"index={tmp_path}/none.csv", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
+    proc = run_extract("stage=validate", f"index={tmp_path}/none.csv", "logger=none", f"hydra.run.dir={tmp_path}/o",
+                       check=False)
     assert proc.returncode == 1 and "index: file not found" in proc.stderr
-    proc = run_extract("stage=index", "indexing.stride=0", "layout.root=/x", "logger=none", f"hydra.run.dir={tmp_path}/o", check=False)
+    proc = run_extract("stage=index", "indexing.stride=0", "layout.root=/x", "logger=none",
+                       f"hydra.run.dir={tmp_path}/o", check=False)
     assert proc.returncode == 2 and "indexing.stride" in proc.stderr
 
 

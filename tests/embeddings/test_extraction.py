@@ -23,7 +23,18 @@ from vidlab.embeddings.clip_dataset import sample_indices
 from vidlab.embeddings.clip_index import clip_starts
 from vidlab.video import VideoEndedError, read_frames
 
-from conftest import EXTRACT, EXTRACTED, ROOT, copy_of, extract, make_index, only_line, run_extract, write_h264, write_mp4v
+from conftest import (
+    EXTRACT,
+    EXTRACTED,
+    ROOT,
+    copy_of,
+    extract,
+    make_index,
+    only_line,
+    run_extract,
+    write_h264,
+    write_mp4v,
+)
 
 
 @pytest.mark.parametrize("writer", [write_h264, write_mp4v])
@@ -114,7 +125,8 @@ def test_weights_transforms_and_state_dict_file(tmp_path: Path):
     model.eval()
     transforms = R3D_18_Weights.DEFAULT.transforms()
     for pos, start in enumerate(clip_starts(16, 8, 8, "drop")):
-        clip = torch.from_numpy(read_frames(index.parent / "videos/one.mp4", sample_indices(start, start + 8, 4))).permute(0, 3, 1, 2)
+        clip = torch.from_numpy(read_frames(index.parent / "videos/one.mp4",
+                                            sample_indices(start, start + 8, 4))).permute(0, 3, 1, 2)
         with torch.inference_mode():
             expected = model(transforms(clip)[None])[0].numpy()
         np.testing.assert_allclose(got[pos], expected, rtol=2e-2, atol=2e-3)
@@ -132,10 +144,12 @@ def test_resize_on_the_device_gives_the_workers_bytes(tmp_path: Path):
     for resize_on in ("auto", "workers"):
         _extract(index, tmp_path / resize_on, *args, f"extraction.resize_on={resize_on}")
         out = tmp_path / resize_on / "outputs/embeddings/r3d_18_T4"
-        assert json.loads((out / "manifest.json").read_text())["preprocessing"]["resize_on"] == ("device" if resize_on == "auto" else "workers")
+        assert json.loads((out / "manifest.json").read_text())["preprocessing"]["resize_on"] == (
+            "device" if resize_on == "auto" else "workers")
         outputs[resize_on] = {name: data for name, data in _files(out).items() if name.endswith(".npy")}
     assert outputs["auto"] == outputs["workers"] and len(outputs["auto"]) >= 6
-    proc = _extract(index, tmp_path / "refused", *args, "extraction.preprocess=notebook", "extraction.resize_on=device", check=False)
+    proc = _extract(index, tmp_path / "refused", *args, "extraction.preprocess=notebook", "extraction.resize_on=device",
+                    check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
         "config error: extraction.resize_on=device: preprocess=notebook resizes with OpenCV"), proc.stderr[-2000:]
     assert not (tmp_path / "refused/outputs").exists()
@@ -145,11 +159,13 @@ def test_resume_after_kill_gives_identical_files(extracted, tmp_path: Path):
     """45-70 s on 2 cores, why: a reference extraction, then a real process (its ~12 s of imports)
     killed with -9 mid-run, then the resumed run: three extractions of the index are the claim."""
     _, index, _ = extracted
-    slow = [a for a in FAST if "preprocess" not in a and "batch_size" not in a] + ["extraction.batch_size=2", "logger=none"]
+    slow = ([a for a in FAST if "preprocess" not in a and "batch_size" not in a]
+            + ["extraction.batch_size=2", "logger=none"])
     _extract(index, tmp_path / "reference", *slow)
     reference = tmp_path / "reference/outputs/embeddings/r3d_18_T4"
     work = tmp_path / "work"
-    cmd = [sys.executable, str(ROOT / "extract.py"), f"index={index}", f"paths.root={work}", f"hydra.run.dir={work}/run", *slow]
+    cmd = [sys.executable, str(ROOT / "extract.py"), f"index={index}", f"paths.root={work}",
+           f"hydra.run.dir={work}/run", *slow]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = work / "outputs/embeddings/r3d_18_T4"
@@ -183,7 +199,8 @@ def test_a_folder_is_vidlabs_by_its_progress_record_not_by_file_names(extracted,
     (theirs / "progress.json").write_text('{"epoch": 3}')
     before = {p.name: p.read_bytes() for p in theirs.iterdir()}
     for overwrite in ("false", "true"):
-        proc = _extract(index, tmp_path, *FAST, f"extraction.output={theirs}", f"extraction.overwrite={overwrite}", check=False)
+        proc = _extract(index, tmp_path, *FAST, f"extraction.output={theirs}", f"extraction.overwrite={overwrite}",
+                        check=False)
         assert proc.returncode == 2 and only_line(proc.stderr) == (
             f"config error: extraction.output: {theirs} holds files an extraction did not write "
             "(labels_train.npy, manifest.json, progress.json); choose a new or empty folder")
@@ -194,7 +211,8 @@ def test_a_folder_is_vidlabs_by_its_progress_record_not_by_file_names(extracted,
     from vidlab.embeddings.store import EmbeddingStore
     from vidlab.errors import ConfigError
 
-    cut_short = tmp_path / "cut short"  # a start stopped before its claim (a full disk, a signal) is vidlab's to continue
+    # a start stopped before its claim (a full disk, a signal) is vidlab's to continue
+    cut_short = tmp_path / "cut short"
     cut_short.mkdir()
     (cut_short / ".lock").write_text("pid 4242 on elsewhere\n")
     (cut_short / ".progress.4242.part.json").write_text('{"written_by"')
@@ -210,7 +228,8 @@ def test_a_folder_is_vidlabs_by_its_progress_record_not_by_file_names(extracted,
     embeddings[0] = 0  # changed: starting over must compute it again
     embeddings.flush()
     del embeddings
-    proc = _extract(index, tmp_path, *FAST, "logger=none", "extraction.num_workers=0", f"extraction.output={ours}", "extraction.overwrite=true")
+    proc = _extract(index, tmp_path, *FAST, "logger=none", "extraction.num_workers=0", f"extraction.output={ours}",
+                    "extraction.overwrite=true")
     assert f"starting {ours}: {len(pd.read_csv(index))} of" in proc.stdout
     assert _files(ours) == _files(reference) and (ours / "notes.txt").read_text() == "the session's extraction"
 
@@ -239,31 +258,37 @@ def test_a_full_disk_is_one_line_and_the_same_command_resumes(extracted, tmp_pat
     disk, out = tmp_path / "disk", tmp_path / "disk/emb"
     disk.mkdir()
     command = shlex.join([sys.executable, str(ROOT / "extract.py"), f"index={index}", f"paths.root={tmp_path}",
-                          f"hydra.run.dir={tmp_path}/run", *FAST, "extraction.num_workers=0", f"extraction.output={out}"])
-    fill = ("import os, sys; free = os.statvfs(sys.argv[1]); f = os.open(sys.argv[1] + '/filler', os.O_CREAT | os.O_WRONLY); "
+                          f"hydra.run.dir={tmp_path}/run", *FAST, "extraction.num_workers=0",
+                          f"extraction.output={out}"])
+    fill = ("import os, sys; free = os.statvfs(sys.argv[1]); "
+            "f = os.open(sys.argv[1] + '/filler', os.O_CREAT | os.O_WRONLY); "
             "os.posix_fallocate(f, 0, free.f_bavail * free.f_frsize - 65536)")
     q = shlex.quote
     script = "\n".join([
         f"mount -t tmpfs -o size=1m tmpfs {q(str(disk))} || exit 77",
         f"{q(sys.executable)} -c {q(fill)} {q(str(disk))} || exit 1",
-        f"{command} >{q(str(tmp_path / 'full.out'))} 2>{q(str(tmp_path / 'full.err'))}; echo $? >{q(str(tmp_path / 'full.rc'))}",
+        f"{command} >{q(str(tmp_path / 'full.out'))} 2>{q(str(tmp_path / 'full.err'))}; "
+        f"echo $? >{q(str(tmp_path / 'full.rc'))}",
         f"rm {q(str(disk / 'filler'))}",
-        f"{command} >{q(str(tmp_path / 'freed.out'))} 2>{q(str(tmp_path / 'freed.err'))}; echo $? >{q(str(tmp_path / 'freed.rc'))}",
+        f"{command} >{q(str(tmp_path / 'freed.out'))} 2>{q(str(tmp_path / 'freed.err'))}; "
+        f"echo $? >{q(str(tmp_path / 'freed.rc'))}",
         f"cp -a {q(str(out))} {q(str(tmp_path / 'after'))}",
     ])
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
     if not (tmp_path / "full.rc").exists():
         pytest.skip(f"no tmpfs could be mounted here (unshare exit {proc.returncode}: {proc.stderr.strip()[-300:]})")
     full_err = (tmp_path / "full.err").read_text()
     assert (tmp_path / "full.rc").read_text().strip() == "1", full_err[-3000:]
-    assert full_err.strip().splitlines()[-1].startswith(f"error: no space left on {out}") and "Traceback" not in full_err
+    assert (full_err.strip().splitlines()[-1].startswith(f"error: no space left on {out}")
+            and "Traceback" not in full_err)
     assert (tmp_path / "freed.rc").read_text().strip() == "0", (tmp_path / "freed.err").read_text()[-3000:]
     assert f"resuming {out}: {len(pd.read_csv(index))} of" in (tmp_path / "freed.out").read_text()
     assert _files(tmp_path / "after") == _files(reference)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
-    full, freed = sorted(client.search_runs([client.get_experiment_by_name("embeddings").experiment_id]), key=lambda r: r.info.start_time)
+    full, freed = sorted(client.search_runs([client.get_experiment_by_name("embeddings").experiment_id]),
+                         key=lambda r: r.info.start_time)
     assert full.info.status == "FAILED" and full.data.tags["vidlab.error"].startswith(f"no space left on {out}")
     assert freed.info.status == "FINISHED"
 
@@ -305,7 +330,8 @@ def test_two_ddp_processes_write_the_same_files(extracted, tmp_path: Path):
         assert _files(out)[name] == data, name
 
 
-@pytest.mark.parametrize("name,frames,size,dim", [("r3d_18", 1, 64, 512), ("mc3_18", 4, 64, 512), ("r2plus1d_18", 4, 64, 512), ("swin3d_t", 2, 64, 768)])
+@pytest.mark.parametrize("name,frames,size,dim", [("r3d_18", 1, 64, 512), ("mc3_18", 4, 64, 512),
+                                                  ("r2plus1d_18", 4, 64, 512), ("swin3d_t", 2, 64, 768)])
 def test_backbones_give_their_dim_with_head_removed(name, frames, size, dim):
     from vidlab.embeddings.backbones import load_backbone
 

@@ -12,8 +12,8 @@ SPLIT = SplitInfo(4, {kind: f"{kind}_train.npy" for kind in ("embeddings", "labe
 
 
 def _manifest(**changes) -> Manifest:
-    return Manifest(**{"backbone": "torchvision/r3d_18", "embedding_dim": 512, "dtype": "float16", "splits": {"train": SPLIT},
-                       "index": IndexRef("/data/index_clips.csv", "ab" * 32, 4), **changes})
+    return Manifest(**{"backbone": "torchvision/r3d_18", "embedding_dim": 512, "dtype": "float16",
+                       "splits": {"train": SPLIT}, "index": IndexRef("/data/index_clips.csv", "ab" * 32, 4), **changes})
 
 
 def test_written_atomically_and_read_back(tmp_path: Path):
@@ -22,9 +22,10 @@ def test_written_atomically_and_read_back(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == [FILE], "a temporary file was left behind"
     raw = json.loads((tmp_path / FILE).read_text())
     # None is left out, except weights (random init) and mlflow_run_id (no run); empty row lists are written
-    assert list(raw) == ["format_version", "backbone", "weights", "preprocessing", "frames_per_clip", "embedding_dim", "dtype",
-                         "index", "splits", "failed_rows", "padded_rows", "mlflow_run_id"]
-    assert raw["format_version"] == VERSION and raw["weights"] is None and raw["splits"]["train"] == {"rows": 4, "files": SPLIT.files}
+    assert list(raw) == ["format_version", "backbone", "weights", "preprocessing", "frames_per_clip", "embedding_dim",
+                         "dtype", "index", "splits", "failed_rows", "padded_rows", "mlflow_run_id"]
+    assert (raw["format_version"] == VERSION and raw["weights"] is None
+            and raw["splits"]["train"] == {"rows": 4, "files": SPLIT.files})
     assert Manifest.read(tmp_path) == written
     assert Manifest.read(tmp_path).to_dict() == raw
 
@@ -37,14 +38,16 @@ def test_unversioned_manifests_are_upgraded(tmp_path: Path, renamed: bool):
     if renamed:
         raw["encoder"], raw["T"] = raw.pop("backbone"), raw.pop("frames_per_clip")
     (tmp_path / FILE).write_text(json.dumps(raw))  # an old file, written as it was
-    assert Manifest.read(tmp_path) == _manifest(frames_per_clip=4)  # format_version VERSION, backbone and frames_per_clip renamed
+    # format_version VERSION, backbone and frames_per_clip renamed
+    assert Manifest.read(tmp_path) == _manifest(frames_per_clip=4)
 
 
 @pytest.mark.parametrize("content,message", [
     (None, "embeddings: no manifest.json in {folder} (is the extraction finished?)"),
     ("{not json", "embeddings: {path} is not valid JSON (Expecting property name"),
     ("[1, 2]", "embeddings: {path} is not an extraction manifest (missing or wrong 'format_version')"),
-    ('{"format_version": 99}', "embeddings: {path} is a manifest of format 99; this vidlab reads formats up to 2 (update vidlab)"),
+    ('{"format_version": 99}',
+     "embeddings: {path} is a manifest of format 99; this vidlab reads formats up to 2 (update vidlab)"),
     ('{"format_version": "2"}', "(missing or wrong 'format_version')"),
     ({"embedding_dim": "512"}, "(missing or wrong 'embedding_dim')"),
     ({"dtype": None}, "(missing or wrong 'dtype')"),
@@ -64,4 +67,5 @@ def test_a_bad_manifest_is_one_line_naming_it(tmp_path: Path, content, message: 
 
 def test_backbones_are_registered_with_their_specs():
     """What a registered backbone holds (that every conf/backbone YAML is registered: tests/test_registry.py)."""
-    assert BACKBONES["s3d"].target.min_frames == 13 and BACKBONES["swin3d_t"].summary.startswith("torchvision swin3d_t: Video Swin-T")
+    assert (BACKBONES["s3d"].target.min_frames == 13
+            and BACKBONES["swin3d_t"].summary.startswith("torchvision swin3d_t: Video Swin-T"))

@@ -36,7 +36,8 @@ def test_folder_is_an_extraction_the_probe_reads(folder: Path, index: pd.DataFra
     manifest = check_manifest(folder)
     assert manifest.backbone == "synthetic/localised" and manifest.weights is None and manifest.mlflow_run_id is None
     assert manifest.embedding_dim == 128 and manifest.frames_per_clip == 16
-    assert json.loads((folder / "manifest.json").read_text())["format_version"] == VERSION  # written, not only upgraded on read
+    # written, not only upgraded on read
+    assert json.loads((folder / "manifest.json").read_text())["format_version"] == VERSION
     assert manifest.generator["videos"] == {"train": 60, "val": 20, "test": 30} and manifest.generator["seed"] == 0
     assert list(index.columns) == COLUMNS and manifest.index.rows == len(index)
     assert manifest.index.path == str((folder / "index_clips.csv").resolve())
@@ -48,7 +49,8 @@ def test_folder_is_an_extraction_the_probe_reads(folder: Path, index: pd.DataFra
         assert len(splits[split].y) == manifest.splits[split].rows == len(part) and splits[split].invalid == 0
         assert (splits[split].clips.path.to_numpy() == part.path.to_numpy()).all()
         assert np.load(folder / f"embeddings_{split}.npy").dtype == np.float16
-        assert manifest.splits[split].label_counts == {str(k): int(v) for k, v in part.y.value_counts().sort_index().items()}
+        assert manifest.splits[split].label_counts == {
+            str(k): int(v) for k, v in part.y.value_counts().sort_index().items()}
     assert not list(folder.glob(".*")), "a temporary file was left behind"
 
 
@@ -67,8 +69,10 @@ def test_labels_are_inherited_per_video(folder: Path, index: pd.DataFrame):
         for _, clips in videos:
             n = len(clips)
             assert 20 <= n <= 60 and (clips.clip_idx == np.arange(n)).all()
-            assert (clips.start_frame == 16 * clips.clip_idx).all() and (clips.end_frame == clips.start_frame + 16).all()
-            assert 0 <= clips.n_frames.iloc[0] - 16 * n < 16 and (clips.n_frames.nunique(), clips.fps.iloc[0]) == (1, 30.0)
+            assert ((clips.start_frame == 16 * clips.clip_idx).all()
+                    and (clips.end_frame == clips.start_frame + 16).all())
+            assert (0 <= clips.n_frames.iloc[0] - 16 * n < 16
+                    and (clips.n_frames.nunique(), clips.fps.iloc[0]) == (1, 30.0))
     assert index.groupby("path").split.nunique().max() == 1, "a video name is in two splits"
 
 
@@ -94,13 +98,15 @@ def test_annotations_mark_a_minority_of_anomalous_clips(folder: Path, index: pd.
     norms = np.linalg.norm(np.load(strong / "embeddings_test.npy").astype(np.float32), axis=1)
     annotated = np.zeros(len(test), bool)
     for i, clip in test.iterrows():
-        annotated[i] = any(s <= clip.start_frame and clip.end_frame - 1 <= e for s, e in annotations[Path(clip.path).name])
+        annotated[i] = any(s <= clip.start_frame and clip.end_frame - 1 <= e
+                           for s, e in annotations[Path(clip.path).name])
     np.testing.assert_array_equal(norms > 50, annotated)
 
 
 def test_same_seed_same_bytes(tmp_path: Path):
     (tmp_path / "a").mkdir()  # an existing empty folder is accepted
-    a, b, c = (write_localised(tmp_path / name, videos=SMALL, dim=16, seed=seed) for name, seed in (("a", 3), ("b", 3), ("c", 4)))
+    a, b, c = (write_localised(tmp_path / name, videos=SMALL, dim=16, seed=seed)
+               for name, seed in (("a", 3), ("b", 3), ("c", 4)))
     for name in ("embeddings_test.npy", "index_clips.csv", ANNOTATIONS):
         assert (a / name).read_bytes() == (b / name).read_bytes()
     assert (a / "embeddings_test.npy").read_bytes() != (c / "embeddings_test.npy").read_bytes()
@@ -114,7 +120,8 @@ def test_non_empty_folder_is_refused(tmp_path: Path):
 
 
 def test_command_line(tmp_path: Path):
-    cmd = [sys.executable, "-m", "vidlab.probe.localised", str(tmp_path / "out"), "--videos-per-class", "6", "--dim", "16", "--seed", "1"]
+    cmd = [sys.executable, "-m", "vidlab.probe.localised", str(tmp_path / "out"), "--videos-per-class", "6",
+           "--dim", "16", "--seed", "1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -123,4 +130,5 @@ def test_command_line(tmp_path: Path):
     counts = ", ".join(f"{split} {rows[split]['rows']} clips" for split in SPLITS)
     assert proc.stdout == f"wrote {tmp_path / 'out'}: {counts}\n"
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1 and "is not an empty folder" in again.stderr
+    assert (again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
+            and "is not an empty folder" in again.stderr)

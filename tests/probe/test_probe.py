@@ -49,8 +49,10 @@ def write_extraction(folder: Path, seed: int = 0, shift: float = 2.0, shuffle: b
             np.save(folder / f"{kind}_{split}.npy", arr)
         splits[split] = SplitInfo(n, {k: f"{k}_{split}.npy" for k in ("embeddings", "labels", "valid")})
         for i in range(n):
-            index_rows.append([split, int(y[i]), "c", f"v{split}{i // 4}.mp4", i % 4, 16 * (i % 4), 16 * (i % 4) + 32, 32, 16, 30.0, 96])
-    pd.DataFrame(index_rows, columns="split,y,category,path,clip_idx,start_frame,end_frame,clip_len,stride,fps,n_frames".split(",")).to_csv(folder / "index.csv", index=False)
+            index_rows.append([split, int(y[i]), "c", f"v{split}{i // 4}.mp4", i % 4, 16 * (i % 4), 16 * (i % 4) + 32,
+                               32, 16, 30.0, 96])
+    pd.DataFrame(index_rows, columns=("split,y,category,path,clip_idx,start_frame,end_frame,clip_len,"
+                                      "stride,fps,n_frames").split(",")).to_csv(folder / "index.csv", index=False)
     Manifest(backbone="torchvision/test", embedding_dim=dim, dtype="float16", splits=splits,
              index=IndexRef(str(folder / "index.csv")), mlflow_run_id="0123456789abcdef").write(folder)
     return folder
@@ -60,8 +62,8 @@ def fit_probe(name: str, folder: Path, output_dir: Path, *overrides: str):
     """A probe built from the composed config and fitted in this process (a real Lightning Trainer),
     with the splits it was fitted on: what task=probe does before scoring."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["task=probe", f"embeddings={folder}", f"probe={name}", f"paths.output_dir={output_dir}",
-                                          *overrides])
+        cfg = compose("train", overrides=["task=probe", f"embeddings={folder}", f"probe={name}",
+                                          f"paths.output_dir={output_dir}", *overrides])
     spec = validate_probe(cfg)
     L.seed_everything(spec.seed)
     splits = load_splits(folder, check_manifest(folder))
@@ -105,11 +107,14 @@ def test_default_probe_separates_high_dimensional_embeddings_with_few_rows(tmp_p
     assert run.info.run_name == "logistic-emb-test" and run.data.tags["probe"] == "logistic"
     assert run.data.tags["backbone"] == "torchvision/test" and run.data.tags["embeddings_dir"] == str(folder)
     assert run.data.tags["extraction_run_id"] == "0123456789abcdef" and run.info.status == "FINISHED"
-    assert run.data.tags["mlflow.note.content"].startswith(f"Probe `logistic` on the torchvision/test embeddings in `{folder}`.")
+    assert run.data.tags["mlflow.note.content"].startswith(
+        f"Probe `logistic` on the torchvision/test embeddings in `{folder}`.")
     artifacts = {a.path for folder in (None, "probe") for a in client.list_artifacts(run.info.run_id, folder)}
-    assert {"probe/test_scores.csv", "probe/c_grid.csv", "roc.png", "pr.png", "confusion.png", "score_curves.png"} <= artifacts
+    assert {"probe/test_scores.csv", "probe/c_grid.csv", "roc.png", "pr.png", "confusion.png",
+            "score_curves.png"} <= artifacts
     assert not [k for k in run.data.params if k.split(".")[0] in ("paths", "logger", "embeddings", "run_name")]
-    inputs = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in run.inputs.dataset_inputs}
+    inputs = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset
+              for i in run.inputs.dataset_inputs}
     assert sorted(inputs) == ["test", "train", "val"] and {d.name for d in inputs.values()} == {"emb"}
     scores = pd.read_csv(tmp_path / "run/probe/test_scores.csv")
     assert len(scores) == 80 and {"path", "start_frame", "score", "y"} <= set(scores.columns)
@@ -131,7 +136,9 @@ def test_run_names_are_unique_per_embeddings_folder(tmp_path: Path):
 
 @pytest.mark.parametrize("probe", ["logistic", "mlp"])
 def test_shuffled_labels_give_chance(tmp_path: Path, probe: str):
-    probe, splits, _ = fit_probe(probe, write_extraction(tmp_path / "emb", shuffle=True, rows=(("train", 400), ("val", 200), ("test", 400))), tmp_path / "out")
+    probe, splits, _ = fit_probe(probe, write_extraction(tmp_path / "emb", shuffle=True,
+                                                         rows=(("train", 400), ("val", 200), ("test", 400))),
+                                 tmp_path / "out")
     assert 0.4 < held_out_auc(probe, splits) < 0.6
     # what MLflow logs scores raw embeddings as the probe scores standardised ones
     test, scaler = splits["test"], splits["train"].scaler
@@ -162,7 +169,8 @@ def test_invalid_rows_are_left_out_and_counted(tmp_path: Path):
 def test_broken_manifest_is_a_clear_error(tmp_path: Path):
     folder = write_extraction(tmp_path / "emb")
     np.save(folder / "embeddings_val.npy", np.zeros((80, 8), np.float16))
-    proc = train("task=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r", check=False)
+    proc = train("task=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r",
+                 check=False)
     assert proc.returncode == 1 and "embeddings_val.npy is (80, 8) float16, the manifest says (80, 16)" in proc.stderr
 
 
@@ -185,9 +193,11 @@ def test_classification_metrics_by_hand():
 
 def test_frame_level_auc_matches_hand_computation(tmp_path: Path):
     annotations = tmp_path / "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
-    annotations.write_text("Fight001_x264.mp4  Fighting  4  7  -1  -1\nNormal_Videos_001_x264.mp4  Normal  -1  -1  -1  -1\n")
+    annotations.write_text("Fight001_x264.mp4  Fighting  4  7  -1  -1\n"
+                           "Normal_Videos_001_x264.mp4  Normal  -1  -1  -1  -1\n")
     clips = pd.DataFrame({  # an unlisted anomalous video is left out; an unlisted normal one has no anomalous frame
-        "path": ["x/Fight001_x264.mp4"] * 3 + ["y/Normal_Videos_001_x264.mp4"] * 2 + ["z/unannotated.mp4", "w/Normal_Videos_009_x264.mp4"],
+        "path": (["x/Fight001_x264.mp4"] * 3 + ["y/Normal_Videos_001_x264.mp4"] * 2
+                 + ["z/unannotated.mp4", "w/Normal_Videos_009_x264.mp4"]),
         "n_frames": [12, 12, 12, 6, 6, 6, 4],
         "start_frame": [0, 4, 6, 0, 2, 0, 0],
         "end_frame": [4, 8, 10, 4, 6, 4, 4],
@@ -255,7 +265,8 @@ def test_bad_probe_input_is_one_line_before_training(tmp_path: Path, damage: str
     elif damage == "no_index":
         (folder / "index.csv").unlink()
     elif damage == "annotations_garbage":
-        (tmp_path / "a.txt").write_text("Fight001_x264.mp4  Fighting  4  7  -1  -1\nthis is not an annotation file at all\n")
+        (tmp_path / "a.txt").write_text("Fight001_x264.mp4  Fighting  4  7  -1  -1\n"
+                                        "this is not an annotation file at all\n")
     elif damage == "annotations_empty":
         (tmp_path / "a.txt").write_text("")
     elif damage == "index_garbage":
@@ -274,7 +285,8 @@ def test_bad_probe_input_is_one_line_before_training(tmp_path: Path, damage: str
              "annotations": [f"probe.annotations={tmp_path}/missing.txt"]}.get(damage, [])
     if damage.startswith("annotations_"):
         extra = [f"probe.annotations={tmp_path}/a.txt"]
-    proc = train("task=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r", *extra, check=False)
+    proc = train("task=probe", f"embeddings={folder}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/r", *extra,
+                 check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     line = only_line(proc.stderr)
     assert line.startswith("error: ") and message in line
@@ -291,16 +303,19 @@ def test_mil_ranking_scores_the_planted_anomaly_above_the_rest_of_its_video(tmp_
     shorter fit or fewer videos tests a probe that has not learned, and makes the 0.9 thresholds luck."""
     from vidlab.probe.localised import ANNOTATIONS, write_localised
 
-    folder = write_localised(tmp_path / "emb", videos={"train": 30, "val": 10, "test": 10}, dim=32, strength=6.0, scene_shift=0.0, seed=3)
+    folder = write_localised(tmp_path / "emb", videos={"train": 30, "val": 10, "test": 10}, dim=32, strength=6.0,
+                             scene_shift=0.0, seed=3)
     probe, splits, selected = fit_probe("mil_ranking", folder, tmp_path / "out")
     test = splits["test"]
     table = test.clips.assign(score=probe.scores(test), y=test.y)
     annotations = pm.read_temporal_annotations(folder / ANNOTATIONS)
     top_is_planted, margins = [], []
     for path, clips in table[table.y == 1].groupby("path"):
-        planted = pm.frame_labels(Path(path).name, int(clips.n_frames.iloc[0]), annotations)[clips.start_frame.to_numpy()]
+        planted = pm.frame_labels(Path(path).name, int(clips.n_frames.iloc[0]),
+                                  annotations)[clips.start_frame.to_numpy()]
         top_is_planted.append(planted[np.argmax(clips.score.to_numpy())])
         margins.append(clips.score[planted].mean() - clips.score[~planted].mean())
     frame_auc, videos = pm.frame_level_auc(table, annotations)
-    assert selected["probe/best_epoch"] >= 0 and np.mean(top_is_planted) >= 0.9 and np.mean(margins) > 0.2, (top_is_planted, margins)
+    assert (selected["probe/best_epoch"] >= 0 and np.mean(top_is_planted) >= 0.9
+            and np.mean(margins) > 0.2), (top_is_planted, margins)
     assert frame_auc > 0.9 and videos == 20

@@ -10,7 +10,8 @@ from vidlab.restoration.metrics import clip_metrics
 
 
 def _net(**kw) -> BlendUNet:
-    return BlendUNet(**{"window": 4, "context_frames": 1, "depth": 2, "base_channels": 4, "norm": "none", "min_gain": 0.02, **kw})
+    return BlendUNet(**{"window": 4, "context_frames": 1, "depth": 2, "base_channels": 4, "norm": "none",
+                        "min_gain": 0.02, **kw})
 
 
 def test_segments_are_window_aligned_and_a_short_tail_reads_the_window_before():
@@ -60,12 +61,14 @@ def test_halo_covers_the_receptive_field(depth: int):
     assert 7 * 2**depth < radius <= net.halo  # wider than one U-Net: the refiner reads the estimate around it
 
 
-def _textured_clips(rng: np.random.Generator, n: int, frames: int = 4, size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _textured_clips(rng: np.random.Generator, n: int, frames: int = 4,
+                    size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Non-black footage (panning random textures) with a random circular stain per clip."""
     stained, clean, masks = [], [], []
     stain = CircularStain(radius=10, opacity=1.0, hardness=0.8, tint=0.3)
     for _ in range(n):
-        base = np.kron(rng.integers(30, 240, (size // 4 + frames, size // 4 + frames, 3)), np.ones((4, 4, 1))).astype(np.uint8)
+        base = np.kron(rng.integers(30, 240, (size // 4 + frames, size // 4 + frames, 3)),
+                       np.ones((4, 4, 1))).astype(np.uint8)
         step = rng.integers(1, 3)
         video = np.stack([base[t * step : t * step + size, t * step : t * step + size] for t in range(frames)])
         sample = stain.sample(rng, size, size)
@@ -98,4 +101,5 @@ def test_learns_to_remove_a_stain_from_non_black_footage():
         restored = net.restore(stained, np.arange(4), batch=4)
         before, after = (clip_metrics(x, clean, mask)["psnr_stain"] for x in (stained, restored))
         gains.append(after - before)
-    assert np.mean(gains) > 3, gains  # untrained, the model makes the stain worse (-2.4 dB: its opacity starts near 0.5)
+    # untrained, the model makes the stain worse (-2.4 dB: its opacity starts near 0.5)
+    assert np.mean(gains) > 3, gains

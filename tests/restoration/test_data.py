@@ -31,7 +31,8 @@ def test_moving_digits_deterministic_by_seed():
 
 
 def test_dataset_cached_as_video_files(tmp_path: Path):
-    cfg = _dataset("moving_digits", cache_dir=str(tmp_path), train_videos=2, val_videos=1, test_videos=1, frames_per_video=20, clip_frames=8)
+    cfg = _dataset("moving_digits", cache_dir=str(tmp_path), train_videos=2, val_videos=1, test_videos=1,
+                   frames_per_video=20, clip_frames=8)
     clips = build_clips(cfg)
     assert [len(clips[s]) for s in ("train", "val", "test")] == [4, 2, 2]  # 20 frames -> 2 clips of 8
     path = Path(clips["train"][0].path)
@@ -61,7 +62,8 @@ def test_video_folder_clips_by_seconds(tmp_path: Path):
 
 
 def test_stream_reads_clips_sequentially_and_stains_deterministically(tmp_path: Path):
-    cfg = _dataset("moving_digits", cache_dir=str(tmp_path), train_videos=2, val_videos=1, test_videos=1, frames_per_video=16, clip_frames=8)
+    cfg = _dataset("moving_digits", cache_dir=str(tmp_path), train_videos=2, val_videos=1, test_videos=1,
+                   frames_per_video=16, clip_frames=8)
     clips = build_clips(cfg)
     ref = clips["val"][1]
     (got_ref, frames), = list(read_clips(ref.path, [ref]))
@@ -72,14 +74,15 @@ def test_stream_reads_clips_sequentially_and_stains_deterministically(tmp_path: 
     assert len(val[0]) == 2 and val[0][0]["stained"].shape == (8, 3, 72, 128)
     for a, b in zip(*val):
         assert (a["stained"] == b["stained"]).all()
-    train = list(StainedClipStream(clips["train"], stain, "train", 0, train=True, context_frames=3, samples_per_clip=4, shuffle_buffer=5))
+    train = list(StainedClipStream(clips["train"], stain, "train", 0, train=True, context_frames=3, samples_per_clip=4,
+                                   shuffle_buffer=5))
     assert len(train) == 4 * len(clips["train"])
     assert train[0]["stained"].shape == (3, 3, 72, 128) and train[0]["clean"].shape == (3, 72, 128)
 
 
 def test_window_models_train_on_windows_with_their_scored_frames(tmp_path: Path):
-    cfg = _dataset("moving_digits", cache_dir=str(tmp_path), train_videos=2, val_videos=1, test_videos=1, frames_per_video=16,
-                   clip_frames=8, batch_size=6, samples_per_clip=3)
+    cfg = _dataset("moving_digits", cache_dir=str(tmp_path), train_videos=2, val_videos=1, test_videos=1,
+                   frames_per_video=16, clip_frames=8, batch_size=6, samples_per_clip=3)
     datamodule = RestorationDataModule(cfg, CircularStain(20, 1.0, 0.8, 0.3), context_frames=1, window=6)
     datamodule.prepare_data()
     stream = datamodule.stream("train")

@@ -28,7 +28,8 @@ def checkpoint(tiny_run: Path) -> str:
 def test_rows_are_reproducible_and_the_oracle_beats_the_input(footage: Path, checkpoint: str):
     rows = evaluate([footage], [checkpoint], frames=12, seed=0)
     assert [(r.video, r.output) for r in rows] == [
-        (video, output) for video in ("scene_000.mp4", "scene_001.mkv") for output in ("input", "true_inverse", "inpaint_telea", checkpoint)
+        (video, output) for video in ("scene_000.mp4", "scene_001.mkv")
+        for output in ("input", "true_inverse", "inpaint_telea", checkpoint)
     ]
     assert {r.size for r in rows} == {"72x128"}
     assert [r.true_stain for r in rows[:4]] == [False, True, True, False]
@@ -43,8 +44,8 @@ def test_rows_are_reproducible_and_the_oracle_beats_the_input(footage: Path, che
 
 def test_cli_prints_and_writes_the_tables(footage: Path, checkpoint: str, tmp_path: Path):
     out = tmp_path / "table.md"
-    outcome = call_main(lambda: main([str(footage / "scene_000.mp4"), "--model", checkpoint, "--frames", "6", "--size", "native",
-                                      "--out", str(out)]))
+    outcome = call_main(lambda: main([str(footage / "scene_000.mp4"), "--model", checkpoint, "--frames", "6",
+                                      "--size", "native", "--out", str(out)]))
     assert outcome.returncode == 0, outcome.stderr
     assert "## mean over videos (mean of per-video PSNR in dB)" in outcome.stdout
     assert f"gap to the ceiling ({checkpoint}): " in outcome.stdout
@@ -65,7 +66,8 @@ def test_videos_too_small_for_the_stain_are_skipped_with_a_note(footage: Path):
     outcome = call_main(lambda: main([str(footage), "--size", "40x64", "--frames", "2"]))
     notes = outcome.stderr.splitlines()
     assert outcome.returncode == 1 and len(notes) == 3, outcome.stderr
-    assert notes[0].startswith("skipped ") and notes[0].endswith("scene_000.mp4: radius 25 does not fit a 40x64 frame (needs 2*radius < 40)")
+    assert notes[0].startswith("skipped ") and notes[0].endswith(
+        "scene_000.mp4: radius 25 does not fit a 40x64 frame (needs 2*radius < 40)")
     assert notes[-1] == "error: no video could be scored (see the notes above)"
 
 

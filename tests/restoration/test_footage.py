@@ -30,8 +30,8 @@ def test_footage_is_every_format_and_size_seeded_and_nowhere_black(tmp_path: Pat
 
 
 def test_command_line(tmp_path: Path):
-    proc = subprocess.run([sys.executable, "-m", "vidlab.restoration.footage", str(tmp_path / "f"), "--videos", "2", "--frames", "5"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "vidlab.restoration.footage", str(tmp_path / "f"), "--videos", "2",
+                           "--frames", "5"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"wrote 2 videos of 5 frames to {tmp_path / 'f'}\n"
     bad = subprocess.run([sys.executable, "-m", "vidlab.restoration.footage", str(tmp_path / "g"), "--videos", "0"],
@@ -41,13 +41,14 @@ def test_command_line(tmp_path: Path):
 
 def test_blend_model_trains_and_tests_on_a_folder_of_mixed_footage(tmp_path: Path, digits: Path):
     write_footage(tmp_path / "footage", videos=10, frames=32, fps=24.0, seed=0)
-    train(*tiny_overrides(tmp_path, digits), "model=blend_unet", "dataset=video_folder", f"dataset.path={tmp_path}/footage",
-              "dataset.resize=[72,128]", "model.base_channels=4")
+    train(*tiny_overrides(tmp_path, digits), "model=blend_unet", "dataset=video_folder",
+          f"dataset.path={tmp_path}/footage", "dataset.resize=[72,128]", "model.base_channels=4")
     table = pd.read_csv(tmp_path / "outputs/run/test/comparison.csv").set_index("output")
     assert list(table.index[:5]) == ["stained input", "OpenCV inpainting, Telea (true mask)",
                                      "OpenCV inpainting, Navier-Stokes (true mask)", "clip-minimum blind inverse",
                                      "analytic inverse (true mask: the ceiling)"]
     assert np.isfinite(table.loc["blend_unet, smoothing=none"]).all()
     # the ceiling knows the stain; on non-black footage the clip-minimum estimate does not
-    ceiling, clip_minimum = (table.loc[row, "psnr_stain"] for row in ("analytic inverse (true mask: the ceiling)", "clip-minimum blind inverse"))
+    ceiling, clip_minimum = (table.loc[row, "psnr_stain"]
+                             for row in ("analytic inverse (true mask: the ceiling)", "clip-minimum blind inverse"))
     assert ceiling > 28 and clip_minimum < ceiling - 10

@@ -37,7 +37,8 @@ from vidlab.video.count import video_info
 from conftest import ROOT, Outcome, call_main, mounted_tmpfs, moving_square_frames
 
 SMALL = {"name": "unet_temporal", "context_frames": 3, "depth": 2, "base_channels": 4}
-BLEND = {"name": "blend_unet", "window": 4, "context_frames": 3, "depth": 2, "base_channels": 4, "stain": None}  # learned: tiles
+BLEND = {"name": "blend_unet", "window": 4, "context_frames": 3, "depth": 2, "base_channels": 4,
+         "stain": None}  # learned: tiles
 FITTED = {**BLEND, "stain": {**choice_values("corruption", "circular_stain"), "radius": 12}}  # fits 40x56 frames
 LOSS = choice_values("task", "restoration")["loss"]
 
@@ -49,7 +50,8 @@ def _trainer() -> L.Trainer:
 
 def save_checkpoint(path: Path, model: dict) -> Path:
     """One real training step of a RestorationModule, saved by the Trainer like train.py's checkpoints."""
-    module = RestorationModule(model={**choice_values("model", model["name"]), **model}, smoothing=choice_values("smoothing", "masked"),
+    module = RestorationModule(model={**choice_values("model", model["name"]), **model},
+                               smoothing=choice_values("smoothing", "masked"),
                                loss=LOSS, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3))
     g = torch.Generator().manual_seed(0)
     frames = model.get("window", model["context_frames"])
@@ -119,7 +121,8 @@ def snapshot(folder: Path) -> list[str]:
 def test_cli_restores_with_progress_and_summary(checkpoint: Path, video: Path, tmp_path: Path):
     out = tmp_path / "out"
     out.mkdir()
-    proc = restore_here(checkpoint, video, out / "restored.mkv", "--side-by-side", out / "pair.avi", "--megapixels", "0.02")
+    proc = restore_here(checkpoint, video, out / "restored.mkv", "--side-by-side", out / "pair.avi",
+                        "--megapixels", "0.02")
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"restored 12 frames in [\d.]+ s \([\d.]+ frames/s\) -> .*restored\.mkv\n", proc.stdout)
     assert "restoring" in proc.stderr and "12/12" in proc.stderr and "frame/s" in proc.stderr  # tqdm bar
@@ -146,7 +149,8 @@ def test_odd_size_round_trip(checkpoint: Path, tmp_path: Path, suffix: str, code
     if codec == "ffv1":  # lossless: the restored frames bit for bit; and only in Matroska
         assert np.array_equal(decoded, expected)
         refused = restore_here(checkpoint, source, tmp_path / "lossless.mp4", "--codec", "ffv1")
-        assert refused.returncode == 2 and refused.stderr.strip() == f"error: cannot write lossless FFV1 to {tmp_path / 'lossless.mp4'}: use .mkv"
+        assert refused.returncode == 2 and refused.stderr.strip() == (
+            f"error: cannot write lossless FFV1 to {tmp_path / 'lossless.mp4'}: use .mkv")
 
 
 @pytest.mark.parametrize("codec", ["h264", "mp4v"])
@@ -161,7 +165,8 @@ def test_a_phone_video_shows_as_its_input(checkpoint: Path, tmp_path: Path, code
     shown = np.rot90(stored, -1, axes=(1, 2))  # a quarter turn clockwise: 56 rows, 40 columns
     before = video_info(source)
     assert (before.width, before.height, before.rotation) == (40, 56, -90)
-    proc = restore_here(checkpoint, source, tmp_path / "restored.mp4", "--side-by-side", tmp_path / "pair.mp4", "--codec", codec)
+    proc = restore_here(checkpoint, source, tmp_path / "restored.mp4", "--side-by-side", tmp_path / "pair.mp4",
+                        "--codec", codec)
     assert proc.returncode == 0, proc.stderr
     after = video_info(tmp_path / "restored.mp4")
     assert (after.width, after.height, after.rotation, after.n_frames) == (40, 56, 0, 12)
@@ -183,10 +188,13 @@ def test_a_phone_video_shows_as_its_input(checkpoint: Path, tmp_path: Path, code
 # ---------------------------------------------------------------- streaming does not change the result
 @pytest.mark.parametrize("smoothing", ["none", "ema", "window", "masked"])
 @pytest.mark.parametrize("model", ["unet_temporal", "blend_unet", "blend_unet_fitted"])
-def test_result_does_not_depend_on_the_budget(checkpoint: Path, blend_checkpoint: Path, fitted_checkpoint: Path, smoothing: str, model: str):
-    module = load_module({"blend_unet": blend_checkpoint, "blend_unet_fitted": fitted_checkpoint}.get(model, checkpoint))
+def test_result_does_not_depend_on_the_budget(checkpoint: Path, blend_checkpoint: Path, fitted_checkpoint: Path,
+                                              smoothing: str, model: str):
+    module = load_module(
+        {"blend_unet": blend_checkpoint, "blend_unet_fitted": fitted_checkpoint}.get(model, checkpoint))
     smoother = SMOOTHINGS.build(SMOOTHINGS.from_conf(smoothing))
-    frames = list(moving_square_frames(11, 40, 56) + np.random.default_rng(0).integers(0, 20, (11, 40, 56, 3), np.uint8))
+    frames = list(moving_square_frames(11, 40, 56)
+                  + np.random.default_rng(0).integers(0, 20, (11, 40, 56, 3), np.uint8))
     clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
     whole = to_uint8(smoother(module.restore_clip(clip), clip))  # the whole video at once
     # One block; blocks of 4; of 1. The blend model's blocks hold whole 4-frame windows (one block;
@@ -243,8 +251,9 @@ def test_a_signal_stops_the_command_non_zero_and_leaves_nothing(checkpoint: Path
     out = tmp_path / "out"
     out.mkdir()
     with (tmp_path / "stderr.txt").open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "vidlab.restore", str(checkpoint), str(source), str(out / "restored.mp4"),
-                                 "--chunk", "4"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen([sys.executable, "-m", "vidlab.restore", str(checkpoint), str(source),
+                                 str(out / "restored.mp4"), "--chunk", "4"],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.time() + 120
         while "restoring" not in (tmp_path / "stderr.txt").read_text():  # the progress bar: frames are being restored
@@ -309,10 +318,12 @@ def test_refused_output_formats_before_anything_else(tmp_path: Path, name: str):
     ("output folder is a file", "cannot write .*Not a directory"),
     ("missing output folder", "cannot write .*No such file or directory"),
     ("output is the input", "must be different files"),
-    ("unknown run", "runs:/0123456789abcdef0123456789abcdef/model: no PyTorch model of vidlab in sqlite:///.*not found"),
+    ("unknown run",
+     "runs:/0123456789abcdef0123456789abcdef/model: no PyTorch model of vidlab in sqlite:///.*not found"),
     ("unknown registered model", "models:/stain_remover/1: no PyTorch model of vidlab in .*not found"),
     ("missing store", "no MLflow store at sqlite:///.*missing.db"),
-    ("stain larger than the frame", "blend_unet.ckpt finds the stain it was trained on, and its radius 25 does not fit a 40x56 frame"),
+    ("stain larger than the frame",
+     "blend_unet.ckpt finds the stain it was trained on, and its radius 25 does not fit a 40x56 frame"),
 ])
 def test_one_line_errors_with_exit_code_2(checkpoint: Path, bad_checkpoints: Path, video: Path, tmp_path: Path,
                                            case: str, match: str):
@@ -345,7 +356,8 @@ def test_one_line_errors_with_exit_code_2(checkpoint: Path, bad_checkpoints: Pat
         store = out.parent / ("missing.db" if case == "missing store" else "store.db")
         if case != "missing store":
             MlflowClient(f"sqlite:///{store}").search_experiments()  # an existing store without that run or model
-        ckpt = "models:/stain_remover/1" if case == "unknown registered model" else "runs:/0123456789abcdef0123456789abcdef/model"
+        ckpt = ("models:/stain_remover/1" if case == "unknown registered model"
+                else "runs:/0123456789abcdef0123456789abcdef/model")
         extra = ["--tracking-uri", f"sqlite:///{store}"]
     before = {p: snapshot(p) for p in (tmp_path, out, video.parent)}
     _assert_refused(restore_here(ckpt, source, target, *extra), 2, match)
@@ -379,7 +391,8 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(checkpoint: Path, tmp_path: 
         outcome = restore_here(checkpoint, video, disk / "restored.mp4")
         left = snapshot(disk)
     assert outcome.returncode == 1
-    assert outcome.stderr.strip().splitlines()[-1] == f"error: no space left on {disk}: free some space and run the same command again"
+    assert outcome.stderr.strip().splitlines()[-1] == (
+        f"error: no space left on {disk}: free some space and run the same command again")
     assert "Traceback" not in outcome.stderr  # the progress bar, then the one line
     assert left == []  # written under a temporary name, removed when the write failed
 
@@ -395,17 +408,20 @@ def test_restore_without_a_model_uses_the_one_vidlab_ships(tmp_path: Path, codec
 
     saved = torch.load(DEFAULT_MODEL, map_location="cpu", weights_only=True)
     assert set(saved) == {"hyper_parameters", "state_dict", "vidlab_version"} and DEFAULT_MODEL.stat().st_size < 5e6
-    assert saved["hyper_parameters"]["model"]["name"] == "blend_unet" and saved["hyper_parameters"]["model"]["stain"]["radius"] == 25
+    assert (saved["hyper_parameters"]["model"]["name"] == "blend_unet"
+            and saved["hyper_parameters"]["model"]["stain"]["radius"] == 25)
     clean = render(np.random.default_rng(11), 20, 72, 128)
     stain = CircularStain(radius=25, opacity=1.0, hardness=0.8, tint=0.3).sample(np.random.default_rng(4), 72, 128)
-    source = write_video(tmp_path / ("stained.mkv" if codec == "ffv1" else "stained.mp4"), stain.apply(clean), 24, codec=codec)
+    source = write_video(tmp_path / ("stained.mkv" if codec == "ffv1" else "stained.mp4"), stain.apply(clean), 24,
+                         codec=codec)
     outcome = restore_here(source, tmp_path / "restored.mkv", "--codec", "ffv1")
     assert outcome.returncode == 0, outcome.stderr
     inside = stain.mask > 0.5
     error = lambda frames: float(((np.stack(list(frames)).astype(float) - clean)[:, inside] ** 2).mean())  # noqa: E731
     stained = torch.from_numpy(np.stack(list(iter_frames(source)))).permute(0, 3, 1, 2).float() / 255
     mask = torch.from_numpy(stain.mask)
-    ceiling = (true_inverse(stained, mask[None], 0.3 * mask[None].expand(3, -1, -1)) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    ceiling = ((true_inverse(stained, mask[None], 0.3 * mask[None].expand(3, -1, -1)) * 255)
+               .round().byte().permute(0, 2, 3, 1).numpy())
     restored = error(iter_frames(tmp_path / "restored.mkv"))
     # within 2 dB of the true stain's inverse on the same decoded frames (H.264's noise is amplified
     # by 1 / (1 - m) for both), and more than 9 dB better than the stained input
@@ -432,8 +448,8 @@ def test_checkpoints_of_0_2_restore_as_0_2_did(name: str):
     model = {k: v for k, v in saved["hyper_parameters"]["model"].items() if k != "_target_"}
     if model["name"] == "blend_unet":  # the fitted stain's choice without its _target_; the learned one's None
         model["stain"] = {k: v for k, v in model["stain"].items() if k != "_target_"} if "stain" in model else None
-    today = RestorationModule(model={**choice_values("model", model["name"]), **model}, smoothing=choice_values("smoothing", "masked"),
-                              loss=LOSS)
+    today = RestorationModule(model={**choice_values("model", model["name"]), **model},
+                              smoothing=choice_values("smoothing", "masked"), loss=LOSS)
     today.load_state_dict(saved["state_dict"])
     with torch.no_grad():
         torch.testing.assert_close(today.eval().restore_clip(clip), restored)
@@ -448,9 +464,12 @@ def test_checkpoints_of_a_newer_vidlab_or_broken_ones_of_0_2_are_refused_in_one_
     saved = torch.load(blend_checkpoint, weights_only=True)
     assert saved["vidlab_version"] == __version__
     torch.save({**saved, "vidlab_version": "9.1.0"}, tmp_path / "v9.ckpt")
-    with pytest.raises(ConfigError, match=rf"^model: .*v9.ckpt was written by vidlab 9.1.0, newer than this vidlab {__version__}"):
+    with pytest.raises(ConfigError,
+                       match=rf"^model: .*v9.ckpt was written by vidlab 9.1.0, newer than this vidlab {__version__}"):
         load_module(tmp_path / "v9.ckpt")
     old = torch.load(OLD / "blend_unet_learned.ckpt", weights_only=True)
-    torch.save({**old, "state_dict": {k: v for k, v in old["state_dict"].items() if "estimator" not in k}}, tmp_path / "broken.ckpt")
-    with pytest.raises(ConfigError, match=rf"not a train.py checkpoint .*\(written by vidlab 0.2 or older; this is vidlab {__version__}\): Error\(s\) in loading state_dict"):
+    torch.save({**old, "state_dict": {k: v for k, v in old["state_dict"].items() if "estimator" not in k}},
+               tmp_path / "broken.ckpt")
+    with pytest.raises(ConfigError, match=rf"not a train.py checkpoint .*\(written by vidlab 0.2 or older; "
+                                          rf"this is vidlab {__version__}\): Error\(s\) in loading state_dict"):
         load_module(tmp_path / "broken.ckpt")

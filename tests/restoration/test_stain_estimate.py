@@ -50,7 +50,8 @@ def _real_digits(frames: int = 16) -> np.ndarray:
 
     images = load_digits().images * (255 / 16)
     glyphs = np.zeros((len(images), 28, 28), np.uint8)
-    glyphs[:, 4:24, 4:24] = np.stack([cv2.resize(i, (20, 20), interpolation=cv2.INTER_LINEAR) for i in images]).round().clip(0, 255)
+    glyphs[:, 4:24, 4:24] = np.stack([cv2.resize(i, (20, 20), interpolation=cv2.INTER_LINEAR)
+                                      for i in images]).round().clip(0, 255)
     return MovingDigits(72, 128, frames, 2, 3, 28, (1.0, 3.0), mnist_images=glyphs).render(np.random.default_rng(5))
 
 
@@ -79,7 +80,8 @@ def test_the_notebooks_disc_wins_where_it_is(source: str):
     drawn = CircularStain(25, 1.0, 0.8, 0.3).sample(np.random.default_rng(2), 72, 128)
     found = estimate_stain(_tensor(drawn.apply(clean)), max_layers=0, disc=NOTEBOOK)
     assert found.hypothesis == "disc", found.evidence
-    torch.testing.assert_close(found.blend(72, 128)[0], torch.from_numpy(drawn.mask))  # the exact centre, the exact formula
+    # the exact centre, the exact formula
+    torch.testing.assert_close(found.blend(72, 128)[0], torch.from_numpy(drawn.mask))
 
 
 def test_the_shapes_render_as_the_corruptions_draw_them():
@@ -144,7 +146,8 @@ def test_restore_logs_what_it_found_and_writes_the_report(tmp_path: Path):
     drawn = CircularStain(25, 1.0, 0.8, 0.3).sample(np.random.default_rng(1), 72, 128)
     for name, frames in (("clean", clean), ("stained", drawn.apply(clean))):
         source = write_video(tmp_path / f"{name}.mkv", frames, 24, codec="ffv1")
-        outcome = restore_here(source, tmp_path / f"{name}-out.mkv", "--codec", "ffv1", "--report", tmp_path / f"{name}.json")
+        outcome = restore_here(source, tmp_path / f"{name}-out.mkv", "--codec", "ffv1", "--report",
+                               tmp_path / f"{name}.json")
         assert outcome.returncode == 0, outcome.stderr
         report = json.loads((tmp_path / f"{name}.json").read_text())
         assert report["frames_read"] == 20  # runs of 16 frames at the start, middle and end of 20 frames: all of them
@@ -152,7 +155,8 @@ def test_restore_logs_what_it_found_and_writes_the_report(tmp_path: Path):
     assert json.loads((tmp_path / "clean.json").read_text())["hypothesis"] == "none"
     assert np.array_equal(np.stack(list(iter_frames(tmp_path / "clean-out.mkv"))), clean)
     found = json.loads((tmp_path / "stained.json").read_text())
-    assert found["hypothesis"] == "disc" and found["layers"][0]["centre"] == list(np.argwhere(drawn.mask == drawn.mask.max())[0][::-1])
+    assert (found["hypothesis"] == "disc"
+            and found["layers"][0]["centre"] == list(np.argwhere(drawn.mask == drawn.mask.max())[0][::-1]))
     assert found["area_pixels"] == int((drawn.mask > 0.05).sum()) and found["stains"] == 1
 
 

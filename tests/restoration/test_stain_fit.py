@@ -64,7 +64,8 @@ def real_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     and centred in 28x28, as MNIST's are, gzipped as ``dataset.mnist_path`` takes it."""
     images = load_digits().images * (255 / 16)
     glyphs = np.zeros((len(images), 28, 28), np.uint8)
-    glyphs[:, 4:24, 4:24] = np.stack([cv2.resize(i, (20, 20), interpolation=cv2.INTER_LINEAR) for i in images]).round().clip(0, 255)
+    glyphs[:, 4:24, 4:24] = np.stack([cv2.resize(i, (20, 20), interpolation=cv2.INTER_LINEAR)
+                                      for i in images]).round().clip(0, 255)
     path = tmp_path_factory.mktemp("mnist") / "train-images-idx3-ubyte.gz"
     with gzip.open(path, "wb") as f:
         f.write(b"".join(n.to_bytes(4, "big") for n in (2051, len(glyphs), 28, 28)) + glyphs.tobytes())
@@ -76,7 +77,8 @@ def real_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_centre_is_found_exactly_on_real_handwritten_digits(real_digits: Path, seed: int):
     """Real strokes bouncing as dataset.mnist_path renders them (measured: exact on 20 of 20 seeds;
     the disc covers strokes in 11-33% of its pixels for seeds 0, 2, 3, lies on black for seed 1)."""
-    frames = MovingDigits(72, 128, 16, 1, 3, 28, (1.0, 3.0), load_mnist_idx(real_digits)).render(np.random.default_rng(seed))
+    frames = MovingDigits(72, 128, 16, 1, 3, 28, (1.0, 3.0),
+                          load_mnist_idx(real_digits)).render(np.random.default_rng(seed))
     stained, _, mask = _stained(frames, [11, seed])
     cy, cx = np.unravel_index(np.argmax(mask), mask.shape)
     assert fit_centre(stained, 25, 0.8, 1.0, TINT) == (cx, cy)

@@ -41,17 +41,20 @@ def test_tiny_run_logs_metrics_params_and_artifacts(tiny_run: Path, digits: Path
             assert np.isfinite(metrics[f"test/{variant}/{metric}"]), (variant, metric)
             assert f"val/{variant}/{metric}" in metrics
     assert "test/smoothing_ema/flicker" in metrics and "train/loss_epoch" in metrics
-    assert not {"train/mask_bce", "train/inverse_l1"} & metrics.keys()  # the default fits the stain: nothing to learn about it
+    # the default fits the stain: nothing to learn about it
+    assert not {"train/mask_bce", "train/inverse_l1"} & metrics.keys()
     for baseline in ("inpaint_telea", "inpaint_ns", "clip_minimum", "true_inverse"):
         assert np.isfinite(metrics[f"test/baseline_{baseline}/psnr_content_stain"]), baseline
     assert any(key.startswith("system/cpu_utilization") for key in metrics)
     # params are hyper-parameters; where the run lives, its name and unset values are tags
     params, tags = run.data.params, run.data.tags
-    assert params["model.base_channels"] == "6" and params["corruption.radius"] == "25" and params["optimizer.lr"] == "0.002"
+    assert (params["model.base_channels"] == "6" and params["corruption.radius"] == "25"
+            and params["optimizer.lr"] == "0.002")
     assert not [k for k in params if k.split(".")[0] in ("paths", "logger", "run_name", "ckpt_path", "task")]
     assert not [k for k, v in params.items() if v in ("None", "???") or v.startswith("/")]
     assert tags["config.paths.output_dir"] == str(tiny_run / "outputs/run") and tags["config.ckpt_path"] == "null"
-    assert tags["hydra_overrides"].startswith("debug=limit") and tags["mlflow.user"] and tags["mlflow.source.name"].endswith("train.py")
+    assert (tags["hydra_overrides"].startswith("debug=limit") and tags["mlflow.user"]
+            and tags["mlflow.source.name"].endswith("train.py"))
     assert tags["mlflow.note.content"].startswith("`blend_unet` restoring `moving_digits` stained by `circular_stain`")
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.note.content"].startswith("Blind removal")
     contexts = {i.dataset.name: [] for i in run.inputs.dataset_inputs}
@@ -60,11 +63,13 @@ def test_tiny_run_logs_metrics_params_and_artifacts(tiny_run: Path, digits: Path
     assert contexts == {"moving_digits": ["train", "val", "test"]}
     artifacts = _artifacts(client, run.info.run_id)
     assert {
-        "checkpoints/best.ckpt", "config/config.yaml", "hydra/overrides.yaml", "previews/preview.gif", "previews/preview.mp4",
-        "per_frame.png", "preview.png", "test/test_clips.csv", "test/comparison.csv", "test/comparison.md",
+        "checkpoints/best.ckpt", "config/config.yaml", "hydra/overrides.yaml", "previews/preview.gif",
+        "previews/preview.mp4", "per_frame.png", "preview.png", "test/test_clips.csv", "test/comparison.csv",
+        "test/comparison.md",
     } <= artifacts
     # a validation still per epoch (the image view's step slider)
-    assert {p.split("+")[2] for p in artifacts if p.startswith("images/val~preview+step+") and p.endswith(".png")} == {"0", "1"}
+    assert {p.split("+")[2] for p in artifacts
+            if p.startswith("images/val~preview+step+") and p.endswith(".png")} == {"0", "1"}
     # the preview plays in a browser: H.264 in 4:2:0, its index (moov) before the media (mdat)
     preview = Path(client.download_artifacts(run.info.run_id, "previews/preview.mp4", str(tmp_path / "dl")))
     with av.open(str(preview)) as container:
@@ -85,7 +90,8 @@ def test_tiny_run_logs_metrics_params_and_artifacts(tiny_run: Path, digits: Path
     # the logged model, by run and by registered name, restores exactly as the checkpoint does
     expected = np.stack(list(iter_frames(tmp_path / "restored.mp4")))
     uri = f"sqlite:///{tiny_run}/mlruns.db"
-    for reference in (f"runs:/{run.info.run_id}/model", "models:/stain_remover/1", f"runs:/{run.info.run_id}/checkpoints/best.ckpt"):
+    for reference in (f"runs:/{run.info.run_id}/model", "models:/stain_remover/1",
+                      f"runs:/{run.info.run_id}/checkpoints/best.ckpt"):
         restore_video(reference, stained_video, tmp_path / "by_uri.mp4", chunk=4, tracking_uri=uri)
         np.testing.assert_array_equal(np.stack(list(iter_frames(tmp_path / "by_uri.mp4"))), expected, err_msg=reference)
 
@@ -131,8 +137,9 @@ def test_logged_config_reproduces_the_run(tiny_run: Path, tmp_path: Path):
     client, (first,) = _runs(tiny_run)
     folder = Path(client.download_artifacts(first.info.run_id, "config", str(tmp_path / "logged")))
     train("--config-dir", str(folder), "--config-name", "config", "paths.output_dir=${hydra:runtime.output_dir}",
-          f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/outputs/again", f"logger.tracking_uri=sqlite:///{tmp_path}/again.db",
-          f"logger.artifact_location={tmp_path}/artifacts", "logger.register_as=null")
+          f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/outputs/again",
+          f"logger.tracking_uri=sqlite:///{tmp_path}/again.db", f"logger.artifact_location={tmp_path}/artifacts",
+          "logger.register_as=null")
     again = MlflowClient(f"sqlite:///{tmp_path}/again.db").search_runs(
         [MlflowClient(f"sqlite:///{tmp_path}/again.db").get_experiment_by_name("restoration").experiment_id])[0]
     for key in ("test/raw/psnr_content_stain", "test/smoothed/flicker", "val/raw/psnr"):
@@ -147,8 +154,9 @@ def test_shared_tracking_server_round_trip(tmp_path: Path, digits: Path):
 
     port = free_port()
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port)],
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+         f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "server-artifacts"),
+         "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

@@ -43,7 +43,8 @@ def test_none_is_identity():
     assert torch.equal(NoSmoothing()(clip, clip), clip)
 
 
-@pytest.mark.parametrize("smoother", [EmaSmoothing(0.3), WindowSmoothing(5, "gaussian", 1.0), WindowSmoothing(3, "box", 1.0)])
+@pytest.mark.parametrize("smoother", [EmaSmoothing(0.3), WindowSmoothing(5, "gaussian", 1.0),
+                                      WindowSmoothing(3, "box", 1.0)])
 def test_constant_stays_constant(smoother):
     clip = torch.full((7, 3, 4, 5), 0.42)
     torch.testing.assert_close(smoother(clip, clip), clip)
@@ -66,7 +67,8 @@ def test_masked_leaves_unchanged_pixels_untouched():
     outside[3:7, 4:9] = False
     assert torch.equal(out[:, :, outside], restored[:, :, outside])
     assert not torch.equal(out[:, :, 3:7, 4:9], restored[:, :, 3:7, 4:9])
-    assert flicker(out[:, :, 3:7, 4:9], torch.zeros(8, 3, 4, 5)) < flicker(restored[:, :, 3:7, 4:9], torch.zeros(8, 3, 4, 5))
+    assert (flicker(out[:, :, 3:7, 4:9], torch.zeros(8, 3, 4, 5))
+            < flicker(restored[:, :, 3:7, 4:9], torch.zeros(8, 3, 4, 5)))
 
 
 def test_masked_preserves_large_temporal_edges():

@@ -45,7 +45,8 @@ def write_pyav(path: Path, codec: str, pix_fmt: str, size: tuple[int, int], x264
         stream.height, stream.width = size
         stream.pix_fmt = pix_fmt
         if codec == "libx264":
-            stream.options = {"bf": "2", "g": "250", "x264-params": ":".join(filter(None, ["keyint=250:min-keyint=250:scenecut=0", x264_params]))}
+            stream.options = {"bf": "2", "g": "250", "x264-params": ":".join(
+                filter(None, ["keyint=250:min-keyint=250:scenecut=0", x264_params]))}
         for frame in colourful(N, size):
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -110,7 +111,8 @@ def _stream_frames(path: Path, colour: str | None) -> tuple[np.ndarray, list[int
     colour), and their indices."""
     table = pd.DataFrame({"row": [0, 1], "abs_path": [str(path)] * 2, "start_frame": [0, 12], "end_frame": [12, 24]})
     chunks = make_chunks(table, 4, 2)
-    stream = VideoClipStream(chunks, torch.nn.Identity()) if colour is None else VideoClipStream(chunks, torch.nn.Identity(), colour)
+    stream = (VideoClipStream(chunks, torch.nn.Identity()) if colour is None
+              else VideoClipStream(chunks, torch.nn.Identity(), colour))
     (batch,) = list(stream)
     indices = [i for s in (0, 12) for i in sample_indices(s, s + 12, 4)]
     clips = gather_clips(batch["frames"], batch["clips"])
@@ -129,7 +131,8 @@ def test_loader_default_is_exact_and_fast_is_close(videos):
 def test_fast_keeps_swscale_where_the_i420_conversion_does_not_apply(videos, tmp_path: Path):
     """OpenCV's I420 conversion assumes 8-bit 4:2:0, even sizes, BT.601, limited range; on a BT.709
     stream it would use the wrong matrix (many levels off), so such frames stay exact."""
-    bt709 = write_pyav(tmp_path / "bt709.mp4", "libx264", "yuv420p", (64, 96), "colormatrix=bt709:colorprim=bt709:transfer=bt709")
+    bt709 = write_pyav(tmp_path / "bt709.mp4", "libx264", "yuv420p", (64, 96),
+                       "colormatrix=bt709:colorprim=bt709:transfer=bt709")
     for path in (videos["h264_yuv444p_odd_size"], bt709):
         np.testing.assert_array_equal(read_frames(path, range(N), colour="fast"), pyav_rgb24(path))
 
@@ -137,7 +140,8 @@ def test_fast_keeps_swscale_where_the_i420_conversion_does_not_apply(videos, tmp
 def test_colour_is_checked_by_config_and_recorded_in_manifest(tmp_path: Path):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         default = compose("extract", overrides=["paths.output_dir=/tmp/unused", "index=/data/i.csv"])
-        wrong = compose("extract", overrides=["paths.output_dir=/tmp/unused", "index=/data/i.csv", "extraction.colour=foo"])
+        wrong = compose("extract", overrides=["paths.output_dir=/tmp/unused", "index=/data/i.csv",
+                                              "extraction.colour=foo"])
     assert validate_extract(default).extraction.colour == "exact"
     with pytest.raises(ConfigError) as err:
         validate_extract(wrong)
@@ -145,9 +149,10 @@ def test_colour_is_checked_by_config_and_recorded_in_manifest(tmp_path: Path):
 
     video = write_pyav(tmp_path / "v.mp4", "libx264", "yuv420p", (64, 96))
     index = tmp_path / "index_clips.csv"
-    pd.DataFrame([["train", 0, "Normal", str(video), 0, 0, 8, 8, 8, 30.0, N]], columns=COLUMNS).to_csv(index, index=False)
-    extract(f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", "logger=none", "backbone=r3d_18",
-            "backbone.weights=null", "backbone.frames_per_clip=4", "extraction.preprocess=notebook", "extraction.notebook_size=32",
-            "extraction.colour=fast")
+    pd.DataFrame([["train", 0, "Normal", str(video), 0, 0, 8, 8, 8, 30.0, N]],
+                 columns=COLUMNS).to_csv(index, index=False)
+    extract(f"index={index}", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", "logger=none",
+            "backbone=r3d_18", "backbone.weights=null", "backbone.frames_per_clip=4", "extraction.preprocess=notebook",
+            "extraction.notebook_size=32", "extraction.colour=fast")
     manifest = json.loads((tmp_path / "outputs/embeddings/r3d_18_T4/manifest.json").read_text())
     assert manifest["colour"]["mode"] == "fast" and "I420" in manifest["colour"]["conversion"]

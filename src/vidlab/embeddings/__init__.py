@@ -1,1 +1,2 @@
-"""Clip embeddings (``extract.py``): the clip index of a video collection, its validation, and frozen-backbone embeddings."""
+"""Clip embeddings (``extract.py``): the clip index of a video collection, its validation, and frozen-backbone
+embeddings."""

@@ -82,7 +82,8 @@ def weights_enum(name: str, weights: str | None):
 def check_frames(name: str, frames: int) -> None:
     spec = backbone_spec(name)
     if spec.max_frames is not None and not spec.min_frames <= frames <= spec.max_frames:
-        raise ValueError(f"frames_per_clip: {name} takes {spec.min_frames} to {spec.max_frames} frames per clip (got {frames})")
+        raise ValueError(f"frames_per_clip: {name} takes {spec.min_frames} to {spec.max_frames} frames per clip "
+                         f"(got {frames})")
     if frames < spec.min_frames:
         raise ValueError(f"frames_per_clip: {name} needs at least {spec.min_frames} frames per clip (got {frames})")
 
@@ -122,7 +123,8 @@ def _read_state_dict(path: str, model: nn.Module, head: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 (torch raises pickle, zip, EOF, runtime errors for other files)
-        raise ConfigError(f"backbone.weights: {path} is not a state_dict file (torch.load, weights only: {one_line(err)[:200]})") from None
+        raise ConfigError(f"backbone.weights: {path} is not a state_dict file "
+                          f"(torch.load, weights only: {one_line(err)[:200]})") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"backbone.weights: {path} holds no state_dict (a dict of tensors) for {name}")

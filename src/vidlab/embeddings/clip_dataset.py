@@ -36,7 +36,8 @@ from torch.utils.data import IterableDataset
 from vidlab.video import VideoEndedError, VideoReadError, check_colour, decode_wanted, frame_to_rgb
 
 Spatial = Callable[[torch.Tensor], torch.Tensor]
-BATCHES_PER_READER = 2  # batches each reader may have ready before the consumer takes them (DataLoader's prefetch_factor)
+BATCHES_PER_READER = 2  # batches each reader may have ready before the consumer takes them (DataLoader's
+                        # prefetch_factor)
 FRAMES_PER_HANDOVER = 8  # decoded frames a reader's decoding thread hands its converting thread at a time
 
 
@@ -81,7 +82,8 @@ def gather_clips(frames: torch.Tensor, clips: torch.Tensor) -> torch.Tensor:
     """A batch's clips ``(B, T, C, H, W)`` from its distinct frames ``(U, C, H, W)`` (channels-last
     strides, as the stream and the resize hand them over) and their ``(B, T)`` positions: one copy, the
     clips' frames laid out exactly as a stack of them would be, so the model sees the same tensor."""
-    return frames.permute(0, 2, 3, 1).index_select(0, clips.flatten()).permute(0, 3, 1, 2).unflatten(0, tuple(clips.shape))
+    return (frames.permute(0, 2, 3, 1).index_select(0, clips.flatten()).permute(0, 3, 1, 2)
+            .unflatten(0, tuple(clips.shape)))
 
 
 def make_chunks(table: pd.DataFrame, frames: int, batch_size: int) -> list[Chunk]:
@@ -119,7 +121,8 @@ class BatchArrays:
                 view = array[:frames]
                 self._arrays[i] = (array, weakref.ref(view))
                 return view
-        self._arrays = [(a, u) for a, u in self._arrays if u is not None and u() is not None]  # drop other sizes' free ones
+        # drop other sizes' free ones
+        self._arrays = [(a, u) for a, u in self._arrays if u is not None and u() is not None]
         array = np.empty((frames, *frame_shape), np.uint8)
         view = array[:]
         self._arrays.append((array, weakref.ref(view)))
@@ -184,8 +187,8 @@ class VideoClipStream(IterableDataset):
                         filling.append(_Filling(chunk, arrays.take(len(chunk.distinct), rgb.shape)))
                     for open_chunk in filling:
                         if open_chunk.frames.shape[1:] != rgb.shape:
-                            raise VideoReadError(f"{path}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]}, "
-                                                 f"earlier frames {open_chunk.frames.shape[2]}x{open_chunk.frames.shape[1]}")
+                            raise VideoReadError(f"{path}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]}, earlier "
+                                                 f"frames {open_chunk.frames.shape[2]}x{open_chunk.frames.shape[1]}")
                         position = open_chunk.chunk.position.get(index)
                         if position is not None:
                             open_chunk.frames[position] = rgb
@@ -287,7 +290,8 @@ def in_threads(sources: list[Callable[[threading.Event], Iterator]], depth: int)
         finally:
             put(_DONE)
 
-    threads = [threading.Thread(target=run, args=(s,), name=f"vidlab-reader-{k}", daemon=True) for k, s in enumerate(sources)]
+    threads = [threading.Thread(target=run, args=(s,), name=f"vidlab-reader-{k}", daemon=True)
+               for k, s in enumerate(sources)]
     for thread in threads:
         thread.start()
     try:

@@ -23,7 +23,8 @@ from vidlab.files import atomic_path, write_text
 from vidlab.splits import SPLITS
 from vidlab.video.count import FrameCountCache, VideoInfo, count_many
 
-COLUMNS = ["split", "y", "category", "path", "clip_idx", "start_frame", "end_frame", "clip_len", "stride", "fps", "n_frames"]
+COLUMNS = ["split", "y", "category", "path", "clip_idx", "start_frame", "end_frame", "clip_len", "stride", "fps",
+           "n_frames"]
 
 
 class BadVideosError(InputError):
@@ -36,7 +37,8 @@ def clip_starts(n_frames: int, clip_len: int, stride: int, short_videos: str) ->
     return list(range(0, n_frames - clip_len + 1, stride))
 
 
-def index_rows(videos: list[Video], infos: dict[str, VideoInfo], root: Path, s: IndexConfig) -> tuple[list[dict], list[str]]:
+def index_rows(videos: list[Video], infos: dict[str, VideoInfo], root: Path,
+               s: IndexConfig) -> tuple[list[dict], list[str]]:
     rows, short = [], []
     order = {split: i for i, split in enumerate(SPLITS)}
     for video in sorted(videos, key=lambda v: (order[v.split], str(v.path))):
@@ -69,7 +71,8 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def build_index(videos: list[Video], root: Path, s: IndexConfig, layout_report: dict, layout: dict) -> tuple[pd.DataFrame, dict]:
+def build_index(videos: list[Video], root: Path, s: IndexConfig, layout_report: dict,
+                layout: dict) -> tuple[pd.DataFrame, dict]:
     """Probe, cut and write the index (``s.output``) and its sidecar; returns the table and the report,
     whose settings are the indexing ones and the ``layout``'s that decide the rows (name, seed)."""
     output = Path(s.output)
@@ -99,8 +102,9 @@ def build_index(videos: list[Video], root: Path, s: IndexConfig, layout_report: 
         "videos_per_split": {k: int(v) for k, v in table.groupby("split")["path"].nunique().items()},
         "short_videos": {"policy": s.short_videos, "count": len(short), "paths": short},
         "bad_videos": bad,
-        "frame_count": {"seconds": round(count_seconds, 3), "cached_videos": cached_before, "hours_of_video": round(hours, 4),
-                  "seconds_per_hour_of_video": round(count_seconds / hours, 3) if hours else None},
+        "frame_count": {"seconds": round(count_seconds, 3), "cached_videos": cached_before,
+                        "hours_of_video": round(hours, 4),
+                        "seconds_per_hour_of_video": round(count_seconds / hours, 3) if hours else None},
         **layout_report,
     }
     write_text(output.with_suffix(".json"), json.dumps(report, indent=2))

@@ -102,7 +102,8 @@ class ExtractSpec:
 
 
 EXTRACT_STAGES = ("extract", "index", "validate")
-EXTRACT_KEYS = ("stage", "index", "path_root", "layout", "indexing", "check", "backbone", "extraction", "logger")  # conf/extract.yaml's
+# conf/extract.yaml's
+EXTRACT_KEYS = ("stage", "index", "path_root", "layout", "indexing", "check", "backbone", "extraction", "logger")
 
 
 def validate_extract(cfg: DictConfig) -> ExtractSpec:

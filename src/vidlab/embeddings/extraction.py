@@ -38,7 +38,8 @@ from vidlab.trainer import StopOnSignal, checked_trainer_args
 # The manifest says how frames became RGB: embeddings of the same clips differ between the two.
 COLOUR_CONVERSIONS = {
     "exact": "swscale, identical to PyAV to_ndarray(format='rgb24')",
-    "fast": "OpenCV cvtColor COLOR_YUV2RGB_I420 on 8-bit BT.601 limited-range 4:2:0 frames of even size, swscale on others",
+    "fast": "OpenCV cvtColor COLOR_YUV2RGB_I420 on 8-bit BT.601 limited-range 4:2:0 frames of even size, "
+            "swscale on others",
 }
 
 class IndexFormatError(InputError):
@@ -146,7 +147,8 @@ def prepare_extraction(spec: ExtractSpec) -> PreparedExtraction:
     x = spec.extraction
     index_file = Path(spec.index_file)
     table = load_index(index_file, spec.path_root)
-    report = check_index(index_file, spec.path_root, padding_allowed(spec), check_files=True, strict_root=spec.check.strict_root,
+    report = check_index(index_file, spec.path_root, padding_allowed(spec), check_files=True,
+                         strict_root=spec.check.strict_root,
                          table=table[COLUMNS])  # the index as read, without the columns load_index added
     refuse_violations(report, f"extract.py stage=validate index={index_file} lists every violation")
     trainer_args = checked_trainer_args({"accelerator": x.accelerator, "devices": x.devices, "strategy": x.strategy,
@@ -201,8 +203,8 @@ def extract_embeddings(spec: ExtractSpec, prepared: PreparedExtraction, run_id: 
     return ExtractionResult(folder, metrics, [("embeddings", folder / FILE)])
 
 
-def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame, index_file: Path,
-                   index_sha: str, preprocess, on_device: bool, dim: int, writer: StoreWriter, run_id: str | None) -> Manifest:
+def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame, index_file: Path, index_sha: str,
+                   preprocess, on_device: bool, dim: int, writer: StoreWriter, run_id: str | None) -> Manifest:
     failures = {r["row"]: r["reason"] for r in read_jsonl(store.folder / "failures.jsonl")}
     padded = sorted({r["row"] for r in read_jsonl(store.folder / "padded.jsonl")})
     splits = {}
@@ -218,7 +220,8 @@ def write_manifest(spec: ExtractSpec, store: EmbeddingStore, table: pd.DataFrame
         preprocessing={**preprocess.description, "resize_on": "device" if on_device else "workers"},
         colour={"mode": spec.extraction.colour, "conversion": COLOUR_CONVERSIONS[spec.extraction.colour]},
         frames_per_clip=spec.backbone.frames_per_clip,
-        sampling="start + round(linspace(0, max(1, end - start) - 1, frames_per_clip)); frames past the video's end repeat its last frame",
+        sampling="start + round(linspace(0, max(1, end - start) - 1, frames_per_clip)); "
+                 "frames past the video's end repeat its last frame",
         img_size=preprocess.description.get("crop_size") or preprocess.description.get("size"),
         batch_size=spec.extraction.batch_size,
         embedding_dim=dim,

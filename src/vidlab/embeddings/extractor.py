@@ -34,12 +34,14 @@ class EmbeddingExtractor(L.LightningModule):
             backbone = backbone.to(memory_format=torch.channels_last_3d)
         self.backbone = torch.compile(backbone) if compile else backbone
 
-    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, dataloader_idx: int) -> dict[str, Any]:
+    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device,
+                                 dataloader_idx: int) -> dict[str, Any]:
         """Only the clips go to the device: row ids and flags stay on the host, where the writer reads
         them without synchronising the device."""
         if "frames" not in batch:
             return batch
-        return {**batch, "frames": batch["frames"].to(device, non_blocking=True), "clips": batch["clips"].to(device, non_blocking=True)}
+        return {**batch, "frames": batch["frames"].to(device, non_blocking=True),
+                "clips": batch["clips"].to(device, non_blocking=True)}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         if "failed_rows" in batch:
@@ -84,7 +86,8 @@ class StoreWriter(BasePredictionWriter):
             self._first_batch = time.perf_counter()
             self.startup_seconds = self._first_batch - self._start
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0) -> None:
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
+                           dataloader_idx=0) -> None:
         if "failed_rows" in prediction:
             rows = prediction["failed_rows"].cpu().numpy()
             if self.on_error == "fail":

@@ -110,8 +110,8 @@ def _outside_root(paths: pd.Series, resolved: pd.Series, root: str, strict_root:
     return outside, f"relative path climbs out of the video root {root} (write it absolute to read it as written)"
 
 
-def check_index(index_file: str | Path, path_root: str | None = None, allow_padded: bool = False, check_files: bool = True,
-                strict_root: bool = False, table: pd.DataFrame | None = None) -> dict:
+def check_index(index_file: str | Path, path_root: str | None = None, allow_padded: bool = False,
+                check_files: bool = True, strict_root: bool = False, table: pd.DataFrame | None = None) -> dict:
     """A report: ``counts`` (per split and class) and ``violations`` (empty when the index is valid).
     The one validation of an index: ``stage=validate`` prints it, ``stage=extract`` refuses to start
     on any violation. ``table``: the index as :func:`read_index` read it, when the caller has it."""
@@ -123,7 +123,8 @@ def check_index(index_file: str | Path, path_root: str | None = None, allow_padd
         missing = [c for c in COLUMNS if c not in table.columns]
         extra = [c for c in table.columns if c not in COLUMNS]
         violations.append({"check": "columns", "rows": 0, "examples": [],
-                           "detail": f"expected {','.join(COLUMNS)}; missing {missing}, unexpected {extra}, got order {list(table.columns)}"})
+                           "detail": f"expected {','.join(COLUMNS)}; missing {missing}, unexpected {extra}, "
+                                     f"got order {list(table.columns)}"})
         return report
     if table.empty:  # nothing to extract or train on is not a valid index, whatever else holds
         violations.append({"check": "empty", "rows": 0, "examples": [], "detail": "the index has no clip"})
@@ -132,7 +133,8 @@ def check_index(index_file: str | Path, path_root: str | None = None, allow_padd
         numeric = pd.to_numeric(table[column], errors="coerce")
         bad = table[numeric.isna() | ((numeric != numeric.round()) if column in INT_COLUMNS else False)]
         if len(bad):
-            violations.append(_violation("types", bad, f"{column} must be {'an integer' if column in INT_COLUMNS else 'a number'}"))
+            violations.append(_violation("types", bad,
+                                         f"{column} must be {'an integer' if column in INT_COLUMNS else 'a number'}"))
     if violations:
         return report
     bad_split = table[~table["split"].isin(["train", "val", "test"])]
@@ -142,20 +144,23 @@ def check_index(index_file: str | Path, path_root: str | None = None, allow_padd
     if len(bad_y):
         violations.append(_violation("labels", bad_y, "y must be 0 (normal) or 1 (anomalous)"))
     checks = [
-        ("invalid_range", (table.start_frame < 0) | (table.end_frame <= table.start_frame), "need 0 <= start_frame < end_frame"),
-        ("clip_len", table.end_frame - table.start_frame != table.clip_len, "end_frame - start_frame must equal clip_len"),
+        ("invalid_range", (table.start_frame < 0) | (table.end_frame <= table.start_frame),
+         "need 0 <= start_frame < end_frame"),
+        ("clip_len", table.end_frame - table.start_frame != table.clip_len,
+         "end_frame - start_frame must equal clip_len"),
         ("fps", ~(table.fps > 0), "fps must be > 0"),
     ]
     if not allow_padded:
         checks.append(("past_end", table.end_frame > table.n_frames,
-                       "end_frame > n_frames: the clip reaches past its video's end (check.allow_padded=true extracts it "
-                       "with the video's last frame repeated)"))
+                       "end_frame > n_frames: the clip reaches past its video's end (check.allow_padded=true "
+                       "extracts it with the video's last frame repeated)"))
     for name, mask, detail in checks:
         if mask.any():
             violations.append(_violation(name, table[mask], detail))
     dup = table[table.duplicated(["path", "start_frame", "end_frame"], keep=False)]
     if len(dup):
-        violations.append(_violation("duplicates", dup, "the same clip (path, start_frame, end_frame) appears more than once"))
+        violations.append(_violation("duplicates", dup,
+                                     "the same clip (path, start_frame, end_frame) appears more than once"))
     per_video = table.groupby("path")
     leaks = per_video["split"].nunique()
     if (leaks > 1).any():
@@ -178,10 +183,12 @@ def check_index(index_file: str | Path, path_root: str | None = None, allow_padd
         size = {p: os.path.getsize(p) if os.path.isfile(p) else -1 for p in resolved.unique()}
         missing = table[resolved.map(size) < 0]
         if len(missing):
-            violations.append(_violation("missing_files", missing, f"{int((pd.Series(size) < 0).sum())} video file(s) not found"))
+            violations.append(_violation("missing_files", missing,
+                                         f"{int((pd.Series(size) < 0).sum())} video file(s) not found"))
         empty = table[resolved.map(size) == 0]
         if len(empty):
-            violations.append(_violation("empty_files", empty, f"{int((pd.Series(size) == 0).sum())} video file(s) are empty (0 bytes)"))
+            violations.append(_violation("empty_files", empty,
+                                         f"{int((pd.Series(size) == 0).sum())} video file(s) are empty (0 bytes)"))
     counts = table.groupby(["split", "y"]).agg(clips=("path", "size"), videos=("path", "nunique")).reset_index()
     report["counts"] = counts.to_dict(orient="records")
     report["videos"] = int(table["path"].nunique())

@@ -121,7 +121,8 @@ def ucf_crime(root: str | Path, extensions: list[str], split_lists: str, split_r
     lists = {name: next(root.rglob(f"{name}.txt"), None) for name in ("Anomaly_Train", "Anomaly_Test")}
     use_lists = split_lists == "official" or (split_lists == "auto" and all(lists.values()))
     if split_lists == "official" and not all(lists.values()):
-        raise FileNotFoundError(f"layout.split_lists=official but Anomaly_Train.txt / Anomaly_Test.txt are not under {root}")
+        raise FileNotFoundError(f"layout.split_lists=official but Anomaly_Train.txt / Anomaly_Test.txt are not "
+                                f"under {root}")
     if not use_lists:
         return stratified_split(videos, split_ratios, seed), {"split_source": "stratified", "ratios": split_ratios}
     train_names, test_names = _read_list(lists["Anomaly_Train"]), _read_list(lists["Anomaly_Test"])

@@ -66,7 +66,8 @@ class Manifest:
 
     format_version: int = VERSION
     created_at: str | None = None
-    backbone: str                              # "torchvision/<name>", or what made the embeddings ("synthetic/localised")
+    backbone: str                              # "torchvision/<name>", or what made the embeddings
+                                               # ("synthetic/localised")
     weights: str | None = None
     preprocessing: dict[str, Any] | None = None
     colour: dict[str, str] | None = None       # YUV->RGB mode and conversion
@@ -154,7 +155,8 @@ def upgrade(raw: Any, path: Path) -> dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise _Wrong("'format_version'")
     if version > VERSION:
-        raise ManifestError(f"embeddings: {path} is a manifest of format {version}; this vidlab reads formats up to {VERSION} (update vidlab)")
+        raise ManifestError(f"embeddings: {path} is a manifest of format {version}; this vidlab reads formats up to "
+                            f"{VERSION} (update vidlab)")
     raw = dict(raw)
     if version == 1:  # 0.1 named two keys differently
         for new, old in RENAMED_IN_V2.items():
@@ -194,4 +196,5 @@ def _split(info: Any) -> SplitInfo:
     files = _typed(info, "files", dict)
     for kind in KINDS:
         _typed(files, kind, str)
-    return SplitInfo(_typed(info, "rows", int), files, _typed(info, "statistics", dict, None), _typed(info, "label_counts", dict, None))
+    return SplitInfo(_typed(info, "rows", int), files, _typed(info, "statistics", dict, None),
+                     _typed(info, "label_counts", dict, None))

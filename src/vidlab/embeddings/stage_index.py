@@ -34,12 +34,14 @@ def prepare(spec: ExtractSpec) -> Found:
 def run(stage: StageRun, found: Found) -> None:
     spec = stage.spec
     index_file, report = make_index(spec, *found)
-    table, sha256 = read_index(index_file), file_sha256(index_file)  # read and hashed once, for the datasets and the check
+    # read and hashed once, for the datasets and the check
+    table, sha256 = read_index(index_file), file_sha256(index_file)
     if stage.client is not None and report["clips"]:
         with tracking.best_effort("datasets", stage.client, stage.run_id):
             paths = resolve_paths(table["path"], index_file, None)
             videos = {str(split): list(split_paths) for split, split_paths in paths.groupby(table["split"], sort=False)}
-            log_inputs(stage.client, stage.run_id, video_split_inputs(spec.layout.name, videos, {"layout": spec.layout.name}))
+            log_inputs(stage.client, stage.run_id,
+                       video_split_inputs(spec.layout.name, videos, {"layout": spec.layout.name}))
     stage.files += [("index", index_file), ("index", index_file.with_suffix(".json"))]
     stage.metrics.update({"videos_indexed": report["videos_indexed"], "clips": report["clips"],
                           "bad_videos": len(report["bad_videos"]), "short_videos": report["short_videos"]["count"],

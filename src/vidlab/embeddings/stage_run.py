@@ -35,13 +35,14 @@ class StageRun:
 
 
 @contextmanager
-def stage_run(cfg: DictConfig, spec: ExtractSpec, root: Path, output_dir: Path, groups: tuple[str, ...], name: str) -> Iterator[StageRun]:
+def stage_run(cfg: DictConfig, spec: ExtractSpec, root: Path, output_dir: Path, groups: tuple[str, ...],
+              name: str) -> Iterator[StageRun]:
     """The stage's run (none with ``logger=none`` or on a DDP rank > 0), named ``logger.run_name`` or
     ``name``, its params the values of ``groups``; what was done is logged either way."""
     run = StageRun(spec, output_dir)
     if isinstance(spec.logger, MlflowLoggerConfig) and not is_child_rank():
-        run.client, run.run_id = tracking.start_run(replace(spec.logger, run_name=spec.logger.run_name or name), root, output_dir,
-                                                    {"task": "embeddings", "stage": spec.stage})
+        run.client, run.run_id = tracking.start_run(replace(spec.logger, run_name=spec.logger.run_name or name), root,
+                                                    output_dir, {"task": "embeddings", "stage": spec.stage})
         tracking.log_config(run.client, run.run_id, cfg, output_dir, groups)
     try:
         yield run
@@ -49,6 +50,7 @@ def stage_run(cfg: DictConfig, spec: ExtractSpec, root: Path, output_dir: Path, 
         if run.client is not None:
             for key, value in run.metrics.items():
                 run.client.log_metric(run.run_id, key, float(value))
-            tracking.log_artifacts(run.client, run.run_id, [(folder, path) for folder, path in run.files if path.exists()])
+            tracking.log_artifacts(run.client, run.run_id,
+                                   [(folder, path) for folder, path in run.files if path.exists()])
             if run.finished:
                 run.client.set_terminated(run.run_id, "FINISHED")

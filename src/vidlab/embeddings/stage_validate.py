@@ -34,7 +34,8 @@ def check_and_report(stage: StageRun, index_file: Path, table: pd.DataFrame, sha
     write the report, log it; an index with violations is then refused in one line, as ``stage=extract``
     refuses it (:func:`~vidlab.embeddings.index_check.refuse_violations`)."""
     spec = stage.spec
-    report = check_index(index_file, spec.path_root, padding_allowed(spec), spec.check.check_files, spec.check.strict_root, table)
+    report = check_index(index_file, spec.path_root, padding_allowed(spec), spec.check.check_files,
+                         spec.check.strict_root, table)
     report["sha256"] = sha256
     text = format_report(report)
     print(text)

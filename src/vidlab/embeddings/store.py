@@ -73,7 +73,8 @@ def read_claim(folder: Path) -> dict | None:
         record = json.loads((folder / PROGRESS).read_text())
     except (OSError, ValueError):  # absent, unreadable, not JSON: not vidlab's record
         return None
-    if isinstance(record, dict) and record.get("written_by") == WRITTEN_BY and isinstance(record.get("fingerprint"), dict):
+    if (isinstance(record, dict) and record.get("written_by") == WRITTEN_BY
+            and isinstance(record.get("fingerprint"), dict)):
         return record["fingerprint"]
     if isinstance(record, dict) and {"index_sha256", "backbone", "preprocess", "weights_sha256"} <= record.keys():
         return record  # vidlab 0.2 wrote the bare fingerprint: its extractions still resume
@@ -176,12 +177,13 @@ class EmbeddingStore:
             foreign = sorted(p.name for p in self.folder.iterdir() if not _is_trace(p)) if self.folder.is_dir() else []
             if foreign:
                 raise ConfigError(f"extraction.output: {self.folder} holds files an extraction did not write "
-                                  f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
+                                  f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                                  "choose a new or empty folder")
             return False
         if recorded != fingerprint and not overwrite:
             changed = sorted(k for k in set(recorded) | set(fingerprint) if recorded.get(k) != fingerprint.get(k))
-            raise ConfigError(f"extraction.output: {self.folder} holds another extraction (differs in {', '.join(changed)}); "
-                              "set overwrite=true to start over, or choose another output")
+            raise ConfigError(f"extraction.output: {self.folder} holds another extraction (differs in "
+                              f"{', '.join(changed)}); set overwrite=true to start over, or choose another output")
         return True
 
     def create_or_resume(self, fingerprint: dict, dim: int, overwrite: bool) -> bool:
@@ -190,13 +192,15 @@ class EmbeddingStore:
         are not its stay). A split's files missing (a start cut short) are made, none of them done."""
         claimed = self.check_claim(fingerprint, overwrite)  # again: the folder may have changed before the lock
         remove_stale_temporaries(self.folder)  # a data file a killed start left half-made (a resume makes it again)
-        if claimed and overwrite:  # done flags first, the claim kept until replaced: a stop midway leaves a folder that resumes
+        # done flags first, the claim kept until replaced: a stop midway leaves a folder that resumes
+        if claimed and overwrite:
             for path in sorted(self.folder.iterdir(), key=lambda p: not p.name.startswith("done_")):
                 if OWN_FILE.match(path.name) and path.name not in (LOCK, PROGRESS):
                     path.unlink()
         resumed = claimed and not overwrite
         if not resumed:
-            write_text(self.folder / PROGRESS, json.dumps({"written_by": WRITTEN_BY, "fingerprint": fingerprint}, indent=2))
+            write_text(self.folder / PROGRESS,
+                       json.dumps({"written_by": WRITTEN_BY, "fingerprint": fingerprint}, indent=2))
         for split, n in self.counts.items():
             if not self.path("done", split).exists():  # made last: a split without it has no row done
                 self._make(self.path("embeddings", split), np.float16, (n, dim))
@@ -220,7 +224,8 @@ class EmbeddingStore:
 
     def _maps(self, split: str) -> dict[str, np.memmap]:
         if split not in self._open:
-            self._open[split] = {k: np.load(self.path(k, split), mmap_mode="r+") for k in ("embeddings", "valid", "done")}
+            self._open[split] = {k: np.load(self.path(k, split), mmap_mode="r+")
+                                 for k in ("embeddings", "valid", "done")}
         return self._open[split]
 
     def done_rows(self) -> np.ndarray:

@@ -43,7 +43,8 @@ STAGES = {
                       lambda spec: f"validate-{Path(spec.index_file).stem}", stage_validate.run),
     "extract": Stage(("backbone", "extraction"), lambda spec, output_dir: spec.extraction.output,
                      lambda spec: f"extract-{spec.backbone.name}_T{spec.backbone.frames_per_clip}", stage_extract.run,
-                     prepare=prepare_extraction,  # the output folder locked: free once this job ends, also for a caller in this process
+                     # the output folder locked: free once this job ends, also for a caller in this process
+                     prepare=prepare_extraction,
                      release=lambda prepared: prepared.store.unlock()),
 }
 

@@ -34,8 +34,10 @@ class ProbeConfig(Choice):
     SETTINGS = ("annotations",)  # read by the task (frame-level scores), not an argument of the probe
 
 
-SELECTION_METRICS = ("val/roc_auc", "val/ap", "val/balanced_accuracy", "val/f1", "val/video_roc_auc")  # what a sweep may maximise
-PROBES = Registry("probe", builtins="vidlab.probe.{name}", base=ProbeConfig)  # a module per probe: checking one imports it alone
+# what a sweep may maximise
+SELECTION_METRICS = ("val/roc_auc", "val/ap", "val/balanced_accuracy", "val/f1", "val/video_roc_auc")
+# a module per probe: checking one imports it alone
+PROBES = Registry("probe", builtins="vidlab.probe.{name}", base=ProbeConfig)
 
 
 @dataclass
@@ -50,13 +52,15 @@ class ProbeSpec:
 
 
 def validate_probe(cfg: DictConfig) -> ProbeSpec:
-    refuse_unknown_keys(cfg, [*ProbeSpec.__dataclass_fields__, "optimizer", "scheduler", "ckpt_path"])  # the last: train.yaml's
+    refuse_unknown_keys(cfg, [*ProbeSpec.__dataclass_fields__, "optimizer", "scheduler",
+                              "ckpt_path"])  # the last: train.yaml's
     embeddings = resolved(cfg, "embeddings")
     if not isinstance(embeddings, str) or not embeddings:
         raise ConfigError(f"embeddings: an extraction output folder or its MLflow run id (got {embeddings!r})")
     metric = resolved(cfg, "optimized_metric")
     if metric not in SELECTION_METRICS:
-        raise ConfigError(f"optimized_metric: {metric!r} is not a val metric of the probe (choose one of {', '.join(SELECTION_METRICS)})")
+        raise ConfigError(f"optimized_metric: {metric!r} is not a val metric of the probe "
+                          f"(choose one of {', '.join(SELECTION_METRICS)})")
     seed = resolved(cfg, "seed")
     if not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
         raise ConfigError(f"seed: must be an integer in [0, {SEED_MAX}] (got {seed!r})")

@@ -27,15 +27,18 @@ def resolve_embeddings(reference: str, tracking_uri: str) -> tuple[Path, str | N
     if Path(reference).is_dir():
         return Path(reference), None
     store = tracking_uri[len("sqlite:///"):] if tracking_uri.startswith("sqlite:///") else None
-    if not re.fullmatch(r"[0-9a-f]{32}", reference) or (store and not Path(store).is_file()):  # no store made to find nothing
+    # no store made to find nothing
+    if not re.fullmatch(r"[0-9a-f]{32}", reference) or (store and not Path(store).is_file()):
         raise ProbeInputError(f"embeddings: {reference!r} is neither a folder nor an MLflow run id in {tracking_uri}")
     try:
         run = MlflowClient(tracking_uri).get_run(reference)
     except Exception:
-        raise ProbeInputError(f"embeddings: {reference!r} is neither a folder nor an MLflow run id in {tracking_uri}") from None
+        raise ProbeInputError(f"embeddings: {reference!r} is neither a folder nor an MLflow run id "
+                              f"in {tracking_uri}") from None
     folder = run.data.tags.get("embeddings_dir")
     if not folder or not Path(folder).is_dir():
-        raise ProbeInputError(f"embeddings: run {reference} has no embeddings_dir tag pointing to a folder (got {folder!r})")
+        raise ProbeInputError(f"embeddings: run {reference} has no embeddings_dir tag pointing to a folder "
+                              f"(got {folder!r})")
     return Path(folder), reference
 
 
@@ -54,7 +57,8 @@ def check_manifest(folder: Path) -> Manifest:
         for kind in ("labels", "valid"):
             arr = _load(folder / info.files[kind])
             if arr.shape != (info.rows,):
-                raise ProbeInputError(f"embeddings: {folder / info.files[kind]} has shape {arr.shape}, expected ({info.rows},)")
+                raise ProbeInputError(f"embeddings: {folder / info.files[kind]} has shape {arr.shape}, "
+                                      f"expected ({info.rows},)")
     return manifest
 
 
@@ -79,13 +83,14 @@ class Split:
     rows: np.ndarray            # the rows' numbers in the split's files
     invalid: int                # rows the extraction marked invalid, left out
     clips: pd.DataFrame | None  # the index rows of these clips (CLIP_COLUMNS ...); None without an index
-    scaler: StandardScaler      # the standardisation fitted on train (the same in every split): a logged probe applies it
+    scaler: StandardScaler      # the standardisation fitted on train (the same in every split): a logged probe
+                                # applies it
 
     def videos(self) -> list[np.ndarray]:
         """Positions of each video's clips, in time order (videos in index order)."""
         if self.clips is None:
-            raise ProbeInputError("embeddings: the extraction's clip index (manifest index.path) is missing: probe=mil_ranking and "
-                                  "probe.annotations need it to group clips into videos")
+            raise ProbeInputError("embeddings: the extraction's clip index (manifest index.path) is missing: "
+                                  "probe=mil_ranking and probe.annotations need it to group clips into videos")
         codes, _ = pd.factorize(self.clips.path)
         order = np.lexsort((self.clips.start_frame.to_numpy(), codes))
         return np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
@@ -122,9 +127,11 @@ def _check_labels(labels: np.ndarray, split: str, folder: Path) -> None:
     if len(labels) == 0:
         raise ProbeInputError(f"embeddings: no valid row in the {split} split of {folder}")
     if not np.isin(labels, (0, 1)).all():
-        raise ProbeInputError(f"embeddings: {split} labels must be 0 or 1, found {sorted(v.item() for v in set(np.unique(labels)) - {0, 1})[:5]} in {folder}")
+        raise ProbeInputError(f"embeddings: {split} labels must be 0 or 1, "
+                              f"found {sorted(v.item() for v in set(np.unique(labels)) - {0, 1})[:5]} in {folder}")
     if len(np.unique(labels)) < 2:
-        raise ProbeInputError(f"embeddings: the {split} split of {folder} has only label {int(labels[0])}: ROC-AUC needs both classes")
+        raise ProbeInputError(f"embeddings: the {split} split of {folder} has only label {int(labels[0])}: "
+                              "ROC-AUC needs both classes")
 
 
 def _blocks(embeddings: np.ndarray, rows: np.ndarray, split: str, folder: Path) -> Iterator[np.ndarray]:
@@ -133,7 +140,8 @@ def _blocks(embeddings: np.ndarray, rows: np.ndarray, split: str, folder: Path) 
         block = np.asarray(embeddings[rows[start : start + CHUNK_ROWS]], dtype=np.float32)
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
-            raise ProbeInputError(f"embeddings: row {rows[start + int(np.flatnonzero(~finite)[0])]} of the {split} split of {folder} is not finite (NaN or inf)")
+            raise ProbeInputError(f"embeddings: row {rows[start + int(np.flatnonzero(~finite)[0])]} of the {split} "
+                                  f"split of {folder} is not finite (NaN or inf)")
         yield block
 
 
@@ -150,16 +158,18 @@ def _index(manifest: Manifest, folder: Path) -> pd.DataFrame | None:
     if missing:
         raise ProbeInputError(f"embeddings: the index {path} of {folder} has no column {missing[0]!r}")
     frames = index[CLIP_COLUMNS[1:]].apply(pd.to_numeric, errors="coerce")
-    bad = frames.isna().any(axis=1) | (frames.start_frame < 0) | (frames.end_frame <= frames.start_frame) | (frames.start_frame >= frames.n_frames)
+    bad = (frames.isna().any(axis=1) | (frames.start_frame < 0) | (frames.end_frame <= frames.start_frame)
+           | (frames.start_frame >= frames.n_frames))
     if bad.any():
         row = index.loc[bad.idxmax()]
-        raise ProbeInputError(f"embeddings: the index {path} has a clip outside its video (row {int(bad.idxmax()) + 2}: start_frame "
-                              f"{row.start_frame}, end_frame {row.end_frame}, n_frames {row.n_frames})")
+        raise ProbeInputError(f"embeddings: the index {path} has a clip outside its video (row {int(bad.idxmax()) + 2}"
+                              f": start_frame {row.start_frame}, end_frame {row.end_frame}, n_frames {row.n_frames})")
     return index.assign(**frames.astype(np.int64))
 
 
 def _split_clips(index: pd.DataFrame, split: str, rows: int, manifest: Manifest) -> pd.DataFrame:
     clips = index[index.split == split].reset_index(drop=True)
     if len(clips) != rows:
-        raise ProbeInputError(f"embeddings: the index {manifest.index.path} has {len(clips)} {split} clips, the manifest {rows} rows")
+        raise ProbeInputError(f"embeddings: the index {manifest.index.path} has {len(clips)} {split} clips, "
+                              f"the manifest {rows} rows")
     return clips

@@ -65,11 +65,13 @@ class Standardized(torch.nn.Module):
 
 def fit_lightning(module: L.LightningModule, train: DataLoader, val: DataLoader, context: FitContext,
                   monitor: str, patience: int, mode: str = "max") -> tuple[dict[str, float], Path | None]:
-    """Fit until ``monitor`` (maximised, or minimised with ``mode="min"``) has not improved for ``patience`` validations or the trainer's
-    cap; the best weights are loaded back. Returns the selection metrics and the best checkpoint."""
-    checkpoint = ModelCheckpoint(dirpath=checkpoint_folder(context.output_dir), filename="best", monitor=monitor, mode=mode)
+    """Fit until ``monitor`` (maximised, or minimised with ``mode="min"``) has not improved for ``patience`` validations
+    or the trainer's cap; the best weights are loaded back. Returns the selection metrics and the best checkpoint."""
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_folder(context.output_dir), filename="best", monitor=monitor,
+                                 mode=mode)
     stopping = EarlyStopping(monitor=monitor, mode=mode, patience=patience)
-    trainer = L.Trainer(**context.trainer_kwargs, logger=context.logger or False, callbacks=[checkpoint, stopping, StopOnSignal(), EpochLog()],
+    trainer = L.Trainer(**context.trainer_kwargs, logger=context.logger or False,
+                        callbacks=[checkpoint, stopping, StopOnSignal(), EpochLog()],
                         default_root_dir=str(context.output_dir))
     trainer.fit(module, train, val)
     if not checkpoint.best_model_path:

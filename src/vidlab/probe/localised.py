@@ -40,7 +40,8 @@ FPS = 30.0
 DEFAULT_VIDEOS = {"train": 60, "val": 20, "test": 30}
 
 
-def _anomalous_ranges(rng: np.random.Generator, n: int, fraction: tuple[float, float], p_two_ranges: float) -> list[tuple[int, int]]:
+def _anomalous_ranges(rng: np.random.Generator, n: int, fraction: tuple[float, float],
+                      p_two_ranges: float) -> list[tuple[int, int]]:
     """1 (or, with probability ``p_two_ranges``, 2 separated) ranges of clips ``[start, end)`` covering
     a share uniform in ``fraction`` of the ``n`` clips, clamped so that the share stays in it, >= 1 clip."""
     low = max(1, math.ceil(round(fraction[0] * n, 9)))
@@ -48,7 +49,8 @@ def _anomalous_ranges(rng: np.random.Generator, n: int, fraction: tuple[float, f
     total = min(max(round(rng.uniform(*fraction) * n), low), high)
     if rng.random() < p_two_ranges and total >= 2 and n - total >= 1:
         first = int(rng.integers(1, total))
-        a, b = sorted(int(v) for v in rng.integers(0, n - total, size=2))  # normal clips: a, then 1 + b - a between, then the rest
+        # normal clips: a, then 1 + b - a between, then the rest
+        a, b = sorted(int(v) for v in rng.integers(0, n - total, size=2))
         return [(a, a + first), (b + first + 1, b + total + 1)]
     start = int(rng.integers(0, n - total + 1))
     return [(start, start + total)]
@@ -94,13 +96,17 @@ def write_localised(
         raise ValueError(f"synthetic embeddings: {folder} is not an empty folder; choose a new one")
     videos = dict(DEFAULT_VIDEOS if videos is None else videos)
     if set(videos) != set(SPLITS) or min(videos.values()) < 1:
-        raise ValueError(f"synthetic embeddings: videos must give each of {SPLITS} at least 1 video per class (got {videos})")
-    if not 1 <= min_clips <= max_clips or dim < len(categories) + 1 or not 0 < anomaly_fraction[0] <= anomaly_fraction[1] < 1:
+        raise ValueError(f"synthetic embeddings: videos must give each of {SPLITS} at least 1 video per class "
+                         f"(got {videos})")
+    if (not 1 <= min_clips <= max_clips or dim < len(categories) + 1
+            or not 0 < anomaly_fraction[0] <= anomaly_fraction[1] < 1):
         raise ValueError("synthetic embeddings: need 1 <= min_clips <= max_clips, dim > number of categories, "
-                         f"0 < anomaly_fraction[0] <= anomaly_fraction[1] < 1 (got {min_clips}, {max_clips}, {dim}, {anomaly_fraction})")
+                         "0 < anomaly_fraction[0] <= anomaly_fraction[1] < 1 "
+                         f"(got {min_clips}, {max_clips}, {dim}, {anomaly_fraction})")
     generator = {"seed": seed, "videos": videos, "dim": dim, "categories": list(categories), "scene_std": scene_std,
-                 "scene_shift": scene_shift, "strength": strength, "rho": rho, "min_clips": min_clips, "max_clips": max_clips,
-                 "anomaly_fraction": list(anomaly_fraction), "p_two_ranges": p_two_ranges, "clip_len": CLIP_LEN, "fps": FPS}
+                 "scene_shift": scene_shift, "strength": strength, "rho": rho, "min_clips": min_clips,
+                 "max_clips": max_clips, "anomaly_fraction": list(anomaly_fraction), "p_two_ranges": p_two_ranges,
+                 "clip_len": CLIP_LEN, "fps": FPS}
     rng = np.random.default_rng(seed)
     directions = np.linalg.qr(rng.standard_normal((dim, len(categories) + 1)))[0].T  # orthonormal rows
     d_scene, d_cat = directions[0], directions[1:]
@@ -128,7 +134,8 @@ def write_localised(
             embeddings.append(x)
             labels.append(np.full(n, y, np.int8))
             category = categories[k] if y else "Normal"
-            rows += [[split, y, category, path, j, CLIP_LEN * j, CLIP_LEN * (j + 1), CLIP_LEN, CLIP_LEN, FPS, n_frames] for j in range(n)]
+            rows += [[split, y, category, path, j, CLIP_LEN * j, CLIP_LEN * (j + 1), CLIP_LEN, CLIP_LEN, FPS, n_frames]
+                     for j in range(n)]
             if split == "test":
                 bounds = [v for s, e in ranges for v in (CLIP_LEN * s, CLIP_LEN * e - 1)]
                 bounds += [-1] * (4 - len(bounds))
@@ -137,7 +144,8 @@ def write_localised(
         files = {kind: f"{kind}_{split}.npy" for kind in KINDS}
         for kind, array in zip(KINDS, (x, labels, np.ones(len(x), bool))):
             _write_npy(folder / files[kind], array)
-        splits[split] = SplitInfo(len(x), files, label_counts={str(v): int(c) for v, c in zip(*np.unique(labels, return_counts=True))})
+        splits[split] = SplitInfo(len(x), files,
+                                  label_counts={str(v): int(c) for v, c in zip(*np.unique(labels, return_counts=True))})
     index = folder.resolve() / INDEX
     write_csv_atomic(pd.DataFrame(rows, columns=COLUMNS), index)
     write_text(folder / ANNOTATIONS, "\n".join(annotations) + "\n")
@@ -157,7 +165,8 @@ def main() -> None:
     args = parser.parse_args()
     n = args.videos_per_class
     try:
-        folder = write_localised(Path(args.out), videos={"train": n, "val": max(1, round(n / 3)), "test": max(1, round(n / 2))},
+        folder = write_localised(Path(args.out),
+                                 videos={"train": n, "val": max(1, round(n / 3)), "test": max(1, round(n / 2))},
                                  dim=args.dim, seed=args.seed)
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")

@@ -36,7 +36,8 @@ class LogisticConfig(ProbeConfig):
     class_weight: str
 
     def __post_init__(self) -> None:
-        require(len(self.C_grid) > 0 and all(c > 0 for c in self.C_grid), f"C_grid must be positive values (got {self.C_grid})")
+        require(len(self.C_grid) > 0 and all(c > 0 for c in self.C_grid),
+                f"C_grid must be positive values (got {self.C_grid})")
         at_least(1, self, "max_iter")
         require(self.tol > 0, f"tol must be > 0 (got {self.tol})")
         one_of(self, "class_weight", "auto", "none")
@@ -74,7 +75,8 @@ class LogisticProbe:
         self.table.to_csv(self.output, index=False)
         unconverged = int((~self.table.converged).sum())
         if unconverged:
-            print(f"probe=logistic: L-BFGS stopped at max_iter={self.model.max_iter} for {unconverged} of {len(self.grid)} values of C")
+            print(f"probe=logistic: L-BFGS stopped at max_iter={self.model.max_iter} for {unconverged} of "
+                  f"{len(self.grid)} values of C")
         return {"probe/C": C, "probe/unconverged_fits": unconverged}
 
     def scores(self, split: Split) -> np.ndarray:

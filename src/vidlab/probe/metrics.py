@@ -58,8 +58,8 @@ def read_temporal_annotations(path: str | Path) -> dict[str, list[tuple[int, int
         except ValueError:
             bounds = []
         if len(parts) < 6 or len(bounds) != 4 or any(0 <= s and e < s for s, e in zip(bounds[::2], bounds[1::2])):
-            raise ProbeInputError(f"probe.annotations: line {number} of {path} is not 'name category start end start end' "
-                                  f"(frames, -1 when absent): {line.strip()[:80]!r}")
+            raise ProbeInputError(f"probe.annotations: line {number} of {path} is not 'name category start end "
+                                  f"start end' (frames, -1 when absent): {line.strip()[:80]!r}")
         ranges[parts[0]] = [(s, e) for s, e in zip(bounds[::2], bounds[1::2]) if s >= 0 and e >= 0]
     if not any(ranges.values()):
         raise ProbeInputError(f"probe.annotations: {path} annotates no anomalous frame")

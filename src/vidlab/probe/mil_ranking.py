@@ -1,15 +1,15 @@
 """``probe=mil_ranking``: Sultani, Chen and Shah, "Real-world Anomaly Detection in Surveillance
 Videos" (CVPR 2018), on any extraction's clip embeddings.
 
-A video is a bag of ``segments`` temporal segments, each the mean of its clips' embeddings
-(standardised on train, as for every probe here, where the paper l2-normalises C3D features). A 512-32-1 MLP (ReLU, then linear, then sigmoid; dropout 0.6) scores
-segments; the loss is the hinge ``max(0, 1 - max(anomalous bag) + max(normal bag))`` over every
-anomalous/normal pair of a batch, plus ``smoothness * sum (s_i - s_{i+1})^2`` and ``sparsity * sum s_i``
-of each anomalous bag (8e-5 each, the paper's). Batches of ``videos_per_batch`` anomalous and as many
-normal videos. Only video labels are read: a clip's score is its segment's. Departures from the paper,
-said here: the optimizer group (AdamW) instead of Adagrad, and early stopping on the same loss over the
-val videos (``val/loss``: video labels only) instead of a fixed 20,000 iterations; val video-level
-ROC-AUC is logged beside it (it saturates at 1.0 long before the anomalies are localised).
+A video is a bag of ``segments`` temporal segments, each the mean of its clips' embeddings (standardised on train, as
+for every probe here, where the paper l2-normalises C3D features). A 512-32-1 MLP (ReLU, then linear, then sigmoid;
+dropout 0.6) scores segments; the loss is the hinge ``max(0, 1 - max(anomalous bag) + max(normal bag))`` over every
+anomalous/normal pair of a batch, plus ``smoothness * sum (s_i - s_{i+1})^2`` and ``sparsity * sum s_i`` of each
+anomalous bag (8e-5 each, the paper's). Batches of ``videos_per_batch`` anomalous and as many normal videos. Only video
+labels are read: a clip's score is its segment's. Departures from the paper, said here: the optimizer group (AdamW)
+instead of Adagrad, and early stopping on the same loss over the val videos (``val/loss``: video labels only) instead of
+a fixed 20,000 iterations; val video-level ROC-AUC is logged beside it (it saturates at 1.0 long before the anomalies
+are localised).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class Bags:
                 low = min(edges[i], n - 1)
                 self.features[v, i] = x[clips[low : max(edges[i + 1], low + 1)]].mean(axis=0)
             self.video_of_clip[clips] = v
-            self.segment_of_clip[clips] = np.clip(np.searchsorted(edges, np.arange(n), side="right") - 1, 0, segments - 1)
+            self.segment_of_clip[clips] = np.clip(np.searchsorted(edges, np.arange(n), side="right") - 1, 0,
+                                                  segments - 1)
 
 
 class BalancedBatches(IterableDataset):
@@ -93,7 +94,8 @@ class MilRanking(L.LightningModule):
         hinge = torch.relu(1 - anomalous.max(dim=1).values[:, None] + normal.max(dim=1).values[None, :]).mean()
         smooth = (anomalous[:, 1:] - anomalous[:, :-1]).pow(2).sum(dim=1).mean()
         sparse = anomalous.sum(dim=1).mean()
-        return {"loss": hinge + self.smoothness * smooth + self.sparsity * sparse, "hinge": hinge, "smoothness": smooth, "sparsity": sparse}
+        return {"loss": hinge + self.smoothness * smooth + self.sparsity * sparse, "hinge": hinge, "smoothness": smooth,
+                "sparsity": sparse}
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         terms = self.ranking_loss(self(batch[0]), self(batch[1]))
@@ -104,7 +106,8 @@ class MilRanking(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         bags, labels = batch
         scores = self(bags)
-        self.log("val/loss", self.ranking_loss(scores[labels == 1], scores[labels == 0])["loss"], prog_bar=True, batch_size=len(labels))
+        self.log("val/loss", self.ranking_loss(scores[labels == 1], scores[labels == 0])["loss"], prog_bar=True,
+                 batch_size=len(labels))
         top = scores.max(dim=1).values.float().cpu().numpy()
         self.log("val/video_roc_auc", float(roc_auc_score(labels.cpu().numpy(), top)), batch_size=len(labels))
 
@@ -127,7 +130,8 @@ class MilRankingConfig(ProbeConfig):
 
     def __post_init__(self) -> None:
         at_least(1, self, "segments", "videos_per_batch", "steps_per_epoch", "patience")
-        require(len(self.hidden) > 0 and all(h >= 1 for h in self.hidden), f"hidden must be positive widths (got {self.hidden})")
+        require(len(self.hidden) > 0 and all(h >= 1 for h in self.hidden),
+                f"hidden must be positive widths (got {self.hidden})")
         require(0 <= self.dropout < 1, f"dropout must be in [0, 1) (got {self.dropout})")
         require(self.smoothness >= 0 and self.sparsity >= 0, "smoothness and sparsity must be >= 0")
 
@@ -146,10 +150,13 @@ class MilRankingProbe:
 
     def fit(self, splits: dict[str, Split], context: FitContext) -> dict[str, float]:
         train, val = Bags(splits["train"], self.segments), Bags(splits["val"], self.segments)
-        self.module = MilRanking(segment_scorer(train.features.shape[2], self.hidden, self.dropout), self.smoothness, self.sparsity, context.optimizer)
-        batches = DataLoader(BalancedBatches(train, self.videos_per_batch, self.steps_per_epoch, context.seed), batch_size=None)
+        self.module = MilRanking(segment_scorer(train.features.shape[2], self.hidden, self.dropout), self.smoothness,
+                                 self.sparsity, context.optimizer)
+        batches = DataLoader(BalancedBatches(train, self.videos_per_batch, self.steps_per_epoch, context.seed),
+                             batch_size=None)
         whole_val = DataLoader([(torch.from_numpy(val.features), torch.from_numpy(val.labels))], batch_size=None)
-        selected, self.checkpoint = fit_lightning(self.module, batches, whole_val, context, "val/loss", self.patience, mode="min")
+        selected, self.checkpoint = fit_lightning(self.module, batches, whole_val, context, "val/loss", self.patience,
+                                                  mode="min")
         return {**selected, "train/videos": len(train.labels)}
 
     @torch.no_grad()

@@ -76,7 +76,8 @@ class MlpProbe:
     needs_videos = False
 
     def __init__(self, hidden: int, dropout: float, batch_size: int, patience: int, class_weight: str):
-        self.hidden, self.dropout, self.batch_size, self.patience, self.class_weight = hidden, dropout, batch_size, patience, class_weight
+        self.hidden, self.dropout, self.batch_size, self.patience, self.class_weight = (hidden, dropout, batch_size,
+                                                                                        patience, class_weight)
         self.module: ClipClassifier | None = None
         self.checkpoint: Path | None = None
 
@@ -84,11 +85,14 @@ class MlpProbe:
         train, val = splits["train"], splits["val"]
         n_pos = int(train.y.sum())
         pos_weight = (len(train.y) - n_pos) / n_pos if self.class_weight == "auto" else 1.0
-        net = nn.Sequential(nn.Linear(train.x.shape[1], self.hidden), nn.GELU(), nn.Dropout(self.dropout), nn.Linear(self.hidden, 1))
+        net = nn.Sequential(nn.Linear(train.x.shape[1], self.hidden), nn.GELU(), nn.Dropout(self.dropout),
+                            nn.Linear(self.hidden, 1))
         self.module = ClipClassifier(net, pos_weight, context.optimizer)
         loader = lambda split, shuffle: DataLoader(  # noqa: E731 - in memory already: no worker would be faster
-            TensorDataset(torch.from_numpy(split.x), torch.from_numpy(split.y.astype(np.float32))), batch_size=self.batch_size, shuffle=shuffle)
-        selected, self.checkpoint = fit_lightning(self.module, loader(train, True), loader(val, False), context, "val/roc_auc", self.patience)
+            TensorDataset(torch.from_numpy(split.x), torch.from_numpy(split.y.astype(np.float32))),
+            batch_size=self.batch_size, shuffle=shuffle)
+        selected, self.checkpoint = fit_lightning(self.module, loader(train, True), loader(val, False), context,
+                                                  "val/roc_auc", self.patience)
         return {**selected, "train/pos_weight": pos_weight}
 
     @torch.no_grad()

@@ -20,11 +20,15 @@ CURVES_SHOWN = 8  # videos per score-curve figure: the anomalous ones first (mos
 def clip_figures(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Figure]:
     figures = {}
     for name, draw in (
-        ("roc.png", lambda ax: RocCurveDisplay.from_predictions(labels, scores, ax=ax, plot_chance_level=True, name="probe")),
-        ("pr.png", lambda ax: PrecisionRecallDisplay.from_predictions(labels, scores, ax=ax, plot_chance_level=True, name="probe")),
-        ("confusion.png", lambda ax: (ConfusionMatrixDisplay.from_predictions(labels, scores >= threshold, ax=ax, colorbar=False,
+        ("roc.png", lambda ax: RocCurveDisplay.from_predictions(labels, scores, ax=ax, plot_chance_level=True,
+                                                                name="probe")),
+        ("pr.png", lambda ax: PrecisionRecallDisplay.from_predictions(labels, scores, ax=ax, plot_chance_level=True,
+                                                                      name="probe")),
+        ("confusion.png", lambda ax: (ConfusionMatrixDisplay.from_predictions(labels, scores >= threshold, ax=ax,
+                                                                              colorbar=False,
                                                                               display_labels=["normal", "anomalous"]),
-                                      ax.set_title(f"test clips, threshold {threshold:.3f} (best balanced accuracy on val)"))),
+                                      ax.set_title(f"test clips, threshold {threshold:.3f} "
+                                                   "(best balanced accuracy on val)"))),
     ):
         fig, ax = plt.subplots(figsize=(5.5, 5))
         draw(ax)
@@ -39,7 +43,8 @@ def score_curves(clips: pd.DataFrame, annotations: dict[str, list[tuple[int, int
     anomalous_frames = {path: sum(e - s + 1 for s, e in annotations.get(name, [])) for path, name in names.items()}
     labels = clips.groupby("path", sort=False).y.max()
     shown = sorted(names, key=lambda p: (-int(labels[p]), -anomalous_frames[p], p))
-    shown = [p for p in shown if labels[p] == 1][: CURVES_SHOWN // 2 + CURVES_SHOWN % 2] + [p for p in shown if labels[p] == 0][: CURVES_SHOWN // 2]
+    shown = ([p for p in shown if labels[p] == 1][: CURVES_SHOWN // 2 + CURVES_SHOWN % 2]
+             + [p for p in shown if labels[p] == 0][: CURVES_SHOWN // 2])
     fig, axes = plt.subplots(len(shown), 1, figsize=(9, 1.6 * len(shown) + 0.6), sharey=True, squeeze=False)
     for ax, path in zip(axes[:, 0], shown):
         group = clips[clips.path == path]

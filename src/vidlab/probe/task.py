@@ -55,7 +55,8 @@ def description(spec: ProbeSpec, folder: Path, manifest: Manifest, extraction_ru
     except MlflowException:  # a run id from another store: named, not linked
         extraction = None
     if extraction is not None:
-        return f"{text} Extraction run: [{extraction.info.run_name}](#/experiments/{extraction.info.experiment_id}/runs/{extraction_run_id})."
+        return (f"{text} Extraction run: [{extraction.info.run_name}]"
+                f"(#/experiments/{extraction.info.experiment_id}/runs/{extraction_run_id}).")
     return text + (f" Extraction run id: {extraction_run_id} (not in this store)." if extraction_run_id else "")
 
 
@@ -63,11 +64,13 @@ def score_table(split: Split, scores) -> pd.DataFrame:
     table = pd.DataFrame({"split_row": split.rows, "y": split.y, "score": scores})
     if split.clips is None:
         return table
-    return pd.concat([split.clips[[c for c in ("path", "clip_idx", "start_frame", "end_frame", "n_frames") if c in split.clips]], table], axis=1)
+    return pd.concat([split.clips[[c for c in ("path", "clip_idx", "start_frame", "end_frame", "n_frames")
+                                   if c in split.clips]], table], axis=1)
 
 
 def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
-    """Fit, score and log the probe ``spec`` (``cfg`` checked by :func:`vidlab.probe.config.validate_probe`) describes."""
+    """Fit, score and log the probe ``spec`` (``cfg`` checked by :func:`vidlab.probe.config.validate_probe`)
+    describes."""
     kwargs = trainer_kwargs(cfg)
     optimizer = checked_optimizer(cfg)
     root, output_dir = job_dirs(cfg)
@@ -86,7 +89,8 @@ def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
             split.videos()  # refused now if the index is missing, not after training
     logger = None
     backbone = manifest.backbone.split("/")[-1]
-    if isinstance(spec.logger, MlflowLoggerConfig):  # a store that cannot be used, or may not be written: one line, before any work
+    # a store that cannot be used, or may not be written: one line, before any work
+    if isinstance(spec.logger, MlflowLoggerConfig):
         experiment_id = tracking.ensure_experiment(spec.logger, root, "probe")
         tags = {"task": "probe", "probe": spec.probe.name, "embeddings_dir": str(folder), "backbone": manifest.backbone,
                 "extraction_run_id": run_ref or manifest.mlflow_run_id or ""}
@@ -95,9 +99,11 @@ def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
         logger = tracking.build_logger(replace(spec.logger, run_name=name), root, output_dir, tags)
         tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
         with tracking.best_effort("description", client, logger.run_id):
-            client.set_tag(logger.run_id, "mlflow.note.content", description(spec, folder, manifest, tags["extraction_run_id"], client))
+            client.set_tag(logger.run_id, "mlflow.note.content",
+                           description(spec, folder, manifest, tags["extraction_run_id"], client))
         with tracking.best_effort("datasets", client, logger.run_id):
-            log_inputs(client, logger.run_id, embeddings_inputs(folder, manifest, {k: len(v.y) for k, v in splits.items()}))
+            log_inputs(client, logger.run_id,
+                       embeddings_inputs(folder, manifest, {k: len(v.y) for k, v in splits.items()}))
     L.seed_everything(spec.seed, workers=True)
     selected = probe.fit(splits, FitContext(kwargs, optimizer, logger, output_dir, spec.seed))
 
@@ -106,7 +112,8 @@ def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
     metrics = {**selected, "threshold": threshold, "rows_invalid_left_out": sum(s.invalid for s in splits.values())}
     tables = {split: score_table(splits[split], scores[split]) for split in ("val", "test")}
     for split in ("val", "test"):
-        metrics.update({f"{split}/{k}": v for k, v in pm.classification_metrics(splits[split].y, scores[split], threshold).items()})
+        metrics.update({f"{split}/{k}": v
+                        for k, v in pm.classification_metrics(splits[split].y, scores[split], threshold).items()})
         if "path" in tables[split]:
             metrics[f"{split}/video_roc_auc"] = pm.video_level_auc(tables[split])
     if annotations is not None:
@@ -120,7 +127,8 @@ def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
     print("\n".join(f"{k}: {float(v):.4f}" for k, v in metrics.items()))
     tracking.log_figures(logger and logger.experiment, logger and logger.run_id, figures, out / "plots")
     if logger is not None:
-        logger.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=max(int(selected.get("probe/epochs", 0)), 0))
+        logger.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)},
+                           step=max(int(selected.get("probe/epochs", 0)), 0))
         files = [("probe", out / "test_scores.csv"), *(("probe", p) for p in probe.files())]
         tracking.log_artifacts(logger.experiment, logger.run_id, files)
         if spec.logger.log_model:

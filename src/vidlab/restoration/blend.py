@@ -108,7 +108,8 @@ class BlendUNet(RestorationNet):
         self.window, self.context_frames, self.depth, self.min_gain = window, context_frames, depth, min_gain
         self.max_stains = max_stains
         self.stain = stain if isinstance(stain, CircularStain) else None
-        self.tint = None if self.stain is None else torch.tensor(self.stain.tint, dtype=torch.float32).reshape(-1)  # grey or RGB
+        # grey or RGB
+        self.tint = None if self.stain is None else torch.tensor(self.stain.tint, dtype=torch.float32).reshape(-1)
         self.estimator = None if self.stain else ConvUNet(3 * len(STATISTICS), 4, depth, base_channels, norm)
         self.refiner = ConvUNet(3 * context_frames + 4, 3, depth, base_channels, norm)
         # the refiner reads the estimate around each pixel (a fitted one is found before tiling)
@@ -137,8 +138,10 @@ class BlendUNet(RestorationNet):
         was trained on, up to ``max_stains`` elliptical stains, or none (opacity 0: the frames pass
         through unchanged)."""
         stain = self.stain
-        disc = {"radius": stain.radius, "hardness": stain.hardness, "opacity": stain.opacity, "tint": self.tint.tolist()}
-        estimate = estimate_stain(frames, getattr(self, "max_stains", 0), disc, run)  # 0.3's pickled MLflow models lack it (until 0.5)
+        disc = {"radius": stain.radius, "hardness": stain.hardness, "opacity": stain.opacity,
+                "tint": self.tint.tolist()}
+        # 0.3's pickled MLflow models lack it (until 0.5)
+        estimate = estimate_stain(frames, getattr(self, "max_stains", 0), disc, run)
         opacity, offset = estimate.blend(*frames.shape[-2:], frames.device)
         return FoundStain(torch.cat([opacity[None], offset]), estimate)
 
@@ -192,8 +195,8 @@ class BlendUNet(RestorationNet):
             losses["inverse_l1"] = error.sum() / (3 * through.sum()).clamp(min=1)
         return TrainingOutput(restored, clean, per_frame, losses)
 
-    def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device, found: FoundStain | None = None
-                    ) -> dict[tuple[int, int], FoundStain] | None:
+    def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device,
+                    found: FoundStain | None = None) -> dict[tuple[int, int], FoundStain] | None:
         if self.stain is None:
             return None
         segments = {self.segment(c, len(frames)) for c in centres}
@@ -223,5 +226,6 @@ class BlendUNet(RestorationNet):
             for i in range(0, len(local), batch):
                 idx = neighbour_indices(local[i : i + batch], self.context_frames, stop - start)
                 n = len(idx)
-                out.append(self.refine(inverted[torch.as_tensor(idx, device=clip.device)], opacity.expand(n, -1, -1, -1), tint.expand(n, -1, -1, -1)))
+                out.append(self.refine(inverted[torch.as_tensor(idx, device=clip.device)],
+                                       opacity.expand(n, -1, -1, -1), tint.expand(n, -1, -1, -1)))
         return torch.cat(out).clamp(0, 1)

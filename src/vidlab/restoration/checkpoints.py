@@ -51,27 +51,32 @@ def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
 
     if not Path(path).is_file():
         raise ConfigError(f"{key}: checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):  # torch.save's archive; torch would warn about a raw pickle's protocol before refusing it
+    # torch.save's archive; torch would warn about a raw pickle's protocol before refusing it
+    if not zipfile.is_zipfile(path):
         raise ConfigError(f"{key}: {path} {NOT_RESTORATION} (not a torch.save archive)")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 (torch raises pickle, zip, EOF, runtime errors for non-checkpoints)
-        raise ConfigError(f"{key}: {path} {NOT_RESTORATION} (torch.load, weights only: {type(err).__name__}: {one_line(err)[:200]})") from None
+        raise ConfigError(f"{key}: {path} {NOT_RESTORATION} (torch.load, weights only: "
+                          f"{type(err).__name__}: {one_line(err)[:200]})") from None
     hparams = saved.get("hyper_parameters") if isinstance(saved, dict) else None
     if not isinstance(hparams, dict) or not {"model", "smoothing"} <= hparams.keys() or "state_dict" not in saved:
         raise ConfigError(f"{key}: {path} {NOT_RESTORATION}")
     written = checkpoint_version(saved)
     if _version(written) > _version(__version__):
-        raise ConfigError(f"{key}: {path} was written by vidlab {written}, newer than this vidlab {__version__}: upgrade vidlab to load it")
+        raise ConfigError(f"{key}: {path} was written by vidlab {written}, newer than this vidlab {__version__}: "
+                          "upgrade vidlab to load it")
     if "vidlab_version" not in saved:
         saved["hyper_parameters"] = _upgraded(hparams)
-    if saved["hyper_parameters"]["model"].get("name") == "blend_unet":  # written before max_stains (0.3): the disc or none
+    # written before max_stains (0.3): the disc or none
+    if saved["hyper_parameters"]["model"].get("name") == "blend_unet":
         saved["hyper_parameters"]["model"].setdefault("max_stains", 0)
     return saved
 
 
 def _describe(model: dict[str, Any], keys: list[str]) -> str:
-    return f"model={model.get('name')} ({', '.join(f'{k}={model.get(k)}' for k in keys)})" if keys else f"model={model.get('name')}"
+    return (f"model={model.get('name')} ({', '.join(f'{k}={model.get(k)}' for k in keys)})" if keys
+            else f"model={model.get('name')}")
 
 
 def check_resume(path: str, model: Any) -> str | None:
@@ -79,12 +84,14 @@ def check_resume(path: str, model: Any) -> str | None:
     config): same choice, same architecture. Returns the MLflow run id it was written under."""
     saved = read_checkpoint(path, "ckpt_path")
     if "epoch" not in saved or "optimizer_states" not in saved:
-        raise ConfigError(f"ckpt_path: {path} holds weights but no training state (a Lightning checkpoint of train.py resumes)")
+        raise ConfigError(f"ckpt_path: {path} holds weights but no training state "
+                          "(a Lightning checkpoint of train.py resumes)")
     wanted, held = asdict(model), saved["hyper_parameters"]["model"]
     differ = sorted(k for k in wanted.keys() | held.keys() if k != "name" and wanted.get(k) != held.get(k))
     if wanted.get("name") != held.get("name") or differ:
         raise ConfigError(f"ckpt_path: {path} was trained as {_describe(held, differ)}, the config asks for "
-                          f"{_describe(wanted, differ)}: resume with the checkpoint's model settings, or train anew without ckpt_path")
+                          f"{_describe(wanted, differ)}: resume with the checkpoint's model settings, "
+                          "or train anew without ckpt_path")
     return saved.get("mlflow_run_id")
 
 
@@ -96,8 +103,8 @@ def export_weights(checkpoint: str | Path, destination: str | Path) -> Path:
     saved = read_checkpoint(checkpoint, "checkpoint")
     destination = Path(destination)
     with atomic_path(destination) as partial:
-        torch.save({"hyper_parameters": saved["hyper_parameters"], "state_dict": saved["state_dict"], "vidlab_version": __version__},
-                   partial)
+        torch.save({"hyper_parameters": saved["hyper_parameters"], "state_dict": saved["state_dict"],
+                    "vidlab_version": __version__}, partial)
     return destination
 
 

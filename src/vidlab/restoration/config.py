@@ -148,11 +148,13 @@ def validate(cfg: DictConfig) -> RunSpec:
     if "optimizer" not in cfg or "_target_" not in cfg.optimizer:
         raise ConfigError("optimizer: needs a _target_ (e.g. optimizer=adamw)")
     corruption = CORRUPTIONS.build(nodes["corruption"])
-    nodes["top"] = replace(nodes["top"], optimized_metric=restoration_metric(nodes["top"].optimized_metric, stained=corruption.stains))
+    nodes["top"] = replace(nodes["top"], optimized_metric=restoration_metric(nodes["top"].optimized_metric,
+                                                                             stained=corruption.stains))
     spec = RunSpec(**nodes, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"))
     window = model_window(spec.model)
     if window is not None and getattr(spec.dataset, "clip_seconds", None) is None and spec.dataset.clip_frames < window:
-        raise ConfigError(f"model.window: {window} frames do not fit the dataset's clips of {spec.dataset.clip_frames} frames (dataset.clip_frames)")
+        raise ConfigError(f"model.window: {window} frames do not fit the dataset's clips of {spec.dataset.clip_frames} "
+                          "frames (dataset.clip_frames)")
     if spec.dataset.frame_size is not None:
         try:
             corruption.check_frame(*spec.dataset.frame_size)

@@ -197,7 +197,8 @@ class MultiStainConfig(Choice):
     aspect_range: list[float]
 
     def __post_init__(self) -> None:
-        require(1 <= self.min_stains <= self.max_stains, f"need 1 <= min_stains <= max_stains (got {self.min_stains}, {self.max_stains})")
+        require(1 <= self.min_stains <= self.max_stains,
+                f"need 1 <= min_stains <= max_stains (got {self.min_stains}, {self.max_stains})")
         check_range("radius_range", self.radius_range, 1.0)
         check_range("opacity_range", self.opacity_range, 0.0, 1.0)
         check_range("hardness_range", self.hardness_range, 1e-6)

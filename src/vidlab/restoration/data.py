@@ -41,7 +41,8 @@ def read_clips(path: str, refs: list[ClipRef], resize: list[int] | None = None) 
         clip = list(itertools.islice(frames, ref.length))
         position = ref.start + len(clip)
         if len(clip) < ref.length:
-            raise InputError(f"{path}: clip {ref.clip_idx} needs frames {ref.start}..{ref.start + ref.length - 1}, video ended at {position}")
+            raise InputError(f"{path}: clip {ref.clip_idx} needs frames {ref.start}..{ref.start + ref.length - 1}, "
+                             f"video ended at {position}")
         if resize is not None:
             clip = [cv2.resize(f, (resize[1], resize[0]), interpolation=cv2.INTER_AREA) for f in clip]
         yield ref, np.stack(clip)
@@ -113,7 +114,8 @@ class StainedClipStream(IterableDataset):
             by_path.setdefault(ref.path, []).append(ref)
         for path in self._videos(pass_seed):
             for ref, clean in read_clips(path, by_path[path], self.resize):
-                rng = np.random.default_rng([self.seed, SPLITS.index(self.split), pass_seed % 2**32, ref.video_idx, ref.clip_idx])
+                rng = np.random.default_rng([self.seed, SPLITS.index(self.split), pass_seed % 2**32, ref.video_idx,
+                                             ref.clip_idx])
                 stain = self.corruption.sample(rng, clean.shape[1], clean.shape[2])
                 yield {"ref": ref, "rng": rng, "clean": clean, "stained": stain.apply(clean), "mask": stain.mask,
                        "offset": stain.offset}
@@ -125,15 +127,19 @@ class StainedClipStream(IterableDataset):
         stained, clean = _to_tensor(clip["stained"]), _to_tensor(clip["clean"])
         if self.window is not None:
             if length < self.window:
-                raise InputError(f"{clip['ref'].path}: a clip of {length} frames is shorter than the model's window of {self.window}")
+                raise InputError(f"{clip['ref'].path}: a clip of {length} frames is shorter than the model's window "
+                                 f"of {self.window}")
             start = int(rng.integers(length - self.window + 1))
-            centres = np.sort(rng.choice(self.window, size=self.samples_per_clip, replace=self.samples_per_clip > self.window))
+            centres = np.sort(rng.choice(self.window, size=self.samples_per_clip,
+                                         replace=self.samples_per_clip > self.window))
             window = slice(start, start + self.window)
-            yield {"stained": stained[window], "clean": clean[window][centres], "mask": mask, "centres": torch.from_numpy(centres)}
+            yield {"stained": stained[window], "clean": clean[window][centres], "mask": mask,
+                   "centres": torch.from_numpy(centres)}
             return
         centres = rng.choice(length, size=self.samples_per_clip, replace=self.samples_per_clip > length)
         for t in centres:
-            yield {"stained": stained[neighbour_indices(int(t), self.context_frames, length)], "clean": clean[t], "mask": mask}
+            yield {"stained": stained[neighbour_indices(int(t), self.context_frames, length)], "clean": clean[t],
+                   "mask": mask}
 
     def __iter__(self) -> Iterator[dict]:
         pass_seed = self._pass_seed()
@@ -164,7 +170,8 @@ class RestorationDataModule(L.LightningDataModule):
     """Train/val/test streams of stained clips from the configured dataset and corruption."""
 
     def __init__(
-        self, cfg: MovingDigitsConfig | VideoFolderConfig, corruption: Corruption, context_frames: int, window: int | None = None
+        self, cfg: MovingDigitsConfig | VideoFolderConfig, corruption: Corruption, context_frames: int,
+        window: int | None = None
     ):
         super().__init__()
         self.cfg, self.corruption, self.context_frames, self.window = cfg, corruption, context_frames, window

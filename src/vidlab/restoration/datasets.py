@@ -77,7 +77,8 @@ class MovingDigitsConfig(ClipLoaderConfig):
         for split in ("train", "val", "test"):
             count = getattr(self, f"{split}_videos")
             require(count >= 1, f"{split}_videos must be >= 1 (got {count})")
-        require(1 <= self.min_digits <= self.max_digits, f"need 1 <= min_digits <= max_digits (got {self.min_digits}, {self.max_digits})")
+        require(1 <= self.min_digits <= self.max_digits,
+                f"need 1 <= min_digits <= max_digits (got {self.min_digits}, {self.max_digits})")
         require(
             0 < self.digit_size < min(self.height, self.width),
             f"digit_size must be in (0, {min(self.height, self.width)}) (got {self.digit_size})",
@@ -108,7 +109,8 @@ class VideoFolderConfig(ClipLoaderConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         seeds(self, "split_seed")
-        require(self.clip_seconds is None or self.clip_seconds > 0, f"clip_seconds must be > 0 (got {self.clip_seconds})")
+        require(self.clip_seconds is None or self.clip_seconds > 0,
+                f"clip_seconds must be > 0 (got {self.clip_seconds})")
         require(
             self.resize is None or (len(self.resize) == 2 and min(self.resize) >= 8),
             f"resize must be null or [height, width] >= 8 (got {self.resize})",
@@ -146,7 +148,8 @@ def moving_digits_clips(cfg: MovingDigitsConfig) -> dict[str, list[ClipRef]]:
     """Generate (once; cached as mp4 files) and cut the moving-digits videos of every split."""
     generator_params = {
         k: v for k, v in asdict(cfg).items()
-        if k in ("height", "width", "fps", "frames_per_video", "min_digits", "max_digits", "digit_size", "speed_range", "mnist_path", "seed")
+        if k in ("height", "width", "fps", "frames_per_video", "min_digits", "max_digits", "digit_size", "speed_range",
+                 "mnist_path", "seed")
     }
     key = hashlib.sha1(json.dumps(generator_params, sort_keys=True).encode()).hexdigest()[:10]
     root = Path(cfg.cache_dir) / key

@@ -11,11 +11,11 @@ stained by a stain family (``--stain``; default ``disc``, the notebook's circula
 notebook's, ``conf/corruption/circular_stain.yaml``; ``--radius`` and friends change it), ``profile``
 (another round stain: radius 18, hardness 1.3, opacity 0.85, a brown tint), ``ellipses`` (one to three
 tinted elliptical stains, ``conf/corruption/multi_stain.yaml``), ``none`` (the clean video: any change
-is damage), or any registered corruption by name, as its YAML sets it. Rows: the stained input, two oracles given the true stain (the exact
-inverse, the ceiling, and OpenCV Telea inpainting) and each ``--model`` (a checkpoint or MLflow URI,
-as ``python -m vidlab.restore`` takes; without one, the model vidlab ships, as ``default model``),
-restored through the same ``Restorer`` that command uses. Every output is scored as the uint8 frames a
-user gets: the baselines' float outputs are quantized too, ``(x * 255).round() / 255``.
+is damage), or any registered corruption by name, as its YAML sets it. Rows: the stained input, two oracles given the
+true stain (the exact inverse, the ceiling, and OpenCV Telea inpainting) and each ``--model`` (a checkpoint or MLflow
+URI, as ``python -m vidlab.restore`` takes; without one, the model vidlab ships, as ``default model``), restored through
+the same ``Restorer`` that command uses. Every output is scored as the uint8 frames a user gets: the baselines' float
+outputs are quantized too, ``(x * 255).round() / 255``.
 
 Real sample videos ship in PyPI packages (licences as those packages state):
 
@@ -56,7 +56,8 @@ from vidlab.video import VideoReadError, iter_frames
 SUFFIXES = choice_values("dataset", "video_folder")["extensions"]  # what dataset=video_folder reads
 DEFAULT_LABEL = "default model"  # the row of the model vidlab ships (python -m vidlab.restore without a model)
 BASELINES = ("true_inverse", "inpaint_telea")  # both read the true stain
-COLUMNS = ("video", "size", "output", "uses the true stain", "PSNR in stain (dB)", "content PSNR in stain (dB)", "PSNR (dB)")
+COLUMNS = ("video", "size", "output", "uses the true stain", "PSNR in stain (dB)", "content PSNR in stain (dB)",
+           "PSNR (dB)")
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,8 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
         raise ConfigError(f"--frames must be >= 1 (got {frames})")
     corruption = stain_family(stain, **changes)
     found = find_videos(videos)
-    modules = {model: load_module(DEFAULT_MODEL if model == DEFAULT_LABEL else model).to(memory_format=torch.channels_last)
-               for model in models}  # as vidlab.restore
+    modules = {model: load_module(DEFAULT_MODEL if model == DEFAULT_LABEL else model)
+               .to(memory_format=torch.channels_last) for model in models}  # as vidlab.restore
     for module in modules.values():
         if max_stains is not None:
             if not hasattr(module.net, "max_stains") or module.net.stain is None:
@@ -168,7 +169,8 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
         mask, offset = torch.from_numpy(drawn.mask)[None], torch.from_numpy(drawn.offset).permute(2, 0, 1)
         scored = mask if drawn.layers else torch.ones_like(mask)  # a clean video: any change anywhere is damage
         outputs = {"input": (x, False)}
-        outputs |= {name: ((run_baseline(name, x, mask, offset).clamp(0, 1) * 255).round() / 255, True) for name in BASELINES}
+        outputs |= {name: ((run_baseline(name, x, mask, offset).clamp(0, 1) * 255).round() / 255, True)
+                    for name in BASELINES}
         for model, module in modules.items():
             try:
                 module.net.check_frame(*clean.shape[1:3])
@@ -180,13 +182,14 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
             outputs[model] = (_float(np.stack(restored)), False)
         shape = f"{clean.shape[1]}x{clean.shape[2]}"
         print(f"{label}: {len(clean)} frames at {shape}", file=sys.stderr)
-        rows += [Row(label, shape, name, true, *_scores(pred, target, scored)) for name, (pred, true) in outputs.items()]
+        rows += [Row(label, shape, name, true, *_scores(pred, target, scored))
+                 for name, (pred, true) in outputs.items()]
     return rows
 
 
 def _table(rows: list[Row]) -> list[str]:
-    cells = [[r.video, r.size, r.output, "yes" if r.true_stain else "no", *(f"{v:.2f}" for v in (r.psnr_stain, r.psnr_content_stain, r.psnr))]
-             for r in rows]
+    cells = [[r.video, r.size, r.output, "yes" if r.true_stain else "no",
+              *(f"{v:.2f}" for v in (r.psnr_stain, r.psnr_content_stain, r.psnr))] for r in rows]
     return [f"| {' | '.join(COLUMNS)} |", "|" + "---|" * len(COLUMNS)] + [f"| {' | '.join(c)} |" for c in cells]
 
 
@@ -223,22 +226,26 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m vidlab.restoration.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("videos", nargs="+", metavar="VIDEO_OR_FOLDER")
     parser.add_argument("--model", action="append", default=[],
-                        help="a checkpoint or MLflow URI, as vidlab.restore takes (repeatable; default: the model vidlab ships)")
+                        help="a checkpoint or MLflow URI, as vidlab.restore takes "
+                             "(repeatable; default: the model vidlab ships)")
     parser.add_argument("--size", default="72x128", help="HEIGHTxWIDTH to resize to, or native (default %(default)s)")
     parser.add_argument("--frames", type=int, default=48, help="first frames scored per video (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="draws the stains (default %(default)s)")
-    parser.add_argument("--stain", default="disc", help=f"the stain family: {', '.join(FAMILIES)}, or a registered corruption (default %(default)s)")
+    parser.add_argument("--stain", default="disc", help=f"the stain family: {', '.join(FAMILIES)}, "
+                                                        "or a registered corruption (default %(default)s)")
     for setting, kind in (("radius", int), ("hardness", float), ("opacity", float), ("tint", float)):
         parser.add_argument(f"--{setting}", type=kind, help="a circular stain's (default: the family's)")
     parser.add_argument("--max-stains", type=int, choices=range(6), metavar="N",
-                        help="override the model's max_stains: elliptical stains it also looks for (opt-in; default: the model's)")
+                        help="override the model's max_stains: elliptical stains it also looks for "
+                             "(opt-in; default: the model's)")
     parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     args = parser.parse_args(argv)
     try:
         if args.out is not None and not args.out.parent.is_dir():
             raise ConfigError(f"--out: no folder {args.out.parent}")
         stain = {k: getattr(args, k) for k in ("radius", "hardness", "opacity", "tint") if getattr(args, k) is not None}
-        rows = evaluate(args.videos, args.model or [DEFAULT_LABEL], parse_size(args.size), args.frames, args.seed, args.stain, args.max_stains, **stain)
+        rows = evaluate(args.videos, args.model or [DEFAULT_LABEL], parse_size(args.size), args.frames, args.seed,
+                        args.stain, args.max_stains, **stain)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None

@@ -50,7 +50,8 @@ def render(rng: np.random.Generator, frames: int, height: int, width: int) -> np
     velocity = rng.uniform(-1.5, 1.5, 2)
     zoom = rng.uniform(-0.004, 0.004)
     objects = [
-        (rng.uniform(0, width, 2) * [1, height / width], rng.uniform(-3, 3, 2), rng.uniform(4, height / 5, 2), rng.uniform(0, 1, 3))
+        (rng.uniform(0, width, 2) * [1, height / width], rng.uniform(-3, 3, 2), rng.uniform(4, height / 5, 2),
+         rng.uniform(0, 1, 3))
         for _ in range(rng.integers(1, 4))
     ]
     light = rng.uniform(0.85, 1.15) + 0.05 * np.sin(np.linspace(0, rng.uniform(0, 2 * np.pi), frames))
@@ -76,7 +77,8 @@ def write_footage(folder: str | Path, videos: int, frames: int, fps: float, seed
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    moving_digits = DATASETS.from_conf("moving_digits", cache_dir=str(folder)).generator(frames)  # the default data set's
+    # the default data set's
+    moving_digits = DATASETS.from_conf("moving_digits", cache_dir=str(folder)).generator(frames)
     for i in range(videos + digits):
         rng = np.random.default_rng([seed, i])
         if i < videos:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from vidlab.restoration.module import RestorationModule
 
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "blend_unet.ckpt"
-"""The model ``python -m vidlab.restore`` uses without one: ``blend_unet`` trained by ``make default-model``, a few MB."""
+("The model ``python -m vidlab.restore`` uses without one: ``blend_unet`` trained by ``make default-model``, "
+ "a few MB.")
 
 
 def default_tracking_uri() -> str:
@@ -64,7 +65,8 @@ def _check_restorer(reference: str | Path, model: object) -> RestorationModule:
 def _blind(module: RestorationModule, reference: str | Path) -> RestorationModule:
     """``module`` in eval mode, if it restores without the stain mask (what a user's video lacks)."""
     if getattr(module.model_cfg, "mask_channel", False):
-        raise ConfigError(f"{reference}: this model needs the stain mask as input; blind restore needs mask_channel=false")
+        raise ConfigError(f"{reference}: this model needs the stain mask as input; "
+                          "blind restore needs mask_channel=false")
     return module.eval()
 
 
@@ -79,6 +81,6 @@ def _load_checkpoint(checkpoint: str | Path) -> RestorationModule:
         module = RestorationModule(**saved["hyper_parameters"])
         module.load_state_dict(saved["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:  # ConfigError is a ValueError; weights that do not fit
-        raise ConfigError(f"model: {checkpoint} {NOT_RESTORATION} (written by vidlab {checkpoint_version(saved)}; this is vidlab "
-                          f"{__version__}): {one_line(err)}") from None
+        raise ConfigError(f"model: {checkpoint} {NOT_RESTORATION} (written by vidlab {checkpoint_version(saved)}; "
+                          f"this is vidlab {__version__}): {one_line(err)}") from None
     return _blind(module, checkpoint)

@@ -1,11 +1,11 @@
 """The restoration LightningModule: training, clip-level evaluation with smoothing and baselines.
 
-The model is any registered :class:`~vidlab.restoration.nets.RestorationNet`: it says what a training
-batch gives (its restored frames, their targets, and losses of its own) and restores clips; this
-module adds the weighted L1 and SSIM losses, the optimizer and the evaluation. Evaluation runs on whole clips in time order: the model restores every frame
-(temporal models see edge-repeated neighbours), the configured smoothing runs over the restored
-clip, and the metrics of the stained input, the raw output, the smoothed output and (at test time)
-the reference restorations of :mod:`~vidlab.restoration.baselines` are gathered per clip.
+The model is any registered :class:`~vidlab.restoration.nets.RestorationNet`: it says what a training batch gives (its
+restored frames, their targets, and losses of its own) and restores clips; this module adds the weighted L1 and SSIM
+losses, the optimizer and the evaluation. Evaluation runs on whole clips in time order: the model restores every frame
+(temporal models see edge-repeated neighbours), the configured smoothing runs over the restored clip, and the metrics of
+the stained input, the raw output, the smoothed output and (at test time) the reference restorations of
+:mod:`~vidlab.restoration.baselines` are gathered per clip.
 """
 
 from __future__ import annotations
@@ -113,10 +113,12 @@ class RestorationModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate_clip(self, batch: dict[str, Any], extra: dict[str, Smoother], baselines: tuple[str, ...] = ()) -> dict[str, Any]:
+    def _evaluate_clip(self, batch: dict[str, Any], extra: dict[str, Smoother],
+                       baselines: tuple[str, ...] = ()) -> dict[str, Any]:
         clip, clean, mask = _as_float(batch["stained"][0]), _as_float(batch["clean"][0]), batch["mask"][0]
         restored = self.restore_clip(clip, mask)
         outputs = {"stained": clip, "raw": restored, "smoothed": self.smoother(restored, clip)}

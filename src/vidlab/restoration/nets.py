@@ -24,7 +24,8 @@ class ModelConfig(Choice):
     context_frames: int
 
     def __post_init__(self) -> None:
-        require(self.context_frames >= 1 and self.context_frames % 2 == 1, f"context_frames must be odd and >= 1 (got {self.context_frames})")
+        require(self.context_frames >= 1 and self.context_frames % 2 == 1,
+                f"context_frames must be odd and >= 1 (got {self.context_frames})")
 
 
 MODELS = Registry("model", builtins=("vidlab.restoration.unet", "vidlab.restoration.blend"), base=ModelConfig)
@@ -74,7 +75,8 @@ class RestorationNet(nn.Module, ABC):
 
     @abstractmethod
     def training_output(self, batch: dict[str, torch.Tensor]) -> TrainingOutput:
-        """A training batch (float frames in [0, 1], its ``mask``, and ``centres`` for a windowed model) through the model."""
+        """A training batch (float frames in [0, 1], its ``mask``, and ``centres`` for a windowed model) through the
+        model."""
 
     @abstractmethod
     def restore(self, clip: torch.Tensor, centres: np.ndarray, batch: int, mask: torch.Tensor | None = None,

@@ -47,7 +47,8 @@ class ValidationPreviewImages(Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         logger = trainer.logger
-        if trainer.sanity_checking or not isinstance(logger, MLFlowLogger) or not trainer.is_global_zero or not pl_module.val_preview:
+        if (trainer.sanity_checking or not isinstance(logger, MLFlowLogger) or not trainer.is_global_zero
+                or not pl_module.val_preview):
             return
         if trainer.current_epoch % self.every_n_epochs == 0 or trainer.current_epoch + 1 == trainer.max_epochs:
             image = side_by_side(preview_panels(pl_module.val_preview, self.smoothing), self.scale)[0]

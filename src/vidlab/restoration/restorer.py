@@ -53,7 +53,8 @@ def _blocks(items: Iterable[T], before: int, after: int, size: int) -> Iterator[
         buffer, first = buffer[drop:], first + count - drop
 
 
-def sample_runs(frames: Iterable[np.ndarray], total: int, run: int, count: int = 3, pixels: float = 1e8) -> list[np.ndarray]:
+def sample_runs(frames: Iterable[np.ndarray], total: int, run: int, count: int = 3,
+                pixels: float = 1e8) -> list[np.ndarray]:
     """Up to ``count`` runs of ``run`` consecutive frames spread over a stream of ``total`` frames (the
     first, the middle, the last), at most ``pixels`` pixels in all but one run: what a blind model
     reads to find one stain for the whole video. Reads the stream to the last frame it keeps."""
@@ -120,8 +121,8 @@ class Restorer:
     million pixels (and at most ``chunk`` frames, if given), on the module's device."""
 
     def __init__(
-        self, module: RestorationModule, smoother: Smoother, megapixels: float = DEFAULT_MEGAPIXELS, chunk: int | None = None,
-        stain_sample: list[np.ndarray] | None = None,
+        self, module: RestorationModule, smoother: Smoother, megapixels: float = DEFAULT_MEGAPIXELS,
+        chunk: int | None = None, stain_sample: list[np.ndarray] | None = None,
     ):
         self.module, self.smoother, self.device = module, smoother, module.device
         self.pixels, self.chunk = round(megapixels * 1e6), chunk
@@ -135,7 +136,8 @@ class Restorer:
         self.tileable = module.net.tileable
         smallest = (self.multiple + 2 * self.halo) ** 2
         if self.pixels < smallest:
-            raise ConfigError(f"--megapixels {megapixels} is below this model's smallest tile ({smallest / 1e6:.3f} megapixels)")
+            raise ConfigError(f"--megapixels {megapixels} is below this model's smallest tile "
+                              f"({smallest / 1e6:.3f} megapixels)")
         if chunk is not None and chunk < 1:
             raise ConfigError(f"--chunk must be >= 1 (got {chunk})")
 
@@ -169,17 +171,22 @@ class Restorer:
         for window, first, count in _blocks(frames, before, after, block):
             # a window model reads the frames before the block only for a short last segment: the
             # others stay uint8 (at 720p, 16 float frames are 0.18 GB)
-            low = 0 if self.window is None else min(self.module.net.segment(c, len(window))[0] for c in range(first, first + count))
-            stains = self.module.net.find_stains(window[low:], range(first - low, first - low + count), self.device, self.video_stain)
+            low = 0 if self.window is None else min(self.module.net.segment(c, len(window))[0]
+                                                    for c in range(first, first + count))
+            stains = self.module.net.find_stains(window[low:], range(first - low, first - low + count), self.device,
+                                                 self.video_stain)
             restored = torch.empty(count, 3, h, w)
             for tile in tiles:
                 clip = _to_float(window[low:], *tile.read, self.device)
-                crops = None if stains is None else {segment: found.blend[(..., *tile.read)] for segment, found in stains.items()}
-                out = self.module.restore_clip(clip, batch=batch, centres=range(first - low, first - low + count), stains=crops).cpu()
+                crops = None if stains is None else {segment: found.blend[(..., *tile.read)]
+                                                     for segment, found in stains.items()}
+                out = self.module.restore_clip(clip, batch=batch, centres=range(first - low, first - low + count),
+                                               stains=crops).cpu()
                 restored[:, :, tile.core[0], tile.core[1]] = out[:, :, tile.inner[0], tile.inner[1]]
             yield from zip(window[first : first + count], restored)
 
-    def _smooth(self, pairs: Iterator[tuple[np.ndarray, torch.Tensor]], h: int, w: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _smooth(self, pairs: Iterator[tuple[np.ndarray, torch.Tensor]],
+                h: int, w: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Smoothing in blocks of frames with their context, by strips of rows (every smoother is
         per pixel in space); a recursive smoother gets its last output as the frame before."""
         import torch

@@ -156,7 +156,8 @@ class MaskedSmoothing(CentredSmoother):
     def __call__(self, restored: torch.Tensor, stained: torch.Tensor) -> torch.Tensor:
         neighbours = _neighbours(restored, self.window)
         diff = (neighbours - restored[None]).abs().amax(dim=2, keepdim=True)
-        weights = self.time_weights.to(restored).view(-1, 1, 1, 1, 1) * torch.exp(-(diff**2) / (2 * self.value_sigma**2))
+        weights = (self.time_weights.to(restored).view(-1, 1, 1, 1, 1)
+                   * torch.exp(-(diff**2) / (2 * self.value_sigma**2)))
         smoothed = (weights * neighbours).sum(0) / weights.sum(0)
         change = (restored - stained).abs().amax(dim=1, keepdim=True)
         if self.threshold > 0:

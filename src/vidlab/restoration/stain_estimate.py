@@ -85,11 +85,13 @@ class StainShape:
     def mask(self, height: int, width: int) -> np.ndarray:
         if self.axes[0] == self.axes[1] and self.angle == 0:
             return corruption.circular_stain_mask(height, width, self.centre, self.axes[0], self.opacity, self.hardness)
-        return corruption.elliptical_stain_mask(height, width, self.centre, self.axes, self.angle, self.opacity, self.hardness)
+        return corruption.elliptical_stain_mask(height, width, self.centre, self.axes, self.angle, self.opacity,
+                                                self.hardness)
 
     def scaled(self, factor: float) -> StainShape:
-        return StainShape((self.centre[0] * factor, self.centre[1] * factor), (self.axes[0] * factor, self.axes[1] * factor),
-                          self.angle, self.hardness, self.opacity, self.tint)
+        return StainShape((self.centre[0] * factor, self.centre[1] * factor),
+                          (self.axes[0] * factor, self.axes[1] * factor), self.angle, self.hardness, self.opacity,
+                          self.tint)
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ class StainEstimate:
     def blend(self, height: int, width: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Opacity ``(H, W)`` and offset ``(3, H, W)`` at a frame size (float32), by the corruptions'
         own formulas: the notebook's disc is its mask bit for bit."""
-        stain = corruption.Stain(tuple(corruption.StainLayer(shape.mask(height, width), shape.tint) for shape in self.layers), height, width)
+        stain = corruption.Stain(tuple(corruption.StainLayer(shape.mask(height, width), shape.tint)
+                                       for shape in self.layers), height, width)
         return torch.from_numpy(stain.mask).to(device), torch.from_numpy(stain.offset).permute(2, 0, 1).to(device)
 
     def summary(self, height: int, width: int) -> dict:
@@ -116,7 +119,8 @@ class StainEstimate:
                 "area_fraction": round(float(inside.float().mean()), 5),
                 "mean_opacity": round(float(opacity[inside].mean()), 4) if inside.any() else 0.0,
                 "layers": [asdict(layer) for layer in self.layers],
-                "evidence": {name: {"log_likelihood_gain": round(gain, 1), "parameters": k} for name, (gain, k) in self.evidence.items()}}
+                "evidence": {name: {"log_likelihood_gain": round(gain, 1), "parameters": k}
+                             for name, (gain, k) in self.evidence.items()}}
 
 
 # ---------------------------------------------------------------- the stain model
@@ -139,7 +143,8 @@ def as_layers(params: torch.Tensor) -> tuple[StainShape, ...]:
                  for q in p)
 
 
-def render(params: torch.Tensor, height: int, width: int, origin: tuple[int, int] = (0, 0)) -> tuple[torch.Tensor, torch.Tensor]:
+def render(params: torch.Tensor, height: int, width: int,
+           origin: tuple[int, int] = (0, 0)) -> tuple[torch.Tensor, torch.Tensor]:
     """Gain ``1 - m`` ``(H, W)`` and offset ``(3, H, W)`` of layers ``(K, 10)`` blended in order, on a
     ``height`` x ``width`` region whose top-left pixel is ``origin`` (x, y) of the frame."""
     device = params.device
@@ -152,7 +157,8 @@ def render(params: torch.Tensor, height: int, width: int, origin: tuple[int, int
         cos, sin = torch.cos(p[4]), torch.sin(p[4])
         u, v = (dx * cos + dy * sin) / p[2].exp(), (dy * cos - dx * sin) / p[3].exp()
         inside = (1 - torch.sqrt(u * u + v * v + 1e-12)).clamp(min=0)
-        mask = torch.sigmoid(p[6]) * torch.where(inside > 0, inside.clamp(min=1e-6) ** p[5].exp(), torch.zeros_like(inside))
+        mask = torch.sigmoid(p[6]) * torch.where(inside > 0, inside.clamp(min=1e-6) ** p[5].exp(),
+                                                 torch.zeros_like(inside))
         offset = offset * (1 - mask) + torch.sigmoid(p[7:10])[:, None, None] * mask
         gain = gain * (1 - mask)
     return gain, offset
@@ -253,7 +259,8 @@ def _coarse(frames: torch.Tensor, params: torch.Tensor) -> torch.Tensor | None:
             m_core = float(mask[core].mean())
             tint = ((means[..., core].mean(-1) - (1 - m_core) * means[..., ring].mean(-1)) / m_core).clamp(0, 1)
             layer_offset = tint[..., None, None] * mask
-            gains = pixel_nll(crops, below, added) - pixel_nll(crops, below * layer_gain, added * layer_gain + layer_offset)
+            gains = (pixel_nll(crops, below, added)
+                     - pixel_nll(crops, below * layer_gain, added * layer_gain + layer_offset))
             k = int(gains.argmax())
             if float(gains[k]) > best_score:
                 best_score = float(gains[k])
@@ -310,7 +317,8 @@ def _layer_evidence(runs: list[torch.Tensor], below: torch.Tensor, layer: torch.
     stain must explain both how the clip looks and how its motion dims. A stain is static, so each half
     must support it on its own; minus infinity for a layer outside the frame or one half's motion
     against it."""
-    halves = [runs[: len(runs) // 2], runs[len(runs) // 2 :]] if len(runs) > 1 else [[r] for r in runs[0].split((len(runs[0]) + 1) // 2)]
+    halves = ([runs[: len(runs) // 2], runs[len(runs) // 2 :]] if len(runs) > 1
+              else [[r] for r in runs[0].split((len(runs[0]) + 1) // 2)])
     fits = [_fitting_frames(half) for half in halves]
     if not _inside(layer, *fits[0].frames.shape[-2:]):
         return -math.inf
@@ -322,7 +330,8 @@ def _layer_evidence(runs: list[torch.Tensor], below: torch.Tensor, layer: torch.
         h, w = scored_on.frames.shape[-2:]
         base = pixel_nll(scored_on.frames, torch.ones(h, w), torch.zeros(3, h, w), per_pixel=True)
         above = torch.cat([below, held[None]])
-        frames_gain += _evidence(scored_on.frames, above, scored_on.weights, base) - _evidence(scored_on.frames, below, scored_on.weights, base)
+        frames_gain += (_evidence(scored_on.frames, above, scored_on.weights, base)
+                        - _evidence(scored_on.frames, below, scored_on.weights, base))
         half_motion = motion_evidence(scored_on.deviations, above) - motion_evidence(scored_on.deviations, below)
         if half_motion < 0:
             return -math.inf
@@ -349,7 +358,8 @@ def _disc(frames: torch.Tensor, disc: dict) -> StainShape | None:
         x, y = fit_centre(frames, disc["radius"], disc["hardness"], disc["opacity"], tint)
     except ValueError:
         return None
-    return StainShape((x, y), (disc["radius"],) * 2, 0.0, disc["hardness"], disc["opacity"], tuple(float(v) for v in tint))
+    return StainShape((x, y), (disc["radius"],) * 2, 0.0, disc["hardness"], disc["opacity"],
+                      tuple(float(v) for v in tint))
 
 
 def _disc_by_likelihood(frames: torch.Tensor, disc: dict, step: int = 3) -> StainShape | None:
@@ -365,7 +375,8 @@ def _disc_by_likelihood(frames: torch.Tensor, disc: dict, step: int = 3) -> Stai
     size = 2 * reach + 1
     if size > min(h, w):
         return None
-    template = StainShape((reach, reach), (radius, radius), 0.0, disc["hardness"], disc["opacity"], tuple(float(v) for v in tint))
+    template = StainShape((reach, reach), (radius, radius), 0.0, disc["hardness"], disc["opacity"],
+                          tuple(float(v) for v in tint))
     mask = torch.from_numpy(template.mask(size, size))
     gain, offset = 1 - mask, tint[:, None, None] * mask
 
@@ -373,7 +384,8 @@ def _disc_by_likelihood(frames: torch.Tensor, disc: dict, step: int = 3) -> Stai
         out = []
         for start in range(0, len(centres), 128):
             crops = _crops(frames, centres[start : start + 128], reach)
-            out.append(pixel_nll(crops, torch.ones(size, size), torch.zeros(c, size, size)) - pixel_nll(crops, gain, offset))
+            out.append(pixel_nll(crops, torch.ones(size, size), torch.zeros(c, size, size))
+                       - pixel_nll(crops, gain, offset))
         return torch.cat(out)
 
     coarse = [(x, y) for y in range(reach, h - reach, step) for x in range(reach, w - reach, step)]
@@ -414,7 +426,8 @@ def _shrunk(shape: StainShape, scale: int) -> torch.Tensor:
     return layer_parameters([shape.scaled(1 / scale)])
 
 
-def _held_out_evidence(runs: list[torch.Tensor], find: Callable[[torch.Tensor], StainShape | None], scale: int) -> float:
+def _held_out_evidence(runs: list[torch.Tensor], find: Callable[[torch.Tensor], StainShape | None],
+                       scale: int) -> float:
     """A disc's evidence on frames it was not fitted on: its centre found (``find``) on half of the clip's runs
     (or on half of its one run's frames) and scored on the other half, and the other way round (the two
     gains summed); minus infinity where a half cannot hold it."""
@@ -467,7 +480,8 @@ def _fitting_frames(runs: list[torch.Tensor], scale: int | None = None) -> Fitti
     return Fitting(torch.cat(chosen), weights, deviations, scale)
 
 
-def estimate_stain(frames: torch.Tensor, max_layers: int = 3, disc: dict | None = None, run: int | None = None) -> StainEstimate:
+def estimate_stain(frames: torch.Tensor, max_layers: int = 3, disc: dict | None = None,
+                   run: int | None = None) -> StainEstimate:
     """The static stain of a clip ``(T, 3, H, W)`` (uint8, or float in [0, 1]) at its own size.
 
     ``disc``: the notebook's stain profile (``radius``, ``hardness``, ``opacity``, ``tint``) to try as
@@ -504,7 +518,8 @@ def estimate_stain(frames: torch.Tensor, max_layers: int = 3, disc: dict | None 
             found = find(torch.cat(runs))
             if found is None:
                 break
-            evidence["disc"] = (_held_out_evidence(runs, find, _scale(*runs[0].shape[-2:], disc["radius"])), PARAMETERS["disc"])
+            evidence["disc"] = (_held_out_evidence(runs, find, _scale(*runs[0].shape[-2:], disc["radius"])),
+                                PARAMETERS["disc"])
             if _bic(*evidence["disc"], n) < 0:
                 break
     best = min(evidence, key=lambda name: _bic(*evidence[name], n))

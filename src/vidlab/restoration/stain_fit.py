@@ -35,7 +35,8 @@ SEARCH_ROWS = 72       # a larger frame is searched shrunk to about this many ro
 MIN_RADIUS = 8         # ... unless that would shrink the stain below this radius
 
 
-def _template(radius: float, hardness: float, opacity: float, tint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _template(radius: float, hardness: float, opacity: float,
+              tint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Gain ``1 / (1 - m)`` and offset ``tint * m / (1 - m)`` of a disc centred in a ``(2R+1)^2`` square."""
     reach = math.ceil(radius)
     size = 2 * reach + 1
@@ -100,7 +101,8 @@ def shrink(frames: torch.Tensor, scale: int) -> torch.Tensor:
     return torch.stack([torch.nn.functional.avg_pool2d(as_float(frame), scale) for frame in frames])
 
 
-def fit_centre(clip: torch.Tensor, radius: float, hardness: float, opacity: float, tint: torch.Tensor) -> tuple[int, int]:
+def fit_centre(clip: torch.Tensor, radius: float, hardness: float, opacity: float,
+               tint: torch.Tensor) -> tuple[int, int]:
     """The centre ``(x, y)`` of the disc stain in a clip ``(T, 3, H, W)``, uint8 or float in [0, 1]. A
     large frame is searched shrunk first (block means), then around that centre at full size, where
     only the pixels those candidates read are made float (restore hands over whole uint8 frames)."""

@@ -31,7 +31,14 @@ from vidlab.restoration.previews import ValidationPreviewImages, plot_curves, pr
 from vidlab.schema import MlflowLoggerConfig
 from vidlab.tracking.inputs import log_inputs, video_split_inputs
 from vidlab.tracking.models import log_model
-from vidlab.trainer import EpochLog, InterruptedCheckpoint, StopOnSignal, checked_optimizer, checkpoint_folder, trainer_kwargs
+from vidlab.trainer import (
+    EpochLog,
+    InterruptedCheckpoint,
+    StopOnSignal,
+    checked_optimizer,
+    checkpoint_folder,
+    trainer_kwargs,
+)
 from vidlab.video import write_gif, write_video
 
 log = logging.getLogger(__name__)
@@ -60,7 +67,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def comparison_table(summary: dict[str, float], model: str, smoothings: list[str], baselines: list[str]) -> list[dict[str, Any]]:
+def comparison_table(summary: dict[str, float], model: str, smoothings: list[str],
+                     baselines: list[str]) -> list[dict[str, Any]]:
     """One row per output: the stained input, each baseline, the raw model and each compared smoothing."""
     rows = []
     outputs = [("stained input", "stained")] + [(BASELINES[name], f"baseline_{name}") for name in baselines]
@@ -100,7 +108,8 @@ def write_test_outputs(module: RestorationModule, spec: RunSpec, output_dir: Pat
     outputs = TestOutputs()
     if module.records:
         outputs.files.append(("test", _write_csv(out / "test_clips.csv", module.records)))
-        rows = comparison_table(module.test_summary, spec.model.name, spec.top.compare_smoothing, spec.top.compare_baselines)
+        rows = comparison_table(module.test_summary, spec.model.name, spec.top.compare_smoothing,
+                                spec.top.compare_baselines)
         outputs.files.append(("test", _write_csv(out / "comparison.csv", rows)))
         md = out / "comparison.md"
         write_text(md, markdown_table(rows))
@@ -143,7 +152,8 @@ def description(spec: RunSpec, test_summary: dict[str, float], outputs: TestOutp
 EXAMPLE_SIDE = 64  # the input example's crop: MLflow stores it as JSON twice and runs the model on it
 
 
-def log_restorer(spec: RunSpec, logger: MLFlowLogger, root: Path, best: Path, datamodule: RestorationDataModule) -> None:
+def log_restorer(spec: RunSpec, logger: MLFlowLogger, root: Path, best: Path,
+                 datamodule: RestorationDataModule) -> None:
     """The best checkpoint as an MLflow model (:class:`ClipRestorer`), with a crop of a real stained
     test frame as its input example. A model that reads the stain mask (``mask_channel``) cannot
     restore blind, so it is not logged (its checkpoint is)."""
@@ -180,7 +190,8 @@ def build_trainer(spec: RunSpec, kwargs: dict[str, Any], logger: MLFlowLogger | 
     """The Lightning Trainer with vidlab's callbacks, and its best-checkpoint callback."""
     checkpoints = checkpoint_folder(output_dir)
     checkpoint = ModelCheckpoint(
-        dirpath=checkpoints, filename="best", monitor=spec.top.optimized_metric, mode=spec.top.optimized_mode, save_last=True,
+        dirpath=checkpoints, filename="best", monitor=spec.top.optimized_metric, mode=spec.top.optimized_mode,
+        save_last=True,
     )
     callbacks = [checkpoint, InterruptedCheckpoint(checkpoints), StopOnSignal(), EpochLog(),
                  UndefinedMetricWarning(spec.top.optimized_metric), tracking.RunIdInCheckpoint()]
@@ -246,7 +257,8 @@ def run(cfg: DictConfig, spec: RunSpec) -> float | None:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if rank_zero_logger:
         log_inputs_read(rank_zero_logger, spec, datamodule)
-    best = checkpoint.best_model_path if checkpoint.best_model_path and Path(checkpoint.best_model_path).exists() else None
+    best = (checkpoint.best_model_path if checkpoint.best_model_path and Path(checkpoint.best_model_path).exists()
+            else None)
     trainer.test(module, datamodule=datamodule, ckpt_path=best)
     log_results(spec, rank_zero_logger, module, output_dir, root, best, datamodule)
     if logger is not None:

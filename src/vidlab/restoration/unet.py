@@ -104,7 +104,8 @@ class UNet(ConvUNet, RestorationNet):
     Input ``(B, k, 3, H, W)`` stained frames in [0, 1] (plus an optional ``(B, 1, H, W)`` mask);
     output ``(B, 3, H, W)``, the restored centre frame."""
 
-    def __init__(self, context_frames: int, depth: int, base_channels: int, norm: str, mask_channel: bool, residual: bool):
+    def __init__(self, context_frames: int, depth: int, base_channels: int, norm: str, mask_channel: bool,
+                 residual: bool):
         super().__init__(3 * context_frames + int(mask_channel), 3, depth, base_channels, norm)
         self.context_frames, self.mask_channel, self.residual = context_frames, mask_channel, residual
 
@@ -132,6 +133,7 @@ class UNet(ConvUNet, RestorationNet):
         for start in range(0, len(centres), batch):
             idx = neighbour_indices(centres[start : start + batch], self.context_frames, t)
             stacks = clip[torch.as_tensor(idx, device=clip.device)]
-            m = None if mask is None or not self.mask_channel else mask.reshape(1, 1, *mask.shape[-2:]).expand(len(idx), -1, -1, -1)
+            m = (None if mask is None or not self.mask_channel
+                 else mask.reshape(1, 1, *mask.shape[-2:]).expand(len(idx), -1, -1, -1))
             out.append(self(stacks, m))
         return torch.cat(out).clamp(0, 1)

@@ -54,7 +54,8 @@ def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, output_dir: P
             client.log_artifact(run_id, str(hydra_dir / name), "hydra")
 
 
-def log_figures(client: MlflowClient | None, run_id: str | None, figures: dict[str, Figure], folder: Path) -> list[Path]:
+def log_figures(client: MlflowClient | None, run_id: str | None, figures: dict[str, Figure],
+                folder: Path) -> list[Path]:
     """Save each figure as ``folder/<name>`` and log it with ``log_figure`` at the top level of the
     run, where MLflow's compare view shows the same name side by side across runs; then close it."""
     import matplotlib.pyplot as plt

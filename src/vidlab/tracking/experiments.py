@@ -94,5 +94,5 @@ def ensure_experiment(cfg: MlflowLoggerConfig, root: Path, task: str | None = No
         if experiment is not None:
             return experiment.experiment_id
         tags = {"mlflow.note.content": EXPERIMENT_DESCRIPTIONS[task]} if task in EXPERIMENT_DESCRIPTIONS else None
-        return client.create_experiment(cfg.experiment_name, artifact_location=experiment_artifact_location(cfg, uri, root),
-                                        tags=tags)
+        return client.create_experiment(cfg.experiment_name,
+                                        artifact_location=experiment_artifact_location(cfg, uri, root), tags=tags)

@@ -35,7 +35,8 @@ def dataset_input(name: str, location: Path, digest: str, context: str, tags: di
     return DatasetInput(dataset._to_mlflow_entity(), input_tags)
 
 
-def video_split_inputs(name: str, videos_by_split: dict[str, list[str]], settings: dict[str, object]) -> list[DatasetInput]:
+def video_split_inputs(name: str, videos_by_split: dict[str, list[str]],
+                       settings: dict[str, object]) -> list[DatasetInput]:
     """One dataset per split of video files: source their common folder, digest their names and sizes
     (and the generator ``settings`` that made them, if any)."""
     inputs = []

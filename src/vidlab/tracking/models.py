@@ -57,7 +57,8 @@ def _requirements(*packages: str) -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
 
 
-def log_model(cfg: MlflowLoggerConfig, uri: str, run_id: str, model: Any, example: np.ndarray, flavor: str = "pytorch") -> str:
+def log_model(cfg: MlflowLoggerConfig, uri: str, run_id: str, model: Any, example: np.ndarray,
+              flavor: str = "pytorch") -> str:
     """Log ``model`` (a torch module, or a scikit-learn estimator with ``flavor="sklearn"``) as the
     run's ``model``, registered as ``logger.register_as`` when set; returns its ``models:/`` URI."""
     experiment_id = mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
@@ -68,12 +69,14 @@ def log_model(cfg: MlflowLoggerConfig, uri: str, run_id: str, model: Any, exampl
         with tracking_uri(uri, experiment_id):
             if flavor == "pytorch":
                 info = mlflow.pytorch.log_model(model, name=MODEL_ARTIFACT, input_example=example, run_id=run_id,
-                                                serialization_format="pickle",  # torch.export cannot trace no_grad blocks
+                                                # torch.export cannot trace no_grad blocks
+                                                serialization_format="pickle",
                                                 registered_model_name=cfg.register_as,
                                                 pip_requirements=_requirements("torch", "lightning", "numpy"))
             else:
                 info = mlflow.sklearn.log_model(model, name=MODEL_ARTIFACT, input_example=example, run_id=run_id,
-                                                registered_model_name=cfg.register_as, pyfunc_predict_fn="predict_proba",
+                                                registered_model_name=cfg.register_as,
+                                                pyfunc_predict_fn="predict_proba",
                                                 pip_requirements=_requirements("scikit-learn", "numpy"))
     finally:
         pickle_warning.setLevel(level)
@@ -113,4 +116,5 @@ def load_pytorch_model(reference: str, uri: str) -> Any:
         except Exception as err:  # noqa: BLE001 (MlflowException, pickle errors: one line says which)
             hint = ("; a model pickled by another vidlab version restores from its run's checkpoint instead: "
                     "runs:/<run id>/checkpoints/best.ckpt") if isinstance(err, (AttributeError, ImportError)) else ""
-            raise ConfigError(f"{reference}: no PyTorch model of vidlab in {uri} ({one_line(err)[:300]}{hint})") from None
+            raise ConfigError(f"{reference}: no PyTorch model of vidlab in {uri} "
+                              f"({one_line(err)[:300]}{hint})") from None

@@ -12,10 +12,11 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BA
 
 BOOKKEEPING_GROUPS = ("paths", "logger", "hydra")
 """Top-level groups that say where and how a run is recorded, never what it computes."""
-BOOKKEEPING_KEYS = ("task", "run_name", "ckpt_path", "task_name", "optimized_metric", "optimized_mode", "preview", "stage",
-                    "index", "path_root", "embeddings")
+BOOKKEEPING_KEYS = ("task", "run_name", "ckpt_path", "task_name", "optimized_metric", "optimized_mode", "preview",
+                    "stage", "index", "path_root", "embeddings")
 """Top-level keys for names, resuming, sweep targets, display and inputs (inputs are also logged as datasets)."""
-LOCATION_NAMES = ("path", "root", "output", "cache_dir", "count_cache", "annotations", "mnist_path", "_target_", "_partial_")
+LOCATION_NAMES = ("path", "root", "output", "cache_dir", "count_cache", "annotations", "mnist_path", "_target_",
+                  "_partial_")
 """Last key segments that name a file, a folder or a Python class: where, not what."""
 CONFIG_TAG_PREFIX = "config."
 
@@ -53,7 +54,8 @@ def split_config(cfg: dict[str, Any], groups: tuple[str, ...] | None = None) -> 
         if is_hyperparameter(key, value, groups):
             params[key] = str(value)
         elif value != "???":
-            tags[CONFIG_TAG_PREFIX + key] = ("null" if value is None or value == {} else str(value))[:MAX_TAG_VAL_LENGTH]
+            tags[CONFIG_TAG_PREFIX + key] = ("null" if value is None or value == {}
+                                             else str(value))[:MAX_TAG_VAL_LENGTH]
     return params, tags
 
 

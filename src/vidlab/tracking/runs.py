@@ -17,7 +17,12 @@ from mlflow.tracking import MlflowClient
 
 from vidlab.schema import MlflowLoggerConfig
 from vidlab.tracking.artifacts import best_effort
-from vidlab.tracking.experiments import ensure_experiment, experiment_artifact_location, resolve_tracking_uri, store_errors
+from vidlab.tracking.experiments import (
+    ensure_experiment,
+    experiment_artifact_location,
+    resolve_tracking_uri,
+    store_errors,
+)
 from vidlab.tracking.params import log_params
 from vidlab.tracking.server import failing_fast, give_up, given_up, is_unreachable
 from vidlab.tracking.tags import run_tags
@@ -143,7 +148,8 @@ def _end_run(client: MlflowClient, run_id: str, status: str, reason: str | None)
     client.set_terminated(run_id, status)
 
 
-def start_run(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_tags: dict[str, str]) -> tuple[MlflowClient, str]:
+def start_run(cfg: MlflowLoggerConfig, root: Path, output_dir: Path,
+              extra_tags: dict[str, str]) -> tuple[MlflowClient, str]:
     """A run for jobs outside Lightning (indexing, validation); the caller ends it."""
     experiment_id = ensure_experiment(cfg, root, extra_tags.get("task"))
     uri = resolve_tracking_uri(cfg.tracking_uri, root)
@@ -163,7 +169,8 @@ def build_logger(cfg: MlflowLoggerConfig, root: Path, output_dir: Path, extra_ta
     uri = resolve_tracking_uri(cfg.tracking_uri, root)
     logger = VidlabMLFlowLogger(
         experiment_name=cfg.experiment_name,
-        run_name=cfg.run_name if run_id or rank_zero_only.rank > 0 else unique_run_name(MlflowClient(uri), experiment_id, cfg.run_name),
+        run_name=(cfg.run_name if run_id or rank_zero_only.rank > 0
+                  else unique_run_name(MlflowClient(uri), experiment_id, cfg.run_name)),
         tracking_uri=uri,
         artifact_location=experiment_artifact_location(cfg, uri, root),
         tags=None if run_id else run_tags(root, output_dir, extra_tags),

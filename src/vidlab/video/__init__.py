@@ -11,7 +11,16 @@ from vidlab.video.decode import (
     iter_frames,
     read_frames,
 )
-from vidlab.video.write import VIDEO_SUFFIXES, WRITERS, FFV1Writer, H264Writer, VideoWriter, check_video_suffix, write_gif, write_video
+from vidlab.video.write import (
+    VIDEO_SUFFIXES,
+    WRITERS,
+    FFV1Writer,
+    H264Writer,
+    VideoWriter,
+    check_video_suffix,
+    write_gif,
+    write_video,
+)
 
 __all__ = [
     "VIDEO_SUFFIXES",

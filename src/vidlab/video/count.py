@@ -108,7 +108,8 @@ def _info_or_error(args: tuple[str, str]) -> VideoInfo | str:
 
 
 def count_many(
-    paths: list[str], method: str = "packets", workers: int = 0, cache: FrameCountCache | None = None, progress: bool = True
+    paths: list[str], method: str = "packets", workers: int = 0, cache: FrameCountCache | None = None,
+    progress: bool = True
 ) -> dict[str, VideoInfo | str]:
     """Probe every path (a :class:`VideoInfo`, or the error message of a bad file), in parallel."""
     cache = cache or FrameCountCache(None)

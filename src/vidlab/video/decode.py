@@ -51,7 +51,8 @@ def display_turn(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
     ``(x, y)`` to ``(a*x + c*y, b*x + d*y)`` (FFmpeg's ``libavutil/display.h``, rows downwards);
     an angle that is not a multiple of 90 degrees goes to the nearest one."""
     side_data = frame.side_data
-    matrix = side_data.get("DISPLAYMATRIX") if len(side_data) else None  # most frames have none: get's miss costs 6x len
+    # most frames have none: get's miss costs 6x len
+    matrix = side_data.get("DISPLAYMATRIX") if len(side_data) else None
     if matrix is None:
         return False, False, False
     a, b, _, c, d = np.frombuffer(matrix, np.int32)[:5].tolist()
@@ -71,7 +72,8 @@ def _upright(rgb: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(rgb)  # a copy only when turned (torch.from_numpy refuses negative strides)
 
 
-def frame_to_rgb(frame: av.VideoFrame, colour: str = "exact", reformatter: VideoReformatter | None = None) -> np.ndarray:
+def frame_to_rgb(frame: av.VideoFrame, colour: str = "exact",
+                 reformatter: VideoReformatter | None = None) -> np.ndarray:
     """RGB uint8 of a decoded frame, turned as its display matrix says (see the module's docstring).
 
     ``exact``: swscale's pixels, bit for bit those of ``frame.to_ndarray(format="rgb24")`` turned; one
@@ -86,7 +88,8 @@ def frame_to_rgb(frame: av.VideoFrame, colour: str = "exact", reformatter: Video
     return _upright((reformatter or VideoReformatter()).reformat(frame, format="rgb24", threads=1).to_ndarray(), frame)
 
 
-def decode_wanted(path: str | os.PathLike, indices: Iterable[int], threads: int = 0) -> Iterator[tuple[int, av.VideoFrame]]:
+def decode_wanted(path: str | os.PathLike, indices: Iterable[int],
+                  threads: int = 0) -> Iterator[tuple[int, av.VideoFrame]]:
     """Yield ``(index, decoded frame)`` for each distinct requested index, ascending, in one pass, not
     yet converted (a reader may convert them in another thread: see ``VideoClipStream``); ``threads``
     is the decoder's thread count (0: FFmpeg's choice; 1 when every core already runs a decoder).
@@ -155,7 +158,8 @@ def _open(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.Vide
     return container, container.streams.video[0]
 
 
-def iter_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None, colour: str = "exact") -> Iterator[np.ndarray]:
+def iter_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None,
+                colour: str = "exact") -> Iterator[np.ndarray]:
     """Yield RGB uint8 frames ``start <= i < stop`` in order, one at a time (memory stays one frame);
     frames before ``start`` are decoded but not converted."""
     container, stream = _open(path)

@@ -154,7 +154,8 @@ class FFV1Writer(_PyAVWriter):
         return stream
 
 
-WRITERS = {"h264": H264Writer, "mp4v": VideoWriter, "ffv1": FFV1Writer}  # by codec name: write_video's and the restore command's choices
+# by codec name: write_video's and the restore command's choices
+WRITERS = {"h264": H264Writer, "mp4v": VideoWriter, "ffv1": FFV1Writer}
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, codec: str = "mp4v") -> Path:

@@ -3,7 +3,8 @@ a tiny RestorationModule saved by Lightning's Trainer, as that commit's
 tests/restoration/test_restore.py::save_checkpoint does; then that vidlab's own restoration of a
 stained clip (its vidlab.restore.load_module, then restore_clip), added to restored.pt.
 
-    PYTHONPATH=/tmp/v02X/src /work/main/.venv/bin/python make_checkpoint.py FOLDER unet|blend_unet_learned|blend_unet_fitted
+    PYTHONPATH=/tmp/v02X/src /work/main/.venv/bin/python make_checkpoint.py FOLDER
+        unet|blend_unet_learned|blend_unet_fitted
 """
 import functools
 import sys
@@ -29,8 +30,10 @@ MODELS = {
 folder, kind = Path(sys.argv[1]), sys.argv[2]
 model = MODELS[kind]
 torch.manual_seed(0)
-module = RestorationModule(model={**choice_values("model", model["name"]), **model}, smoothing=choice_values("smoothing", "masked"),
-                           loss=choice_values("task", "restoration")["loss"], optimizer=functools.partial(torch.optim.AdamW, lr=1e-3))
+module = RestorationModule(model={**choice_values("model", model["name"]), **model},
+                           smoothing=choice_values("smoothing", "masked"),
+                           loss=choice_values("task", "restoration")["loss"],
+                           optimizer=functools.partial(torch.optim.AdamW, lr=1e-3))
 g = torch.Generator().manual_seed(0)
 frames = model.get("window", model["context_frames"])
 batch = {"stained": torch.randint(0, 256, (2, frames, 3, 16, 16), dtype=torch.uint8, generator=g),
@@ -43,7 +46,8 @@ trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpo
 trainer.fit(module, DataLoader([batch], batch_size=None))
 trainer.save_checkpoint(folder / f"{kind}.ckpt")
 
-# the same stained clip for every version: 6 frames of generated footage (32x32, every other pixel kept), the notebook's stain (radius 6) at (9, 7)
+# the same stained clip for every version: 6 frames of generated footage (32x32, every other pixel kept), the notebook's
+# stain (radius 6) at (9, 7)
 stained = apply_stain(render(np.random.default_rng(0), 6, 32, 32)[:, ::2, ::2], circular_stain_mask(16, 16, (9, 7), 6))
 clip = torch.from_numpy(stained).permute(0, 3, 1, 2).float() / 255
 results = folder / "restored.pt"
