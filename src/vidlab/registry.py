@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from vidlab.choices import choice_names, choice_values
 from vidlab.errors import ConfigError
@@ -45,6 +46,24 @@ def _summary(*objects: Any) -> str:
             paragraph = " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())
             return paragraph.split(". ")[0].rstrip(".") + "."
     return ""
+
+
+def build_node(key: str, schema: type, node: Any) -> Any:
+    """Merge ``node`` into ``schema`` and instantiate it; errors become one line naming ``key``."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except MissingMandatoryValue as err:
+        where = ".".join(part for part in (key, getattr(err, "full_key", None)) if part)
+        raise ConfigError(f"{where}: no value (every default lives in conf/; set it there or on the command "
+                          "line)") from None
+    except OmegaConfBaseException as err:
+        where = ".".join(part for part in (key, getattr(err, "full_key", None)) if part)
+        raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
+    except ConfigError:  # a nested choice's, naming its own key already
+        raise
+    except ValueError as err:
+        raise ConfigError(f"{key}.{err}" if key else str(err)) from None
 
 
 class Registry:
@@ -126,8 +145,6 @@ class Registry:
     def config(self, node: Any, key: str | None = None) -> Any:
         """The typed, range-checked config of a node ``{"name": choice, ...}``; one-line
         :class:`ConfigError` naming ``key`` (default: the group) on any bad value."""
-        from vidlab.schema import build_node
-
         key = key or self.group
         if isinstance(node, DictConfig):
             node = OmegaConf.to_container(node, resolve=True)

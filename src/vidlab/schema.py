@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
 from vidlab.errors import ConfigError
-from vidlab.registry import Registry
+from vidlab.registry import Registry, build_node
 
 
 def require(ok: bool, message: str) -> None:
@@ -138,24 +138,6 @@ class TrainerConfig:
 LOGGERS = Registry("logger")  # read by the tasks (vidlab.tracking), not built
 LOGGERS.add("mlflow", None, MlflowLoggerConfig)
 LOGGERS.add("none", None, NoLoggerConfig)
-
-
-def build_node(key: str, schema: type, node: Any) -> Any:
-    """Merge ``node`` into ``schema`` and instantiate it; errors become one line naming ``key``."""
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
-        return OmegaConf.to_object(merged)
-    except MissingMandatoryValue as err:
-        where = ".".join(part for part in (key, getattr(err, "full_key", None)) if part)
-        raise ConfigError(f"{where}: no value (every default lives in conf/; set it there or on the command "
-                          "line)") from None
-    except OmegaConfBaseException as err:
-        where = ".".join(part for part in (key, getattr(err, "full_key", None)) if part)
-        raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
-    except ConfigError:  # a nested choice's, naming its own key already
-        raise
-    except ValueError as err:
-        raise ConfigError(f"{key}.{err}" if key else str(err)) from None
 
 
 def _trainer_arguments() -> set[str]:

@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from vidlab import jobs
 from vidlab.cluster import JOB_TAG, how_slurm_ended
 from vidlab.errors import EXIT_INPUT, one_line
-from vidlab.schema import MlflowLoggerConfig, build_node
+from vidlab.registry import build_node
+from vidlab.schema import MlflowLoggerConfig
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pandas as pd
+from mlflow.entities import DatasetInput
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
@@ -30,9 +31,20 @@ from vidlab.probe.config import PROBES, ProbeSpec
 from vidlab.probe.data import ProbeInputError, Split, check_manifest, load_splits, resolve_embeddings
 from vidlab.probe.fitting import FitContext, Probe
 from vidlab.schema import MlflowLoggerConfig
-from vidlab.tracking.inputs import embeddings_inputs, log_inputs
+from vidlab.tracking.inputs import content_digest, dataset_input, log_inputs
 from vidlab.tracking.models import log_model as log_mlflow_model
 from vidlab.trainer import checked_optimizer, trainer_kwargs
+
+
+def embeddings_inputs(folder: Path, manifest: Manifest, rows_by_split: dict[str, int]) -> list[DatasetInput]:
+    """The embeddings a probe read, one dataset per split, digest from the extraction that wrote them
+    (its index as the manifest file holds it: without the keys that are None)."""
+    index = None if manifest.index is None else {k: v for k, v in asdict(manifest.index).items() if v is not None}
+    fingerprint = {"index": index, "backbone": manifest.backbone, "preprocessing": manifest.preprocessing,
+                   "extraction_run": manifest.mlflow_run_id}
+    return [dataset_input(folder.name, folder, content_digest(fingerprint, split), split,
+                          {"rows": rows, "backbone": manifest.backbone, "dim": manifest.embedding_dim})
+            for split, rows in rows_by_split.items()]
 
 
 def run_name(spec: ProbeSpec, folder: Path, backbone: str, client, experiment_id: str) -> str:

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from vidlab import __version__
+from vidlab.registry import build_node
 from vidlab.restoration.baselines import run_baseline
 from vidlab.restoration.config import VARIANTS, LossConfig
 from vidlab.restoration.metrics import clip_metrics, per_frame_curves, ssim_map
 from vidlab.restoration.nets import MODELS, RestorationNet
 from vidlab.restoration.smoothing import SMOOTHINGS, Smoother
-from vidlab.schema import build_node
 
 LOSS_WEIGHTS = {"mask_bce": "mask_weight", "inverse_l1": "inverse_weight"}  # the config key weighing each stain loss
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -19,12 +18,10 @@ from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 
-from vidlab.embeddings.manifest import Manifest
-
 CONTEXT_TAG = "mlflow.data.context"  # what the UI shows as the dataset's context (train, val, test)
 
 
-def _digest(*parts: object) -> str:
+def content_digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -47,7 +44,7 @@ def video_split_inputs(name: str, videos_by_split: dict[str, list[str]],
         folder = Path(os.path.commonpath([p.parent for p in paths]))
         files = [(str(p.relative_to(folder)), p.stat().st_size) for p in paths]
         tags = {"videos": len(paths), **{f"settings.{k}": v for k, v in settings.items()}}
-        inputs.append(dataset_input(name, folder, _digest(files, settings), split, tags))
+        inputs.append(dataset_input(name, folder, content_digest(files, settings), split, tags))
     return inputs
 
 
@@ -56,19 +53,8 @@ def index_inputs(index_file: Path, sha256: str, table: pd.DataFrame) -> list[Dat
     inputs = []
     for split, rows in table.groupby("split", sort=False):
         tags = {"sha256": sha256, "clips": len(rows), "videos": rows["path"].nunique()}
-        inputs.append(dataset_input(index_file.name, index_file, _digest(sha256, split), str(split), tags))
+        inputs.append(dataset_input(index_file.name, index_file, content_digest(sha256, split), str(split), tags))
     return inputs
-
-
-def embeddings_inputs(folder: Path, manifest: Manifest, rows_by_split: dict[str, int]) -> list[DatasetInput]:
-    """The embeddings a probe read, one dataset per split, digest from the extraction that wrote them
-    (its index as the manifest file holds it: without the keys that are None)."""
-    index = None if manifest.index is None else {k: v for k, v in asdict(manifest.index).items() if v is not None}
-    fingerprint = {"index": index, "backbone": manifest.backbone, "preprocessing": manifest.preprocessing,
-                   "extraction_run": manifest.mlflow_run_id}
-    return [dataset_input(folder.name, folder, _digest(fingerprint, split), split,
-                          {"rows": rows, "backbone": manifest.backbone, "dim": manifest.embedding_dim})
-            for split, rows in rows_by_split.items()]
 
 
 def log_inputs(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -> None:
