@@ -3,38 +3,14 @@
     python -m vidlab.restore [MODEL] INPUT OUTPUT [--side-by-side PATH] [--smoothing NAME] [--report PATH.json]
                              [--megapixels N] [--chunk N] [--device cpu|cuda] [--codec h264|mp4v|ffv1]
 
-Without MODEL, the model that ships with vidlab restores (:data:`~vidlab.restoration.loading.DEFAULT_MODEL`:
-``blend_unet`` trained by ``make default-model``, a few MB). MODEL is a train.py checkpoint
-(``outputs/.../checkpoints/best.ckpt``), a checkpoint logged to MLflow (``runs:/<run id>/checkpoints/best.ckpt``) or a
-logged model (``runs:/<run id>/model``, ``models:/<name>/<version>``); MLflow URIs are read from the store
-``--tracking-uri`` names (default: ``$MLFLOW_TRACKING_URI``, else ``mlruns.db`` in the current folder, else the
-project's).
-
-Memory is bounded at any resolution and length by a pixel budget (``--megapixels``; the default
-U-Net needs about 0.45 GB per megapixel): a forward pass covers at most that many pixels (a frame
-larger than the budget is cut into tiles that overlap by the U-Net's receptive field), and so does a
-smoothing step; the restored frames held for the smoothing take at most 8 budgets' worth (0.1 GB
-per megapixel), or the few frames its window needs when frames are larger. Each frame is restored
-once, and blocks carry the neighbours the model and the smoothing read, so the output is the one
-the whole video restored at once would give, whatever the budget (up to float rounding). The blend
-model (``blend_unet``) finds the stain once per segment of ``model.window`` frames, as when its
-test clips were scored; a fitted stain (the default) is searched on the segment's whole frames before
-they are cut into tiles (measured peak: 2.38 GB at 1280x720, 2.99 GB at 1920x1080; ``docs/benchmarks.md``).
-
-The output is H.264 in ``.mp4`` (index first: plays in a browser while it loads), ``.mkv`` or ``.avi``,
-at the input's exact size as shown (odd sizes too, as 4:4:4); ``--codec mp4v`` writes MPEG-4 part 2 instead,
-and ``--codec ffv1`` a lossless ``.mkv`` (FFV1, RGB: the restored frames bit for bit, for measuring).
-It shows as the input does: a phone video stored sideways with a rotation (display matrix) is
-decoded upright, as a player shows it, so the model and the stain see upright content, as in
-training, and it is written upright, without a rotation to apply (which ``mp4v`` could not carry).
-A progress bar (frames, frames/s) goes to stderr, a one-line summary to stdout.
+MODEL (default: the model vidlab ships, :data:`~vidlab.restoration.loading.DEFAULT_MODEL`) is a train.py checkpoint or
+an MLflow URI (``runs:/<run id>/checkpoints/best.ckpt``, ``runs:/<run id>/model``, ``models:/<name>/<version>``).
+Memory is bounded at any size and length by ``--megapixels``; the output, whatever the budget, is the whole video
+restored at once, at the input's exact size and upright (:mod:`vidlab.restoration.restorer`, ``docs/restoration.md``).
 
 Exit codes (errors are one line on stderr, and the output folder is left as it was):
   0  restored.
-  2  the command cannot work as given, found before any frame is decoded: unsupported output
-     format, missing input or checkpoint, an input that is not a video, a file that is not a
-     train.py checkpoint of the restoration model (or one whose model needs the stain mask),
-     ``--device cuda`` without CUDA, an output that cannot be created, a budget below one tile.
+  2  the command cannot work as given, found before any frame is decoded (a path, format, model, device or budget).
   1  the restore failed while running (decoding, encoding, out of memory, ...).
   130, 143  interrupted (Ctrl-C) or terminated (SIGTERM).
 """
@@ -59,14 +35,15 @@ from vidlab.files import write_text
 from vidlab.restoration.loading import DEFAULT_MODEL, load_module
 from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer, sample_runs
 from vidlab.video import WRITERS, FFV1Writer, H264Writer, VideoReadError, VideoWriter, check_video_suffix, iter_frames
-from vidlab.video.count import video_info
+from vidlab.video.count import VideoInfo, video_info
 
 # torch and Lightning take seconds to import (about 8 s on a 2-core CPU): they are imported where
 # they are used, so mistakes in paths and formats are answered at once.
 if TYPE_CHECKING:
     import torch
 
-    from vidlab.restoration.stain_estimate import StainEstimate
+    from vidlab.restoration.module import RestorationModule
+    from vidlab.restoration.stain_model import StainEstimate
 
 
 # ---------------------------------------------------------------- checks before any work
@@ -94,26 +71,9 @@ def _writer(path: Path, fps: float, codec: str) -> H264Writer | FFV1Writer | Vid
         raise ConfigError(str(err)) from None
 
 
-def restore_video(
-    checkpoint: str | Path,
-    input_path: str | Path,
-    output_path: str | Path,
-    side_by_side_path: str | Path | None = None,
-    smoothing: str | None = None,
-    chunk: int | None = None,
-    device: str | None = "cpu",
-    megapixels: float = DEFAULT_MEGAPIXELS,
-    progress: bool = False,
-    codec: str = "h264",
-    tracking_uri: str | None = None,
-    report_path: str | Path | None = None,
-) -> int:
-    """Write the restored video (and optionally input | restored side by side); returns frames written.
-    A blind model's findings (stains, area, mean opacity) are logged in one line on stderr, and
-    written as JSON to ``report_path`` when given.
-
-    Raises :class:`ConfigError` for every problem that can be found before decoding a frame, the
-    cheapest first. ``device=None`` picks CUDA when available."""
+def _checked_inputs(input_path: str | Path, output_path: str | Path, side_by_side_path: str | Path | None,
+                    report_path: str | Path | None) -> tuple[list[Path], VideoInfo]:
+    """The videos to write and the input's header, once the paths check out: cheapest first, nothing opened."""
     outputs = [Path(output_path)] + ([Path(side_by_side_path)] if side_by_side_path else [])
     for path in outputs:
         try:
@@ -127,42 +87,72 @@ def restore_video(
     if len({p.resolve() for p in [Path(input_path), *outputs]}) < len(outputs) + 1:
         raise ConfigError("the input, the output and --side-by-side must be different files")
     try:
-        info = video_info(input_path)
+        return outputs, video_info(input_path)
     except VideoReadError as err:
         raise ConfigError(str(err)) from None
-    with contextlib.ExitStack() as stack:
-        writers = [stack.enter_context(_writer(path, info.fps or 24.0, codec)) for path in outputs]
-        import torch
 
-        from vidlab.restoration.previews import side_by_side
 
-        torch_device = _device(device)
-        # channels-last convolutions ran ~25% faster on the CPU here (oneDNN's NHWC kernels)
-        module = load_module(checkpoint, tracking_uri).to(torch_device, memory_format=torch.channels_last)
-        try:
-            module.net.check_frame(info.height, info.width)
-        except ValueError as err:
-            raise ConfigError(f"model: {checkpoint} finds the stain it was trained on, and its {err}: restore a larger "
-                              f"video, or train a model for smaller stains (corruption.radius)") from None
-        from vidlab.restoration.smoothing import SMOOTHINGS
+def _load_model(checkpoint: str | Path, tracking_uri: str | None, device: str | None,
+                info: VideoInfo) -> RestorationModule:
+    """The model on its device, refused when the stain it finds cannot fit in the input's frames."""
+    import torch
 
-        smoother = module.smoother if smoothing is None else SMOOTHINGS.build(SMOOTHINGS.from_conf(smoothing))
-        sample = None
-        # a blind model finds one stain for the video: first, runs of frames across it
-        if module.net.window is not None:
-            with contextlib.closing(iter_frames(input_path)) as frames:
-                sample = sample_runs(frames, info.n_frames or 0, module.net.window)
-        restorer = Restorer(module, smoother, megapixels, chunk, sample)
-        read, sample = len(sample or ()), None  # the frames the estimate read are not kept while restoring
-        # smoothing=0: the rate shown is the average so far (blocks of frames finish in bursts)
-        bar = stack.enter_context(tqdm(total=info.n_frames, desc="restoring", unit="frame", smoothing=0,
-                                       disable=not progress))
+    torch_device = _device(device)
+    # channels-last convolutions ran ~25% faster on the CPU here (oneDNN's NHWC kernels)
+    module = load_module(checkpoint, tracking_uri).to(torch_device, memory_format=torch.channels_last)
+    try:
+        module.net.check_frame(info.height, info.width)
+    except ValueError as err:
+        raise ConfigError(f"model: {checkpoint} finds the stain it was trained on, and its {err}: restore a larger "
+                          f"video, or train a model for smaller stains (corruption.radius)") from None
+    return module
+
+
+def _plan(module: RestorationModule, smoothing: str | None, megapixels: float, chunk: int | None,
+          input_path: str | Path, n_frames: int | None) -> tuple[Restorer, int]:
+    """The restorer (a blind model's stain found first, from runs of frames), and how many frames that read."""
+    from vidlab.restoration.smoothing import SMOOTHINGS
+
+    smoother = module.smoother if smoothing is None else SMOOTHINGS.build(SMOOTHINGS.from_conf(smoothing))
+    sample = None
+    # a blind model finds one stain for the video: first, runs of frames across it
+    if module.net.window is not None:
+        with contextlib.closing(iter_frames(input_path)) as frames:
+            sample = sample_runs(frames, n_frames or 0, module.net.window)
+    restorer = Restorer(module, smoother, megapixels, chunk, sample)
+    return restorer, len(sample or ())  # the sample is dropped here: its frames are not kept while restoring
+
+
+def _write_frames(restorer: Restorer, input_path: str | Path, writers: list[H264Writer | FFV1Writer | VideoWriter],
+                  n_frames: int | None, progress: bool) -> None:
+    """Restore the input frame by frame into the writers: the restored video, then input | restored if asked."""
+    from vidlab.restoration.previews import side_by_side
+
+    # smoothing=0: the rate shown is the average so far (blocks of frames finish in bursts)
+    with tqdm(total=n_frames, desc="restoring", unit="frame", smoothing=0, disable=not progress) as bar:
         for stained, restored in restorer(iter_frames(input_path)):
             writers[0].write(restored)
-            if side_by_side_path:
+            if len(writers) > 1:
                 writers[1].write(side_by_side({"input": stained[None], "restored": restored[None]}, scale=1)[0])
             bar.update()
-        bar.close()
+
+
+def restore_video(checkpoint: str | Path, input_path: str | Path, output_path: str | Path,
+                  side_by_side_path: str | Path | None = None, smoothing: str | None = None, chunk: int | None = None,
+                  device: str | None = "cpu", megapixels: float = DEFAULT_MEGAPIXELS, progress: bool = False,
+                  codec: str = "h264", tracking_uri: str | None = None, report_path: str | Path | None = None) -> int:
+    """Write the restored video (and optionally input | restored side by side); returns frames written.
+    A blind model's findings (stains, area, mean opacity) are logged in one line on stderr, and
+    written as JSON to ``report_path`` when given.
+
+    Raises :class:`ConfigError` for every problem that can be found before decoding a frame, the
+    cheapest first. ``device=None`` picks CUDA when available."""
+    outputs, info = _checked_inputs(input_path, output_path, side_by_side_path, report_path)
+    with contextlib.ExitStack() as stack:
+        writers = [stack.enter_context(_writer(path, info.fps or 24.0, codec)) for path in outputs]
+        module = _load_model(checkpoint, tracking_uri, device, info)
+        restorer, read = _plan(module, smoothing, megapixels, chunk, input_path, info.n_frames)
+        _write_frames(restorer, input_path, writers, info.n_frames, progress)
         frames = writers[0].frames
     if restorer.video_stain is not None:  # the video is complete: now what the model found
         report = stain_report(restorer.video_stain.estimate, read, info.height, info.width)

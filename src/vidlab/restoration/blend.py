@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from vidlab.restoration.corruption import CORRUPTIONS, CircularStain
 from vidlab.restoration.nets import MODELS, RestorationNet, TrainingOutput, neighbour_indices
-from vidlab.restoration.stain_estimate import StainEstimate, estimate_stain
+from vidlab.restoration.stain_estimate import estimate_stain
+from vidlab.restoration.stain_model import StainEstimate
 from vidlab.restoration.unet import ConvUNet, ConvUNetConfig
 from vidlab.schema import at_least, require
 
