@@ -110,33 +110,29 @@ def _outside_root(paths: pd.Series, resolved: pd.Series, root: str, strict_root:
     return outside, f"relative path climbs out of the video root {root} (write it absolute to read it as written)"
 
 
-def check_index(index_file: str | Path, path_root: str | None = None, allow_padded: bool = False,
-                check_files: bool = True, strict_root: bool = False, table: pd.DataFrame | None = None) -> dict:
-    """A report: ``counts`` (per split and class) and ``violations`` (empty when the index is valid).
-    The one validation of an index: ``stage=validate`` prints it, ``stage=extract`` refuses to start
-    on any violation. ``table``: the index as :func:`read_index` read it, when the caller has it."""
-    index_file = Path(index_file)
-    table = read_index(index_file) if table is None else table
-    report: dict = {"index": str(index_file), "rows": int(len(table)), "violations": []}
-    violations = report["violations"]
+def _table_violations(table: pd.DataFrame) -> list[dict]:
+    """Wrong columns, no clip, or cells that are not numbers: each stops the checks, as the rest would misread."""
     if list(table.columns) != COLUMNS:
         missing = [c for c in COLUMNS if c not in table.columns]
         extra = [c for c in table.columns if c not in COLUMNS]
-        violations.append({"check": "columns", "rows": 0, "examples": [],
-                           "detail": f"expected {','.join(COLUMNS)}; missing {missing}, unexpected {extra}, "
-                                     f"got order {list(table.columns)}"})
-        return report
+        return [{"check": "columns", "rows": 0, "examples": [],
+                 "detail": f"expected {','.join(COLUMNS)}; missing {missing}, unexpected {extra}, "
+                           f"got order {list(table.columns)}"}]
     if table.empty:  # nothing to extract or train on is not a valid index, whatever else holds
-        violations.append({"check": "empty", "rows": 0, "examples": [], "detail": "the index has no clip"})
-        return report
+        return [{"check": "empty", "rows": 0, "examples": [], "detail": "the index has no clip"}]
+    violations = []
     for column in INT_COLUMNS + ["fps"]:
         numeric = pd.to_numeric(table[column], errors="coerce")
         bad = table[numeric.isna() | ((numeric != numeric.round()) if column in INT_COLUMNS else False)]
         if len(bad):
             violations.append(_violation("types", bad,
                                          f"{column} must be {'an integer' if column in INT_COLUMNS else 'a number'}"))
-    if violations:
-        return report
+    return violations
+
+
+def _clip_violations(table: pd.DataFrame, allow_padded: bool) -> list[dict]:
+    """Rows wrong on their own: split, label, frame range, clip length, fps, reaching past the video's end."""
+    violations = []
     bad_split = table[~table["split"].isin(["train", "val", "test"])]
     if len(bad_split):
         violations.append(_violation("split", bad_split, "split must be train, val or test"))
@@ -157,6 +153,12 @@ def check_index(index_file: str | Path, path_root: str | None = None, allow_padd
     for name, mask, detail in checks:
         if mask.any():
             violations.append(_violation(name, table[mask], detail))
+    return violations
+
+
+def _video_violations(table: pd.DataFrame) -> list[dict]:
+    """Rows wrong together: a clip listed twice, a video in two splits, with varying facts, or misnumbered clips."""
+    violations = []
     dup = table[table.duplicated(["path", "start_frame", "end_frame"], keep=False)]
     if len(dup):
         violations.append(_violation("duplicates", dup,
@@ -174,21 +176,51 @@ def check_index(index_file: str | Path, path_root: str | None = None, allow_padd
     numbering = per_video["clip_idx"].transform(lambda s: list(range(len(s))) != sorted(s.tolist()))
     if numbering.any():
         violations.append(_violation("clip_idx", table[numbering], "clip_idx must count 0, 1, 2, ... per video"))
+    return violations
+
+
+def _path_violations(table: pd.DataFrame, index_file: Path, path_root: str | None, strict_root: bool,
+                     check_files: bool) -> list[dict]:
+    """Files outside the video root, and (with ``check_files``) missing or empty files, where extraction reads them."""
     paths = table["path"].fillna("")
     resolved = resolve_paths(paths, index_file, path_root)
     outside, detail = _outside_root(paths, resolved, os.path.realpath(video_root(index_file, path_root)), strict_root)
-    if outside.any():
-        violations.append(_violation("outside_root", table[outside], detail))
+    violations = [_violation("outside_root", table[outside], detail)] if outside.any() else []
     if check_files:
-        size = {p: os.path.getsize(p) if os.path.isfile(p) else -1 for p in resolved.unique()}
-        missing = table[resolved.map(size) < 0]
-        if len(missing):
-            violations.append(_violation("missing_files", missing,
-                                         f"{int((pd.Series(size) < 0).sum())} video file(s) not found"))
-        empty = table[resolved.map(size) == 0]
-        if len(empty):
-            violations.append(_violation("empty_files", empty,
-                                         f"{int((pd.Series(size) == 0).sum())} video file(s) are empty (0 bytes)"))
+        violations += _file_violations(table, resolved)
+    return violations
+
+
+def _file_violations(table: pd.DataFrame, resolved: pd.Series) -> list[dict]:
+    """Rows whose video file (at its ``resolved`` path) is not found, or is empty; the counts are of files."""
+    violations = []
+    size = {p: os.path.getsize(p) if os.path.isfile(p) else -1 for p in resolved.unique()}
+    missing = table[resolved.map(size) < 0]
+    if len(missing):
+        violations.append(_violation("missing_files", missing,
+                                     f"{int((pd.Series(size) < 0).sum())} video file(s) not found"))
+    empty = table[resolved.map(size) == 0]
+    if len(empty):
+        violations.append(_violation("empty_files", empty,
+                                     f"{int((pd.Series(size) == 0).sum())} video file(s) are empty (0 bytes)"))
+    return violations
+
+
+def check_index(index_file: str | Path, path_root: str | None = None, allow_padded: bool = False,
+                check_files: bool = True, strict_root: bool = False, table: pd.DataFrame | None = None) -> dict:
+    """A report: ``counts`` (per split and class) and ``violations`` (empty when the index is valid).
+    The one validation of an index: ``stage=validate`` prints it, ``stage=extract`` refuses to start
+    on any violation. ``table``: the index as :func:`read_index` read it, when the caller has it."""
+    index_file = Path(index_file)
+    table = read_index(index_file) if table is None else table
+    report: dict = {"index": str(index_file), "rows": int(len(table)), "violations": []}
+    violations = report["violations"]
+    violations.extend(_table_violations(table))
+    if violations:  # the other checks would misread the table
+        return report
+    violations.extend(_clip_violations(table, allow_padded))
+    violations.extend(_video_violations(table))
+    violations.extend(_path_violations(table, index_file, path_root, strict_root, check_files))
     counts = table.groupby(["split", "y"]).agg(clips=("path", "size"), videos=("path", "nunique")).reset_index()
     report["counts"] = counts.to_dict(orient="records")
     report["videos"] = int(table["path"].nunique())
