@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,8 +69,125 @@ def _ar1_noise(rng: np.random.Generator, n: int, dim: int, rho: float) -> np.nda
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
+    """Save ``array`` so that a reader never sees half a file."""
     with atomic_path(path) as tmp:
         np.save(tmp, array)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """:func:`write_localised`'s arguments, checked: what each video's draws read, and what the manifest records."""
+
+    seed: int
+    videos: dict[str, int]
+    dim: int
+    categories: tuple[str, ...]
+    scene_std: float
+    scene_shift: float
+    strength: float
+    rho: float
+    min_clips: int
+    max_clips: int
+    anomaly_fraction: tuple[float, float]
+    p_two_ranges: float
+
+    def __post_init__(self) -> None:
+        """Refuse settings the generator cannot honour, before anything is written."""
+        if (not 1 <= self.min_clips <= self.max_clips or self.dim < len(self.categories) + 1
+                or not 0 < self.anomaly_fraction[0] <= self.anomaly_fraction[1] < 1):
+            raise ValueError("synthetic embeddings: need 1 <= min_clips <= max_clips, dim > number of categories, "
+                             "0 < anomaly_fraction[0] <= anomaly_fraction[1] < 1 "
+                             f"(got {self.min_clips}, {self.max_clips}, {self.dim}, {self.anomaly_fraction})")
+
+    def generator(self) -> dict[str, Any]:
+        """The manifest's ``generator``: how to make the same folder again."""
+        return {"seed": self.seed, "videos": self.videos, "dim": self.dim, "categories": list(self.categories),
+                "scene_std": self.scene_std, "scene_shift": self.scene_shift, "strength": self.strength,
+                "rho": self.rho, "min_clips": self.min_clips, "max_clips": self.max_clips,
+                "anomaly_fraction": list(self.anomaly_fraction), "p_two_ranges": self.p_two_ranges,
+                "clip_len": CLIP_LEN, "fps": FPS}
+
+
+def _checked_videos(folder: Path, videos: dict[str, int] | None) -> dict[str, int]:
+    """Videos per class in each split (the defaults for None); a folder that is not new or empty, then a
+    split without videos, refused before anything is written."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ValueError(f"synthetic embeddings: {folder} is not an empty folder; choose a new one")
+    videos = dict(DEFAULT_VIDEOS if videos is None else videos)
+    if set(videos) != set(SPLITS) or min(videos.values()) < 1:
+        raise ValueError(f"synthetic embeddings: videos must give each of {SPLITS} at least 1 video per class "
+                         f"(got {videos})")
+    return videos
+
+
+def _video_path(split: str, series: str, number: int, y: int) -> str:
+    """The video's path as UCF-Crime names it: anomalous ones by category, normal ones by split."""
+    if y:
+        return f"Anomaly-Videos/{series}/{series}{number:03d}_x264.mp4"
+    if split == "test":
+        return f"Testing_Normal_Videos_Anomaly/Normal_Videos_{number:03d}_x264.mp4"
+    return f"Training-Normal-Videos/Normal_Videos{number:03d}_x264.mp4"
+
+
+def _video(rng: np.random.Generator, s: _Settings, directions: np.ndarray, y: int,
+           k: int) -> tuple[np.ndarray, list[tuple[int, int]], int]:
+    """One video's clip embeddings, its anomalous clip ranges (none if normal) and its frame count."""
+    d_scene, d_cat = directions[0], directions[1:]
+    n = int(rng.integers(s.min_clips, s.max_clips + 1))
+    n_frames = CLIP_LEN * n + int(rng.integers(0, CLIP_LEN))
+    x = s.scene_std * rng.standard_normal(s.dim) + y * s.scene_shift * d_scene + _ar1_noise(rng, n, s.dim, s.rho)
+    ranges = _anomalous_ranges(rng, n, s.anomaly_fraction, s.p_two_ranges) if y else []
+    for start, end in ranges:
+        x[start:end] += s.strength * d_cat[k]
+    return x, ranges, n_frames
+
+
+def _annotation(path: str, category: str, ranges: list[tuple[int, int]]) -> str:
+    """The video's line in UCF-Crime's temporal annotation file: up to 2 frame ranges, -1 where none."""
+    bounds = [v for s, e in ranges for v in (CLIP_LEN * s, CLIP_LEN * e - 1)]
+    bounds += [-1] * (4 - len(bounds))
+    return "  ".join([Path(path).name, category, *map(str, bounds)])
+
+
+def _split_videos(rng: np.random.Generator, s: _Settings, directions: np.ndarray, split: str,
+                  numbers: dict[str, int]) -> tuple[np.ndarray, np.ndarray, list[list], list[str]]:
+    """One split's videos, normal and anomalous in turn (categories in turn): clip embeddings, labels, index
+    rows and (test only) annotation lines; ``numbers`` counts each series' file numbers across splits."""
+    embeddings, labels, rows, annotations = [], [], [], []
+    for i in range(2 * s.videos[split]):
+        y, k = i % 2, (i // 2) % len(s.categories)
+        series = s.categories[k] if y else ("Testing" if split == "test" else "Training")
+        numbers[series] += 1
+        path = _video_path(split, series, numbers[series], y)
+        x, ranges, n_frames = _video(rng, s, directions, y, k)
+        embeddings.append(x)
+        labels.append(np.full(len(x), y, np.int8))
+        category = s.categories[k] if y else "Normal"
+        rows += [[split, y, category, path, j, CLIP_LEN * j, CLIP_LEN * (j + 1), CLIP_LEN, CLIP_LEN, FPS, n_frames]
+                 for j in range(len(x))]
+        if split == "test":
+            annotations.append(_annotation(path, category, ranges))
+    return np.concatenate(embeddings).astype(np.float16), np.concatenate(labels), rows, annotations
+
+
+def _write_split(folder: Path, split: str, x: np.ndarray, labels: np.ndarray) -> SplitInfo:
+    """The split's embeddings, labels and valid flags (all valid) as ``.npy`` files; its manifest entry."""
+    files = {kind: f"{kind}_{split}.npy" for kind in KINDS}
+    for kind, array in zip(KINDS, (x, labels, np.ones(len(x), bool))):
+        _write_npy(folder / files[kind], array)
+    return SplitInfo(len(x), files,
+                     label_counts={str(v): int(c) for v, c in zip(*np.unique(labels, return_counts=True))})
+
+
+def _write_index(folder: Path, rows: list[list], annotations: list[str], splits: dict[str, SplitInfo],
+                 s: _Settings) -> None:
+    """The clip index, the test split's temporal annotations and, last, the manifest that points at them."""
+    index = folder.resolve() / INDEX
+    write_csv_atomic(pd.DataFrame(rows, columns=COLUMNS), index)
+    write_text(folder / ANNOTATIONS, "\n".join(annotations) + "\n")
+    Manifest(backbone="synthetic/localised", weights=None, embedding_dim=s.dim, dtype="float16",
+             frames_per_clip=CLIP_LEN, index=IndexRef(str(index), file_sha256(index), len(rows)),
+             splits=splits, mlflow_run_id=None, generator=s.generator()).write(folder)
 
 
 def write_localised(
@@ -92,66 +211,19 @@ def write_localised(
     each split; ``anomaly_fraction``: the range of the share of an anomalous video's clips that are
     anomalous; ``p_two_ranges``: the probability that they form 2 ranges rather than 1."""
     folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise ValueError(f"synthetic embeddings: {folder} is not an empty folder; choose a new one")
-    videos = dict(DEFAULT_VIDEOS if videos is None else videos)
-    if set(videos) != set(SPLITS) or min(videos.values()) < 1:
-        raise ValueError(f"synthetic embeddings: videos must give each of {SPLITS} at least 1 video per class "
-                         f"(got {videos})")
-    if (not 1 <= min_clips <= max_clips or dim < len(categories) + 1
-            or not 0 < anomaly_fraction[0] <= anomaly_fraction[1] < 1):
-        raise ValueError("synthetic embeddings: need 1 <= min_clips <= max_clips, dim > number of categories, "
-                         "0 < anomaly_fraction[0] <= anomaly_fraction[1] < 1 "
-                         f"(got {min_clips}, {max_clips}, {dim}, {anomaly_fraction})")
-    generator = {"seed": seed, "videos": videos, "dim": dim, "categories": list(categories), "scene_std": scene_std,
-                 "scene_shift": scene_shift, "strength": strength, "rho": rho, "min_clips": min_clips,
-                 "max_clips": max_clips, "anomaly_fraction": list(anomaly_fraction), "p_two_ranges": p_two_ranges,
-                 "clip_len": CLIP_LEN, "fps": FPS}
+    s = _Settings(seed, _checked_videos(folder, videos), dim, categories, scene_std, scene_shift, strength, rho,
+                  min_clips, max_clips, anomaly_fraction, p_two_ranges)
     rng = np.random.default_rng(seed)
     directions = np.linalg.qr(rng.standard_normal((dim, len(categories) + 1)))[0].T  # orthonormal rows
-    d_scene, d_cat = directions[0], directions[1:]
     folder.mkdir(parents=True, exist_ok=True)
     numbers = dict.fromkeys(("Training", "Testing", *categories), 0)  # file numbers, unique across splits
     rows, annotations, splits = [], [], {}
     for split in SPLITS:
-        embeddings, labels = [], []
-        for i in range(2 * videos[split]):
-            y, k = i % 2, (i // 2) % len(categories)
-            series = categories[k] if y else ("Testing" if split == "test" else "Training")
-            numbers[series] += 1
-            if y:
-                path = f"Anomaly-Videos/{series}/{series}{numbers[series]:03d}_x264.mp4"
-            elif split == "test":
-                path = f"Testing_Normal_Videos_Anomaly/Normal_Videos_{numbers[series]:03d}_x264.mp4"
-            else:
-                path = f"Training-Normal-Videos/Normal_Videos{numbers[series]:03d}_x264.mp4"
-            n = int(rng.integers(min_clips, max_clips + 1))
-            n_frames = CLIP_LEN * n + int(rng.integers(0, CLIP_LEN))
-            x = scene_std * rng.standard_normal(dim) + y * scene_shift * d_scene + _ar1_noise(rng, n, dim, rho)
-            ranges = _anomalous_ranges(rng, n, anomaly_fraction, p_two_ranges) if y else []
-            for start, end in ranges:
-                x[start:end] += strength * d_cat[k]
-            embeddings.append(x)
-            labels.append(np.full(n, y, np.int8))
-            category = categories[k] if y else "Normal"
-            rows += [[split, y, category, path, j, CLIP_LEN * j, CLIP_LEN * (j + 1), CLIP_LEN, CLIP_LEN, FPS, n_frames]
-                     for j in range(n)]
-            if split == "test":
-                bounds = [v for s, e in ranges for v in (CLIP_LEN * s, CLIP_LEN * e - 1)]
-                bounds += [-1] * (4 - len(bounds))
-                annotations.append("  ".join([Path(path).name, category, *map(str, bounds)]))
-        x, labels = np.concatenate(embeddings).astype(np.float16), np.concatenate(labels)
-        files = {kind: f"{kind}_{split}.npy" for kind in KINDS}
-        for kind, array in zip(KINDS, (x, labels, np.ones(len(x), bool))):
-            _write_npy(folder / files[kind], array)
-        splits[split] = SplitInfo(len(x), files,
-                                  label_counts={str(v): int(c) for v, c in zip(*np.unique(labels, return_counts=True))})
-    index = folder.resolve() / INDEX
-    write_csv_atomic(pd.DataFrame(rows, columns=COLUMNS), index)
-    write_text(folder / ANNOTATIONS, "\n".join(annotations) + "\n")
-    Manifest(backbone="synthetic/localised", weights=None, embedding_dim=dim, dtype="float16", frames_per_clip=CLIP_LEN,
-             index=IndexRef(str(index), file_sha256(index), len(rows)),
-             splits=splits, mlflow_run_id=None, generator=generator).write(folder)
+        x, labels, split_rows, split_annotations = _split_videos(rng, s, directions, split, numbers)
+        rows += split_rows
+        annotations += split_annotations
+        splits[split] = _write_split(folder, split, x, labels)
+    _write_index(folder, rows, annotations, splits, s)
     return folder
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pandas as pd
+from lightning.pytorch.loggers import MLFlowLogger
+from matplotlib.figure import Figure
 from mlflow.entities import DatasetInput
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -34,6 +36,8 @@ from vidlab.schema import MlflowLoggerConfig
 from vidlab.tracking.inputs import content_digest, dataset_input, log_inputs
 from vidlab.tracking.models import log_model as log_mlflow_model
 from vidlab.trainer import checked_optimizer, trainer_kwargs
+
+Annotations = dict[str, list[tuple[int, int]]]  # frame ranges by video name
 
 
 def embeddings_inputs(folder: Path, manifest: Manifest, rows_by_split: dict[str, int]) -> list[DatasetInput]:
@@ -72,7 +76,8 @@ def description(spec: ProbeSpec, folder: Path, manifest: Manifest, extraction_ru
     return text + (f" Extraction run id: {extraction_run_id} (not in this store)." if extraction_run_id else "")
 
 
-def score_table(split: Split, scores) -> pd.DataFrame:
+def score_table(split: Split, scores: np.ndarray) -> pd.DataFrame:
+    """The split's clips (where an index names them) with their labels and the probe's scores, row by row."""
     table = pd.DataFrame({"split_row": split.rows, "y": split.y, "score": scores})
     if split.clips is None:
         return table
@@ -80,45 +85,78 @@ def score_table(split: Split, scores) -> pd.DataFrame:
                                    if c in split.clips]], table], axis=1)
 
 
-def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
-    """Fit, score and log the probe ``spec`` (``cfg`` checked by :func:`vidlab.probe.config.validate_probe`)
-    describes."""
-    kwargs = trainer_kwargs(cfg)
-    optimizer = checked_optimizer(cfg)
-    root, output_dir = job_dirs(cfg)
-    uri = tracking.resolve_tracking_uri(getattr(spec.logger, "tracking_uri", "sqlite:///mlruns.db"), root)
+@dataclass
+class ProbeData:
+    """What the probe reads, all checked: the extraction (folder, run, manifest, splits) and the annotations."""
+
+    folder: Path
+    run_ref: str | None
+    manifest: Manifest
+    splits: dict[str, Split]
+    annotations: Annotations | None
+
+
+@dataclass
+class ProbeResults:
+    """The probe's val and test scores, the threshold chosen on val, the metrics and the per-clip score tables."""
+
+    selected: dict[str, float]
+    scores: dict[str, np.ndarray]
+    threshold: float
+    metrics: dict[str, float]
+    tables: dict[str, pd.DataFrame]
+
+
+def read_annotations(path: str | None) -> Annotations | None:
+    """The temporal annotation file ``probe.annotations`` names (None if none): a missing one refused now."""
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise ProbeInputError(f"probe.annotations: no file {path}")
+    return pm.read_temporal_annotations(path)
+
+
+def checked_data(spec: ProbeSpec, uri: str) -> tuple[ProbeData, Probe]:
+    """The extraction, its splits, the annotations and the probe, each checked in turn (the index too where
+    videos are read) before any run or file exists."""
     folder, run_ref = resolve_embeddings(spec.embeddings, uri)
     manifest = check_manifest(folder)
-    annotations = None
-    if spec.probe.annotations:
-        if not Path(spec.probe.annotations).is_file():
-            raise ProbeInputError(f"probe.annotations: no file {spec.probe.annotations}")
-        annotations = pm.read_temporal_annotations(spec.probe.annotations)
+    annotations = read_annotations(spec.probe.annotations)
     splits = load_splits(folder, manifest)
     probe: Probe = PROBES.build(spec.probe)
     if probe.needs_videos or annotations is not None:
         for split in splits.values():
             split.videos()  # refused now if the index is missing, not after training
-    logger = None
-    backbone = manifest.backbone.split("/")[-1]
-    # a store that cannot be used, or may not be written: one line, before any work
-    if isinstance(spec.logger, MlflowLoggerConfig):
-        experiment_id = tracking.ensure_experiment(spec.logger, root, "probe")
-        tags = {"task": "probe", "probe": spec.probe.name, "embeddings_dir": str(folder), "backbone": manifest.backbone,
-                "extraction_run_id": run_ref or manifest.mlflow_run_id or ""}
-        client = MlflowClient(uri)
-        name = run_name(spec, folder, backbone, client, experiment_id)
-        logger = tracking.build_logger(replace(spec.logger, run_name=name), root, output_dir, tags)
-        tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
-        with tracking.best_effort("description", client, logger.run_id):
-            client.set_tag(logger.run_id, "mlflow.note.content",
-                           description(spec, folder, manifest, tags["extraction_run_id"], client))
-        with tracking.best_effort("datasets", client, logger.run_id):
-            log_inputs(client, logger.run_id,
-                       embeddings_inputs(folder, manifest, {k: len(v.y) for k, v in splits.items()}))
-    L.seed_everything(spec.seed, workers=True)
-    selected = probe.fit(splits, FitContext(kwargs, optimizer, logger, output_dir, spec.seed))
+    return ProbeData(folder, run_ref, manifest, splits, annotations), probe
 
+
+def open_run(cfg: DictConfig, spec: ProbeSpec, data: ProbeData, root: Path, output_dir: Path,
+             uri: str) -> MLFlowLogger | None:
+    """The MLflow run (None for ``logger=none``), named, described, with its config and datasets: a store
+    that cannot be used, or may not be written, is one line here, before any work."""
+    if not isinstance(spec.logger, MlflowLoggerConfig):
+        return None
+    folder, manifest = data.folder, data.manifest
+    experiment_id = tracking.ensure_experiment(spec.logger, root, "probe")
+    tags = {"task": "probe", "probe": spec.probe.name, "embeddings_dir": str(folder), "backbone": manifest.backbone,
+            "extraction_run_id": data.run_ref or manifest.mlflow_run_id or ""}
+    client = MlflowClient(uri)
+    name = run_name(spec, folder, manifest.backbone.split("/")[-1], client, experiment_id)
+    logger = tracking.build_logger(replace(spec.logger, run_name=name), root, output_dir, tags)
+    tracking.log_config(logger.experiment, logger.run_id, cfg, output_dir)
+    with tracking.best_effort("description", client, logger.run_id):
+        client.set_tag(logger.run_id, "mlflow.note.content",
+                       description(spec, folder, manifest, tags["extraction_run_id"], client))
+    with tracking.best_effort("datasets", client, logger.run_id):
+        log_inputs(client, logger.run_id,
+                   embeddings_inputs(folder, manifest, {k: len(v.y) for k, v in data.splits.items()}))
+    return logger
+
+
+def evaluate(probe: Probe, data: ProbeData, selected: dict[str, float]) -> ProbeResults:
+    """Val and test scores, the threshold with the best balanced accuracy on val, and the clip, video and
+    (with annotations) frame metrics, after the ones the fit selected on."""
+    splits = data.splits
     scores = {split: probe.scores(splits[split]) for split in ("val", "test")}
     threshold = pm.best_threshold(splits["val"].y, scores["val"])
     metrics = {**selected, "threshold": threshold, "rows_invalid_left_out": sum(s.invalid for s in splits.values())}
@@ -128,25 +166,61 @@ def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
                         for k, v in pm.classification_metrics(splits[split].y, scores[split], threshold).items()})
         if "path" in tables[split]:
             metrics[f"{split}/video_roc_auc"] = pm.video_level_auc(tables[split])
-    if annotations is not None:
-        metrics["test/frame_roc_auc"], metrics["test/frame_videos"] = pm.frame_level_auc(tables["test"], annotations)
-    out = output_dir / "probe"
+    if data.annotations is not None:
+        frame = pm.frame_level_auc(tables["test"], data.annotations)
+        metrics["test/frame_roc_auc"], metrics["test/frame_videos"] = frame
+    return ProbeResults(selected, scores, threshold, metrics, tables)
+
+
+def write_test_outputs(data: ProbeData, results: ProbeResults, out: Path) -> dict[str, Figure]:
+    """``out/test_scores.csv``, and the test split's figures (score curves where clips name their videos)."""
+    table, threshold = results.tables["test"], results.threshold
     out.mkdir(parents=True, exist_ok=True)
-    tables["test"].to_csv(out / "test_scores.csv", index=False)
-    figures = plots.clip_figures(splits["test"].y, scores["test"], threshold)
-    if "path" in tables["test"]:
-        figures["score_curves.png"] = plots.score_curves(tables["test"], annotations or {}, threshold)
-    print("\n".join(f"{k}: {float(v):.4f}" for k, v in metrics.items()))
+    table.to_csv(out / "test_scores.csv", index=False)
+    figures = plots.clip_figures(data.splits["test"].y, results.scores["test"], threshold)
+    if "path" in table:
+        figures["score_curves.png"] = plots.score_curves(table, data.annotations or {}, threshold)
+    return figures
+
+
+def log_probe_model(spec: ProbeSpec, uri: str, run_id: str, probe: Probe, splits: dict[str, Split]) -> None:
+    """The probe as an MLflow model, with 4 val rows (unscaled, as a caller passes them) as its input example."""
+    model, flavor = probe.mlflow_model(splits["train"].scaler)
+    example = splits["train"].scaler.inverse_transform(splits["val"].x[:4]).astype(np.float32)
+    log_mlflow_model(spec.logger, uri, run_id, model, example, flavor)
+
+
+def log_results(spec: ProbeSpec, logger: MLFlowLogger | None, probe: Probe, data: ProbeData, results: ProbeResults,
+                output_dir: Path, uri: str) -> None:
+    """The test's scores and figures under ``output_dir/probe`` and the metrics printed; with a run, the
+    metrics, files and (``log_model``) the model logged to it."""
+    out = output_dir / "probe"
+    figures = write_test_outputs(data, results, out)
+    print("\n".join(f"{k}: {float(v):.4f}" for k, v in results.metrics.items()))
     tracking.log_figures(logger and logger.experiment, logger and logger.run_id, figures, out / "plots")
+    if logger is None:
+        return
+    logger.log_metrics({k: v for k, v in results.metrics.items() if math.isfinite(v)},
+                       step=max(int(results.selected.get("probe/epochs", 0)), 0))
+    files = [("probe", out / "test_scores.csv"), *(("probe", p) for p in probe.files())]
+    tracking.log_artifacts(logger.experiment, logger.run_id, files)
+    if spec.logger.log_model:
+        with tracking.best_effort("model", logger.experiment, logger.run_id):
+            log_probe_model(spec, uri, logger.run_id, probe, data.splits)
+
+
+def run(cfg: DictConfig, spec: ProbeSpec) -> float | None:
+    """Fit, score and log the probe ``spec`` (``cfg`` checked by :func:`vidlab.probe.config.validate_probe`)
+    describes; returns ``optimized_metric`` (``val/roc_auc`` where the probe has no such metric)."""
+    kwargs, optimizer = trainer_kwargs(cfg), checked_optimizer(cfg)
+    root, output_dir = job_dirs(cfg)
+    uri = tracking.resolve_tracking_uri(getattr(spec.logger, "tracking_uri", "sqlite:///mlruns.db"), root)
+    data, probe = checked_data(spec, uri)
+    logger = open_run(cfg, spec, data, root, output_dir, uri)
+    L.seed_everything(spec.seed, workers=True)
+    selected = probe.fit(data.splits, FitContext(kwargs, optimizer, logger, output_dir, spec.seed))
+    results = evaluate(probe, data, selected)
+    log_results(spec, logger, probe, data, results, output_dir, uri)
     if logger is not None:
-        logger.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)},
-                           step=max(int(selected.get("probe/epochs", 0)), 0))
-        files = [("probe", out / "test_scores.csv"), *(("probe", p) for p in probe.files())]
-        tracking.log_artifacts(logger.experiment, logger.run_id, files)
-        if spec.logger.log_model:
-            with tracking.best_effort("model", logger.experiment, logger.run_id):
-                model, flavor = probe.mlflow_model(splits["train"].scaler)
-                example = splits["train"].scaler.inverse_transform(splits["val"].x[:4]).astype(np.float32)
-                log_mlflow_model(spec.logger, uri, logger.run_id, model, example, flavor)
         logger.finalize("success")
-    return metrics.get(spec.optimized_metric, metrics["val/roc_auc"])
+    return results.metrics.get(spec.optimized_metric, results.metrics["val/roc_auc"])
