@@ -115,7 +115,14 @@ class BlendUNet(RestorationNet):
         self.refiner = ConvUNet(3 * context_frames + 4, 3, depth, base_channels, norm)
         # the refiner reads the estimate around each pixel (a fitted one is found before tiling)
         self.halo = self.refiner.halo + (self.estimator.halo if self.estimator else 0)
-        self.size_multiple, self.tileable = self.refiner.size_multiple, self.refiner.tileable
+
+    @property
+    def size_multiple(self) -> int:
+        return self.refiner.size_multiple
+
+    @property
+    def tileable(self) -> bool:
+        return self.refiner.tileable
 
     def check_frame(self, height: int, width: int) -> None:
         """A fitted stain must fit the frame, as the notebook draws it."""

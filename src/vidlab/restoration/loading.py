@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from vidlab.restoration.module import RestorationModule
 
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "blend_unet.ckpt"
-("The model ``python -m vidlab.restore`` uses without one: ``blend_unet`` trained by ``make default-model``, "
- "a few MB.")
+"""The model ``python -m vidlab.restore`` uses without one: ``blend_unet`` trained by
+``make default-model``, a few MB."""
 
 
 def default_tracking_uri() -> str:

@@ -41,8 +41,6 @@ class ConvUNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, depth: int, base_channels: int, norm: str):
         super().__init__()
         self.depth = depth
-        self.size_multiple = 2**depth  # each level halves the frame
-        self.tileable = norm in ("batch", "none")  # group and instance norms pool over the whole frame
         # Receptive-field radius: 7 * 2**depth - 5 pixels (two 3x3 convs per level down and up, plus
         # pooling offsets; tests/restoration/test_restore.py measures it), rounded up to 7 * 2**depth.
         self.halo = 7 * 2**depth
@@ -60,9 +58,19 @@ class ConvUNet(nn.Module):
             cin = w
         self.head = nn.Conv2d(cin, out_channels, 1)
 
+    @property
+    def size_multiple(self) -> int:
+        """Each level halves the frame. Derived, not stored: a model pickled before it existed has it too."""
+        return 2**self.depth
+
+    @property
+    def tileable(self) -> bool:
+        """Group and instance norms pool over the whole frame: such a net's output depends on all of it."""
+        return not any(isinstance(m, (nn.GroupNorm, nn.InstanceNorm2d)) for m in self.modules())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        multiple = 2**self.depth
+        multiple = self.size_multiple
         x = F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple), mode="replicate")
         skips = []
         for i, block in enumerate(self.down):

@@ -12,8 +12,8 @@ from mlflow.tracking.context.registry import resolve_tags
 from vidlab.cluster import JOB_TAG, slurm_job_id
 
 PARENT_RUN_FILE = ".mlflow_parent_run"
-("In a sweep's folder: the id of the sweep's parent run (:mod:`vidlab.sweeps` writes it), so each job's run is "
- "its child.")
+"""In a sweep's folder: the id of the sweep's parent run (:mod:`vidlab.sweeps` writes it), so each
+job's run is its child."""
 
 
 def git_commit(root: Path) -> str | None:
