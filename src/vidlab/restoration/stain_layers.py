@@ -127,7 +127,8 @@ def layer_evidence(runs: list[torch.Tensor], below: torch.Tensor, layer: torch.T
         above = torch.cat([below, held[None]])
         frames_gain += (frames_evidence(scored_on.frames, above, scored_on.weights, base)
                         - frames_evidence(scored_on.frames, below, scored_on.weights, base))
-        half_motion = motion_evidence(scored_on.deviations, above) - motion_evidence(scored_on.deviations, below)
+        half_motion = (motion_evidence(scored_on.deviations, above, scored_on.weights)
+                       - motion_evidence(scored_on.deviations, below, scored_on.weights))
         if half_motion < 0:
             return -math.inf
         motion_gain += half_motion
