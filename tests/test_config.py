@@ -9,7 +9,7 @@ from vidlab.choices import choice_values
 from vidlab.errors import ConfigError
 from vidlab.registry import build_node
 from vidlab.restoration.config import validate
-from vidlab.restoration.unet import UNetConfig
+from vidlab.restoration.models.unet import UNetConfig
 
 from conftest import ROOT, only_line, train
 

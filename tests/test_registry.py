@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,21 +192,26 @@ def _docs_section(title: str) -> tuple[str, str]:
 @pytest.fixture
 def docs_model(tmp_path: Path):
     """docs/extending.md's model, as written: its YAML in a config folder on Hydra's search path, its
-    code run as a module of its own (the one decorator registers it); the registry put back afterwards."""
+    code a new module of the models package (a folder of it here: the package's path extended), found
+    by the registry's discovery with nothing else edited; the registry and package put back afterwards."""
+    import vidlab.restoration.models
     from vidlab.restoration.nets import MODELS
 
     yaml, code = _docs_section("A model")
     conf = tmp_path / "my_conf"
     (conf / "model").mkdir(parents=True)
     (conf / "model" / "conv_stack.yaml").write_text(yaml)
-    module = types.ModuleType("conv_stack")
-    sys.modules["conv_stack"] = module
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "conv_stack.py").write_text(code)
+    package = vidlab.restoration.models.__path__
+    package.append(str(tmp_path / "models"))
+    MODELS._loaded = False  # discovered afresh, as in a new process: earlier tests looked models up
     try:
-        exec(compile(code, "docs/extending.md", "exec"), module.__dict__)
         yield conf
     finally:
+        package.remove(str(tmp_path / "models"))
         MODELS.unregister("conv_stack")
-        sys.modules.pop("conv_stack", None)
+        sys.modules.pop("vidlab.restoration.models.conv_stack", None)
 
 
 def test_the_docs_model_trains_end_to_end_and_restores_a_video_in_tiles(docs_model: Path, tmp_path: Path, digits: Path):
@@ -313,3 +317,18 @@ def test_a_schema_that_does_not_derive_from_its_groups_base_is_refused_when_it_r
                                         r"vidlab.restoration.nets.ModelConfig, which the model group's task reads$"):
         MODELS.register("square", SquareStainConfig)(SquareStain)
     assert "square" not in MODELS.names()
+
+
+def test_a_model_pickled_under_its_03_module_path_still_loads():
+    """MLflow models of 0.3 pickle their classes by module path; the models moved into the package
+    that the registry discovers, and the old paths still name the same classes."""
+    import pickle
+
+    from vidlab.restoration.models.unet import UNet
+
+    net = UNet(context_frames=1, depth=1, base_channels=2, norm="batch", mask_channel=False, residual=True)
+    saved = pickle.dumps(net, protocol=0).replace(b"vidlab.restoration.models.unet\n", b"vidlab.restoration.unet\n")
+    assert b"vidlab.restoration.unet\n" in saved
+    loaded = pickle.loads(saved)
+    assert type(loaded) is UNet and all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                                          net.state_dict().values()))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import pkgutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, TypeVar
@@ -70,8 +71,10 @@ class Registry:
     """The choices of one config group, by name."""
 
     def __init__(self, group: str, builtins: tuple[str, ...] | str = (), base: type | None = None):
-        """``builtins``: the modules that register the built-in choices, or one module name with
-        ``{name}`` for a group with a module per choice (its choices: the YAMLs of ``conf/<group>/``).
+        """``builtins``: the modules that register the built-in choices; a package, every module of
+        which registers some (a new module is found, as timm's ``models`` package is); or one module
+        name with ``{name}`` for a group with a module per choice (its choices: the YAMLs of
+        ``conf/<group>/``).
         ``base``: the schema every choice's derives from (what the group's task reads of each)."""
         if group in REGISTRIES:
             raise ValueError(f"a registry for group {group!r} exists already")
@@ -112,7 +115,11 @@ class Registry:
         group keeps one module per choice."""
         if self._loaded or (name is not None and name in self._entries):
             return
-        if isinstance(self._builtins, str):
+        if isinstance(self._builtins, str) and "{name}" not in self._builtins:
+            package = importlib.import_module(self._builtins)
+            for module in pkgutil.iter_modules(package.__path__, f"{package.__name__}."):
+                importlib.import_module(module.name)
+        elif isinstance(self._builtins, str):
             names = [name] if name is not None else choice_names(self.group)
             for choice in names:
                 module = self._builtins.format(name=choice)

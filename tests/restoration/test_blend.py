@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from vidlab.restoration.blend import BlendUNet, clip_statistics, invert_blend
 from vidlab.restoration.corruption import CircularStain
 from vidlab.restoration.metrics import clip_metrics
+from vidlab.restoration.models.blend import BlendUNet, clip_statistics, invert_blend
 
 
 def _net(**kw) -> BlendUNet:

@@ -15,13 +15,13 @@ import torch
 from sklearn.datasets import load_digits
 
 from vidlab.errors import ConfigError
-from vidlab.restoration.blend import invert_blend
 from vidlab.restoration.corruption import CircularStain, Stain, StainLayer, elliptical_stain_mask
 from vidlab.restoration.digits import MovingDigits
 from vidlab.restoration.evaluate import FAMILIES, evaluate, stain_family
 from vidlab.restoration.footage import render
 from vidlab.restoration.loading import DEFAULT_MODEL, load_module
 from vidlab.restoration.metrics import psnr
+from vidlab.restoration.models.blend import invert_blend
 from vidlab.restoration.restorer import sample_runs
 from vidlab.restoration.stain_estimate import estimate_stain
 from vidlab.restoration.stain_model import StainShape, layer_parameters

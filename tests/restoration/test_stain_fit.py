@@ -12,10 +12,10 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from vidlab.restoration.blend import BlendUNet, invert_blend
 from vidlab.restoration.corruption import CircularStain
 from vidlab.restoration.digits import MovingDigits, load_mnist_idx
 from vidlab.restoration.footage import render
+from vidlab.restoration.models.blend import BlendUNet, invert_blend
 from vidlab.restoration.stain_fit import fit_centre, fit_stain
 
 NOTEBOOK = CircularStain(radius=25, opacity=1.0, hardness=0.8, tint=0.3)

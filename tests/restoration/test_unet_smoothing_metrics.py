@@ -5,8 +5,8 @@ import torch
 
 from vidlab.restoration.config import METRICS
 from vidlab.restoration.metrics import clip_metrics, flicker, psnr, ssim
+from vidlab.restoration.models.unet import UNet
 from vidlab.restoration.smoothing import EmaSmoothing, MaskedSmoothing, NoSmoothing, WindowSmoothing
-from vidlab.restoration.unet import UNet
 
 
 @pytest.mark.parametrize("size", [(72, 128), (71, 129), (33, 17)])

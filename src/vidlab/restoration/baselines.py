@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from vidlab.restoration.blend import invert_blend
+from vidlab.restoration.models.blend import invert_blend
 
 INPAINT_HOLE = 0.05          # pixels with stain opacity above this are the hole OpenCV fills
 INPAINT_RADIUS = 3           # OpenCV's neighbourhood radius, in pixels

@@ -28,7 +28,7 @@ class ModelConfig(Choice):
                 f"context_frames must be odd and >= 1 (got {self.context_frames})")
 
 
-MODELS = Registry("model", builtins=("vidlab.restoration.unet", "vidlab.restoration.blend"), base=ModelConfig)
+MODELS = Registry("model", builtins="vidlab.restoration.models", base=ModelConfig)  # every module there
 
 
 def neighbour_indices(t: int | np.ndarray, frames: int, length: int) -> np.ndarray:
