@@ -44,3 +44,25 @@ def no_space_left(err: BaseException) -> str | None:
             where = "the MLflow store's disk"
         err = err.__cause__ or err.__context__
     return where
+
+
+def hydra_error_line(err: BaseException) -> str:
+    """One line for Hydra's and OmegaConf's own refusals (an unknown choice, a key not in the config,
+    an override that does not parse), which Hydra prints over 6-10 lines: the message and its
+    cause's, without OmegaConf's ``full_key``/``object_type`` detail lines; a missing choice lists
+    the available ones."""
+    from hydra.errors import MissingConfigException
+
+    parts = []
+    for part in (err, err.__cause__):
+        if part is None:
+            continue
+        lines = [line.strip() for line in str(part).splitlines() if line.strip()]
+        parts.append(" ".join(line for line in lines
+                              if not line.startswith(("full_key:", "object_type=", "Available options",
+                                                      "Config search path", "provider="))
+                              and not (isinstance(part, MissingConfigException) and line in (part.options or []))))
+    line = ": ".join(p.rstrip(".") for p in parts if p)
+    if isinstance(err, MissingConfigException) and err.options:
+        line += f" (choose one of {', '.join(sorted(err.options))})"
+    return line

@@ -1,6 +1,7 @@
 """What every ``train.py`` / ``extract.py`` task starts from and ends with: the project root, the
-run's output folder, a process that can start loader workers, clean stops on signals, one-line errors
-(a traceback for the unexpected ones) and an end status for every MLflow run.
+run's output folder, a process that can start loader workers, clean stops on signals (recorded by
+:mod:`vidlab.stops`), one-line errors (a traceback for the unexpected ones) and an end status for every
+MLflow run.
 
 Nothing here imports torch, Lightning or MLflow (seconds each): a config error is answered before them.
 The Lightning side of a job (Trainer arguments, callbacks) is :mod:`vidlab.trainer`."""
@@ -16,13 +17,13 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import TypeVar
 
 from omegaconf import DictConfig
 
-from vidlab import preemption
-from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, InputError, no_space_left, one_line
+from vidlab import preemption, stops
+from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, InputError, hydra_error_line, no_space_left, one_line
+from vidlab.stops import tracking_call
 from vidlab.video import VideoReadError
 
 T = TypeVar("T")
@@ -62,19 +63,6 @@ class JobFailed(Exception):
     message is that line."""
 
 
-class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGINT arrived. A KeyboardInterrupt, so Lightning shuts its loops down gracefully
-    (``on_exception`` callbacks, loggers, loader workers) as it does for Ctrl-C."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-_received: list[int] = []
-_in_loop: list[bool] = []  # inside a Lightning loop that checks for signals at batch boundaries
-_resume_hint: list[str] = []
-_resume_path: list[Path] = []  # the checkpoint a stopped training resumes from
 _failure: list[tuple[str, str]] = []  # how the last job ended, when it did not finish
 
 
@@ -85,69 +73,9 @@ def last_failure() -> tuple[str, str] | None:
     return _failure[0] if _failure else None
 
 
-def on_stop_say(hint: str) -> None:
-    """What the task tells a user whose job was stopped by a signal (how to resume it)."""
-    _resume_hint[:] = [hint]
-
-
-def on_stop_resume_from(checkpoint: Path) -> None:
-    """A stopped training resumes from ``checkpoint``: the user is told, a requeued Slurm job does it."""
-    on_stop_say(f"resume with ckpt_path={checkpoint}")
-    _resume_path[:] = [checkpoint]
-
-
-def enter_loop() -> None:
-    """A Lightning loop started: a signal now stops the job at the next batch boundary."""
-    _in_loop.append(True)
-
-
-def leave_loop() -> None:
-    if _in_loop:
-        _in_loop.pop()
-
-
-def stop_if_signalled() -> None:
-    """At a batch boundary: raise :class:`Stopped` if SIGTERM/SIGINT arrived."""
-    if _received:
-        raise Stopped(_received[0])
-
-
-def _tracking_call(name: str, *args: object) -> object:
-    """``vidlab.tracking.<name>(*args)`` if the job imported it (MLflow), else None: no run can be open
-    and no server asked when a config error stopped the job before any work."""
-    tracking = sys.modules.get("vidlab.tracking")
-    return getattr(tracking, name)(*args) if tracking is not None else None
-
-
 def _end_open_runs(status: str, reason: str | None = None) -> None:
     """End the MLflow runs this process opened."""
-    _tracking_call("end_open_runs", status, reason)
-
-
-NETWORK_MODULES = ("/requests/", "/urllib3/", "/http/client.py", "/socket.py")
-
-
-def _waiting_on_network(frame: FrameType | None) -> bool:
-    """Whether the main thread is inside an HTTP request (MLflow's client retrying a server that went
-    away waits there for minutes): nothing half-written is cut by stopping it there."""
-    while frame is not None:
-        if any(part in frame.f_code.co_filename for part in NETWORK_MODULES):
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _stop(signum: int, frame: FrameType | None) -> None:
-    """Outside Lightning's loops, stop at once (Python's own Ctrl-C); inside them, at the next batch
-    boundary (:class:`vidlab.trainer.StopOnSignal`): an exception raised at an arbitrary point can be swallowed
-    (in a fork handler) or cut a checkpoint or a row of embeddings in half. A job waiting on its tracking
-    server stops at once too, and sends the server nothing more."""
-    _received.append(signum)
-    if _waiting_on_network(frame):
-        _tracking_call("fail_fast")
-        raise Stopped(signum)
-    if not _in_loop:
-        raise Stopped(signum)
+    tracking_call("end_open_runs", status, reason)
 
 
 def _report_unexpected(err: BaseException) -> str:
@@ -160,7 +88,7 @@ def _report_unexpected(err: BaseException) -> str:
     try:
         path = Path(HydraConfig.get().runtime.output_dir) / "error.txt"
         path.write_text(text)
-        for client, run_id in _tracking_call("open_runs") or []:
+        for client, run_id in tracking_call("open_runs") or []:
             if client.get_run(run_id).info.status != "FINISHED":
                 client.log_artifact(run_id, str(path))
         log.error("failed: %s: %s (traceback in %s)", type(err).__name__, one_line(err), path)
@@ -188,53 +116,22 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     handlers, requeue = {}, None
     if threading.current_thread() is threading.main_thread():
         requeue = preemption.submitit_handler()
-        stops = (signal.SIGTERM, signal.SIGINT, *((preemption.REQUEUE_SIGNAL,) if requeue else ()))
-        handlers = {s: signal.signal(s, _stop) for s in stops}
-    _received.clear()
-    _in_loop.clear()
-    _resume_hint.clear()
-    _resume_path.clear()
+        caught = (signal.SIGTERM, signal.SIGINT, *((preemption.REQUEUE_SIGNAL,) if requeue else ()))
+        handlers = {s: signal.signal(s, stops.handle) for s in caught}
+    stops.reset()
     _failure.clear()
     try:
         result = task(cfg)
-        server_lost = _tracking_call("lost_line", None)
+        server_lost = tracking_call("lost_line", None)
         if server_lost:  # what only shows the run in the UI did not reach it
             raise InputError(server_lost)
     except BaseException as err:  # noqa: BLE001 - every way out ends the runs, then re-raises or exits
-        if requeue is not None and _received and _received[0] == preemption.REQUEUE_SIGNAL:
-            _requeue(requeue)
-        if _received:  # Lightning turns the interrupt into SystemExit(1): the signal decides the code
-            name = signal.Signals(_received[0]).name
-            _end_open_runs("KILLED", f"stopped by {name}")
-            _failure.append(("KILLED", f"stopped by {name}"))
-            hint = _resume_hint[0] if _resume_hint else "what was written is kept"
-            print(f"stopped by {name}: {hint}", file=sys.stderr)
-            raise SystemExit(128 + _received[0]) from None
+        _exit_if_stopped(requeue)
         if isinstance(err, SystemExit) and not err.code:
             _end_open_runs("FINISHED")
             raise
-        full = no_space_left(err)
-        if full is not None:
-            err = InputError(f"no space left on {full}: free some space and run the same command again")
-        server_lost = _tracking_call("lost_line", err)
-        if server_lost:
-            hint = f"; once it answers, {_resume_hint[0]}" if _resume_hint else ""
-            err = InputError(f"{server_lost}{hint}")
-        expected = isinstance(err, (ConfigError, InputError, VideoReadError, FileNotFoundError))
-        label = "config error" if isinstance(err, ConfigError) else "error"
-        _failure.append(("FAILED", f"{label}: {one_line(err)}" if expected
-                         else f"{type(err).__name__}: {one_line(err)}"))
-        if not expected:
-            _end_open_runs("FAILED", _report_unexpected(err))
-            with contextlib.suppress(AttributeError):  # an exception type without a __dict__
-                # an OmegaConf error of a job is a bug, not a refusal of the command line (kept when pickled)
-                err.raised_by_job = True
-            raise
-        _end_open_runs("FAILED", one_line(err))
-        print(f"{label}: {str(err).strip()}", file=sys.stderr)  # one line; a list of bad files follows it
-        if _in_sweep():
-            raise JobFailed(f"{label}: {one_line(err)}") from None
-        raise SystemExit(EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_INPUT) from None
+        _exit_if_expected(err)
+        raise
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
@@ -242,21 +139,65 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     return result
 
 
+def _exit_if_stopped(requeue: Callable | None) -> None:
+    """When a signal stopped the job: a requeue signal hands over to submitit (:func:`_requeue`);
+    otherwise its runs end KILLED, the user is told how to resume, and the exit code is ``128 + N``
+    (Lightning turns the interrupt into SystemExit(1): the signal decides the code)."""
+    if not stops.received:
+        return
+    if requeue is not None and stops.received[0] == preemption.REQUEUE_SIGNAL:
+        _requeue(requeue)
+    name = signal.Signals(stops.received[0]).name
+    _end_open_runs("KILLED", f"stopped by {name}")
+    _failure.append(("KILLED", f"stopped by {name}"))
+    hint = stops.resume_hint[0] if stops.resume_hint else "what was written is kept"
+    print(f"stopped by {name}: {hint}", file=sys.stderr)
+    raise SystemExit(128 + stops.received[0]) from None
+
+
+def _exit_if_expected(err: BaseException) -> None:
+    """An expected failure (a refusal, a full disk, a tracking server gone) ends the runs FAILED with
+    its one line on stderr and exits with its code, or raises :class:`JobFailed` in a sweep; an
+    unexpected one ends them FAILED with its traceback (:func:`_report_unexpected`) and returns, for
+    the caller to re-raise it."""
+    full = no_space_left(err)
+    if full is not None:
+        err = InputError(f"no space left on {full}: free some space and run the same command again")
+    server_lost = tracking_call("lost_line", err)
+    if server_lost:
+        hint = f"; once it answers, {stops.resume_hint[0]}" if stops.resume_hint else ""
+        err = InputError(f"{server_lost}{hint}")
+    expected = isinstance(err, (ConfigError, InputError, VideoReadError, FileNotFoundError))
+    label = "config error" if isinstance(err, ConfigError) else "error"
+    _failure.append(("FAILED", f"{label}: {one_line(err)}" if expected else f"{type(err).__name__}: {one_line(err)}"))
+    if not expected:
+        _end_open_runs("FAILED", _report_unexpected(err))
+        with contextlib.suppress(AttributeError):  # an exception type without a __dict__
+            # an OmegaConf error of a job is a bug, not a refusal of the command line (kept when pickled)
+            err.raised_by_job = True
+        return
+    _end_open_runs("FAILED", one_line(err))
+    print(f"{label}: {str(err).strip()}", file=sys.stderr)  # one line; a list of bad files follows it
+    if _in_sweep():
+        raise JobFailed(f"{label}: {one_line(err)}") from None
+    raise SystemExit(EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_INPUT) from None
+
+
 def _requeue(submitit_requeue: Callable) -> None:
     """Preempted, or near its time limit: the training stopped at a batch boundary with its checkpoint.
     Its runs stay RUNNING for the requeued job to continue, then submitit requeues the job and exits
     (rank 0; the other ranks exit here). Where submitit will not requeue (a time limit reached more often
     than ``hydra.launcher.max_num_timeout`` allows), the runs end KILLED and its error goes on to it."""
-    signum = _received[0]
+    signum = stops.received[0]
     name = signal.Signals(signum).name
-    if _resume_path:
-        preemption.record_resume_point(_resume_path[0])
-    where = f"resumes from {_resume_path[0]}" if _resume_path else "reruns"
-    _tracking_call("mark_open_runs_requeued", f"preempted by Slurm ({name}): requeued, {where}")
+    if stops.resume_path:
+        preemption.record_resume_point(stops.resume_path[0])
+    where = f"resumes from {stops.resume_path[0]}" if stops.resume_path else "reruns"
+    tracking_call("mark_open_runs_requeued", f"preempted by Slurm ({name}): requeued, {where}")
     try:
         submitit_requeue(signum, None)
     except SystemExit:
-        _tracking_call("forget_open_runs")
+        tracking_call("forget_open_runs")
         print(f"preempted by Slurm: requeued, {where}", file=sys.stderr)
         raise
     except Exception as err:
@@ -265,30 +206,8 @@ def _requeue(submitit_requeue: Callable) -> None:
         _failure.append(("KILLED", reason))
         print(reason, file=sys.stderr)
         raise
-    _tracking_call("forget_open_runs")
+    tracking_call("forget_open_runs")
     raise SystemExit(128 + signum)
-
-
-def hydra_error_line(err: BaseException) -> str:
-    """One line for Hydra's and OmegaConf's own refusals (an unknown choice, a key not in the config,
-    an override that does not parse), which Hydra prints over 6-10 lines: the message and its
-    cause's, without OmegaConf's ``full_key``/``object_type`` detail lines; a missing choice lists
-    the available ones."""
-    from hydra.errors import MissingConfigException
-
-    parts = []
-    for part in (err, err.__cause__):
-        if part is None:
-            continue
-        lines = [line.strip() for line in str(part).splitlines() if line.strip()]
-        parts.append(" ".join(line for line in lines
-                              if not line.startswith(("full_key:", "object_type=", "Available options",
-                                                      "Config search path", "provider="))
-                              and not (isinstance(part, MissingConfigException) and line in (part.options or []))))
-    line = ": ".join(p.rstrip(".") for p in parts if p)
-    if isinstance(err, MissingConfigException) and err.options:
-        line += f" (choose one of {', '.join(sorted(err.options))})"
-    return line
 
 
 def main(hydra_main: Callable[[], object]) -> None:

@@ -15,7 +15,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, OnExceptionCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from vidlab import jobs
+from vidlab import stops
 from vidlab.errors import ConfigError, one_line
 from vidlab.files import remove_stale_temporaries
 
@@ -26,13 +26,13 @@ class StopOnSignal(Callback):
     """Acts on SIGTERM/SIGINT between batches, where checkpoints and written rows are whole."""
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        jobs.enter_loop()
+        stops.enter_loop()
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        jobs.leave_loop()
+        stops.leave_loop()
 
     def _check(self, *args: Any) -> None:
-        jobs.stop_if_signalled()
+        stops.stop_if_signalled()
 
     on_train_batch_start = on_train_batch_end = _check
     on_validation_batch_start = on_validation_batch_end = _check
@@ -56,7 +56,7 @@ class InterruptedCheckpoint(OnExceptionCheckpoint):
         validation_pending = trainer.validating or (batches.is_last_batch
                                                     and batches.current.processed >= batches.current.ready)
         if trainer.state.fn == "fit" and validation_pending and self.last.exists():
-            jobs.on_stop_resume_from(self.last)
+            stops.on_stop_resume_from(self.last)
             return
         super().on_exception(trainer, pl_module, exception)
 

@@ -32,7 +32,7 @@ from vidlab.embeddings.manifest import FILE, KINDS, IndexRef, Manifest, SplitInf
 from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess, resize_on_device
 from vidlab.embeddings.store import EmbeddingStore, read_jsonl
 from vidlab.errors import InputError
-from vidlab.jobs import on_stop_say
+from vidlab.stops import on_stop_say
 from vidlab.trainer import StopOnSignal, checked_trainer_args
 
 # The manifest says how frames became RGB: embeddings of the same clips differ between the two.

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from vidlab import tracking
 from vidlab.files import atomic_path, write_text
-from vidlab.jobs import job_dirs, on_stop_resume_from
+from vidlab.jobs import job_dirs
 from vidlab.preemption import requeued_checkpoint
 from vidlab.restoration.checkpoints import check_resume
 from vidlab.restoration.config import BASELINES, METRICS, RunSpec, model_window
@@ -29,6 +29,7 @@ from vidlab.restoration.loading import load_module
 from vidlab.restoration.module import ClipRestorer, RestorationModule, module_from_spec
 from vidlab.restoration.previews import ValidationPreviewImages, plot_curves, preview_panels, side_by_side
 from vidlab.schema import MlflowLoggerConfig
+from vidlab.stops import on_stop_resume_from
 from vidlab.tracking.inputs import log_inputs, video_split_inputs
 from vidlab.tracking.models import log_model
 from vidlab.trainer import (
