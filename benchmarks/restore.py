@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidlab.restoration.corruption import apply_stain, circular_stain_mask
+from vidlab.restoration.stains import apply_stain, circular_stain_mask
 from vidlab.video import write_video
 
 ROOT = Path(__file__).resolve().parents[1]

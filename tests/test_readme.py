@@ -387,8 +387,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
     import torchvision
 
     from vidlab.embeddings.synthetic import render
-    from vidlab.restoration.corruption import apply_stain, circular_stain_mask
     from vidlab.restoration.digits import MovingDigits
+    from vidlab.restoration.stains import apply_stain, circular_stain_mask
     from vidlab.video import write_video
 
     root = tmp_path_factory.mktemp("project")

@@ -1,5 +1,5 @@
-"""Public stain API (re-exported from :mod:`vidlab.restoration.corruption`)."""
+"""Public stain API (re-exported from :mod:`vidlab.restoration.stains`)."""
 
-from vidlab.restoration.corruption import apply_stain, circular_stain_mask
+from vidlab.restoration.stains import apply_stain, circular_stain_mask
 
 __all__ = ["apply_stain", "circular_stain_mask"]

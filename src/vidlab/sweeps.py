@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import math
 import signal
 import sys
 import threading
@@ -23,6 +22,7 @@ from vidlab.cluster import JOB_TAG, how_slurm_ended
 from vidlab.errors import EXIT_INPUT, one_line
 from vidlab.registry import build_node
 from vidlab.schema import MlflowLoggerConfig
+from vidlab.sweep_summary import log_sweep_summary
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -198,19 +198,7 @@ class MlflowSweepCallback(HydraCallback):
             status = "KILLED" if stopped else "FAILED" if failed or not complete else "FINISHED"
             if status == "FAILED" and not reason:
                 reason = "the sweep stopped before its end"
-            best = best_values(client, children, self._metric, self._mode)
-            for path in write_sweep_summary(children, self._metric, self._sweep_dir, best):
-                client.log_artifact(parent, str(path), "sweep")
-            results = self._sweep_dir / "optimization_results.yaml"
-            if results.exists():
-                client.log_artifact(parent, str(results), "sweep")
-            if best:
-                winner_id = (max if self._mode == "max" else min)(best, key=best.__getitem__)
-                winner = next(run for run in children if run.info.run_id == winner_id)
-                client.log_metric(parent, f"best/{self._metric}", best[winner_id])
-                for key, value in {"best_run_id": winner_id, "best_run_name": winner.info.run_name,
-                                   "best_overrides": winner.data.tags.get("hydra_overrides", "")}.items():
-                    client.set_tag(parent, key, value)
+            log_sweep_summary(client, parent, children, self._metric, self._mode, self._sweep_dir)
             client.log_metric(parent, "jobs", len(children))
             client.log_metric(parent, "jobs_failed", len(failed))
         finally:
@@ -250,49 +238,3 @@ class MlflowSweepCallback(HydraCallback):
 def _listed(failed: dict[str, str]) -> str:
     """``job #0: why; job #3: why``, by job number."""
     return "; ".join(f"job #{num}: {why}" for num, why in sorted(failed.items(), key=lambda item: int(item[0])))
-
-
-def best_values(client: MlflowClient, children: list[Run], metric: str, mode: str) -> dict[str, float]:
-    """Each child's best ``metric`` over its history (what its checkpoint kept and the sweeper got), by run id."""
-    best = {}
-    for run in children:
-        if metric not in run.data.metrics:
-            continue
-        values = [m.value for m in client.get_metric_history(run.info.run_id, metric) if math.isfinite(m.value)]
-        if values:
-            best[run.info.run_id] = max(values) if mode == "max" else min(values)
-    return best
-
-
-def write_sweep_summary(children: list[Run], metric: str, folder: Path, best: dict[str, float]) -> list[Path]:
-    """``sweep_summary.csv`` (each job's overrides, status, best ``metric`` and final metrics) and
-    ``sweep_<metric>.png`` (the best metric against each swept parameter)."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    column = f"best/{metric}"
-    rows = []
-    for run in children:
-        overrides = dict(o.split("=", 1) for o in run.data.tags.get("hydra_overrides", "").split() if "=" in o)
-        rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name,
-                     "job": run.data.tags.get("hydra_job_num"),
-                     "status": run.info.status, **{f"override.{k}": v for k, v in overrides.items()},
-                     **({column: best.get(run.info.run_id, math.nan)} if metric else {}), **run.data.metrics})
-    table = (pd.DataFrame(rows).sort_values("job", key=lambda s: pd.to_numeric(s, errors="coerce")) if rows
-             else pd.DataFrame())
-    csv = folder / "sweep_summary.csv"
-    table.to_csv(csv, index=False)
-    files = [csv]
-    swept = [c for c in table.columns if c.startswith("override.") and table[c].nunique() > 1]
-    if best and swept:
-        fig, axes = plt.subplots(1, len(swept), figsize=(4.5 * len(swept), 3.8), squeeze=False)
-        for ax, name in zip(axes[0], swept):
-            x = pd.to_numeric(table[name], errors="coerce")
-            ax.plot(x if x.notna().all() else table[name].astype(str), table[column], "o")
-            ax.set(xlabel=name.removeprefix("override."), ylabel=column)
-        fig.tight_layout()
-        png = folder / f"sweep_{metric.replace('/', '_')}.png"
-        fig.savefig(png, dpi=100)
-        plt.close(fig)
-        files.append(png)
-    return files

@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from vidlab.restoration.corruption import circular_stain_mask
+from vidlab.restoration.stains import circular_stain_mask
 
 COARSE_STEP = 4        # pixels between coarse candidates: narrower than the score's basin (measured)
 COARSE_FRAMES = 4      # frames the coarse grid reads

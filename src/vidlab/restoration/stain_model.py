@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from vidlab.restoration import corruption
+from vidlab.restoration import stains
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,8 @@ class StainShape:
 
     def mask(self, height: int, width: int) -> np.ndarray:
         if self.axes[0] == self.axes[1] and self.angle == 0:
-            return corruption.circular_stain_mask(height, width, self.centre, self.axes[0], self.opacity, self.hardness)
-        return corruption.elliptical_stain_mask(height, width, self.centre, self.axes, self.angle, self.opacity,
+            return stains.circular_stain_mask(height, width, self.centre, self.axes[0], self.opacity, self.hardness)
+        return stains.elliptical_stain_mask(height, width, self.centre, self.axes, self.angle, self.opacity,
                                                 self.hardness)
 
     def scaled(self, factor: float) -> StainShape:
@@ -57,7 +57,7 @@ class StainEstimate:
     def blend(self, height: int, width: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Opacity ``(H, W)`` and offset ``(3, H, W)`` at a frame size (float32), by the corruptions'
         own formulas: the notebook's disc is its mask bit for bit."""
-        stain = corruption.Stain(tuple(corruption.StainLayer(shape.mask(height, width), shape.tint)
+        stain = stains.Stain(tuple(stains.StainLayer(shape.mask(height, width), shape.tint)
                                        for shape in self.layers), height, width)
         return torch.from_numpy(stain.mask).to(device), torch.from_numpy(stain.offset).permute(2, 0, 1).to(device)
 

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from vidlab.choices import choice_values
-from vidlab.restoration.corruption import apply_stain, circular_stain_mask
 from vidlab.restoration.footage import render
 from vidlab.restoration.module import RestorationModule
+from vidlab.restoration.stains import apply_stain, circular_stain_mask
 from vidlab.restore import load_module
 
 MODELS = {
