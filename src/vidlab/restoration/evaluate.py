@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,27 +48,12 @@ from vidlab.files import write_text
 from vidlab.restoration.baselines import run_baseline
 from vidlab.restoration.corruption import CORRUPTIONS
 from vidlab.restoration.datasets import list_videos
+from vidlab.restoration.evaluation_report import BASELINES, Row, report
 from vidlab.restoration.metrics import CONTENT_LUMA, STAIN_THRESHOLD, luma, psnr
 from vidlab.video import VideoReadError, iter_frames
 
 SUFFIXES = choice_values("dataset", "video_folder")["extensions"]  # what dataset=video_folder reads
 DEFAULT_LABEL = "default model"  # the row of the model vidlab ships (python -m vidlab.restore without a model)
-BASELINES = ("true_inverse", "inpaint_telea")  # both read the true stain
-COLUMNS = ("video", "size", "output", "uses the true stain", "PSNR in stain (dB)", "content PSNR in stain (dB)",
-           "PSNR (dB)")
-
-
-@dataclass(frozen=True)
-class Row:
-    video: str
-    size: str
-    output: str
-    true_stain: bool
-    psnr_stain: float
-    psnr_content_stain: float
-    psnr: float
-
-
 def find_videos(paths: list[str | Path]) -> list[tuple[str, Path]]:
     """``(label, path)`` of every video named or found under a folder; the label is the path below
     the folder given, so rows from different folders stay told apart."""
@@ -185,41 +168,6 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
         rows += [Row(label, shape, name, true, *_scores(pred, target, scored))
                  for name, (pred, true) in outputs.items()]
     return rows
-
-
-def _table(rows: list[Row]) -> list[str]:
-    cells = [[r.video, r.size, r.output, "yes" if r.true_stain else "no",
-              *(f"{v:.2f}" for v in (r.psnr_stain, r.psnr_content_stain, r.psnr))] for r in rows]
-    return [f"| {' | '.join(COLUMNS)} |", "|" + "---|" * len(COLUMNS)] + [f"| {' | '.join(c)} |" for c in cells]
-
-
-def _worse(rows: list[Row], output: str) -> int:
-    """How many videos ``output`` leaves below their stained input's PSNR in the stain."""
-    inputs = {r.video: r.psnr_stain for r in rows if r.output == "input"}
-    return sum(r.psnr_stain < inputs[r.video] for r in rows if r.output == output)
-
-
-def report(rows: list[Row]) -> str:
-    """A table per video, then the mean over videos of each output's PSNRs in dB (NaN, a video with no
-    content pixel in its stain, left out), then each model's gap to the true inverse in the stain."""
-    lines = []
-    for video in dict.fromkeys(r.video for r in rows):
-        lines += [f"## {video}", "", *_table([r for r in rows if r.video == video]), ""]
-    means = []
-    for output in dict.fromkeys(r.output for r in rows):
-        mine = [r for r in rows if r.output == output]
-        mean = [float(np.nanmean(v)) if not np.isnan(v).all() else math.nan
-                for v in zip(*[(r.psnr_stain, r.psnr_content_stain, r.psnr) for r in mine])]
-        means.append(Row(f"mean over {len(mine)} videos", mine[0].size if len({r.size for r in mine}) == 1 else "mixed",
-                         output, mine[0].true_stain, *mean))
-    lines += ["## mean over videos (mean of per-video PSNR in dB)", "", *_table(means), ""]
-    lines += ["videos that end worse than their input (PSNR in the stain; whole-frame with no stain): "
-              + ", ".join(f"{output} {_worse(rows, output)}/{len({r.video for r in rows if r.output == output})}"
-                          for output in dict.fromkeys(r.output for r in rows) if output != "input"), ""]
-    ceiling = next((m.psnr_stain for m in means if m.output == "true_inverse"), math.nan)
-    lines += [f"gap to the ceiling ({m.output}): {ceiling - m.psnr_stain:.2f} dB in stain (true_inverse - model)"
-              for m in means if m.output not in ("input", *BASELINES)]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

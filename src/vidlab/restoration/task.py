@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
-from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from vidlab import tracking
-from vidlab.files import atomic_path, write_text
 from vidlab.jobs import job_dirs
 from vidlab.preemption import requeued_checkpoint
 from vidlab.restoration.checkpoints import check_resume
-from vidlab.restoration.config import BASELINES, METRICS, RunSpec, model_window
+from vidlab.restoration.config import RunSpec, model_window
 from vidlab.restoration.corruption import CORRUPTIONS
 from vidlab.restoration.data import RestorationDataModule
 from vidlab.restoration.loading import load_module
 from vidlab.restoration.module import ClipRestorer, RestorationModule, module_from_spec
-from vidlab.restoration.previews import ValidationPreviewImages, plot_curves, preview_panels, side_by_side
+from vidlab.restoration.previews import ValidationPreviewImages
+from vidlab.restoration.results import description, log_test_outputs, write_test_outputs
 from vidlab.schema import MlflowLoggerConfig
 from vidlab.stops import on_stop_resume_from
 from vidlab.tracking.inputs import log_inputs, video_split_inputs
@@ -40,7 +37,6 @@ from vidlab.trainer import (
     checkpoint_folder,
     trainer_kwargs,
 )
-from vidlab.video import write_gif, write_video
 
 log = logging.getLogger(__name__)
 
@@ -58,96 +54,6 @@ class UndefinedMetricWarning(Callback):
             log.warning("%s is undefined this epoch: no validation pixel is content inside a stain (more "
                         "validation clips, or another optimized_metric); the epoch ranks last", self.metric)
             self.warned = True
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def comparison_table(summary: dict[str, float], model: str, smoothings: list[str],
-                     baselines: list[str]) -> list[dict[str, Any]]:
-    """One row per output: the stained input, each baseline, the raw model and each compared smoothing."""
-    rows = []
-    outputs = [("stained input", "stained")] + [(BASELINES[name], f"baseline_{name}") for name in baselines]
-    outputs += [(f"{model}, smoothing=none", "raw")]
-    outputs += [(f"{model}, smoothing={name}", f"smoothing_{name}") for name in smoothings if name != "none"]
-    for label, variant in outputs:
-        row: dict[str, Any] = {"output": label}
-        for metric in METRICS:
-            value = summary.get(f"test/{variant}/{metric}", math.nan)
-            row[metric] = round(value, 4)
-        rows.append(row)
-    return rows
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    header = "| " + " | ".join(rows[0]) + " |"
-    rule = "|" + "---|" * len(rows[0])
-    body = ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
-    return "\n".join([header, rule, *body]) + "\n"
-
-
-@dataclass
-class TestOutputs:
-    """What a test run shows a person: files by artifact folder, figures and stills logged at the
-    top level of the run, where MLflow's compare view finds them."""
-
-    files: list[tuple[str, Path]] = field(default_factory=list)
-    figures: dict[str, Figure] = field(default_factory=dict)
-    images: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def write_test_outputs(module: RestorationModule, spec: RunSpec, output_dir: Path) -> TestOutputs:
-    """Per-clip CSV, comparison table, side-by-side GIF and H.264 mp4 (plays in a browser), the
-    preview's middle frame and the per-frame PSNR/flicker plot (also saved under ``output_dir/test``)."""
-    out = output_dir / "test"
-    out.mkdir(parents=True, exist_ok=True)
-    outputs = TestOutputs()
-    if module.records:
-        outputs.files.append(("test", _write_csv(out / "test_clips.csv", module.records)))
-        rows = comparison_table(module.test_summary, spec.model.name, spec.top.compare_smoothing,
-                                spec.top.compare_baselines)
-        outputs.files.append(("test", _write_csv(out / "comparison.csv", rows)))
-        md = out / "comparison.md"
-        write_text(md, markdown_table(rows))
-        outputs.files.append(("test", md))
-    if module.preview:
-        video = side_by_side(preview_panels(module.preview, spec.smoothing.name), spec.preview.scale)
-        fps = getattr(spec.dataset, "fps", 24.0)
-        outputs.files.append(("previews", write_gif(out / "preview.gif", video, fps)))
-        outputs.files.append(("previews", write_video(out / "preview.mp4", video, fps, codec="h264")))
-        outputs.images["preview.png"] = video[len(video) // 2]
-        outputs.figures["per_frame.png"] = plot_curves(module.curves)
-    return outputs
-
-
-def log_test_outputs(logger: MLFlowLogger | None, outputs: TestOutputs, output_dir: Path) -> None:
-    """Figures saved under ``output_dir/test``; with a logger, everything logged to its run."""
-    client, run_id = (logger.experiment, logger.run_id) if logger is not None else (None, None)
-    tracking.log_figures(client, run_id, outputs.figures, output_dir / "test")
-    if client is not None:
-        tracking.log_artifacts(client, run_id, outputs.files)
-        for name, image in outputs.images.items():
-            with tracking.best_effort(f"image {name}", client, run_id):
-                client.log_image(run_id, image, artifact_file=name)
-
-
-def description(spec: RunSpec, test_summary: dict[str, float], outputs: TestOutputs) -> str:
-    """The run's description in the MLflow UI: what was trained on what, how well it restores, where
-    to look."""
-    text = (f"`{spec.model.name}` restoring `{spec.dataset.name}` stained by `{spec.corruption.name}`, "
-            f"smoothing `{spec.smoothing.name}`.")
-    psnr = test_summary.get("test/smoothed/psnr_content_stain", math.nan)
-    stained = test_summary.get("test/stained/psnr_content_stain", math.nan)
-    if math.isfinite(psnr):
-        text += f" Test PSNR inside the stain: {psnr:.2f} dB (stained input: {stained:.2f} dB)."
-    if outputs.images:
-        text += " Preview: `previews/preview.mp4`; per-epoch validation stills: the `val/preview` image."
-    return text
 
 
 EXAMPLE_SIDE = 64  # the input example's crop: MLflow stores it as JSON twice and runs the model on it
