@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader, Dataset
 
-from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks, sample_indices
+from vidlab.embeddings.chunks import make_chunks, sample_indices
+from vidlab.embeddings.clip_dataset import VideoClipStream
 from vidlab.embeddings.clip_index import clip_starts
 from vidlab.embeddings.extraction import clip_loader, reader_plan
 from vidlab.embeddings.preprocess import NotebookPreprocess

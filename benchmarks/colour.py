@@ -31,7 +31,8 @@ from torchvision.models.video import Swin3D_T_Weights
 
 from clip_loader import write_h264
 from vidlab.embeddings.backbones import load_backbone
-from vidlab.embeddings.clip_dataset import VideoClipStream, gather_clips, make_chunks
+from vidlab.embeddings.chunks import gather_clips, make_chunks
+from vidlab.embeddings.clip_dataset import VideoClipStream
 from vidlab.embeddings.preprocess import WeightsPreprocess
 from vidlab.video.decode import frame_to_rgb
 

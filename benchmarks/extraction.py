@@ -60,7 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clip_loader import NotebookClipDataset, _frames, write_h264  # noqa: E402
 from peers import PEERS, unavailable  # noqa: E402
 from vidlab.embeddings.backbones import load_backbone, weights_enum  # noqa: E402
-from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks, sample_indices  # noqa: E402
+from vidlab.embeddings.chunks import make_chunks, sample_indices  # noqa: E402
+from vidlab.embeddings.clip_dataset import VideoClipStream  # noqa: E402
 from vidlab.embeddings.clip_index import COLUMNS, clip_starts  # noqa: E402
 from vidlab.embeddings.extraction import clip_loader, load_index, reader_plan  # noqa: E402
 from vidlab.embeddings.extractor import EmbeddingExtractor  # noqa: E402

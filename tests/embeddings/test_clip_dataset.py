@@ -16,7 +16,8 @@ import torch
 from torchvision.models.video import r3d_18
 
 from vidlab.embeddings.backbones import weights_enum
-from vidlab.embeddings.clip_dataset import BatchArrays, VideoClipStream, gather_clips, make_chunks, sample_indices
+from vidlab.embeddings.chunks import gather_clips, make_chunks, sample_indices
+from vidlab.embeddings.clip_dataset import BatchArrays, VideoClipStream
 from vidlab.embeddings.extraction import ReaderPlan, clip_loader, reader_plan
 from vidlab.embeddings.preprocess import WeightsPreprocess
 from vidlab.video import read_frames, write_video

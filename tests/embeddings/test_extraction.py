@@ -19,7 +19,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from torchvision.models.video import R3D_18_Weights, r3d_18
 
-from vidlab.embeddings.clip_dataset import sample_indices
+from vidlab.embeddings.chunks import sample_indices
 from vidlab.embeddings.clip_index import clip_starts
 from vidlab.video import VideoEndedError, read_frames
 

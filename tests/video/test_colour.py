@@ -16,7 +16,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from vidlab.embeddings.clip_dataset import VideoClipStream, gather_clips, make_chunks, sample_indices
+from vidlab.embeddings.chunks import gather_clips, make_chunks, sample_indices
+from vidlab.embeddings.clip_dataset import VideoClipStream
 from vidlab.embeddings.clip_index import COLUMNS
 from vidlab.embeddings.config import validate_extract
 from vidlab.errors import ConfigError

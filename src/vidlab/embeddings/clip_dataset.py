@@ -18,91 +18,27 @@ holds only the batches in flight, whatever the video's length.
 
 from __future__ import annotations
 
-import queue
 import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import partial
 
 import av
 import numpy as np
-import pandas as pd
 import torch
 from av.video.reformatter import VideoReformatter
 from torch.utils.data import IterableDataset
 
+from vidlab.embeddings.chunks import Chunk, shard
+from vidlab.embeddings.fan_in import in_threads
 from vidlab.video import VideoEndedError, VideoReadError, check_colour, decode_wanted, frame_to_rgb
 
 Spatial = Callable[[torch.Tensor], torch.Tensor]
 BATCHES_PER_READER = 2  # batches each reader may have ready before the consumer takes them (DataLoader's
                         # prefetch_factor)
 FRAMES_PER_HANDOVER = 8  # decoded frames a reader's decoding thread hands its converting thread at a time
-
-
-def sample_indices(start: int, end: int, frames: int) -> np.ndarray:
-    """The notebook's sampling: ``start + round(linspace(0, max(1, end - start) - 1, T))``."""
-    n = max(1, end - start)
-    return (start + np.linspace(0, n - 1, frames).round().astype(int)).astype(int)
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A fixed batch: rows (global index row ids) of one video, and each row's sampled frames."""
-
-    path: str
-    rows: tuple[int, ...]
-    frames: tuple[tuple[int, ...], ...]
-
-    @cached_property
-    def distinct(self) -> tuple[int, ...]:
-        """The frames the batch holds, each once (overlapping clips share half their frames)."""
-        return tuple(sorted({i for wanted in self.frames for i in wanted}))
-
-    @cached_property
-    def position(self) -> dict[int, int]:  # asked once per decoded frame: computed once
-        """Frame index -> its position in :attr:`distinct`."""
-        return {index: k for k, index in enumerate(self.distinct)}
-
-    @property
-    def first_frame(self) -> int:
-        return self.distinct[0]
-
-    @property
-    def last_frame(self) -> int:
-        return self.distinct[-1]
-
-    def clips(self) -> torch.Tensor:
-        """``(clips, T)`` positions in :attr:`distinct` of each clip's frames (see :func:`gather_clips`)."""
-        return torch.tensor([[self.position[i] for i in wanted] for wanted in self.frames])
-
-
-def gather_clips(frames: torch.Tensor, clips: torch.Tensor) -> torch.Tensor:
-    """A batch's clips ``(B, T, C, H, W)`` from its distinct frames ``(U, C, H, W)`` (channels-last
-    strides, as the stream and the resize hand them over) and their ``(B, T)`` positions: one copy, the
-    clips' frames laid out exactly as a stack of them would be, so the model sees the same tensor."""
-    return (frames.permute(0, 2, 3, 1).index_select(0, clips.flatten()).permute(0, 3, 1, 2)
-            .unflatten(0, tuple(clips.shape)))
-
-
-def make_chunks(table: pd.DataFrame, frames: int, batch_size: int) -> list[Chunk]:
-    """Chunks of every video in index order; ``table`` has ``row``, ``abs_path``, ``start_frame``, ``end_frame``."""
-    chunks = []
-    for path, group in table.groupby("abs_path", sort=False):
-        group = group.sort_values(["start_frame", "row"])
-        rows = group["row"].tolist()
-        samples = [tuple(sample_indices(s, e, frames).tolist()) for s, e in zip(group.start_frame, group.end_frame)]
-        for i in range(0, len(rows), batch_size):
-            chunks.append(Chunk(path, tuple(rows[i : i + batch_size]), tuple(samples[i : i + batch_size])))
-    return chunks
-
-
-def shard(chunks: list[Chunk], rank: int, world_size: int) -> list[Chunk]:
-    """Whole videos per reader (rank x reader), round robin by video in index order."""
-    videos = list(dict.fromkeys(c.path for c in chunks))
-    mine = set(videos[rank::world_size])
-    return [c for c in chunks if c.path in mine]
 
 
 class BatchArrays:
@@ -257,54 +193,3 @@ def _decoded_ahead(decoded: Iterator[tuple[int, av.VideoFrame]]) -> Iterator[tup
     with closing(in_threads([groups], 2)) as handed:
         for group in handed:
             yield from group
-
-
-_DONE = object()
-
-
-def in_threads(sources: list[Callable[[threading.Event], Iterator]], depth: int) -> Iterator:
-    """Items of every ``source(stop)``, each run in a thread of its own, as they come (one source: in
-    its order), at most ``depth`` waiting. An error in a source is raised here; when the consumer stops
-    early (an error, a signal, a closed iterator), the sources stop at their next item and their
-    threads are joined before this returns."""
-    items: queue.Queue = queue.Queue(depth)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def run(source: Callable[[threading.Event], Iterator]) -> None:
-        try:
-            with closing(source(stop)) as produced:
-                for item in produced:
-                    if not put(item):
-                        return
-        except BaseException as err:  # handed to the consumer, which raises it
-            put(err)
-        finally:
-            put(_DONE)
-
-    threads = [threading.Thread(target=run, args=(s,), name=f"vidlab-reader-{k}", daemon=True)
-               for k, s in enumerate(sources)]
-    for thread in threads:
-        thread.start()
-    try:
-        running = len(threads)
-        while running:
-            item = items.get()
-            if item is _DONE:
-                running -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()

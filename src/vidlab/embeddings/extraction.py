@@ -23,7 +23,8 @@ from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader
 
 from vidlab.embeddings.backbones import backbone_spec, load_backbone, weights_enum
-from vidlab.embeddings.clip_dataset import VideoClipStream, make_chunks
+from vidlab.embeddings.chunks import make_chunks
+from vidlab.embeddings.clip_dataset import VideoClipStream
 from vidlab.embeddings.clip_index import COLUMNS, file_sha256
 from vidlab.embeddings.config import ExtractSpec
 from vidlab.embeddings.extractor import EmbeddingExtractor, StoreWriter

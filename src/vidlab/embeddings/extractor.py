@@ -14,7 +14,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import nn
 from tqdm import tqdm
 
-from vidlab.embeddings.clip_dataset import VideoClipStream, gather_clips
+from vidlab.embeddings.chunks import gather_clips
+from vidlab.embeddings.clip_dataset import VideoClipStream
 from vidlab.embeddings.store import EmbeddingStore
 from vidlab.video import VideoReadError
 
