@@ -1,13 +1,17 @@
 """Atomic file writes: a file appears whole under its name or not at all (a crash, a full disk or a
-signal never leaves half a CSV, manifest, video or plot behind)."""
+signal never leaves half a CSV, manifest, video or plot behind); space given to a file when it is made,
+and a full disk named where a write could not say; JSON-lines logs appended durably."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from vidlab.errors import NO_SPACE
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -60,3 +64,36 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+@contextmanager
+def naming_where_space_ran_out(where: Path) -> Iterator[None]:
+    """A full disk or quota met by a write that names no file (``write``, ``msync``, ``fallocate``)
+    is told as being on ``where``: :func:`vidlab.jobs.run_job` makes it the one line "no space left on
+    <path>" (exit 1, the run FAILED), and what was written stays for the same command to resume."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in NO_SPACE and not err.filename:
+            err.filename = str(where)
+        raise
+
+
+def allocate(path: Path) -> None:
+    """Give the file its blocks now: rows written through a memory map into a sparse file on a full
+    disk kill the process with SIGBUS; here the disk's refusal is an ``OSError`` (ENOSPC)."""
+    with path.open("r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+
+
+def append_jsonl(path: Path, records: list[dict]) -> None:
+    """Records appended as JSON lines, flushed and fsynced: a log that a crash never loses a written line of."""
+    with path.open("a") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

@@ -31,8 +31,9 @@ from vidlab.embeddings.extractor import EmbeddingExtractor, StoreWriter
 from vidlab.embeddings.index_check import check_index, padding_allowed, read_index, refuse_violations, resolve_paths
 from vidlab.embeddings.manifest import FILE, KINDS, IndexRef, Manifest, SplitInfo
 from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess, resize_on_device
-from vidlab.embeddings.store import EmbeddingStore, read_jsonl
+from vidlab.embeddings.store import EmbeddingStore
 from vidlab.errors import InputError
+from vidlab.files import read_jsonl
 from vidlab.stops import on_stop_say
 from vidlab.trainer import StopOnSignal, checked_trainer_args
 

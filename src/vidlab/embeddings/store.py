@@ -23,16 +23,14 @@ import json
 import os
 import re
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 import pandas as pd
 
-from vidlab.errors import NO_SPACE, ConfigError
-from vidlab.files import atomic_path, remove_stale_temporaries, write_text
+from vidlab.errors import ConfigError
+from vidlab.files import allocate, append_jsonl, atomic_path, remove_stale_temporaries, write_text
 from vidlab.splits import SPLITS
 
 LOCK = ".lock"
@@ -45,26 +43,6 @@ UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)  # a path t
 # What a start cut short before the claim leaves in a folder: vidlab's lock line, a half-written claim.
 LOCK_LINE = re.compile(r"(pid \d+ on \S+\n?)?")
 CLAIM_PART = re.compile(r"^\.progress\.\d+\.part\.json$")
-
-
-@contextmanager
-def naming_where_space_ran_out(where: Path) -> Iterator[None]:
-    """A full disk or quota met by a write that names no file (``write``, ``msync``, ``fallocate``)
-    is told as being on ``where``: :func:`vidlab.jobs.run_job` makes it the one line "no space left on
-    <path>" (exit 1, the run FAILED), and what was written stays for the same command to resume."""
-    try:
-        yield
-    except OSError as err:
-        if err.errno in NO_SPACE and not err.filename:
-            err.filename = str(where)
-        raise
-
-
-def allocate(path: Path) -> None:
-    """Give the file its blocks now: rows written through a memory map into a sparse file on a full
-    disk kill the process with SIGBUS; here the disk's refusal is an ``OSError`` (ENOSPC)."""
-    with path.open("r+b") as f:
-        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
 
 def read_claim(folder: Path) -> dict | None:
@@ -88,18 +66,6 @@ def _is_trace(path: Path) -> bool:
     if path.name != LOCK or not path.is_file() or path.stat().st_size > 4096:
         return False
     return LOCK_LINE.fullmatch(path.read_text(errors="replace")) is not None
-
-
-def _append_jsonl(path: Path, records: list[dict]) -> None:
-    with path.open("a") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 class EmbeddingStore:
@@ -243,7 +209,7 @@ class EmbeddingStore:
 
     def write(self, rows: np.ndarray, embeddings: np.ndarray, padded: np.ndarray) -> None:
         if padded.any():
-            _append_jsonl(self.folder / "padded.jsonl", [{"row": int(r)} for r in rows[padded]])
+            append_jsonl(self.folder / "padded.jsonl", [{"row": int(r)} for r in rows[padded]])
         for split, mask, pos in self._by_split(rows):
             maps = self._maps(split)
             maps["embeddings"][pos] = embeddings[mask].astype(np.float16)
@@ -254,7 +220,7 @@ class EmbeddingStore:
             maps["done"].flush()
 
     def fail(self, rows: np.ndarray, reason: str) -> None:
-        _append_jsonl(self.folder / "failures.jsonl", [{"row": int(r), "reason": reason} for r in rows])
+        append_jsonl(self.folder / "failures.jsonl", [{"row": int(r), "reason": reason} for r in rows])
         for split, _, pos in self._by_split(rows):
             maps = self._maps(split)
             maps["valid"][pos] = False

@@ -16,7 +16,7 @@ from vidlab.embeddings import stage_extract, stage_index, stage_validate
 from vidlab.embeddings.config import ExtractSpec
 from vidlab.embeddings.extraction import prepare_extraction
 from vidlab.embeddings.stage_run import StageRun, stage_run
-from vidlab.embeddings.store import naming_where_space_ran_out
+from vidlab.files import naming_where_space_ran_out
 from vidlab.jobs import job_dirs
 
 
