@@ -6,15 +6,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import vidlab.extract_main
 import vidlab.jobs
-import vidlab.stages
 
 os.environ["VIDLAB_ROOT"] = str(Path(__file__).resolve().parent)  # paths.root: the project, from any cwd
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="extract")
 def main(cfg: DictConfig) -> None:
-    vidlab.stages.main(cfg)
+    vidlab.extract_main.main(cfg)
 
 
 if __name__ == "__main__":

@@ -63,8 +63,8 @@ from vidlab.embeddings.backbones import load_backbone, weights_enum  # noqa: E40
 from vidlab.embeddings.chunks import make_chunks, sample_indices  # noqa: E402
 from vidlab.embeddings.clip_dataset import VideoClipStream  # noqa: E402
 from vidlab.embeddings.clip_index import COLUMNS, clip_starts  # noqa: E402
+from vidlab.embeddings.embedding_module import EmbeddingExtractor  # noqa: E402
 from vidlab.embeddings.extraction import clip_loader, load_index, reader_plan  # noqa: E402
-from vidlab.embeddings.extractor import EmbeddingExtractor  # noqa: E402
 from vidlab.embeddings.manifest import Manifest  # noqa: E402
 from vidlab.embeddings.preprocess import WeightsPreprocess  # noqa: E402
 from vidlab.video import count_frames, read_frames, write_video  # noqa: E402

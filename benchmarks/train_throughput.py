@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 
 from vidlab.restoration.config import validate
 from vidlab.restoration.corruption import CORRUPTIONS
-from vidlab.restoration.data import RestorationDataModule
+from vidlab.restoration.datamodule import RestorationDataModule
 from vidlab.restoration.module import module_from_spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@
 MODEL (default: the model vidlab ships, :data:`~vidlab.restoration.loading.DEFAULT_MODEL`) is a train.py checkpoint or
 an MLflow URI (``runs:/<run id>/checkpoints/best.ckpt``, ``runs:/<run id>/model``, ``models:/<name>/<version>``).
 Memory is bounded at any size and length by ``--megapixels``; the output, whatever the budget, is the whole video
-restored at once, at the input's exact size and upright (:mod:`vidlab.restoration.restorer`, ``docs/restoration.md``).
+restored at once, at the input's exact size and upright (:mod:`vidlab.restoration.streaming`, ``docs/restoration.md``).
 
 Exit codes (errors are one line on stderr, and the output folder is left as it was):
   0  restored.
@@ -33,7 +33,7 @@ from vidlab.choices import choice_names
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, no_space_left, one_line
 from vidlab.files import write_text
 from vidlab.restoration.loading import DEFAULT_MODEL, load_module
-from vidlab.restoration.restorer import DEFAULT_MEGAPIXELS, Restorer, sample_runs
+from vidlab.restoration.streaming import DEFAULT_MEGAPIXELS, Restorer, sample_runs
 from vidlab.video import WRITERS, FFV1Writer, H264Writer, VideoReadError, VideoWriter, check_video_suffix, iter_frames
 from vidlab.video.count import VideoInfo, video_info
 

@@ -5,7 +5,7 @@ import numpy as np
 from vidlab.choices import choice_values
 from vidlab.registry import build_node
 from vidlab.restoration.corruption import CircularStain
-from vidlab.restoration.data import RestorationDataModule, StainedClipStream, read_clips
+from vidlab.restoration.datamodule import RestorationDataModule, StainedClipStream, read_clips
 from vidlab.restoration.datasets import MovingDigitsConfig, VideoFolderConfig, build_clips, cut_clips, split_videos
 from vidlab.restoration.digits import MovingDigits
 from vidlab.video import count_frames, iter_frames, write_video

@@ -29,8 +29,8 @@ from vidlab.errors import ConfigError
 from vidlab.restoration.loading import DEFAULT_MODEL, load_module
 from vidlab.restoration.models.unet import UNet
 from vidlab.restoration.module import RestorationModule, to_uint8
-from vidlab.restoration.restorer import Restorer, plan_tiles
 from vidlab.restoration.smoothing import SMOOTHINGS
+from vidlab.restoration.streaming import Restorer, plan_tiles
 from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
 from vidlab.video.count import video_info
 

@@ -22,10 +22,10 @@ from vidlab.restoration.footage import render
 from vidlab.restoration.loading import DEFAULT_MODEL, load_module
 from vidlab.restoration.metrics import psnr
 from vidlab.restoration.models.blend import invert_blend
-from vidlab.restoration.restorer import sample_runs
 from vidlab.restoration.stain_estimate import estimate_stain
 from vidlab.restoration.stain_model import StainShape, layer_parameters
 from vidlab.restoration.stain_model import render as render_layers
+from vidlab.restoration.streaming import sample_runs
 from vidlab.video import iter_frames, write_video
 
 NOTEBOOK = {"radius": 25, "hardness": 0.8, "opacity": 1.0, "tint": [0.3]}

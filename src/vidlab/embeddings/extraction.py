@@ -27,7 +27,7 @@ from vidlab.embeddings.chunks import make_chunks
 from vidlab.embeddings.clip_dataset import VideoClipStream
 from vidlab.embeddings.clip_index import COLUMNS, file_sha256
 from vidlab.embeddings.config import ExtractSpec
-from vidlab.embeddings.extractor import EmbeddingExtractor, StoreWriter
+from vidlab.embeddings.embedding_module import EmbeddingExtractor, StoreWriter
 from vidlab.embeddings.index_check import check_index, padding_allowed, read_index, refuse_violations, resolve_paths
 from vidlab.embeddings.manifest import FILE, KINDS, IndexRef, Manifest, SplitInfo
 from vidlab.embeddings.preprocess import NotebookPreprocess, WeightsPreprocess, resize_on_device

@@ -126,7 +126,7 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
     (a circular stain's radius, opacity, hardness, tint); ``max_stains`` overrides a blind blend model's
     (its opt-in elliptical hypothesis); refuses bad arguments before decoding a frame."""
     from vidlab.restoration.loading import DEFAULT_MODEL, load_module
-    from vidlab.restoration.restorer import Restorer, sample_runs
+    from vidlab.restoration.streaming import Restorer, sample_runs
 
     if frames < 1:
         raise ConfigError(f"--frames must be >= 1 (got {frames})")

@@ -20,7 +20,7 @@ from vidlab.preemption import requeued_checkpoint
 from vidlab.restoration.checkpoints import check_resume
 from vidlab.restoration.config import RunSpec, model_window
 from vidlab.restoration.corruption import CORRUPTIONS
-from vidlab.restoration.data import RestorationDataModule
+from vidlab.restoration.datamodule import RestorationDataModule
 from vidlab.restoration.loading import load_module
 from vidlab.restoration.module import ClipRestorer, RestorationModule, module_from_spec
 from vidlab.restoration.previews import ValidationPreviewImages
