@@ -3,11 +3,9 @@ thread of the consuming process, and every clip of that video is cut from that p
 
 Why threads, not DataLoader worker processes: PyAV releases the GIL while it decodes and converts
 colour, so threads decode in parallel, and a batch then never crosses a process boundary. Handed
-over between processes, every batch cost a fresh shared-memory segment (its page faults took a
-third of a worker's time per clip at 320x240) and the loader delivered 0.27 of the decode ceiling
-on 2 cores; in threads, 0.77-0.87 with one reader and 0.50-0.64 with one per core on H.264, as much
-as processes that hand nothing over (docs/benchmarks.md, "The loader at the decode ceiling", with the
-designs measured).
+over between processes, every batch costs a fresh shared-memory segment, whose page faults cost more
+than the clip's conversion; in threads the loader runs as fast as processes that hand nothing over
+(docs/benchmarks.md, "The loader at the decode ceiling", has the designs measured).
 
 Work is spread by video over ranks and readers. Items are fixed batches: consecutive index rows of
 one video, ``batch_size`` at a time, so a batch's contents never depend on what ran before (a resumed

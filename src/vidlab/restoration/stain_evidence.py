@@ -5,10 +5,9 @@ information criterion's price for its parameters, and what the fits read of the 
 scale is the pixel's own (fitted: the mean ``|grad f_t|`` over the frames), plus the blend's Jacobian,
 ``log a`` per pixel and channel. The scale adapts to the content, and the Jacobian pays back what the
 inverse's contrast costs, so the score is invariant to how much texture a region has: a plain
-sparse-gradient score (fixed scale, no Jacobian) prefers weaker stains than the true one, which left
-the fitted stain 14-20 dB under the truth on real videos (measured); this one scores the true stain as
-well as its optimum. Uint8 rounding is the floor of every gradient scale (``ROUNDING / a``), so a flat or
-saturated region cannot be "explained" by an opaque stain.
+sparse-gradient score (fixed scale, no Jacobian) prefers weaker stains than the true one; this one
+scores the true stain as well as its optimum. Uint8 rounding is the floor of every gradient scale
+(``ROUNDING / a``), so a flat or saturated region cannot be "explained" by an opaque stain.
 
 A pixel is counted in the frames where it moves (:func:`motion_weights`), and a hypothesis pays the
 Bayesian information criterion's price for its extra parameters (``k / 2 * log n``, ``n`` the gradients
@@ -78,7 +77,7 @@ def motion_evidence(deviations: torch.Tensor, params: torch.Tensor, weights: tor
     the frames alone cannot tell from one, gains nothing: a still face or a highlight explained as a
     tinted blot loses here. A still pixel's deviations are its rounding alone, which the inverse
     amplifies most where the stain is most opaque: counted unweighted, they score even the true stain
-    below none on most real videos (measured)."""
+    below none (docs/restoration.md)."""
     if not len(params):
         return 0.0
     h, w = deviations.shape[-2:]

@@ -9,10 +9,9 @@ footage. The score is the negative log-likelihood of the inverse's image gradien
 prior, ``log(1 + |g| / sigma)`` summed over the candidate's disc (the sparse-gradient statistics of
 natural images, Levin et al. 2007), minus the same for the stained frames so that every candidate is
 scored on the pixels it changes. Unlike a learned estimator, it does not depend on what footage it
-was trained on: on nine real videos (72x128, the notebook's stain) the learned per-pixel estimate
-stayed at 16.5 dB inside the stain, this search reached 32.0 dB against the true stain's 33.3
-(``python -m vidlab.restoration.evaluate``). A plain total-variation score prefers candidates that
-lower the contrast and misses by 5-10 pixels (measured): the heavy tail is what makes it work.
+was trained on, and on real videos it comes within about a dB of the true stain where the learned
+per-pixel estimate does not (docs/restoration.md). A plain total-variation score prefers candidates
+that lower the contrast and misses by several pixels: the heavy tail is what makes it work.
 
 Candidates are integer centres whose disc fits the frame, as the notebook draws them: a coarse grid
 on a few frames' channel means first, then every centre around the best coarse ones on all frames.

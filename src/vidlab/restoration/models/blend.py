@@ -11,8 +11,8 @@ nears 1 the content is gone and uint8 rounding is amplified), scaled by ``m`` so
 the stain pass through untouched. Nothing needs the true mask at inference. Training scores the restored
 frames, the estimated opacity against the true stain (as WDNet, Liu et al. WACV 2021, and SLBR,
 Liang et al. ACM MM 2021, train their mask branch) and the inverse-blend frames alone, weighted by
-what the stain lets through: without that last term the repair U-Net hides an imprecise estimate and
-the inverse stays 15 dB short (measured).
+what the stain lets through: without that last term the repair U-Net hides an imprecise estimate, and
+the inverse alone stays far from the true stain's.
 """
 
 from __future__ import annotations
