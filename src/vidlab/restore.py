@@ -173,12 +173,22 @@ def stain_report(estimate: StainEstimate, frames_read: int, height: int, width: 
     return {"summary": line, "frames_read": frames_read, **found}
 
 
+TRIM_THRESHOLD = 2**31 - 1  # bytes of free heap top kept for reuse: all of it (peak RSS is what bounds memory)
+TOP_PAD = 256 << 20  # bytes the heap grows by at once beyond a request (fewer brk calls and first-touch runs)
+
+
 def _return_freed_memory() -> None:
-    """Have glibc hand big freed blocks back to the OS. Its mmap threshold otherwise rises to 32 MB
-    after the first big free, and the U-Net's 4-32 MB feature maps then stay in the heap: peak RSS
-    at 1080p crept to 2.2 GB here, against 1.7 GB with this, for ~8% more time in page faults."""
+    """Have glibc hand big freed blocks back to the OS, and keep small ones for the next block. Its mmap
+    threshold otherwise rises to 32 MB after the first big free, and the U-Net's 4-32 MB feature maps
+    then stay in the heap (peak RSS grew with the frame size). Fixing that threshold also fixes the
+    trim threshold at 128 KB, and every decoded frame freed at the heap's top was then given back to the
+    OS and faulted in again for the next one; the heap keeps up to ``TRIM_THRESHOLD`` free instead
+    (docs/benchmarks.md, "Restore at native size: decoded frames freed as they go")."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD, in bytes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD, in bytes
+        libc.mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
+        libc.mallopt(-2, TOP_PAD)  # M_TOP_PAD
 
 
 def _terminate(signum: int, frame: object) -> None:

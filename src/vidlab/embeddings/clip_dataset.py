@@ -31,7 +31,7 @@ from torch.utils.data import IterableDataset
 
 from vidlab.embeddings.chunks import Chunk, shard
 from vidlab.embeddings.fan_in import in_threads
-from vidlab.video import VideoEndedError, VideoReadError, check_colour, decode_wanted, frame_to_rgb
+from vidlab.video import VideoEndedError, VideoReadError, VideoTurn, check_colour, decode_wanted, frame_to_rgb
 
 Spatial = Callable[[torch.Tensor], torch.Tensor]
 BATCHES_PER_READER = 2  # batches each reader may have ready before the consumer takes them (DataLoader's
@@ -106,7 +106,7 @@ class VideoClipStream(IterableDataset):
         decoded = decode_wanted(path, needed, self.decode_threads)
         if self.decode_apart:
             decoded = _decoded_ahead(decoded)
-        reformatter = VideoReformatter()  # keeps its swscale context across the video's frames
+        reformatter, turn = VideoReformatter(), VideoTurn()  # kept across the video's frames
         filling: list[_Filling] = []
         unopened = list(chunks)  # in order of first frame, as make_chunks sorts them
         last, last_rgb = -1, None
@@ -115,7 +115,7 @@ class VideoClipStream(IterableDataset):
                 for index, frame in decoded:
                     if stop.is_set():
                         return
-                    rgb = frame_to_rgb(frame, self.colour, reformatter)
+                    rgb = frame_to_rgb(frame, self.colour, reformatter, turn)
                     while unopened and unopened[0].first_frame <= index:
                         chunk = unopened.pop(0)
                         filling.append(_Filling(chunk, arrays.take(len(chunk.distinct), rgb.shape)))

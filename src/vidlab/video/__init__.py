@@ -4,6 +4,7 @@ from vidlab.video.count import count_frames
 from vidlab.video.decode import (
     VideoEndedError,
     VideoReadError,
+    VideoTurn,
     check_colour,
     decode_indexed,
     decode_wanted,
@@ -35,6 +36,7 @@ __all__ = [
     "count_frames",
     "decode_indexed",
     "decode_wanted",
+    "VideoTurn",
     "frame_to_rgb",
     "iter_frames",
     "read_frames",

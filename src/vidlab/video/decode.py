@@ -61,8 +61,27 @@ def display_turn(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
     return False, d < 0, a < 0
 
 
-def _upright(rgb: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
-    transpose, flip_rows, flip_columns = display_turn(frame)
+class VideoTurn:
+    """The display turn of one video's frames (:func:`display_turn`), its matrix read on the first
+    frame. PyAV's ``frame.side_data`` ties a frame and its side-data container in a reference cycle,
+    so every frame whose side data is read lives, decoder buffer and all, until the cyclic garbage
+    collector runs, which decoding rarely triggers: memory grew with each frame decoded. The matrix
+    is the stream's, which FFmpeg copies to every frame; a frame whose rotation (read without the
+    container) differs from the first one's has its matrix read again."""
+
+    def __init__(self) -> None:
+        self._turn: tuple[bool, bool, bool] | None = None
+        self._rotation = 0
+
+    def of(self, frame: av.VideoFrame) -> tuple[bool, bool, bool]:
+        rotation = frame.rotation
+        if self._turn is None or rotation != self._rotation:
+            self._turn, self._rotation = display_turn(frame), rotation
+        return self._turn
+
+
+def _upright(rgb: np.ndarray, turn: tuple[bool, bool, bool]) -> np.ndarray:
+    transpose, flip_rows, flip_columns = turn
     if transpose:
         rgb = rgb.swapaxes(0, 1)
     if flip_rows:
@@ -72,8 +91,8 @@ def _upright(rgb: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(rgb)  # a copy only when turned (torch.from_numpy refuses negative strides)
 
 
-def frame_to_rgb(frame: av.VideoFrame, colour: str = "exact",
-                 reformatter: VideoReformatter | None = None) -> np.ndarray:
+def frame_to_rgb(frame: av.VideoFrame, colour: str = "exact", reformatter: VideoReformatter | None = None,
+                 turn: VideoTurn | None = None) -> np.ndarray:
     """RGB uint8 of a decoded frame, turned as its display matrix says (see the module's docstring).
 
     ``exact``: swscale's pixels, bit for bit those of ``frame.to_ndarray(format="rgb24")`` turned; one
@@ -81,11 +100,13 @@ def frame_to_rgb(frame: av.VideoFrame, colour: str = "exact",
     more than the conversion), and one thread per conversion because parallelism comes from workers.
     ``fast``: OpenCV's I420 conversion where its assumptions hold (8-bit 4:2:0, even sizes, BT.601,
     limited range); on other frames it would be wrong by more than rounding, so they stay exact.
+    ``turn``: the video's :class:`VideoTurn`, kept across its frames (None: the frame's own matrix).
     """
+    turned = (turn or VideoTurn()).of(frame)
     if (colour == "fast" and frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0
             and frame.colorspace in _BT601 and frame.color_range in _LIMITED):
-        return _upright(cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420), frame)
-    return _upright((reformatter or VideoReformatter()).reformat(frame, format="rgb24", threads=1).to_ndarray(), frame)
+        return _upright(cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420), turned)
+    return _upright((reformatter or VideoReformatter()).reformat(frame, format="rgb24", threads=1).to_ndarray(), turned)
 
 
 def decode_wanted(path: str | os.PathLike, indices: Iterable[int],
@@ -132,9 +153,9 @@ def decode_indexed(path: str | os.PathLike, indices: Iterable[int], colour: str 
                    threads: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """:func:`decode_wanted`'s frames as RGB uint8, ``colour`` picking the conversion (:func:`frame_to_rgb`)."""
     check_colour(colour)
-    reformatter = VideoReformatter()
+    reformatter, turn = VideoReformatter(), VideoTurn()
     for index, frame in decode_wanted(path, indices, threads):
-        yield index, frame_to_rgb(frame, colour, reformatter)
+        yield index, frame_to_rgb(frame, colour, reformatter, turn)
 
 
 def read_frames(path: str | os.PathLike, indices: Iterable[int], colour: str = "exact") -> np.ndarray:
@@ -166,12 +187,12 @@ def iter_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
     index = 0
     try:
         with container:
-            reformatter = VideoReformatter()
+            reformatter, turn = VideoReformatter(), VideoTurn()
             for frame in container.decode(stream):
                 if stop is not None and index >= stop:
                     return
                 if index >= start:
-                    yield frame_to_rgb(frame, colour, reformatter)
+                    yield frame_to_rgb(frame, colour, reformatter, turn)
                 index += 1
     except (av.FFmpegError, OSError) as err:
         raise VideoReadError(f"cannot decode {path} at frame {index}: {err}") from None
