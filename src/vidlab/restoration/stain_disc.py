@@ -17,6 +17,7 @@ from vidlab.restoration.stain_evidence import (
     fit_scale,
     fitting_frames,
     frames_evidence,
+    none_nll,
     pixel_nll,
     spread_frames,
 )
@@ -117,7 +118,5 @@ def held_out_evidence(runs: list[torch.Tensor], find: Callable[[torch.Tensor], S
         if found is None or min(len(r) for r in scored_on) < 2:
             return -math.inf
         fit = fitting_frames(scored_on, scale)
-        h, w = fit.frames.shape[-2:]
-        base = pixel_nll(fit.frames, torch.ones(h, w), torch.zeros(3, h, w), per_pixel=True)
-        total += frames_evidence(fit.frames, _shrunk(found, scale), fit.weights, base)
+        total += frames_evidence(fit.frames, _shrunk(found, scale), fit.weights, none_nll(fit.frames))
     return total

@@ -68,36 +68,40 @@ def motion_weights(frames: torch.Tensor) -> torch.Tensor:
     return (change > noise).float().mean(0)
 
 
-def motion_evidence(deviations: torch.Tensor, params: torch.Tensor, weights: torch.Tensor) -> float:
-    """Log-likelihood gain of layers ``params`` over no stain on the frames' deviations from their
-    run's mean (``(T, 3, H, W)``), a gradient's scale floored at ``DEVIATION_FLOOR``, each pixel's gain
-    counted over the frames in which it moves (``weights``, as :func:`frames_evidence`). The offset
-    cancels there, so only content that moves under a stain speaks for it (its changes scaled by
-    ``1 - m`` and restored by the inverse), while a still scene structure shaped like a stain, which
-    the frames alone cannot tell from one, gains nothing: a still face or a highlight explained as a
-    tinted blot loses here. A still pixel's deviations are its rounding alone, which the inverse
-    amplifies most where the stain is most opaque: counted unweighted, they score even the true stain
-    below none (docs/restoration.md)."""
-    if not len(params):
-        return 0.0
-    h, w = deviations.shape[-2:]
-    zero = torch.zeros(3, h, w)
-    with torch.no_grad():
-        gain = render(params, h, w)[0]
-        nll = (pixel_nll(deviations, torch.ones(h, w), zero, per_pixel=True, floor=DEVIATION_FLOOR)
-               - pixel_nll(deviations, gain, zero, per_pixel=True, floor=DEVIATION_FLOOR))
-    return float((nll * weights).sum()) * deviations.shape[0]
+def none_nll(frames: torch.Tensor, floor: float = ROUNDING) -> torch.Tensor:
+    """``(H, W)``: the per-pixel negative log-likelihood of frames with no stain, the base every
+    hypothesis' gain is measured from (computed once per set of frames scored)."""
+    h, w = frames.shape[-2:]
+    return pixel_nll(frames, torch.ones(h, w), torch.zeros(3, h, w), per_pixel=True, floor=floor)
 
 
-def frames_evidence(frames: torch.Tensor, params: torch.Tensor, weights: torch.Tensor, base: torch.Tensor) -> float:
+def frames_evidence(frames: torch.Tensor, params: torch.Tensor, weights: torch.Tensor, base: torch.Tensor,
+                    floor: float = ROUNDING, offset: bool = True) -> float:
     """Log-likelihood gain of layers ``params`` over no stain, each pixel's gain per frame counted
-    over the frames in which it moves (``weights`` times the frame count); ``base``: the per-pixel
-    negative log-likelihood with no stain."""
+    over the frames in which it moves (``weights`` times the frame count); ``base``: :func:`none_nll`
+    of the frames (with the same ``floor``); ``offset=False`` scores the gain alone (deviations)."""
     if not len(params):
         return 0.0
     with torch.no_grad():
-        gain, offset = render(params, *frames.shape[-2:])
-        return float(((base - pixel_nll(frames, gain, offset, per_pixel=True)) * weights).sum() * frames.shape[0])
+        gain, added = render(params, *frames.shape[-2:])
+        if not offset:
+            added = torch.zeros_like(added)
+        return float(((base - pixel_nll(frames, gain, added, per_pixel=True, floor=floor)) * weights).sum()
+                     * frames.shape[0])
+
+
+def motion_evidence(deviations: torch.Tensor, params: torch.Tensor, weights: torch.Tensor,
+                    base: torch.Tensor) -> float:
+    """Log-likelihood gain of layers ``params`` over no stain on the frames' deviations from their
+    run's mean (``(T, 3, H, W)``; ``base``: their :func:`none_nll` at ``DEVIATION_FLOOR``), a
+    gradient's scale floored at ``DEVIATION_FLOOR``, each pixel counted over the frames in which it
+    moves, as :func:`frames_evidence` counts it. The offset cancels there, so only content that moves
+    under a stain speaks for it (its changes scaled by ``1 - m`` and restored by the inverse), while a
+    still scene structure shaped like a stain, which the frames alone cannot tell from one, gains
+    nothing: a still face or a highlight explained as a tinted blot loses here. A still pixel's
+    deviations are its rounding alone, which the inverse amplifies most where the stain is most opaque:
+    counted unweighted, they score even the true stain below none (docs/restoration.md)."""
+    return frames_evidence(deviations, params, weights, base, DEVIATION_FLOOR, offset=False)
 
 
 def bic(evidence: float, parameters: int, gradients: int) -> float:

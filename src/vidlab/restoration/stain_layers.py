@@ -15,7 +15,15 @@ import math
 
 import torch
 
-from vidlab.restoration.stain_evidence import crops_around, fitting_frames, frames_evidence, motion_evidence, pixel_nll
+from vidlab.restoration.stain_evidence import (
+    DEVIATION_FLOOR,
+    crops_around,
+    fitting_frames,
+    frames_evidence,
+    motion_evidence,
+    none_nll,
+    pixel_nll,
+)
 from vidlab.restoration.stain_model import render
 
 COARSE_STEP = 3           # pixels between candidate centres of the coarse search
@@ -122,13 +130,12 @@ def layer_evidence(runs: list[torch.Tensor], below: torch.Tensor, layer: torch.T
         held = refine(fitted_on.frames, layer, below, FIT_STEPS // 2)
         if not _inside(held, *scored_on.frames.shape[-2:]):
             return -math.inf
-        h, w = scored_on.frames.shape[-2:]
-        base = pixel_nll(scored_on.frames, torch.ones(h, w), torch.zeros(3, h, w), per_pixel=True)
+        base, motion_base = none_nll(scored_on.frames), none_nll(scored_on.deviations, DEVIATION_FLOOR)
         above = torch.cat([below, held[None]])
         frames_gain += (frames_evidence(scored_on.frames, above, scored_on.weights, base)
                         - frames_evidence(scored_on.frames, below, scored_on.weights, base))
-        half_motion = (motion_evidence(scored_on.deviations, above, scored_on.weights)
-                       - motion_evidence(scored_on.deviations, below, scored_on.weights))
+        half_motion = (motion_evidence(scored_on.deviations, above, scored_on.weights, motion_base)
+                       - motion_evidence(scored_on.deviations, below, scored_on.weights, motion_base))
         if half_motion < 0:
             return -math.inf
         motion_gain += half_motion
