@@ -90,7 +90,8 @@ def _scores(pred: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor) -> tupl
     return psnr(pred, clean, stain), psnr(pred, clean, stain & (luma(clean) > CONTENT_LUMA)), psnr(pred, clean)
 
 
-def _decode(path: Path, frames: int, size: tuple[int, int] | None) -> np.ndarray:
+def decode_clip(path: Path, frames: int, size: tuple[int, int] | None) -> np.ndarray:
+    """The first ``frames`` frames, upright, resized to ``size`` (INTER_AREA; None: as they are)."""
     stream = iter_frames(path)
     try:
         clip = list(itertools.islice(stream, frames))
@@ -142,7 +143,7 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
     rows = []
     for index, (label, path) in enumerate(found):
         try:
-            clean = _decode(path, frames, size)
+            clean = decode_clip(path, frames, size)
             drawn = corruption.sample(np.random.default_rng([seed, index]), *clean.shape[1:3])
         except (VideoReadError, ValueError) as err:
             print(f"skipped {path}: {one_line(err)}", file=sys.stderr)
