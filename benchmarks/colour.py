@@ -34,7 +34,7 @@ from vidlab.embeddings.backbones import load_backbone
 from vidlab.embeddings.chunks import gather_clips, make_chunks
 from vidlab.embeddings.clip_dataset import VideoClipStream
 from vidlab.embeddings.preprocess import WeightsPreprocess
-from vidlab.video.decode import frame_to_rgb
+from vidlab.video.decode import VideoTurn, frame_to_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP_LEN, T = 32, 8
@@ -137,14 +137,14 @@ def embeddings(paths: list[str], clips_per_video: int) -> None:
 def conversion_speed(path: str, label: str, repeats: int = 5) -> None:
     """Frames/s of each conversion alone, one thread (as in an extraction worker), best of ``repeats``."""
     frames = decoded(path)
-    reformatter = VideoReformatter()
+    reformatter, turn = VideoReformatter(), VideoTurn()  # per video, as the readers keep them
     rates = {}
     for colour in ("exact", "fast"):
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
             for frame in frames:
-                frame_to_rgb(frame, colour, reformatter)
+                frame_to_rgb(frame, colour, reformatter, turn)
             best = min(best, time.perf_counter() - start)
         rates[colour] = len(frames) / best
     print(f"conversion alone, {label}: exact {rates['exact']:.0f} frames/s, fast {rates['fast']:.0f} frames/s "
