@@ -142,8 +142,10 @@ def test_odd_size_round_trip(checkpoint: Path, tmp_path: Path, suffix: str, code
     assert n == 9 and decoded.shape == (9, 33, 47, 3)
     probe = video_info(tmp_path / f"restored{suffix}")
     assert (probe.width, probe.height, probe.n_frames, probe.fps) == (47, 33, 9, 10.0)
-    # what was written is the restoration (H.264 at crf 18 is close to lossless here)
-    expected = np.stack([r for _, r in Restorer(load_module(checkpoint), SMOOTHINGS.build(
+    # what was written is the restoration (H.264 at crf 18 is close to lossless here), by the model as
+    # the command loads it (channels-last: other convolution kernels, another float rounding)
+    module = restore._load_model(checkpoint, None, "cpu", video_info(source))
+    expected = np.stack([r for _, r in Restorer(module, SMOOTHINGS.build(
         SMOOTHINGS.from_conf("masked")))(iter_frames(source))])
     assert np.abs(decoded.astype(int) - expected).mean() < 2
     if codec == "ffv1":  # lossless: the restored frames bit for bit; and only in Matroska
@@ -205,6 +207,26 @@ def test_result_does_not_depend_on_the_budget(checkpoint: Path, blend_checkpoint
         differ = got != whole
         # identical up to float rounding of different batch shapes: a rare 1-level step in uint8
         assert np.abs(got.astype(int) - whole).max() <= 1 and differ.mean() < 1e-3, (megapixels, chunk, differ.sum())
+
+
+@pytest.mark.parametrize("smoothing", ["none", "masked"])
+def test_a_video_stain_streams_frame_by_frame_with_the_result_of_the_whole_clip(fitted_checkpoint: Path,
+                                                                              smoothing: str):
+    """With one stain for the whole video (what restore and evaluate find first), blocks hold the
+    budget's frames and their neighbours, not whole windows (memory follows the budget at any frame
+    size), and each frame is what restoring the clip at once with that stain gives: its neighbours
+    clamped to the video's ends alone."""
+    module = load_module(fitted_checkpoint)
+    smoother = SMOOTHINGS.build(SMOOTHINGS.from_conf(smoothing))
+    frames = list(moving_square_frames(11, 40, 56)
+                  + np.random.default_rng(1).integers(0, 20, (11, 40, 56, 3), np.uint8))
+    clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    found = module.net.find_video_stain(frames, module.net.window, module.device)
+    whole = to_uint8(smoother(module.restore_clip(clip, stains=found.blend), clip))
+    for megapixels, chunk in [(1.0, None), (0.004, None), (1.0, 1)]:  # one block; tiles; one frame a block
+        restorer = Restorer(module, smoother, megapixels, chunk, stain_sample=frames)
+        got = np.stack([r for _, r in restorer(iter(frames))])
+        assert np.abs(got.astype(int) - whole).max() <= 1 and (got != whole).mean() < 1e-3, (megapixels, chunk)
 
 
 @pytest.mark.parametrize(("model", "size", "budgets"), [

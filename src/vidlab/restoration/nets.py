@@ -80,19 +80,21 @@ class RestorationNet(nn.Module, ABC):
 
     @abstractmethod
     def restore(self, clip: torch.Tensor, centres: np.ndarray, batch: int, mask: torch.Tensor | None = None,
-                stains: dict[tuple[int, int], torch.Tensor] | None = None) -> torch.Tensor:
+                stains: dict[tuple[int, int], torch.Tensor] | torch.Tensor | None = None) -> torch.Tensor:
         """Frames ``centres`` of a float clip ``(T, 3, H, W)`` restored, clamped to [0, 1]; ``batch`` at
         once. ``mask``: the true stain, for a model that reads it; ``stains``: what :meth:`find_stains`
-        found on the whole frames, cropped to this clip's pixels (restore's tiles)."""
+        found on the whole frames, or the video's stain (:meth:`find_video_stain`), cropped to this
+        clip's pixels (restore's tiles)."""
 
-    def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device, found: Any = None
+    def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device
                     ) -> dict[tuple[int, int], Any] | None:
         """The stain of each segment the ``centres`` of uint8 ``(H, W, 3)`` ``frames`` read, found once on
-        whole frames (on ``device``) so that restore's tiles share it, or ``found`` (the video's, from
-        :meth:`find_video_stain`) for every segment; None (the default) for a model that finds none."""
+        whole frames (on ``device``) so that restore's tiles share it; None (the default) for a model
+        that finds none."""
         return None
 
     def find_video_stain(self, runs: list[np.ndarray], run: int, device: torch.device) -> Any:
         """One stain for a whole video from runs of ``run`` consecutive uint8 frames taken across it (a
-        consensus), or None (the default: the model finds none, or finds it per segment)."""
+        consensus), or None (the default: the model finds none, or finds it per segment). Its ``blend``
+        ``(C, H, W)`` then restores every frame, each from its own neighbours as a per-frame model does."""
         return None

@@ -116,6 +116,13 @@ def _to_float(frames: list[np.ndarray], rows: slice, cols: slice, device: torch.
     return torch.from_numpy(region).permute(0, 3, 1, 2).to(device).float() / 255
 
 
+def _crop(stains: dict | torch.Tensor | None, tile: Tile) -> dict | torch.Tensor | None:
+    """What a model found on whole frames (per segment, or the video's), cut to a tile's pixels."""
+    if isinstance(stains, dict):
+        return {segment: found.blend[(..., *tile.read)] for segment, found in stains.items()}
+    return None if stains is None else stains[(..., *tile.read)]
+
+
 class Restorer:
     """Streams frames through the model and the smoothing in blocks of at most ``megapixels``
     million pixels (and at most ``chunk`` frames, if given), on the module's device."""
@@ -161,7 +168,10 @@ class Restorer:
         tiles = plan_tiles(h, w, pixels, self.multiple, self.halo)
         read = max((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
         batch = self._frames_per_block(self.pixels, read)  # frames the model's convolutions take at once
-        if self.window is None:  # per frame: blocks carry the neighbours the model reads
+        # per frame (a video-wide stain restores each frame from its own neighbours too): blocks carry
+        # the neighbours the model reads, and memory follows the budget whatever the frame size
+        per_frame = self.window is None or self.video_stain is not None
+        if per_frame:
             radius = self.module.net.context_frames // 2
             before, after, block = radius, radius, batch
         else:  # one stain estimate per aligned segment; a short last one reads the window before it. The
@@ -171,17 +181,15 @@ class Restorer:
         for window, first, count in _blocks(frames, before, after, block):
             # a window model reads the frames before the block only for a short last segment: the
             # others stay uint8 (at 720p, 16 float frames are 0.18 GB)
-            low = 0 if self.window is None else min(self.module.net.segment(c, len(window))[0]
-                                                    for c in range(first, first + count))
-            stains = self.module.net.find_stains(window[low:], range(first - low, first - low + count), self.device,
-                                                 self.video_stain)
+            low = 0 if per_frame else min(self.module.net.segment(c, len(window))[0]
+                                          for c in range(first, first + count))
+            stains = (self.video_stain.blend if self.video_stain is not None else
+                      self.module.net.find_stains(window[low:], range(first - low, first - low + count), self.device))
             restored = torch.empty(count, 3, h, w)
             for tile in tiles:
                 clip = _to_float(window[low:], *tile.read, self.device)
-                crops = None if stains is None else {segment: found.blend[(..., *tile.read)]
-                                                     for segment, found in stains.items()}
                 out = self.module.restore_clip(clip, batch=batch, centres=range(first - low, first - low + count),
-                                               stains=crops).cpu()
+                                               stains=_crop(stains, tile)).cpu()
                 restored[:, :, tile.core[0], tile.core[1]] = out[:, :, tile.inner[0], tile.inner[1]]
             yield from zip(window[first : first + count], restored)
 

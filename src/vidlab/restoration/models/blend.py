@@ -153,27 +153,31 @@ class BlendUNet(RestorationNet):
         opacity, offset = estimate.blend(*frames.shape[-2:], frames.device)
         return FoundStain(torch.cat([opacity[None], offset]), estimate)
 
-    def invert(self, clip: torch.Tensor, blend: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """Windows ``(B, W, 3, H, W)`` through their stain's inverse: the inverted frames, the opacity
-        logits (None for a fitted stain), opacity and tint ``(B, 1|3, H, W)``. For a fitted stain,
-        ``blend`` is the one to use instead of searching the window: ``(B, 1, H, W)`` the true opacity
-        in training (blended towards the model's tint), or ``(B, 4, H, W)`` opacity and offset found on
-        the whole frame when restore cuts frames into tiles."""
+    def stain_of(self, clip: torch.Tensor, blend: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stain of windows ``(B, W, 3, H, W)``: the opacity logits (None for a fitted stain), opacity,
+        offset and tint ``(B, 1|3, H, W)``. For a fitted stain, ``blend`` is the one to use instead of
+        searching the window: ``(B, 1, H, W)`` the true opacity in training (blended towards the model's
+        tint), or ``(B, 4, H, W)`` opacity and offset found on the whole frame when restore cuts frames
+        into tiles."""
         if self.stain is None:
             logits, tint = self.estimate_logits(clip)
             opacity = torch.sigmoid(logits)
-            offset = tint * opacity
-        else:
-            logits = None
-            if blend is None:
-                blend = torch.stack([self.find_stain(c).blend for c in clip])
-            own = self.tint.to(clip).reshape(1, -1, 1, 1).expand(1, 3, 1, 1)  # grey or RGB
-            if blend.shape[1] == 1:
-                blend = torch.cat([blend, own * blend], 1)
-            opacity, offset = blend[:, :1], blend[:, 1:]
-            # the refiner reads the tint: where no stain lies, the model's own
-            tint = torch.where(opacity > 1e-4, offset / opacity.clamp(min=1e-4), own)
+            return logits, opacity, tint * opacity, tint
+        if blend is None:
+            blend = torch.stack([self.find_stain(c).blend for c in clip])
+        own = self.tint.to(clip).reshape(1, -1, 1, 1).expand(1, 3, 1, 1)  # grey or RGB
+        if blend.shape[1] == 1:
+            blend = torch.cat([blend, own * blend], 1)
+        opacity, offset = blend[:, :1], blend[:, 1:]
+        # the refiner reads the tint: where no stain lies, the model's own
+        return None, opacity, offset, torch.where(opacity > 1e-4, offset / opacity.clamp(min=1e-4), own)
+
+    def invert(self, clip: torch.Tensor, blend: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Windows ``(B, W, 3, H, W)`` through their stain's inverse (:meth:`stain_of`): the inverted
+        frames, the opacity logits, opacity and tint."""
+        logits, opacity, offset, tint = self.stain_of(clip, blend)
         return invert_blend(clip, opacity[:, None], offset[:, None], self.min_gain), logits, opacity, tint
 
     def forward(self, clip: torch.Tensor, centres: torch.Tensor, blend: torch.Tensor | None = None) -> BlendOutput:
@@ -203,13 +207,11 @@ class BlendUNet(RestorationNet):
             losses["inverse_l1"] = error.sum() / (3 * through.sum()).clamp(min=1)
         return TrainingOutput(restored, clean, per_frame, losses)
 
-    def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device,
-                    found: FoundStain | None = None) -> dict[tuple[int, int], FoundStain] | None:
+    def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device
+                    ) -> dict[tuple[int, int], FoundStain] | None:
         if self.stain is None:
             return None
         segments = {self.segment(c, len(frames)) for c in centres}
-        if found is not None:
-            return dict.fromkeys(segments, found)
         return {(start, stop): self.find_stain(_as_clip(frames[start:stop], device)) for start, stop in segments}
 
     def find_video_stain(self, runs: list[np.ndarray], run: int, device: torch.device) -> FoundStain | None:
@@ -217,23 +219,30 @@ class BlendUNet(RestorationNet):
 
     @torch.no_grad()
     def restore(self, clip: torch.Tensor, centres: np.ndarray, batch: int, mask: torch.Tensor | None = None,
-                stains: dict[tuple[int, int], torch.Tensor] | None = None) -> torch.Tensor:
+                stains: dict[tuple[int, int], torch.Tensor] | torch.Tensor | None = None) -> torch.Tensor:
         """Restore frames ``centres`` of a float clip ``(T, 3, H, W)`` (whose frame 0 starts a segment),
         each from its segment's stain estimate (``stains[(start, stop)]``, the fitted opacity and offset
-        ``(4, H, W)`` of the clip's pixels, when found beforehand); ``batch`` frames go through the
-        refiner at once."""
-        out = []
+        ``(4, H, W)`` of the clip's pixels, when found beforehand), or from one stain for every frame
+        (``stains`` a ``(4, H, W)`` tensor: the video's, when the clip's neighbours are clamped to its
+        ends alone); ``batch`` frames go through the refiner at once. Only the frames a batch reads are
+        inverted, so memory follows ``batch``, not the segment."""
+        length = clip.shape[0]
+        whole = isinstance(stains, torch.Tensor)
         segments: dict[tuple[int, int], list[int]] = {}
         for c in centres:
-            segments.setdefault(self.segment(int(c), clip.shape[0]), []).append(int(c))
+            segments.setdefault((0, length) if whole else self.segment(int(c), length), []).append(int(c))
+        if whole:
+            stains = {(0, length): stains}
+        out = []
         for (start, stop), wanted in segments.items():
             known = None if stains is None else stains[start, stop][None].to(clip)
-            inverted, _, opacity, tint = self.invert(clip[None, start:stop], known)
-            inverted = inverted[0]
+            _, opacity, offset, tint = self.stain_of(clip[None, start:stop], known)
             local = np.asarray(wanted) - start
             for i in range(0, len(local), batch):
-                idx = neighbour_indices(local[i : i + batch], self.context_frames, stop - start)
+                idx = neighbour_indices(local[i : i + batch], self.context_frames, stop - start) + start
                 n = len(idx)
-                out.append(self.refine(inverted[torch.as_tensor(idx, device=clip.device)],
-                                       opacity.expand(n, -1, -1, -1), tint.expand(n, -1, -1, -1)))
-        return torch.cat(out).clamp(0, 1)
+                inverted = invert_blend(clip[torch.as_tensor(idx, device=clip.device)], opacity[:, None],
+                                        offset[:, None], self.min_gain)
+                out.append(self.refine(inverted, opacity.expand(n, -1, -1, -1),
+                                       tint.expand(n, -1, -1, -1)).clamp_(0, 1))
+        return torch.cat(out)
