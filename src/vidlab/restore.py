@@ -120,7 +120,7 @@ def _plan(module: RestorationModule, smoothing: str | None, megapixels: float, c
         with contextlib.closing(iter_frames(input_path)) as frames:
             sample = sample_runs(frames, n_frames or 0, module.net.window)
     restorer = Restorer(module, smoother, megapixels, chunk, sample)
-    return restorer, len(sample or ())  # the sample is dropped here: its frames are not kept while restoring
+    return restorer, 0 if sample is None else len(sample)  # the sample is dropped here: not kept while restoring
 
 
 def _write_frames(restorer: Restorer, input_path: str | Path, writers: list[H264Writer | FFV1Writer | VideoWriter],

@@ -93,8 +93,9 @@ class RestorationNet(nn.Module, ABC):
         that finds none."""
         return None
 
-    def find_video_stain(self, runs: list[np.ndarray], run: int, device: torch.device) -> Any:
-        """One stain for a whole video from runs of ``run`` consecutive uint8 frames taken across it (a
-        consensus), or None (the default: the model finds none, or finds it per segment). Its ``blend``
-        ``(C, H, W)`` then restores every frame, each from its own neighbours as a per-frame model does."""
+    def find_video_stain(self, runs: np.ndarray, run: int, device: torch.device) -> Any:
+        """One stain for a whole video from runs of ``run`` consecutive uint8 frames ``(T, H, W, 3)``
+        taken across it (a consensus), or None (the default: the model finds none, or finds it per
+        segment). Its ``blend`` ``(C, H, W)`` then restores every frame, each from its own neighbours
+        as a per-frame model does."""
         return None

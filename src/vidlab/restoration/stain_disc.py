@@ -17,6 +17,7 @@ from vidlab.restoration.stain_evidence import (
     fit_scale,
     fitting_frames,
     frames_evidence,
+    joined,
     none_nll,
     pixel_nll,
     spread_frames,
@@ -107,7 +108,7 @@ def held_out_evidence(runs: list[torch.Tensor], find: Callable[[torch.Tensor], S
     (or on half of its one run's frames) and scored on the other half, and the other way round (the two
     gains summed); minus infinity where a half cannot hold it."""
     if len(runs) > 1:
-        halves = (torch.cat(runs[: len(runs) // 2]), torch.cat(runs[len(runs) // 2 :]))
+        halves = (joined(runs[: len(runs) // 2]), joined(runs[len(runs) // 2 :]))
         split = ([runs[: len(runs) // 2], runs[len(runs) // 2 :]])
     else:
         half = len(runs[0]) // 2

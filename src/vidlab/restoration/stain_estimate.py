@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 
 from vidlab.restoration.stain_disc import disc_by_fit, disc_by_likelihood, held_out_evidence
-from vidlab.restoration.stain_evidence import bic, fit_scale, fitting_frames, spread_frames
+from vidlab.restoration.stain_evidence import bic, fit_scale, fitting_frames, joined, spread_frames
 from vidlab.restoration.stain_layers import coarse_search, layer_evidence, refine
 from vidlab.restoration.stain_model import StainEstimate, as_layers
 
@@ -77,7 +77,7 @@ def estimate_stain(frames: torch.Tensor, max_layers: int = 3, disc: dict | None 
         # the centre search of stain_fit.py, then, where that disc does not earn its parameters, every
         # centre scored by the likelihood (slower; the search misses on some scenes)
         for find in (lambda clip: disc_by_fit(clip, disc), lambda clip: disc_by_likelihood(clip, disc)):
-            found = find(torch.cat(runs))
+            found = find(joined(runs))
             if found is None:
                 break
             evidence["disc"] = (held_out_evidence(runs, find, fit_scale(*runs[0].shape[-2:], disc["radius"])),

@@ -127,8 +127,23 @@ class Fitting(NamedTuple):
 
 
 def spread_frames(frames: torch.Tensor) -> torch.Tensor:
-    """Up to ``FIT_FRAMES`` frames spread evenly over ``frames``."""
-    return frames[np.unique(np.linspace(0, len(frames) - 1, min(len(frames), FIT_FRAMES)).round().astype(int))]
+    """Up to ``FIT_FRAMES`` frames spread evenly over ``frames`` (``frames`` themselves, not a copy,
+    when that is all of them)."""
+    if len(frames) <= FIT_FRAMES:
+        return frames
+    return frames[np.unique(np.linspace(0, len(frames) - 1, FIT_FRAMES).round().astype(int))]
+
+
+def joined(runs: list[torch.Tensor]) -> torch.Tensor:
+    """Runs of frames as one clip: a view when each run starts where the one before ends in the same
+    tensor (the runs a clip is split into), else a copy. A native video's sample is hundreds of MB: it
+    is not copied per hypothesis and per half."""
+    first = runs[0]
+    follow = all(b.untyped_storage().data_ptr() == first.untyped_storage().data_ptr() and b.stride() == a.stride()
+                 and b.storage_offset() == a.storage_offset() + len(a) * a.stride(0) for a, b in zip(runs, runs[1:]))
+    if not follow:
+        return torch.cat(runs)
+    return first.as_strided((sum(len(r) for r in runs), *first.shape[1:]), first.stride(), first.storage_offset())
 
 
 def fitting_frames(runs: list[torch.Tensor], scale: int | None = None) -> Fitting:

@@ -54,24 +54,26 @@ def _blocks(items: Iterable[T], before: int, after: int, size: int) -> Iterator[
 
 
 def sample_runs(frames: Iterable[np.ndarray], total: int, run: int, count: int = 3,
-                pixels: float = 1e8) -> list[np.ndarray]:
+                pixels: float = 1e8) -> np.ndarray:
     """Up to ``count`` runs of ``run`` consecutive frames spread over a stream of ``total`` frames (the
     first, the middle, the last), at most ``pixels`` pixels in all but one run: what a blind model
-    reads to find one stain for the whole video. Reads the stream to the last frame it keeps."""
-    first = None
-    keep: set[int] = set()
-    out: list[np.ndarray] = []
+    reads to find one stain for the whole video, as one uint8 array ``(N, H, W, 3)`` filled as the
+    frames are decoded (at native size the sample is hundreds of MB: it is held once, never stacked
+    from a list). Reads the stream to the last frame it keeps."""
+    keep: list[int] = []
+    out = np.empty((0, 0, 0, 3), np.uint8)
     for index, frame in enumerate(frames):
-        if first is None:
-            first = frame
+        if index == 0:
             runs = max(1, min(count, int(pixels // (run * frame.shape[0] * frame.shape[1]))))
             starts = np.unique(np.linspace(0, max(0, total - run), runs).round().astype(int))
-            keep = {s + i for s in starts for i in range(run)}
-        if index in keep:
-            out.append(frame)
-        if index >= max(keep):
-            break
-    return out
+            keep = sorted({s + i for s in starts for i in range(run)})
+            out = np.empty((len(keep), *frame.shape), np.uint8)
+        position = np.searchsorted(keep, index)
+        if position < len(keep) and keep[position] == index:
+            out[position] = frame
+        if index >= keep[-1]:
+            return out
+    return out[: np.searchsorted(keep, index + 1)] if keep else out
 
 
 class Tile(NamedTuple):
@@ -129,7 +131,7 @@ class Restorer:
 
     def __init__(
         self, module: RestorationModule, smoother: Smoother, megapixels: float = DEFAULT_MEGAPIXELS,
-        chunk: int | None = None, stain_sample: list[np.ndarray] | None = None,
+        chunk: int | None = None, stain_sample: np.ndarray | list[np.ndarray] | None = None,
     ):
         self.module, self.smoother, self.device = module, smoother, module.device
         self.pixels, self.chunk = round(megapixels * 1e6), chunk
@@ -138,8 +140,8 @@ class Restorer:
         self.multiple, self.halo = module.net.size_multiple, module.net.halo
         self.window = module.net.window
         # one stain for the whole video, from runs of frames across it (:func:`sample_runs`), when given
-        self.video_stain = None if not stain_sample or self.window is None else module.net.find_video_stain(
-            stain_sample, self.window, module.device)
+        found = stain_sample is not None and len(stain_sample) and self.window is not None
+        self.video_stain = module.net.find_video_stain(stain_sample, self.window, module.device) if found else None
         self.tileable = module.net.tileable
         smallest = (self.multiple + 2 * self.halo) ** 2
         if self.pixels < smallest:

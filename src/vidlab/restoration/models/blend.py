@@ -53,9 +53,11 @@ class BlendOutput(NamedTuple):
     opacity_logits: torch.Tensor | None
 
 
-def _as_clip(frames: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    """uint8 ``(H, W, 3)`` frames as a uint8 clip ``(T, 3, H, W)`` on ``device``."""
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(device)
+def _as_clip(frames: np.ndarray | list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` frames (a list, or stacked ``(T, H, W, 3)``, which is not copied) as a uint8
+    clip ``(T, 3, H, W)`` on ``device``."""
+    stacked = frames if isinstance(frames, np.ndarray) else np.stack(frames)
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2).to(device)
 
 
 def clip_statistics(clip: torch.Tensor) -> torch.Tensor:
@@ -214,7 +216,7 @@ class BlendUNet(RestorationNet):
         segments = {self.segment(c, len(frames)) for c in centres}
         return {(start, stop): self.find_stain(_as_clip(frames[start:stop], device)) for start, stop in segments}
 
-    def find_video_stain(self, runs: list[np.ndarray], run: int, device: torch.device) -> FoundStain | None:
+    def find_video_stain(self, runs: np.ndarray, run: int, device: torch.device) -> FoundStain | None:
         return None if self.stain is None else self.find_stain(_as_clip(runs, device), run)
 
     @torch.no_grad()
