@@ -3,12 +3,13 @@ subprocess per size under ``/usr/bin/time -v``, with the fixed 32-frame-chunk re
 (``src/vidlab/restore.py`` at commit b151dd8) as the baseline on the smallest size.
 
     python benchmarks/restore.py [--frames 48] [--sizes 320x240,1280x720,1920x1080] [--megapixels 1.0]
-                                 [--models default,unet]
+                                 [--models shipped,default,unet]
 
-Everything is generated under a temporary folder: a checkpoint per model, ``default`` (the default
-config: ``train.py debug=limit logger=none``, the blend-aware model) and ``unet`` (the per-frame U-Net
-with masked smoothing, 0.2's defaults: ``model=unet smoothing=masked``), each trained one short epoch,
-so the weights are not good, which does not change the cost; and, per size, a moving pattern under a
+Everything is generated under a temporary folder: a checkpoint per model but ``shipped`` (the model
+vidlab ships, which ``python -m vidlab.restore IN OUT`` uses), ``default`` (the default config:
+``train.py debug=limit logger=none``, the blend-aware model) and ``unet`` (the per-frame U-Net with
+masked smoothing, 0.2's defaults: ``model=unet smoothing=masked``), each trained one short epoch, so
+the weights are not good, which does not change the cost; and, per size, a moving pattern under a
 static stain (the notebook's formula), written as MPEG-4 part 2 by OpenCV, like a user's ordinary video.
 """
 
@@ -50,10 +51,15 @@ def make_video(path: Path, width: int, height: int, frames: int) -> Path:
     return write_video(path, (frame(t) for t in range(frames)), fps=24)
 
 
-MODELS = {"default": [], "unet": ["model=unet", "smoothing=masked"]}  # name -> train.py overrides
+# name -> train.py overrides; None: the model vidlab ships, what ``python -m vidlab.restore IN OUT`` uses
+MODELS = {"shipped": None, "default": [], "unet": ["model=unet", "smoothing=masked"]}
 
 
 def make_checkpoint(folder: Path, model: str) -> Path:
+    if MODELS[model] is None:
+        from vidlab.restoration.loading import DEFAULT_MODEL
+
+        return DEFAULT_MODEL
     run = folder / f"run_{model}"
     subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=limit", "logger=none", *MODELS[model],
                     f"paths.root={folder}", f"hydra.run.dir={run}"], cwd=ROOT, check=True, capture_output=True)
@@ -118,8 +124,8 @@ def main() -> None:
                platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
     print(f"machine: {cpu}, {os.cpu_count()} cores, "
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CUDA {torch.cuda.is_available()}")
-    print(f"{args.frames} frames per video; models: default (the default config's blend-aware model and smoothing), "
-          "unet (depth 3, 16 base channels, masked smoothing: 0.2's defaults)")
+    print(f"{args.frames} frames per video; models: shipped (the model vidlab ships), default (the default config's "
+          "blend-aware model and smoothing), unet (depth 3, 16 base channels, masked smoothing: 0.2's defaults)")
     print("| size | model | restore | wall s (whole command) | frames/s (whole command) | frames/s (restoring) "
           "| peak RSS GB |")
     print("|---|---|---|---|---|---|---|")
