@@ -126,7 +126,7 @@ def _plan(module: RestorationModule, smoothing: str | None, megapixels: float, c
 def _write_frames(restorer: Restorer, input_path: str | Path, writers: list[H264Writer | FFV1Writer | VideoWriter],
                   n_frames: int | None, progress: bool) -> None:
     """Restore the input frame by frame into the writers: the restored video, then input | restored if asked."""
-    from vidlab.restoration.previews import side_by_side
+    from vidlab.restoration.panels import side_by_side
 
     # smoothing=0: the rate shown is the average so far (blocks of frames finish in bursts)
     with tqdm(total=n_frames, desc="restoring", unit="frame", smoothing=0, disable=not progress) as bar:

@@ -264,6 +264,18 @@ def test_halo_covers_the_receptive_field(depth: int):
     assert radius <= Restorer(module, SMOOTHINGS.build(SMOOTHINGS.from_conf("none"))).halo
 
 
+def test_restoring_from_a_checkpoint_file_imports_no_mlflow(checkpoint: Path, video: Path, tmp_path: Path):
+    """A fresh ``python -m vidlab.restore`` process (its imports are the point), with a checkpoint file
+    and ``--side-by-side``: MLflow, which only ``runs:/`` and ``models:/`` references need, is never
+    imported (about 0.1 GB and seconds; restore's peak memory is docs/benchmarks.md's)."""
+    outputs = [str(tmp_path / "restored.mkv"), "--codec", "ffv1", "--side-by-side", str(tmp_path / "pair.mkv")]
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "vidlab.restore", str(checkpoint), str(video),
+                           *outputs], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" in imported and not {name for name in imported if name.split(".")[0] == "mlflow"}
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_command_non_zero_and_leaves_nothing(checkpoint: Path, tmp_path: Path, signum: int):
     """``python -m vidlab.restore`` stopped by SIGTERM (143) or Ctrl-C (130) mid-video, as a shell sees

@@ -15,6 +15,7 @@ from vidlab.errors import ConfigError, one_line
 if TYPE_CHECKING:
     from vidlab.restoration.module import RestorationModule
 
+MLFLOW_URI_SCHEMES = ("runs:/", "models:/")
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "blend_unet.ckpt"
 """The model ``python -m vidlab.restore`` uses without one: ``blend_unet`` trained by
 ``make default-model``, a few MB."""
@@ -35,15 +36,19 @@ def default_tracking_uri() -> str:
     return here if Path(here.removeprefix("sqlite:///")).is_file() else resolve_tracking_uri(uri, project_root())
 
 
+def is_mlflow_uri(reference: str | Path) -> bool:
+    """Whether a reference names something in MLflow; asked here, as importing MLflow (vidlab.tracking)
+    costs seconds and about 0.1 GB that restoring from a checkpoint file does not need."""
+    return str(reference).startswith(MLFLOW_URI_SCHEMES)
+
+
 def load_module(reference: str | Path, tracking_uri: str | None = None) -> RestorationModule:
     """The restoration model of a train.py checkpoint (a path, or a ``runs:/`` URI of one logged to
     MLflow) or of a logged MLflow model (``runs:/<id>/model``, ``models:/<name>/<version>``), on
     the CPU in eval mode. Checkpoints are loaded weights-only (no pickled code runs); an MLflow model
     is a pickled :class:`~vidlab.restoration.module.ClipRestorer`, so only load models from a store
     you trust, as with any pickle."""
-    from vidlab.tracking.models import is_mlflow_uri
-
-    if not is_mlflow_uri(str(reference)):
+    if not is_mlflow_uri(reference):
         return _load_checkpoint(reference)
     from vidlab.tracking.models import downloaded, load_pytorch_model
 

@@ -18,7 +18,8 @@ from vidlab import tracking
 from vidlab.files import atomic_path, write_text
 from vidlab.restoration.config import BASELINES, METRICS, RunSpec
 from vidlab.restoration.module import RestorationModule
-from vidlab.restoration.previews import plot_curves, preview_panels, side_by_side
+from vidlab.restoration.panels import side_by_side
+from vidlab.restoration.previews import plot_curves, preview_panels
 from vidlab.video import write_gif, write_video
 
 

@@ -22,7 +22,6 @@ from vidlab.errors import ConfigError, one_line
 from vidlab.schema import MlflowLoggerConfig
 
 MODEL_ARTIFACT = "model"
-MLFLOW_URI_SCHEMES = ("runs:/", "models:/")
 
 
 @contextmanager
@@ -81,10 +80,6 @@ def log_model(cfg: MlflowLoggerConfig, uri: str, run_id: str, model: Any, exampl
     finally:
         pickle_warning.setLevel(level)
     return info.model_uri
-
-
-def is_mlflow_uri(reference: str) -> bool:
-    return str(reference).startswith(MLFLOW_URI_SCHEMES)
 
 
 def _check_store(reference: str, uri: str) -> None:
