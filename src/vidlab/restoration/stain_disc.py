@@ -17,7 +17,6 @@ from vidlab.restoration.stain_evidence import (
     fit_scale,
     fitting_frames,
     frames_evidence,
-    joined,
     none_nll,
     pixel_nll,
     spread_frames,
@@ -102,17 +101,16 @@ def _shrunk(shape: StainShape, scale: int) -> torch.Tensor:
     return layer_parameters([shape.scaled(1 / scale)])
 
 
-def held_out_evidence(runs: list[torch.Tensor], find: Callable[[torch.Tensor], StainShape | None],
+def held_out_evidence(clip: torch.Tensor, run: int | None, find: Callable[[torch.Tensor], StainShape | None],
                        scale: int) -> float:
-    """A disc's evidence on frames it was not fitted on: its centre found (``find``) on half of the clip's runs
-    (or on half of its one run's frames) and scored on the other half, and the other way round (the two
-    gains summed); minus infinity where a half cannot hold it."""
-    if len(runs) > 1:
-        halves = (joined(runs[: len(runs) // 2]), joined(runs[len(runs) // 2 :]))
-        split = ([runs[: len(runs) // 2], runs[len(runs) // 2 :]])
-    else:
-        half = len(runs[0]) // 2
-        halves, split = (runs[0][:half], runs[0][half:]), [[runs[0][:half]], [runs[0][half:]]]
+    """A disc's evidence on frames it was not fitted on: its centre found (``find``) on half of the
+    clip's runs of ``run`` frames (or on half of its one run's frames) and scored on the other half, and
+    the other way round (the two gains summed); minus infinity where a half cannot hold it. The halves
+    are views of the clip: a native video's sample is hundreds of MB."""
+    runs = list(clip.split(run or len(clip)))
+    cut = sum(len(r) for r in runs[: len(runs) // 2]) if len(runs) > 1 else len(clip) // 2
+    halves = (clip[:cut], clip[cut:])
+    split = (runs[: len(runs) // 2], runs[len(runs) // 2 :]) if len(runs) > 1 else ([halves[0]], [halves[1]])
     total = 0.0
     for fitted_on, scored_on in ((halves[0], split[1]), (halves[1], split[0])):
         found = find(fitted_on)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 
 from vidlab.restoration.stain_disc import disc_by_fit, disc_by_likelihood, held_out_evidence
-from vidlab.restoration.stain_evidence import bic, fit_scale, fitting_frames, joined, spread_frames
+from vidlab.restoration.stain_evidence import bic, fit_scale, fitting_frames, spread_frames
 from vidlab.restoration.stain_layers import coarse_search, layer_evidence, refine
 from vidlab.restoration.stain_model import StainEstimate, as_layers
 
@@ -74,13 +74,14 @@ def estimate_stain(frames: torch.Tensor, max_layers: int = 3, disc: dict | None 
             break  # the layer did not earn its parameters: more will not either
     found = None
     if disc is not None:
+        kept = frames[: sum(len(r) for r in runs)]  # the runs as one clip, a view (a last run of 1 frame is left out)
         # the centre search of stain_fit.py, then, where that disc does not earn its parameters, every
         # centre scored by the likelihood (slower; the search misses on some scenes)
         for find in (lambda clip: disc_by_fit(clip, disc), lambda clip: disc_by_likelihood(clip, disc)):
-            found = find(joined(runs))
+            found = find(kept)
             if found is None:
                 break
-            evidence["disc"] = (held_out_evidence(runs, find, fit_scale(*runs[0].shape[-2:], disc["radius"])),
+            evidence["disc"] = (held_out_evidence(kept, run, find, fit_scale(*kept.shape[-2:], disc["radius"])),
                                 PARAMETERS["disc"])
             if bic(*evidence["disc"], n) < 0:
                 break

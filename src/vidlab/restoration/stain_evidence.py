@@ -134,18 +134,6 @@ def spread_frames(frames: torch.Tensor) -> torch.Tensor:
     return frames[np.unique(np.linspace(0, len(frames) - 1, FIT_FRAMES).round().astype(int))]
 
 
-def joined(runs: list[torch.Tensor]) -> torch.Tensor:
-    """Runs of frames as one clip: a view when each run starts where the one before ends in the same
-    tensor (the runs a clip is split into), else a copy. A native video's sample is hundreds of MB: it
-    is not copied per hypothesis and per half."""
-    first = runs[0]
-    follow = all(b.untyped_storage().data_ptr() == first.untyped_storage().data_ptr() and b.stride() == a.stride()
-                 and b.storage_offset() == a.storage_offset() + len(a) * a.stride(0) for a, b in zip(runs, runs[1:]))
-    if not follow:
-        return torch.cat(runs)
-    return first.as_strided((sum(len(r) for r in runs), *first.shape[1:]), first.stride(), first.storage_offset())
-
-
 def fitting_frames(runs: list[torch.Tensor], scale: int | None = None) -> Fitting:
     """What the fits read of runs of consecutive frames, shrunk by ``scale`` (or to about ``MAX_ROWS``
     rows)."""
