@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIP_LEN, STRIDE, T, SIZE = 32, 16, 8, 224
 
 
-def _frames(n: int, seed: int):
-    base = np.random.default_rng(seed).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+def _frames(n: int, seed: int, size: tuple[int, int] = (240, 320)):
+    base = np.random.default_rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8)
     base = cv2.GaussianBlur(base, (0, 0), 3)
     for t in range(n):
         frame = np.roll(base, 2 * t, axis=1)

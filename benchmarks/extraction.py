@@ -14,10 +14,13 @@ Each row says clips/s and its fraction of the ceiling it is bounded by:
   and one per core, each repetition timing the decode ceiling then the loader on the same videos
   (the median ratio and its range), on H.264 and MPEG-4 part 2; native frames (resized on the
   device, the CPU default) and resized in the readers (the GPU default); no model; beside them the
-  bound of any hand-over design: one process per core running the stream inline on its own videos;
-- the notebook's loader (an OpenCV seek per sampled frame) and peers asked for the same frames
-  (torchcodec ``get_frames_at``, decord ``get_batch``; ``benchmarks/peers.py``), each checked for
-  the same pixels as vidlab's exact frames;
+  bound of any hand-over design: one process per core running the stream inline on its own videos,
+  and the peers asked for exactly the loader's frames (torchcodec ``get_frames_at``, decord
+  ``get_batch``; ``benchmarks/peers.py``) in one process and one per core, on the same terms (the
+  same videos, each repetition against the same ceiling), each checked for vidlab's exact pixels;
+  video sets: H.264 and MPEG-4 at 320x240, H.264 at 1280x720 (``--codecs``);
+- the notebook's loader (an OpenCV seek per sampled frame) and vidlab's ``read_frames`` asked for
+  the same frames in a pool of processes;
 - model alone on the device: synthetic uint8 frames at native size already on the device, the
   device half of preprocessing (resize, clips gathered from the batch's distinct frames, normalise) and the backbone,
   per precision / channels_last / torch.compile, with the cosine of each variant's embeddings to fp32's on the same
@@ -91,23 +94,40 @@ def rate(x: float) -> str:
 CODECS = {"h264": "H.264 (libx264, GOP 250, 2 B-frames)", "mpeg4": "MPEG-4 part 2 (OpenCV mp4v)"}
 
 
-def _write_one(args: tuple[Path, int, int, str]) -> None:
-    path, frames, seed, codec = args
+UCF_SIZE = (240, 320)  # (height, width) of UCF-Crime's videos
+
+
+def video_set(text: str) -> tuple[str, tuple[int, int]]:
+    """``codec`` or ``codec@WxH`` (``h264@1280x720``) as (codec, (height, width)); UCF-Crime's 320x240 by default."""
+    codec, _, size = text.partition("@")
+    if codec not in CODECS:
+        raise SystemExit(f"unknown codec {codec!r} in {text!r}: one of {', '.join(CODECS)}")
+    if not size:
+        return codec, UCF_SIZE
+    width, height = (int(n) for n in size.split("x"))
+    return codec, (height, width)
+
+
+def _write_one(args: tuple[Path, int, int, str, tuple[int, int]]) -> None:
+    path, frames, seed, codec, size = args
     tmp = path.with_name(f".{path.name}")
     if codec == "h264":
-        write_h264(tmp, _frames(frames, seed), x264_params="threads=1")  # one encoder per core
+        write_h264(tmp, _frames(frames, seed, size), size, x264_params="threads=1")  # one encoder per core
     else:
-        write_video(tmp, _frames(frames, seed), 30, "mp4v")
+        write_video(tmp, _frames(frames, seed, size), 30, "mp4v")
     tmp.replace(path)
 
 
-def make_videos(folder: Path, videos: int, frames: int, codec: str = "h264") -> list[Path]:
-    """``videos`` files of ``frames`` frames (:data:`CODECS`), kept between runs: one encoded per core
-    (distinct content), the rest copies of those (decoding costs the same; encoding takes minutes)."""
+def make_videos(folder: Path, videos: int, frames: int, codec: str = "h264",
+                size: tuple[int, int] = UCF_SIZE) -> list[Path]:
+    """``videos`` files of ``frames`` frames (:data:`CODECS`, ``size`` as (height, width)), kept between
+    runs: one encoded per core (distinct content), the rest copies of those (decoding costs the same;
+    encoding takes minutes)."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{'ucf_like' if codec == 'h264' else codec}_{i}_{frames}.mp4" for i in range(videos)]
+    name = ("ucf_like" if codec == "h264" else codec) + ("" if size == UCF_SIZE else f"_{size[1]}x{size[0]}")
+    paths = [folder / f"{name}_{i}_{frames}.mp4" for i in range(videos)]
     unique = paths[:CORES]
-    todo = [(p, frames, i, codec) for i, p in enumerate(unique) if not p.exists()]
+    todo = [(p, frames, i, codec, size) for i, p in enumerate(unique) if not p.exists()]
     if todo:
         with mp.get_context("spawn").Pool(min(CORES, len(todo))) as pool:
             pool.map(_write_one, todo)
@@ -214,25 +234,50 @@ def no_handover_rate(table: pd.DataFrame, batch: int) -> float:
 
 
 def ratio_row(label: str, who: str, table: pd.DataFrame, processes: int, measure: Callable[[], float],
-              reps: int) -> None:
+              reps: int, same: str = "") -> None:
     """A row of ``measure()`` (clips/s) against the decode ceiling of ``table`` in ``processes``: each
     repetition times the ceiling, then ``measure``, back to back; the median ratio and its range (a
-    shared machine's speed drifts between seconds, the ratio much less)."""
+    shared machine's speed drifts between seconds, the ratio much less). ``same``: whether its pixels
+    are vidlab's exact ones."""
     ratios, rates = [], []
     for _ in range(reps):
         ceiling = decode_ceiling(table, processes)
         rates.append(measure())
         ratios.append(rates[-1] / ceiling)
     say(f"| {label} | {who} | {rate(float(np.median(rates)))} | **{np.median(ratios):.2f}** | "
-        f"{min(ratios):.2f}-{max(ratios):.2f} |")
+        f"{min(ratios):.2f}-{max(ratios):.2f} | {same} |")
 
 
 def loader_table(subsets: dict[int, pd.DataFrame], label: str, batch: int, reps: int,
-                 resize_in_readers: bool = False) -> None:
-    """Rows of the loader against the decode ceiling of the same videos, one reader and one per core."""
+                 resize_in_readers: bool = False, peers: bool = False) -> None:
+    """Rows of the loader against the decode ceiling of the same videos, one reader and one per core;
+    with ``peers``, each peer reader asked for exactly the loader's frames (a process per reader), on
+    the same terms: the same videos, repetitions of the same ceiling, pixels checked on the first video."""
     for n, t in subsets.items():
         who = f"{n} reader{'s' if n > 1 else ''}" + (", decoding apart" if reader_plan(n, 1).decode_apart else "")
-        ratio_row(label, who, t, n, partial(loader_rate, t, n, resize_in_readers, batch), reps)
+        ratio_row(label, f"vidlab loader, {who}", t, n, partial(loader_rate, t, n, resize_in_readers, batch), reps,
+                  "reference")
+    if not peers:
+        return
+    missing = unavailable()  # imports the peers in this process too
+    first = str(subsets[1].abs_path.iloc[0])
+    wanted = wanted_frames(subsets[1].head(64))[first]
+    ours = read_frames(first, wanted, "exact")
+    for name in PEERS:
+        if name in missing:
+            say(f"| {label} | {name} | not measured: {missing[name]} | | | |")
+            continue
+        same = same_pixels(ours, PEERS[name](first, wanted))
+        for n, t in subsets.items():
+            ratio_row(label, f"{name}, {n} process{'es' if n > 1 else ''}, the loader's frames", t, n,
+                      partial(peer_rate, name, t, n), reps, same)
+
+
+def peer_rate(name: str, table: pd.DataFrame, processes: int) -> float:
+    """clips/s of a reader (``vidlab`` or a peer) asked for every frame the table's clips sample, a video per
+    task, in ``processes`` warm processes."""
+    wanted = wanted_frames(table)
+    return len(table) / timed_pool(_peer_job, [(name, p, wanted[p]) for p in wanted], processes)
 
 
 def notebook_rate(table: pd.DataFrame, workers: int, clips: int) -> float:
@@ -406,7 +451,9 @@ def main(argv: list[str] | None = None) -> None:
                         "fewer clips, the whole video still decoded); 0: 16 on a GPU, 400 on a CPU")
     parser.add_argument("--data", default=str(ROOT / "data" / "bench_extraction"))
     parser.add_argument("--sections", default="loader,readers,e2e,memory,model", help="which tables, comma-separated")
-    parser.add_argument("--codecs", default="h264,mpeg4", help=f"codecs of the loader table ({', '.join(CODECS)})")
+    parser.add_argument("--codecs", default="h264,mpeg4,h264@1280x720",
+                        help=f"video sets of the loader table: codec ({', '.join(CODECS)}) or codec@WxH; 320x240 "
+                             "unless given")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each loader row (median and range)")
     parser.add_argument("--quick", action="store_true", help="about a minute: the loader table alone, H.264 native "
                         "frames, 2 videos per core x 60 s, 5 repetitions")
@@ -449,21 +496,25 @@ def main(argv: list[str] | None = None) -> None:
             f"videos' {len(subsets[1])} clips against one decoding process; one per core: all clips against one "
             f"decoding process per core), exact colour, batch {batch}, {args.reps} repetitions of ceiling then loader:")
         say()
-        say("| videos, frames handed over | readers | clips/s (median) | of the decode ceiling (median) | range |")
-        say("|---|---|---|---|---|")
-        for codec in args.codecs.split(","):
-            if codec == "h264":
-                by_codec = subsets
+        say("| videos, frames handed over | reader | clips/s (median) | of the decode ceiling (median) | range "
+            "| same pixels as vidlab's exact |")
+        say("|---|---|---|---|---|---|")
+        for name in args.codecs.split(","):
+            codec, size = video_set(name)
+            if (codec, size) == ("h264", UCF_SIZE):
+                by_set = subsets
             else:
-                other = load_index(write_index(make_videos(folder, args.videos, args.seconds * 30, codec),
-                                               folder / f"index_{codec}.csv"), None)
-                by_codec = {1: other[other.abs_path.isin(other.abs_path.unique()[: args.single_videos])], CORES: other}
-            loader_table(by_codec, f"{CODECS[codec]}, native size (resize on the device)", batch, args.reps)
+                other = load_index(write_index(make_videos(folder, args.videos, args.seconds * 30, codec, size),
+                                               folder / f"index_{name.replace('@', '_')}.csv"), None)
+                by_set = {1: other[other.abs_path.isin(other.abs_path.unique()[: args.single_videos])], CORES: other}
+            label = f"{CODECS[codec]}, {size[1]}x{size[0]}, native size (resize on the device)"
+            loader_table(by_set, label, batch, args.reps, peers=not args.quick)
             if not args.quick and CORES > 1:
-                ratio_row(f"{CODECS[codec]}, native size", f"{CORES} processes, inline, no hand-over (bound)",
-                          by_codec[CORES], CORES, partial(no_handover_rate, by_codec[CORES], batch), args.reps)
+                ratio_row(label, f"{CORES} processes, inline, no hand-over (bound)", by_set[CORES], CORES,
+                          partial(no_handover_rate, by_set[CORES], batch), args.reps)
         if not args.quick:
-            loader_table(subsets, f"{CODECS['h264']}, resized in the readers", batch, 1, resize_in_readers=True)
+            loader_table(subsets, f"{CODECS['h264']}, 320x240, resized in the readers", batch, 1,
+                         resize_in_readers=True)
         say()
     if not sections - {"loader"}:
         say(f"benchmark wall time: {time.perf_counter() - start:.0f} s")
@@ -485,20 +536,10 @@ def main(argv: list[str] | None = None) -> None:
             clips_s = notebook_rate(t, 0 if n == 1 else n, args.notebook_clips * n)
             say(f"| notebook loader: OpenCV seek + read per sampled frame | {n} | {rate(clips_s)} "
                 f"| {clips_s / ceiling[n]:.3f} | {same} |")
-        for n, t in subsets.items():  # vidlab's reader on the same terms as the peers: no loader, no model
-            seconds = timed_pool(_peer_job, [("vidlab", p, wanted[p]) for p in t.abs_path.unique()], n)
-            say(f"| vidlab read_frames, exact colour (asked for the same frames) | {n} | {rate(len(t) / seconds)} | "
-                f"{len(t) / seconds / ceiling[n]:.2f} | reference |")
-        missing = unavailable()  # imports the peers in this process too
-        for name in PEERS:
-            if name in missing:
-                say(f"| {name} | | not measured: {missing[name]} | | |")
-                continue
-            same = same_pixels(ours, PEERS[name](first, wanted[first]))
-            for n, t in subsets.items():
-                seconds = timed_pool(_peer_job, [(name, p, wanted[p]) for p in t.abs_path.unique()], n)
-                say(f"| {name} (asked for the same frames) | {n} | {rate(len(t) / seconds)} "
-                    f"| {len(t) / seconds / ceiling[n]:.2f} | {same} |")
+        for n, t in subsets.items():  # vidlab's reader on the peers' terms (their rows: the loader table)
+            clips_s = peer_rate("vidlab", t, n)
+            say(f"| vidlab read_frames, exact colour (asked for the same frames) | {n} | {rate(clips_s)} | "
+                f"{clips_s / ceiling[n]:.2f} | reference |")
         say()
 
     if "e2e" in sections:
