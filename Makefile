@@ -8,7 +8,7 @@ ARGS ?=
 WORKERS ?= 2
 PORT ?= 5000
 
-.PHONY: install lint train default-model test test-cluster bench bench-loader bench-extraction bench-peers ui clean
+.PHONY: install lint train default-model test test-cluster bench bench-loader bench-extraction bench-peers gpu-wheels ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,18 @@ bench-peers: $(STAMP)
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FFMPEG_LIBS); fi
 	$(BIN)/python -m pip install --quiet --no-deps torchcodec==0.17.0 decord==0.6.0
+
+# What benchmarks/gpu_end_to_end.sh needs on a lent GPU machine that its image lacks (it has torch, torchvision,
+# lightning, pandas, OpenCV; no network): wheels for its Python 3.12 in .whl, carried there. antlr4 (Hydra's
+# parser) is published as source only: built into a wheel here.
+GPU_PYTHON ?= 3.12
+GPU_WHEEL_TAGS := --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp --platform any \
+	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl
+gpu-wheels:
+	rm -rf .whl
+	$(PYTHON) -m pip download --quiet $(GPU_WHEEL_TAGS) "av>=14.1,<20" "mlflow-skinny>=3.1,<4"
+	$(PYTHON) -m pip download --quiet --no-deps $(GPU_WHEEL_TAGS) "hydra-core>=1.3.2,<1.4" "omegaconf>=2.3,<2.4"
+	$(PYTHON) -m pip wheel --quiet --no-deps -w .whl "antlr4-python3-runtime==4.9.3"
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port $(PORT)

@@ -194,6 +194,30 @@ def test_the_quick_benchmark_prints_the_loaders_ratio_to_the_decode_ceiling(tmp_
     assert all(float(row[4].strip(" *")) > 0.3 for row in rows)
 
 
+def test_the_loader_table_puts_each_peer_beside_the_loader_on_the_same_frames(tmp_path: Path, capsys):
+    """The loader table of ``benchmarks/extraction.py`` on a video set of another size (``codec@WxH``):
+    videos of that size, the loader's row, then a row per peer asked for the same frames (its clips/s,
+    ratio and pixel check) or, where the peer is not installed (CI), its reason. One process: a pool
+    per core costs seconds to start, and the rows are made alike."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from extraction import PEERS, load_index, loader_table, make_videos, video_set, write_index
+
+        codec, size = video_set("h264@176x144")
+        assert (codec, size) == ("h264", (144, 176)) and video_set("mpeg4") == ("mpeg4", (240, 320))
+        paths = make_videos(tmp_path, 2, 60, codec, size)
+        assert read_frames(paths[0], [0]).shape == (1, 144, 176, 3)
+        table = load_index(write_index(paths, tmp_path / "index.csv"), None)
+        loader_table({1: table}, "small", 4, 1, peers=True)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| small")]
+    assert rows[0][2].strip().startswith("vidlab loader, 1 reader") and float(rows[0][4].strip(" *")) > 0
+    for name in PEERS:
+        (mine,) = [row for row in rows if row[2].strip().startswith(name)]
+        assert "not measured" in mine[3] or (float(mine[4].strip(" *")) > 0 and mine[6].strip() == "yes")
+
+
 def test_the_reader_plan_spends_each_core_once():
     """Every core a reader by default; a reader beside a spare core decodes apart; FFmpeg's own
     threads only where cores are left over."""
