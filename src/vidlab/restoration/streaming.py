@@ -198,7 +198,9 @@ class Restorer:
     def _smooth(self, pairs: Iterator[tuple[np.ndarray, torch.Tensor]],
                 h: int, w: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Smoothing in blocks of frames with their context, by strips of rows (every smoother is
-        per pixel in space); a recursive smoother gets its last output as the frame before."""
+        per pixel in space), each strip converted to uint8 into the output frames as it is smoothed:
+        no whole float frame beyond those restored (at 4K, 0.1 GB each, and ``to_uint8``'s
+        temporaries as many again). A recursive smoother gets its last output as the frame before."""
         import torch
 
         from vidlab.restoration.module import to_uint8
@@ -214,11 +216,14 @@ class Restorer:
             if recursive and previous is not None:
                 restored[first - 1] = previous
             rows = max(1, self.pixels // (len(window) * w))
-            smoothed = torch.empty(count, 3, h, w)
+            smoothed = np.empty((count, h, w, 3), np.uint8)
+            last = torch.empty(3, h, w) if recursive else None
             for top in range(0, h, rows):
                 strip = slice(top, top + rows)
                 block = torch.stack([frame[:, strip] for frame in restored]).to(self.device)
-                out = self.smoother(block, _to_float(stained, strip, slice(None), self.device))
-                smoothed[:, :, strip] = out[first : first + count].cpu()
-            previous = smoothed[-1]
-            yield from zip(stained[first : first + count], to_uint8(smoothed))
+                out = self.smoother(block, _to_float(stained, strip, slice(None), self.device))[first : first + count]
+                smoothed[:, strip] = to_uint8(out)
+                if last is not None:
+                    last[:, strip] = out[-1].cpu()
+            previous = last
+            yield from zip(stained[first : first + count], smoothed)
