@@ -523,6 +523,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     ceiling = {n: decode_ceiling(t, n) for n, t in subsets.items()}
     iters, model_batch = args.model_iters or (20 if gpu else 2), args.model_batch or (batch if gpu else 2)
+    # the model alone, measured once: the model table's rows, and the end-to-end rows' bound
+    model_rows = model_rates(device, model_batch, iters, gpu, 240, 320) if sections & {"e2e", "model"} else []
     wanted, first = wanted_frames(table), str(paths[0])
     if "readers" in sections:
         say(f"One process: the first {args.single_videos} videos ({len(subsets[1])} clips); "
@@ -556,7 +558,7 @@ def main(argv: list[str] | None = None) -> None:
         if gpu:  # the readers the GPU needs: where the rows stop gaining, the model no longer waits
             default_rows += [f"{fast};extraction.num_workers={n}" for n in args.e2e_readers.split(",")
                              if int(n) < CORES]
-        model_alone = {name: clips_s for name, clips_s, _ in model_rates(device, model_batch, iters, False, 240, 320)}
+        model_alone = {name: clips_s for name, clips_s, _ in model_rows}
         bound = min(model_alone["bf16-mixed + channels_last"], ceiling[CORES])
         say(f"End to end: extract.py ({len(pd.read_csv(e2e_index))} clips, batch {batch}, readers: one per core "
             "unless set; steady = from the first batch, wall = the whole command). Bound: min(model alone, "
@@ -611,7 +613,7 @@ def main(argv: list[str] | None = None) -> None:
         say()
         say("| variant | clips/s | min cosine to fp32 |")
         say("|---|---|---|")
-        for name, clips_s, cosine in model_rates(device, model_batch, iters, gpu, 240, 320):
+        for name, clips_s, cosine in model_rows:
             say(f"| {name} | {rate(clips_s)} | {cosine:.6f} |")
         say()
         if gpu:

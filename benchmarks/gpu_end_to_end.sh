@@ -17,7 +17,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/vidlab-site .whl/*.whl
     export PYTHONPATH="/tmp/vidlab-site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 timeout "${BUDGET_S:-540}" python3 benchmarks/extraction.py --sections loader,e2e,model --codecs h264 \
     --videos 32 --seconds 60 --single-videos 2 --reps 1 --e2e-clips 1600 --data /tmp/vidlab-bench \
