@@ -152,6 +152,7 @@ def restore_video(checkpoint: str | Path, input_path: str | Path, output_path: s
         writers = [stack.enter_context(_writer(path, info.fps or 24.0, codec)) for path in outputs]
         module = _load_model(checkpoint, tracking_uri, device, info)
         restorer, read = _plan(module, smoothing, megapixels, chunk, input_path, info.n_frames)
+        _trim_heap()  # what finding the stain freed is not kept for restoring
         _write_frames(restorer, input_path, writers, info.n_frames, progress)
         frames = writers[0].frames
     if restorer.video_stain is not None:  # the video is complete: now what the model found
@@ -189,6 +190,13 @@ def _return_freed_memory() -> None:
         libc.mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD, in bytes
         libc.mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
         libc.mallopt(-2, TOP_PAD)  # M_TOP_PAD
+
+
+def _trim_heap() -> None:
+    """Hand the heap's free memory back to the OS (glibc's ``malloc_trim``): the heap keeps what it
+    frees (``TRIM_THRESHOLD``), and finding the stain leaves 0.1-1 GB of it free but resident (docs/benchmarks.md)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -30,7 +30,8 @@ from vidlab.restoration.loading import DEFAULT_MODEL, load_module
 from vidlab.restoration.models.unet import UNet
 from vidlab.restoration.module import RestorationModule, to_uint8
 from vidlab.restoration.smoothing import SMOOTHINGS
-from vidlab.restoration.streaming import Restorer, plan_tiles
+from vidlab.restoration.stains import apply_stain, circular_stain_mask
+from vidlab.restoration.streaming import Restorer, covered, plan_tiles
 from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
 from vidlab.video.count import video_info
 
@@ -227,6 +228,44 @@ def test_a_video_stain_streams_frame_by_frame_with_the_result_of_the_whole_clip(
         restorer = Restorer(module, smoother, megapixels, chunk, stain_sample=frames)
         got = np.stack([r for _, r in restorer(iter(frames))])
         assert np.abs(got.astype(int) - whole).max() <= 1 and (got != whole).mean() < 1e-3, (megapixels, chunk)
+
+
+def _panned_photograph(frames: int, h: int, w: int) -> np.ndarray:
+    """A real photograph (matplotlib's Grace Hopper) seen through a window panning across it."""
+    import matplotlib.cbook
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        image = cv2.imdecode(np.frombuffer(handle.read(), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    return np.stack([image[100 + t : 100 + t + h, 80 + 4 * t : 80 + 4 * t + w] for t in range(frames)])
+
+
+@pytest.mark.parametrize("smoothing", ["none", "ema", "window", "masked"])
+def test_only_the_stain_goes_through_the_model_and_a_clean_video_never_does(fitted_checkpoint: Path,
+                                                                          smoothing: str):
+    """Once the video's stain is found, the model restores the tiles covering it alone (a pixel the stain
+    does not reach is its own restoration): each frame is what restoring the whole clip with that stain
+    gives, whatever the smoothing (ema and window change pixels far from the stain too). A clean video
+    has no tile: it never reaches the model and comes back bit for bit."""
+    module = load_module(fitted_checkpoint)
+    smoother = SMOOTHINGS.build(SMOOTHINGS.from_conf(smoothing))
+    clean = _panned_photograph(9, 96, 192)
+    mask = circular_stain_mask(96, 192, (140, 40), FITTED["stain"]["radius"])
+    frames = list(apply_stain(clean, mask))
+    clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    found = module.net.find_video_stain(frames, module.net.window, module.device)
+    assert found.estimate.layers[0].centre == (140, 40)
+    whole = to_uint8(smoother(module.restore_clip(clip, stains=found.blend), clip))
+    for megapixels in (1.0, 0.01):  # one tile; several
+        restorer = Restorer(module, smoother, megapixels, stain_sample=frames)
+        rows, cols = covered(restorer.tiles(96, 192))
+        assert rows.stop - rows.start < 48 and cols.stop - cols.start < 48  # around the disc, not the frame
+        got = np.stack([r for _, r in restorer(iter(frames))])
+        assert np.abs(got.astype(int) - whole).max() <= 1 and (got != whole).mean() < 1e-3, megapixels
+    restorer = Restorer(module, smoother, stain_sample=list(clean))
+    assert restorer.video_stain.estimate.hypothesis == "none" and restorer.tiles(96, 192) == []
+    got = np.stack([r for _, r in restorer(iter(clean))])
+    assert np.array_equal(got, to_uint8(smoother(torch.from_numpy(clean).permute(0, 3, 1, 2).float() / 255,
+                                                 torch.from_numpy(clean).permute(0, 3, 1, 2).float() / 255)))
 
 
 @pytest.mark.parametrize(("model", "size", "budgets"), [

@@ -89,13 +89,14 @@ class RestorationNet(nn.Module, ABC):
     def find_stains(self, frames: list[np.ndarray], centres: range, device: torch.device
                     ) -> dict[tuple[int, int], Any] | None:
         """The stain of each segment the ``centres`` of uint8 ``(H, W, 3)`` ``frames`` read, found once on
-        whole frames (on ``device``) so that restore's tiles share it; None (the default) for a model
-        that finds none."""
+        whole frames (on ``device``) so that restore's tiles share it (each renders its own pixels with
+        ``region(rows, cols)``); None (the default) for a model that finds none."""
         return None
 
     def find_video_stain(self, runs: np.ndarray, run: int, device: torch.device) -> Any:
         """One stain for a whole video from runs of ``run`` consecutive uint8 frames ``(T, H, W, 3)``
         taken across it (a consensus), or None (the default: the model finds none, or finds it per
-        segment). Its ``blend`` ``(C, H, W)`` then restores every frame, each from its own neighbours
-        as a per-frame model does."""
+        segment). Its ``region(rows, cols)`` (the blend ``(C, h, w)`` on a tile) then restores every
+        frame, each from its own neighbours as a per-frame model does, and only inside its ``box()``
+        (rows and columns), outside which the frames are their own restoration."""
         return None

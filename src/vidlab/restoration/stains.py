@@ -21,6 +21,11 @@ def check_fits(height: int, width: int, radius: float) -> None:
         )
 
 
+def _grid(height: int, width: int, origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column coordinates of a ``height`` x ``width`` region whose top-left is ``origin`` (x, y)."""
+    return np.ogrid[origin[1] : origin[1] + height, origin[0] : origin[0] + width]
+
+
 def circular_stain_mask(
     height: int,
     width: int,
@@ -29,11 +34,14 @@ def circular_stain_mask(
     opacity: float = 1.0,
     hardness: float = 0.8,
     rng: np.random.Generator | None = None,
+    origin: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
     """The notebook's stain: ``clip(1 - dist / radius, 0, 1) ** hardness * opacity``, float32 (H, W).
 
     ``center=(cx, cy)`` in pixels; ``None`` draws it as the notebook does so the disc fits:
     ``cx in [radius, width - radius)``, then ``cy in [radius, height - radius)``, from ``rng``.
+    ``origin``: the frame pixel ``(x, y)`` of the mask's top-left, to draw a region of a larger frame
+    (the same values as the whole frame's mask there: each pixel's formula reads its own coordinates).
     """
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1] (got {opacity})")
@@ -48,7 +56,7 @@ def circular_stain_mask(
         if radius <= 0:
             raise ValueError(f"radius must be > 0 (got {radius})")
         cx, cy = center
-    y, x = np.ogrid[:height, :width]
+    y, x = _grid(height, width, origin)
     dist = np.sqrt((x - cx) ** 2 + (y - cy) ** 2)
     mask = np.clip(1 - dist / radius, 0, 1) ** hardness * opacity
     return mask.astype(np.float32)
@@ -62,9 +70,11 @@ def elliptical_stain_mask(
     angle: float,
     opacity: float,
     hardness: float,
+    origin: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
-    """Generalised stain: an ellipse with semi-axes ``axes`` rotated by ``angle`` radians."""
-    y, x = np.ogrid[:height, :width]
+    """Generalised stain: an ellipse with semi-axes ``axes`` rotated by ``angle`` radians (``origin`` as
+    in :func:`circular_stain_mask`)."""
+    y, x = _grid(height, width, origin)
     dx, dy = x - center[0], y - center[1]
     cos, sin = np.cos(angle), np.sin(angle)
     u = (dx * cos + dy * sin) / axes[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -85,29 +85,48 @@ class Tile(NamedTuple):
     inner: tuple[slice, slice]
 
 
-def _spans(size: int, core: int, halo: int) -> list[tuple[slice, slice, slice]]:
+def _spans(size: int, start: int, stop: int, core: int, halo: int) -> list[tuple[slice, slice, slice]]:
+    """Cores of ``core`` pixels from ``start`` to ``stop``, each read with ``halo`` pixels either side
+    (within ``size``): ``(read, core, core within read)``."""
     spans = []
-    for start in range(0, size, core):
-        stop, low = min(size, start + core), max(0, start - halo)
-        spans.append((slice(low, min(size, stop + halo)), slice(start, stop), slice(start - low, stop - low)))
+    for low_core in range(start, stop, core):
+        high_core, low = min(stop, low_core + core), max(0, low_core - halo)
+        spans.append((slice(low, min(size, high_core + halo)), slice(low_core, high_core),
+                      slice(low_core - low, high_core - low)))
     return spans
 
 
-def plan_tiles(height: int, width: int, pixels: int, multiple: int, halo: int) -> list[Tile]:
-    """Tiles of at most ``pixels`` read pixels: the whole frame when it fits, else full-width strips,
-    else squares. Cores start on the U-Net's pooling grid (multiples of ``multiple``) and are read
-    with ``halo`` pixels of real neighbours, so each tile restores its core as the whole frame would."""
-    if height * width <= pixels:
-        core_h, core_w = height, width
-    elif width * (multiple + 2 * halo) <= pixels:
-        core_h, core_w = (pixels // width - 2 * halo) // multiple * multiple, width
+def plan_tiles(height: int, width: int, pixels: int, multiple: int, halo: int,
+               box: tuple[slice, slice] | None = None) -> list[Tile]:
+    """Tiles of at most ``pixels`` read pixels covering ``box`` (rows and columns of the frame; None: all
+    of it): the whole box and its neighbours when they fit, else full-width strips, else squares. Cores
+    start on the U-Net's pooling grid (multiples of ``multiple``) and are read with ``halo`` pixels of
+    real neighbours, so each tile restores its core as the whole frame would. An empty box: no tiles."""
+    rows, cols = box or (slice(0, height), slice(0, width))
+    if rows.start >= rows.stop or cols.start >= cols.stop:
+        return []
+    top, left = rows.start // multiple * multiple, cols.start // multiple * multiple
+    read_h = min(height, rows.stop + halo) - max(0, top - halo)
+    read_w = min(width, cols.stop + halo) - max(0, left - halo)
+    if read_h * read_w <= pixels:
+        core_h, core_w = rows.stop - top, cols.stop - left
+    elif read_w * (multiple + 2 * halo) <= pixels:
+        core_h, core_w = (pixels // read_w - 2 * halo) // multiple * multiple, cols.stop - left
     else:
         core_h = core_w = (math.isqrt(pixels) - 2 * halo) // multiple * multiple
     return [
         Tile((read_r, read_c), (core_r, core_c), (inner_r, inner_c))
-        for read_r, core_r, inner_r in _spans(height, core_h, halo)
-        for read_c, core_c, inner_c in _spans(width, core_w, halo)
+        for read_r, core_r, inner_r in _spans(height, top, rows.stop, core_h, halo)
+        for read_c, core_c, inner_c in _spans(width, left, cols.stop, core_w, halo)
     ]
+
+
+def covered(tiles: list[Tile]) -> tuple[slice, slice]:
+    """The rows and columns the tiles' cores cover (empty slices for no tiles)."""
+    if not tiles:
+        return slice(0, 0), slice(0, 0)
+    return (slice(tiles[0].core[0].start, tiles[-1].core[0].stop),
+            slice(tiles[0].core[1].start, tiles[-1].core[1].stop))
 
 
 def _to_float(frames: list[np.ndarray], rows: slice, cols: slice, device: torch.device) -> torch.Tensor:
@@ -118,16 +137,21 @@ def _to_float(frames: list[np.ndarray], rows: slice, cols: slice, device: torch.
     return torch.from_numpy(region).permute(0, 3, 1, 2).to(device).float() / 255
 
 
-def _crop(stains: dict | torch.Tensor | None, tile: Tile) -> dict | torch.Tensor | None:
-    """What a model found on whole frames (per segment, or the video's), cut to a tile's pixels."""
+def _crop(stains: Any, tile: Tile) -> dict | torch.Tensor | None:
+    """What a model found on whole frames (per segment, or the video's), rendered on a tile's pixels."""
     if isinstance(stains, dict):
-        return {segment: found.blend[(..., *tile.read)] for segment, found in stains.items()}
-    return None if stains is None else stains[(..., *tile.read)]
+        return {segment: found.region(*tile.read) for segment, found in stains.items()}
+    return None if stains is None else stains.region(*tile.read)
 
 
 class Restorer:
     """Streams frames through the model and the smoothing in blocks of at most ``megapixels``
-    million pixels (and at most ``chunk`` frames, if given), on the module's device."""
+    million pixels (and at most ``chunk`` frames, if given), on the module's device.
+
+    Once a video's stain is found, only the rows and columns it covers go through the model: a pixel
+    the stain does not reach is its own restoration (opacity 0: the inverse blend is the identity and
+    the repair is scaled by the opacity), so a 4K frame with a small stain costs a tile, not the frame,
+    and a clean video passes through without the model."""
 
     def __init__(
         self, module: RestorationModule, smoother: Smoother, megapixels: float = DEFAULT_MEGAPIXELS,
@@ -154,53 +178,73 @@ class Restorer:
         frames = max(1, pixels // pixels_per_frame - context)
         return frames if self.chunk is None else min(frames, self.chunk)
 
+    def tiles(self, h: int, w: int) -> list[Tile]:
+        """The tiles the model restores of an ``h`` x ``w`` frame: those covering the video's stain when
+        it is known (none for a clean video), else the whole frame's."""
+        if not self.tileable:
+            return plan_tiles(h, w, h * w, self.multiple, self.halo)
+        box = None if self.video_stain is None else self.video_stain.box()
+        return plan_tiles(h, w, self.pixels, self.multiple, self.halo, box)
+
     def __call__(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(input, restored)`` uint8 ``(H, W, 3)`` frames in order."""
         frames = iter(frames)
         first = next(frames, None)
         if first is None:
             return
-        yield from self._smooth(self._restore(itertools.chain([first], frames), *first.shape[:2]), *first.shape[:2])
+        h, w = first.shape[:2]
+        tiles = self.tiles(h, w)
+        frames = itertools.chain([first], frames)
+        pairs = self._restore(frames, tiles, h * w) if tiles else ((frame, None) for frame in frames)
+        yield from self._smooth(pairs, covered(tiles), h, w)
 
-    def _restore(self, frames: Iterator[np.ndarray], h: int, w: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """``(input, restored float (3, H, W) on the CPU)``; each frame goes through the model once."""
+    def _restore(self, frames: Iterator[np.ndarray], tiles: list[Tile],
+                 frame_pixels: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """``(input, restored float (3, h, w) on the CPU)``, the restored pixels being those the tiles'
+        cores cover; each frame goes through the model once."""
         import torch
 
-        pixels = self.pixels if self.tileable else h * w
-        tiles = plan_tiles(h, w, pixels, self.multiple, self.halo)
+        rows, cols = covered(tiles)
         read = max((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
         batch = self._frames_per_block(self.pixels, read)  # frames the model's convolutions take at once
         # per frame (a video-wide stain restores each frame from its own neighbours too): blocks carry
         # the neighbours the model reads, and memory follows the budget whatever the frame size
         per_frame = self.window is None or self.video_stain is not None
-        if per_frame:
+        if per_frame:  # whole frames held: as many as the budget's pixels (a small stain's tile batches more)
             radius = self.module.net.context_frames // 2
-            before, after, block = radius, radius, batch
+            before, after, block = radius, radius, min(batch, self._frames_per_block(self.pixels, frame_pixels))
         else:  # one stain estimate per aligned segment; a short last one reads the window before it. The
             # segment's frames are held as pixels, but refined ``batch`` at a time: refining a whole
             # segment of 720p frames at once took 6.9 GB
             before, after, block = self.window, 0, self.window * max(1, batch // self.window)
+        # the video's stain is rendered once per tile where all the tiles' fit in the budget (else per block)
+        reads = sum((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
+        rendered = ([_crop(self.video_stain, tile) for tile in tiles]
+                    if self.video_stain is not None and reads <= self.pixels else None)
         for window, first, count in _blocks(frames, before, after, block):
             # a window model reads the frames before the block only for a short last segment: the
             # others stay uint8 (at 720p, 16 float frames are 0.18 GB)
             low = 0 if per_frame else min(self.module.net.segment(c, len(window))[0]
                                           for c in range(first, first + count))
-            stains = (self.video_stain.blend if self.video_stain is not None else
+            stains = (self.video_stain if self.video_stain is not None else
                       self.module.net.find_stains(window[low:], range(first - low, first - low + count), self.device))
-            restored = torch.empty(count, 3, h, w)
-            for tile in tiles:
+            restored = torch.empty(count, 3, rows.stop - rows.start, cols.stop - cols.start)
+            for index, tile in enumerate(tiles):
                 clip = _to_float(window[low:], *tile.read, self.device)
+                found = rendered[index] if rendered is not None else _crop(stains, tile)
                 out = self.module.restore_clip(clip, batch=batch, centres=range(first - low, first - low + count),
-                                               stains=_crop(stains, tile)).cpu()
-                restored[:, :, tile.core[0], tile.core[1]] = out[:, :, tile.inner[0], tile.inner[1]]
+                                               stains=found).cpu()
+                core = _within(tile.core[0], rows), _within(tile.core[1], cols)
+                restored[(..., *core)] = out[(..., *tile.inner)]
             yield from zip(window[first : first + count], restored)
 
-    def _smooth(self, pairs: Iterator[tuple[np.ndarray, torch.Tensor]],
+    def _smooth(self, pairs: Iterator[tuple[np.ndarray, torch.Tensor | None]], area: tuple[slice, slice],
                 h: int, w: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Smoothing in blocks of frames with their context, by strips of rows (every smoother is
         per pixel in space), each strip converted to uint8 into the output frames as it is smoothed:
-        no whole float frame beyond those restored (at 4K, 0.1 GB each, and ``to_uint8``'s
-        temporaries as many again). A recursive smoother gets its last output as the frame before."""
+        no whole float frame is made (at 4K, 0.1 GB each). A restored frame is the input's own pixels
+        but in ``area``, where the model restored it; a recursive smoother gets its last output as the
+        frame before."""
         import torch
 
         from vidlab.restoration.module import to_uint8
@@ -212,18 +256,37 @@ class Restorer:
         previous: torch.Tensor | None = None
         for window, first, count in _blocks(pairs, before, after, size):
             stained = [frame for frame, _ in window]
-            restored = [frame for _, frame in window]
-            if recursive and previous is not None:
-                restored[first - 1] = previous
             rows = max(1, self.pixels // (len(window) * w))
             smoothed = np.empty((count, h, w, 3), np.uint8)
             last = torch.empty(3, h, w) if recursive else None
             for top in range(0, h, rows):
-                strip = slice(top, top + rows)
-                block = torch.stack([frame[:, strip] for frame in restored]).to(self.device)
-                out = self.smoother(block, _to_float(stained, strip, slice(None), self.device))[first : first + count]
+                strip = slice(top, min(h, top + rows))
+                original = _to_float(stained, strip, slice(None), self.device)
+                block = _with_restored(original, [patch for _, patch in window], area, strip)
+                if recursive and previous is not None:
+                    block[first - 1] = previous[:, strip].to(self.device)
+                out = self.smoother(block, original)[first : first + count]
                 smoothed[:, strip] = to_uint8(out)
                 if last is not None:
                     last[:, strip] = out[-1].cpu()
             previous = last
             yield from zip(stained[first : first + count], smoothed)
+
+
+def _within(inner: slice, outer: slice) -> slice:
+    """``inner`` (a slice of the frame inside ``outer``) counted from ``outer``'s start."""
+    return slice(inner.start - outer.start, inner.stop - outer.start)
+
+
+def _with_restored(original: torch.Tensor, patches: list[torch.Tensor | None], area: tuple[slice, slice],
+                   strip: slice) -> torch.Tensor:
+    """A strip of rows of restored frames ``(T, 3, rows, W)``: the input's pixels (``original``), with the
+    restored ``patches`` (each ``area``'s pixels) where they meet the strip."""
+    import torch
+
+    top, bottom = max(strip.start, area[0].start), min(strip.stop, area[0].stop)
+    block = original.clone()
+    if top < bottom:
+        block[:, :, top - strip.start : bottom - strip.start, area[1]] = torch.stack(
+            [patch[:, top - area[0].start : bottom - area[0].start] for patch in patches]).to(block.device)
+    return block

@@ -36,11 +36,28 @@ STATISTICS = ("minimum", "maximum", "mean", "motion")  # per channel, over the c
 
 
 class FoundStain(NamedTuple):
-    """A segment's stain found on whole frames: ``blend`` ``(4, H, W)``, the opacity then the offset
-    per channel (restore crops it per tile), and the estimate it came from (restore's report)."""
+    """A segment's (or a video's) stain found on whole frames of ``height`` x ``width``: the estimate
+    (restore's report), its blend rendered where it is read."""
 
-    blend: torch.Tensor
     estimate: StainEstimate
+    height: int
+    width: int
+    device: torch.device
+
+    def region(self, rows: slice = slice(None), cols: slice = slice(None)) -> torch.Tensor:
+        """``(4, h, w)``: the opacity then the offset per channel on these rows and columns of the frame
+        (restore renders each tile's: a whole 4K frame's is 0.13 GB)."""
+        opacity, offset = self.estimate.blend(self.height, self.width, self.device, (rows, cols))
+        return torch.cat([opacity[None], offset])
+
+    @property
+    def blend(self) -> torch.Tensor:
+        """``(4, H, W)``: :meth:`region` on the whole frame."""
+        return self.region()
+
+    def box(self) -> tuple[slice, slice]:
+        """Rows and columns outside which the stain blends nothing (:meth:`StainEstimate.box`)."""
+        return self.estimate.box(self.height, self.width)
 
 
 class BlendOutput(NamedTuple):
@@ -152,8 +169,7 @@ class BlendUNet(RestorationNet):
                 "tint": self.tint.tolist()}
         # 0.3's pickled MLflow models lack it (until 0.5)
         estimate = estimate_stain(frames, getattr(self, "max_stains", 0), disc, run)
-        opacity, offset = estimate.blend(*frames.shape[-2:], frames.device)
-        return FoundStain(torch.cat([opacity[None], offset]), estimate)
+        return FoundStain(estimate, *frames.shape[-2:], frames.device)
 
     def stain_of(self, clip: torch.Tensor, blend: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
