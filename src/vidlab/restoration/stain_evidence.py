@@ -33,6 +33,7 @@ MAX_ROWS = 96             # frames are shrunk to about this many rows to find an
 FIT_FRAMES = 16           # frames the search and fits read, spread over those given
 MOVING = 2 / 255          # temporal activity above which content is taken to move
 MIN_RADIUS = 8            # pixels: the smallest disc radius the fits shrink a frame to
+VALUES_AT_ONCE = 1 << 22  # frame values a per-pixel likelihood reads at once (16 MB of each temporary)
 
 
 def pixel_nll(frames: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, per_pixel: bool = False,
@@ -58,6 +59,20 @@ def pixel_nll(frames: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, pe
     return terms[0].sum((-2, -1)) + terms[1].sum((-2, -1))
 
 
+def nll_map(frames: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, floor: float = ROUNDING) -> torch.Tensor:
+    """:func:`pixel_nll`'s per-pixel map ``(H, W)``, computed over strips of rows, each read with the row
+    below it (which its vertical gradients reach): every pixel's value is the whole frame's, in memory
+    bounded by ``VALUES_AT_ONCE``, not by the frames (a native video's shrunk sample is 0.1-0.2 GB)."""
+    h, w = frames.shape[-2:]
+    rows = max(1, VALUES_AT_ONCE // (frames[..., :1, :].numel()))
+    strips = []
+    for top in range(0, h, rows):
+        bottom, read = min(h, top + rows), min(h, top + rows + 1)
+        nll = pixel_nll(frames[..., top:read, :], gain[..., top:read, :], offset[..., top:read, :], True, floor)
+        strips.append(nll[..., : bottom - top, :])
+    return torch.cat(strips, -2)
+
+
 def motion_weights(frames: torch.Tensor) -> torch.Tensor:
     """``(H, W)``: the fraction of consecutive frame pairs in which a pixel changes by more than the
     clip's noise (``MOVING``, or twice the typical pixel's median change, whichever is larger: a codec's
@@ -72,7 +87,7 @@ def none_nll(frames: torch.Tensor, floor: float = ROUNDING) -> torch.Tensor:
     """``(H, W)``: the per-pixel negative log-likelihood of frames with no stain, the base every
     hypothesis' gain is measured from (computed once per set of frames scored)."""
     h, w = frames.shape[-2:]
-    return pixel_nll(frames, torch.ones(h, w), torch.zeros(3, h, w), per_pixel=True, floor=floor)
+    return nll_map(frames, torch.ones(h, w), torch.zeros(3, h, w), floor)
 
 
 def frames_evidence(frames: torch.Tensor, params: torch.Tensor, weights: torch.Tensor, base: torch.Tensor,
@@ -86,7 +101,7 @@ def frames_evidence(frames: torch.Tensor, params: torch.Tensor, weights: torch.T
         gain, added = render(params, *frames.shape[-2:])
         if not offset:
             added = torch.zeros_like(added)
-        return float(((base - pixel_nll(frames, gain, added, per_pixel=True, floor=floor)) * weights).sum()
+        return float(((base - nll_map(frames, gain, added, floor)) * weights).sum()
                      * frames.shape[0])
 
 
@@ -122,8 +137,13 @@ class Fitting(NamedTuple):
 
     frames: torch.Tensor      # up to FIT_FRAMES frames spread over each run, float, shrunk by block means
     weights: torch.Tensor     # (H, W) motion weights, averaged over the runs
-    deviations: torch.Tensor  # the frames less their run's mean
+    lengths: list[int]        # frames of each run in ``frames``
     scale: int                # the shrink factor
+
+    @property
+    def deviations(self) -> torch.Tensor:
+        """The frames less their run's mean (made where read: as large as the frames)."""
+        return torch.cat([run - run.mean(0, keepdim=True) for run in self.frames.split(self.lengths)])
 
 
 def spread_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -138,10 +158,11 @@ def fitting_frames(runs: list[torch.Tensor], scale: int | None = None) -> Fittin
     """What the fits read of runs of consecutive frames, shrunk by ``scale`` (or to about ``MAX_ROWS``
     rows)."""
     scale = scale or fit_scale(*runs[0].shape[-2:])
-    chosen = [shrink(spread_frames(run), scale) for run in runs]
-    weights = torch.stack([motion_weights(run) for run in chosen]).mean(0)
-    deviations = torch.cat([run - run.mean(0, keepdim=True) for run in chosen])
-    return Fitting(torch.cat(chosen), weights, deviations, scale)
+    chosen = [spread_frames(run) for run in runs]
+    frames = shrink([frame for run in chosen for frame in run], scale)  # no copy of the native frames
+    lengths = [len(run) for run in chosen]
+    weights = torch.stack([motion_weights(run) for run in frames.split(lengths)]).mean(0)
+    return Fitting(frames, weights, lengths, scale)
 
 
 def crops_around(image: torch.Tensor, centres: list[tuple[int, int]], reach: int) -> torch.Tensor:

@@ -32,6 +32,7 @@ FINALISTS = 3          # coarse candidates searched around, pixel by pixel, on e
 FLOOR = 0.02           # 1 - m is floored here in the search (the disc's centre is opaque)
 SEARCH_ROWS = 72       # a larger frame is searched shrunk to about this many rows first
 MIN_RADIUS = 8         # ... unless that would shrink the stain below this radius
+STRIP_VALUES = 1 << 22  # frame values made float at once when shrinking (16 MB)
 
 
 def _template(radius: float, hardness: float, opacity: float,
@@ -44,10 +45,10 @@ def _template(radius: float, hardness: float, opacity: float,
     return gain, tint.reshape(-1, 1, 1) * mask * gain, reach
 
 
-def _log_gradients(x: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log(1 + |g| / sigma)`` of the horizontal and of the vertical differences of the last two axes."""
-    return ((x[..., :, 1:] - x[..., :, :-1]).abs().div_(sigma).log1p_(),
-            (x[..., 1:, :] - x[..., :-1, :]).abs().div_(sigma).log1p_())
+def _log_gradients(x: torch.Tensor, sigma: float, axis: int) -> torch.Tensor:
+    """``log(1 + |g| / sigma)`` of the differences along ``axis`` (-1: horizontal, -2: vertical), one
+    axis at a time: on a native clip each is as large as the clip."""
+    return torch.diff(x, dim=axis).abs_().div_(sigma).log1p_()
 
 
 def _box_sums(image: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -63,7 +64,7 @@ class _Scorer:
     def __init__(self, clip: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, reach: int, sigma: float):
         self.clip, self.gain, self.offset, self.reach, self.sigma = clip, gain, offset, reach, sigma
         size = 2 * reach + 1
-        gx, gy = (g.sum((0, 1)) for g in _log_gradients(clip, sigma))
+        gx, gy = _log_gradients(clip, sigma, -1).sum((0, 1)), _log_gradients(clip, sigma, -2).sum((0, 1))
         self.stained = _box_sums(gx, size, size - 1) + _box_sums(gy, size - 1, size)  # (H - size + 1, W - size + 1)
 
     def __call__(self, xs: range, y: int) -> torch.Tensor:
@@ -72,7 +73,8 @@ class _Scorer:
         strip = self.clip[:, :, y - reach : y + reach + 1, xs.start - reach : xs.stop - 1 + reach + 1]
         crops = strip.unfold(-1, size, xs.step).permute(3, 0, 1, 2, 4)  # (candidates, T, 3, size, size)
         corners = torch.tensor(list(xs)) - reach
-        inverse = sum(g.sum((-4, -3, -2, -1)) for g in _log_gradients(crops * self.gain - self.offset, self.sigma))
+        inverse = crops * self.gain - self.offset
+        inverse = sum(_log_gradients(inverse, self.sigma, axis).sum((-4, -3, -2, -1)) for axis in (-1, -2))
         return inverse - self.stained[y - reach, corners].float()
 
 
@@ -92,12 +94,20 @@ def as_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.float().div_(255) if frames.dtype == torch.uint8 else frames.float()
 
 
-def shrink(frames: torch.Tensor, scale: int) -> torch.Tensor:
-    """Frames ``(T, C, H, W)`` as floats (:func:`as_float`) shrunk by ``scale`` (block means), one frame at
-    a time: a native clip is never made float whole."""
+def shrink(frames: torch.Tensor | list[torch.Tensor], scale: int) -> torch.Tensor:
+    """Frames ``(T, C, H, W)`` (or a list of ``(C, H, W)``) as floats (:func:`as_float`) shrunk by
+    ``scale`` (block means) into one ``(T, C, h, w)`` tensor, a strip of rows of one frame at a time (a
+    multiple of ``scale`` rows: the same blocks): a native frame is never made float whole (at 4K, 0.1 GB)."""
     if scale == 1:
-        return as_float(frames)
-    return torch.stack([torch.nn.functional.avg_pool2d(as_float(frame), scale) for frame in frames])
+        return as_float(frames if isinstance(frames, torch.Tensor) else torch.stack(frames))
+    c, h, w = frames[0].shape
+    out = torch.empty(len(frames), c, h // scale, w // scale, device=frames[0].device)
+    rows = max(1, STRIP_VALUES // (c * w * scale)) * scale
+    for index, frame in enumerate(frames):
+        for top in range(0, h // scale * scale, rows):
+            out[index, :, top // scale : (top + rows) // scale] = torch.nn.functional.avg_pool2d(
+                as_float(frame[:, top : top + rows]), scale)
+    return out
 
 
 def fit_centre(clip: torch.Tensor, radius: float, hardness: float, opacity: float,
@@ -119,7 +129,7 @@ def fit_centre(clip: torch.Tensor, radius: float, hardness: float, opacity: floa
     else:
         region, top, left, spread = as_float(clip), 0, 0, COARSE_STEP
     bounds = (reach - left, w - reach - left, reach - top, h - reach - top)  # candidates whose disc fits the frame
-    sigma = max(float((region[..., 1:] - region[..., :-1]).abs().mean()), 1e-3)  # the footage's gradient scale
+    sigma = max(float(torch.diff(region).abs_().mean()), 1e-3)  # the footage's gradient scale
     fine = _Scorer(region, gain, offset, reach, sigma)
     if scale == 1:  # the coarse grid reads a few frames' channel means (the blend holds for them with the mean tint)
         grey = region[np.linspace(0, t - 1, min(t, COARSE_FRAMES)).round().astype(int)].mean(1, keepdim=True)

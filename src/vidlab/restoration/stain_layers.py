@@ -30,6 +30,7 @@ COARSE_STEP = 3           # pixels between candidate centres of the coarse searc
 COARSE_RADII = (5, 8, 12, 17, 24)  # candidate radii of the coarse search (pixels at the fitting scale)
 COARSE_HARDNESS, COARSE_OPACITY = 1.0, 0.7  # the profile the coarse search assumes
 FIT_STEPS = 120           # gradient steps refining one layer
+AT_ONCE = 32              # candidates scored at once (their crops: 16 MB at the largest radius)
 
 
 def coarse_search(frames: torch.Tensor, params: torch.Tensor) -> torch.Tensor | None:
@@ -55,8 +56,8 @@ def coarse_search(frames: torch.Tensor, params: torch.Tensor) -> torch.Tensor | 
         core = mask >= mask.max() * 0.7
         ring = mask == 0
         centres = [(x, y) for y in range(reach, h - reach, COARSE_STEP) for x in range(reach, w - reach, COARSE_STEP)]
-        for start in range(0, len(centres), 128):
-            chunk = centres[start : start + 128]
+        for start in range(0, len(centres), AT_ONCE):
+            chunk = centres[start : start + AT_ONCE]
             crops, below, added = (crops_around(image, chunk, reach) for image in (frames, gain, offset))
             means = crops.mean(1)  # (N, 3, size, size)
             m_core = float(mask[core].mean())
