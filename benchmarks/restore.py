@@ -1,6 +1,7 @@
 """Restore speed and peak memory per frame size: the real ``python -m vidlab.restore`` run as a
 subprocess per size under ``/usr/bin/time -v``, with the fixed 32-frame-chunk restore it replaced
-(``src/vidlab/restore.py`` at commit b151dd8) as the baseline on the smallest size.
+(``src/vidlab/restore.py`` at commit b151dd8) as the baseline on the smallest size, and per size the
+floor under any restore: the same video decoded and encoded again with torch imported.
 
     python benchmarks/restore.py [--frames 48] [--sizes 320x240,1280x720,1920x1080] [--megapixels 1.0]
                                  [--models shipped,default,unet]
@@ -82,6 +83,10 @@ def measure(command: list[str]) -> tuple[float, float, str]:
     return seconds, int(re.findall(pattern, proc.stderr)[-1]) / 2**20, proc.stderr
 
 
+FLOOR = ("import sys, torch; from vidlab.video import H264Writer, iter_frames\n"
+         "with H264Writer(sys.argv[2], 24) as out:\n    for frame in iter_frames(sys.argv[1]): out.write(frame)")
+
+
 def restoring_rate(stderr: str) -> float:
     """Frames/s of the restore loop alone: the progress bar's final average (tqdm, smoothing=0)."""
     value, unit = re.findall(r"([\d.]+)(frame/s|s/frame)\]", stderr)[-1]
@@ -113,6 +118,9 @@ def main() -> None:
                                                 str(work / f"restored_{width}x{height}.mp4"), "--device", "cpu",
                                                 *budget])
                 rows.append((f"{width}x{height}", model, "vidlab.restore", seconds, restoring_rate(stderr), rss))
+            # the floor no restore goes below: torch imported, the video decoded and encoded again (H.264)
+            seconds, rss, _ = measure([sys.executable, "-c", FLOOR, str(video), str(work / "copy.mp4")])
+            rows.append((f"{width}x{height}", "-", "decode + encode alone (torch imported)", seconds, None, rss))
             if (width, height) == sizes[0] and baseline.exists() and "unet" in checkpoints:
                 seconds, rss, _ = measure([sys.executable, str(baseline), str(checkpoints["unet"]), str(video),
                                            str(work / "restored_baseline.mp4"), "--device", "cpu"])

@@ -303,6 +303,25 @@ def test_halo_covers_the_receptive_field(depth: int):
     assert radius <= Restorer(module, SMOOTHINGS.build(SMOOTHINGS.from_conf("none"))).halo
 
 
+def test_the_memory_benchmark_measures_each_step_beside_the_floor(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """``benchmarks/restore_phases.py`` shrunk as a user trying it would (one small size, 8 frames): a
+    row per size with the peak of each step of a fresh restore (the shipped model finds the disc it
+    blends in) and of the same video only copied; each process is fresh, which is the point (a peak
+    is per process). About 25 s: two processes that import torch."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # as running the script puts it
+    try:
+        import restore_phases
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    source = write_video(tmp_path / "source.mp4", moving_square_frames(8, 120, 160), fps=10)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["restore_phases.py", str(source), "--sizes", "160x120", "--frames", "8"])
+        restore_phases.main()
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    loaded, finding, restoring, floor = map(float, re.findall(r"([\d.]+) GB", row))
+    assert row.startswith("| 160x120 |") and 0.1 < floor < loaded <= finding < 3 and 0.1 < restoring < 3
+
+
 def test_restoring_from_a_checkpoint_file_imports_no_mlflow(checkpoint: Path, video: Path, tmp_path: Path):
     """A fresh ``python -m vidlab.restore`` process (its imports are the point), with a checkpoint file
     and ``--side-by-side``: MLflow, which only ``runs:/`` and ``models:/`` references need, is never
