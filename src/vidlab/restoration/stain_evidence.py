@@ -61,8 +61,10 @@ def pixel_nll(frames: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, pe
 
 def nll_map(frames: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, floor: float = ROUNDING) -> torch.Tensor:
     """:func:`pixel_nll`'s per-pixel map ``(H, W)``, computed over strips of rows, each read with the row
-    below it (which its vertical gradients reach): every pixel's value is the whole frame's, in memory
-    bounded by ``VALUES_AT_ONCE``, not by the frames (a native video's shrunk sample is 0.1-0.2 GB)."""
+    below it (which its vertical gradients reach): each pixel's terms read what they read on the whole
+    frame (equal up to the last bit of vectorised float rounding; the estimates of docs/benchmarks.md's
+    videos are equal), in memory bounded by ``VALUES_AT_ONCE``, not by the frames (a native video's
+    shrunk sample is 0.1-0.2 GB)."""
     h, w = frames.shape[-2:]
     rows = max(1, VALUES_AT_ONCE // (frames[..., :1, :].numel()))
     strips = []

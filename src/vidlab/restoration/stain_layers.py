@@ -131,12 +131,13 @@ def layer_evidence(runs: list[torch.Tensor], below: torch.Tensor, layer: torch.T
         held = refine(fitted_on.frames, layer, below, FIT_STEPS // 2)
         if not _inside(held, *scored_on.frames.shape[-2:]):
             return -math.inf
-        base, motion_base = none_nll(scored_on.frames), none_nll(scored_on.deviations, DEVIATION_FLOOR)
+        deviations = scored_on.deviations
+        base, motion_base = none_nll(scored_on.frames), none_nll(deviations, DEVIATION_FLOOR)
         above = torch.cat([below, held[None]])
         frames_gain += (frames_evidence(scored_on.frames, above, scored_on.weights, base)
                         - frames_evidence(scored_on.frames, below, scored_on.weights, base))
-        half_motion = (motion_evidence(scored_on.deviations, above, scored_on.weights, motion_base)
-                       - motion_evidence(scored_on.deviations, below, scored_on.weights, motion_base))
+        half_motion = (motion_evidence(deviations, above, scored_on.weights, motion_base)
+                       - motion_evidence(deviations, below, scored_on.weights, motion_base))
         if half_motion < 0:
             return -math.inf
         motion_gain += half_motion

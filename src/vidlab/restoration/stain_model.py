@@ -67,12 +67,12 @@ class StainEstimate:
         stain = self._stain(bottom - top, right - left, (left, top))
         return torch.from_numpy(stain.mask).to(device), torch.from_numpy(stain.offset).permute(2, 0, 1).to(device)
 
-    def opacity_strips(self, height: int, width: int, pixels: int = 1 << 20) -> Iterator[tuple[int, np.ndarray]]:
-        """``(top, opacity)`` of full-width strips of about ``pixels`` pixels covering the frame: what the
-        whole frame holds, in memory that does not grow with it."""
+    def _strips(self, height: int, width: int, pixels: int = 1 << 20) -> Iterator[tuple[int, stains.Stain]]:
+        """``(top, layers drawn there)`` of full-width strips of about ``pixels`` pixels covering the frame:
+        what the whole frame holds, in memory that does not grow with it."""
         rows = max(1, pixels // width)
         for top in range(0, height, rows):
-            yield top, self._stain(min(rows, height - top), width, (0, top)).mask
+            yield top, self._stain(min(rows, height - top), width, (0, top))
 
     def _stain(self, height: int, width: int, origin: tuple[int, int]) -> stains.Stain:
         """The layers drawn on a region whose top-left is the frame's pixel ``origin``."""
@@ -80,12 +80,15 @@ class StainEstimate:
                                   for shape in self.layers), height, width)
 
     def box(self, height: int, width: int) -> tuple[slice, slice]:
-        """The rows and columns holding every pixel the stain covers (opacity above 0; empty slices for
-        none): outside them it blends nothing, and the frame is its own restoration."""
+        """The rows and columns holding every pixel a layer covers (its opacity above 0; empty slices
+        for none): outside them the stain blends nothing, and the frame is its own restoration."""
         rows, cols = np.zeros(height, bool), np.zeros(width, bool)
-        for top, opacity in self.opacity_strips(height, width):
-            rows[top : top + len(opacity)] = opacity.any(1)
-            cols |= opacity.any(0)
+        for top, stain in self._strips(height, width):
+            covered = np.zeros((stain.height, width), bool)
+            for layer in stain.layers:
+                covered |= layer.mask > 0
+            rows[top : top + stain.height] = covered.any(1)
+            cols |= covered.any(0)
         if not rows.any():
             return slice(0, 0), slice(0, 0)
         (r,), (c,) = rows.nonzero(), cols.nonzero()
@@ -95,7 +98,8 @@ class StainEstimate:
         """The report ``python -m vidlab.restore`` logs: stains, area (pixels with opacity above 0.05),
         mean opacity over that area, the hypothesis and the layers."""
         area, total = 0, 0.0
-        for _, opacity in self.opacity_strips(height, width):
+        for _, stain in self._strips(height, width):
+            opacity = stain.mask
             inside = opacity[opacity > 0.05]
             area, total = area + inside.size, total + float(inside.sum(dtype=np.float64))
         return {"stains": len(self.layers), "hypothesis": self.hypothesis, "area_pixels": area,

@@ -181,9 +181,11 @@ class Restorer:
     def tiles(self, h: int, w: int) -> list[Tile]:
         """The tiles the model restores of an ``h`` x ``w`` frame: those covering the video's stain when
         it is known (none for a clean video), else the whole frame's."""
+        box = None if self.video_stain is None else self.video_stain.box()
+        if box is not None and box[0].start >= box[0].stop:
+            return []  # no stain: nothing to restore, whatever the model
         if not self.tileable:
             return plan_tiles(h, w, h * w, self.multiple, self.halo)
-        box = None if self.video_stain is None else self.video_stain.box()
         return plan_tiles(h, w, self.pixels, self.multiple, self.halo, box)
 
     def __call__(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -217,10 +219,11 @@ class Restorer:
             # segment's frames are held as pixels, but refined ``batch`` at a time: refining a whole
             # segment of 720p frames at once took 6.9 GB
             before, after, block = self.window, 0, self.window * max(1, batch // self.window)
-        # the video's stain is rendered once per tile where all the tiles' fit in the budget (else per block)
+        # the video's stain is rendered once per tile where the tiles read up to 8 budgets of pixels (its
+        # blend: 16 bytes a pixel, 0.13 GB at the default budget), else again for each block
         reads = sum((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
         rendered = ([_crop(self.video_stain, tile) for tile in tiles]
-                    if self.video_stain is not None and reads <= self.pixels else None)
+                    if self.video_stain is not None and reads <= 8 * self.pixels else None)
         for window, first, count in _blocks(frames, before, after, block):
             # a window model reads the frames before the block only for a short last segment: the
             # others stay uint8 (at 720p, 16 float frames are 0.18 GB)
