@@ -83,10 +83,6 @@ def measure(command: list[str]) -> tuple[float, float, str]:
     return seconds, int(re.findall(pattern, proc.stderr)[-1]) / 2**20, proc.stderr
 
 
-FLOOR = ("import sys, torch; from vidlab.video import H264Writer, iter_frames\n"
-         "with H264Writer(sys.argv[2], 24) as out:\n    for frame in iter_frames(sys.argv[1]): out.write(frame)")
-
-
 def restoring_rate(stderr: str) -> float:
     """Frames/s of the restore loop alone: the progress bar's final average (tqdm, smoothing=0)."""
     value, unit = re.findall(r"([\d.]+)(frame/s|s/frame)\]", stderr)[-1]
@@ -119,7 +115,8 @@ def main() -> None:
                                                 *budget])
                 rows.append((f"{width}x{height}", model, "vidlab.restore", seconds, restoring_rate(stderr), rss))
             # the floor no restore goes below: torch imported, the video decoded and encoded again (H.264)
-            seconds, rss, _ = measure([sys.executable, "-c", FLOOR, str(video), str(work / "copy.mp4")])
+            seconds, rss, _ = measure([sys.executable, str(ROOT / "benchmarks" / "restore_phases.py"), "--copy",
+                                       str(video), str(work / "copy.mp4"), "h264"])
             rows.append((f"{width}x{height}", "-", "decode + encode alone (torch imported)", seconds, None, rss))
             if (width, height) == sizes[0] and baseline.exists() and "unet" in checkpoints:
                 seconds, rss, _ = measure([sys.executable, str(baseline), str(checkpoints["unet"]), str(video),

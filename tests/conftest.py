@@ -39,6 +39,17 @@ class Outcome:
     stderr: str
 
 
+@contextlib.contextmanager
+def benchmarks_importable() -> Iterator[None]:
+    """``benchmarks/`` on ``sys.path`` while the block runs, as running a script there puts it (the
+    processes a benchmark starts import it too)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
 def call_main(main: Callable[[], object]) -> Outcome:
     """A command's ``main`` called in this process: its exit code (``SystemExit``'s, as the process
     would end) and what it printed to stdout and stderr."""

@@ -4,7 +4,6 @@ a batch's array is reused only once nothing refers to it; the distinct frames, r
 are the clips the model saw before; broken videos fail their rows, short ones pad theirs."""
 
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from vidlab.embeddings.extraction import ReaderPlan, clip_loader, reader_plan
 from vidlab.embeddings.preprocess import WeightsPreprocess
 from vidlab.video import read_frames, write_video
 
-from conftest import ROOT
+from conftest import benchmarks_importable
 
 T = 4
 # every way extraction.num_workers can spread a rank's work (extraction.reader_plan), on 2 to 16 cores
@@ -182,13 +181,10 @@ def test_the_quick_benchmark_prints_the_loaders_ratio_to_the_decode_ceiling(tmp_
     repetitions: the median of one ceiling-then-loader pair each, so a burst of the suite's other
     worker in one of them does not decide the row): a row per thread plan with its ratio, far above
     the process loader's 0.08-0.10."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # as running the script puts it (its processes import it too)
-    try:
+    with benchmarks_importable():
         from extraction import main
 
         main(["--quick", "--seconds", "6", "--reps", "3", "--data", str(tmp_path)])
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if "native size" in line]
     assert len(rows) == 2 and "1 reader" in rows[0][2] and "readers" in rows[1][2]
     assert all(float(row[4].strip(" *")) > 0.3 for row in rows)
@@ -199,8 +195,7 @@ def test_the_loader_table_puts_each_peer_beside_the_loader_on_the_same_frames(tm
     videos of that size, the loader's row, then a row per peer asked for the same frames (its clips/s,
     ratio and pixel check) or, where the peer is not installed (CI), its reason. One process: a pool
     per core costs seconds to start, and the rows are made alike."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from extraction import PEERS, load_index, loader_table, make_videos, video_set, write_index
 
         codec, size = video_set("h264@176x144")
@@ -209,8 +204,6 @@ def test_the_loader_table_puts_each_peer_beside_the_loader_on_the_same_frames(tm
         assert read_frames(paths[0], [0]).shape == (1, 144, 176, 3)
         table = load_index(write_index(paths, tmp_path / "index.csv"), None)
         loader_table({1: table}, "small", 4, 1, peers=True)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| small")]
     assert rows[0][2].strip().startswith("vidlab loader, 1 reader") and float(rows[0][4].strip(" *")) > 0
     for name in PEERS:

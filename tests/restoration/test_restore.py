@@ -35,7 +35,7 @@ from vidlab.restoration.streaming import Restorer, covered, plan_tiles
 from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
 from vidlab.video.count import video_info
 
-from conftest import ROOT, Outcome, call_main, mounted_tmpfs, moving_square_frames
+from conftest import ROOT, Outcome, benchmarks_importable, call_main, mounted_tmpfs, moving_square_frames
 
 SMALL = {"name": "unet_temporal", "context_frames": 3, "depth": 2, "base_channels": 4}
 BLEND = {"name": "blend_unet", "window": 4, "context_frames": 3, "depth": 2, "base_channels": 4,
@@ -311,11 +311,8 @@ def test_the_memory_benchmark_measures_each_step_beside_the_floor(tmp_path: Path
     row per size with the peak of each step of a fresh restore and of the same video only copied,
     which holds neither Lightning nor the model; each process is fresh, which is the point (a peak is
     per process). About 15 s: two processes that import torch."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # as running the script puts it
-    try:
+    with benchmarks_importable():
         import restore_phases
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     source = write_video(tmp_path / "source.mp4", moving_square_frames(8, 120, 160), fps=10)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", ["restore_phases.py", str(source), "--sizes", "160x120", "--frames", "8"])

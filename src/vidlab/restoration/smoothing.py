@@ -37,7 +37,9 @@ class Smoother(ABC):
     """A temporal post-step: the restored clip and the stained input in, the smoothed clip out."""
 
     @abstractmethod
-    def __call__(self, restored: torch.Tensor, stained: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, restored: torch.Tensor, stained: torch.Tensor) -> torch.Tensor:
+        """The smoothed clip: a new tensor, or ``restored`` itself; the inputs are read, never written
+        (restore hands the same strip as both where nothing was restored)."""
 
     @abstractmethod
     def context(self) -> tuple[int, int, bool]:

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from vidlab.restoration.stain_fit import shrink
+from vidlab.restoration.stain_fit import VALUES_AT_ONCE, shrink
 from vidlab.restoration.stain_model import render
 
 ROUNDING = 1 / 255        # floor of a gradient's scale in the stained frames (uint8 steps)
@@ -33,7 +33,6 @@ MAX_ROWS = 96             # frames are shrunk to about this many rows to find an
 FIT_FRAMES = 16           # frames the search and fits read, spread over those given
 MOVING = 2 / 255          # temporal activity above which content is taken to move
 MIN_RADIUS = 8            # pixels: the smallest disc radius the fits shrink a frame to
-VALUES_AT_ONCE = 1 << 22  # frame values a per-pixel likelihood reads at once (16 MB of each temporary)
 
 
 def pixel_nll(frames: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor, per_pixel: bool = False,

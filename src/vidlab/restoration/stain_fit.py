@@ -32,7 +32,7 @@ FINALISTS = 3          # coarse candidates searched around, pixel by pixel, on e
 FLOOR = 0.02           # 1 - m is floored here in the search (the disc's centre is opaque)
 SEARCH_ROWS = 72       # a larger frame is searched shrunk to about this many rows first
 MIN_RADIUS = 8         # ... unless that would shrink the stain below this radius
-STRIP_VALUES = 1 << 22  # frame values made float at once when shrinking (16 MB)
+VALUES_AT_ONCE = 1 << 22  # frame values made float at once on native frames (16 MB of each temporary)
 
 
 def _template(radius: float, hardness: float, opacity: float,
@@ -102,7 +102,7 @@ def shrink(frames: torch.Tensor | list[torch.Tensor], scale: int) -> torch.Tenso
         return as_float(frames if isinstance(frames, torch.Tensor) else torch.stack(frames))
     c, h, w = frames[0].shape
     out = torch.empty(len(frames), c, h // scale, w // scale, device=frames[0].device)
-    rows = max(1, STRIP_VALUES // (c * w * scale)) * scale
+    rows = max(1, VALUES_AT_ONCE // (c * w * scale)) * scale
     for index, frame in enumerate(frames):
         for top in range(0, h // scale * scale, rows):
             out[index, :, top // scale : (top + rows) // scale] = torch.nn.functional.avg_pool2d(

@@ -84,6 +84,10 @@ class Tile(NamedTuple):
     core: tuple[slice, slice]
     inner: tuple[slice, slice]
 
+    @property
+    def read_pixels(self) -> int:
+        return (self.read[0].stop - self.read[0].start) * (self.read[1].stop - self.read[1].start)
+
 
 def _spans(size: int, start: int, stop: int, core: int, halo: int) -> list[tuple[slice, slice, slice]]:
     """Cores of ``core`` pixels from ``start`` to ``stop``, each read with ``halo`` pixels either side
@@ -207,8 +211,8 @@ class Restorer:
         import torch
 
         rows, cols = covered(tiles)
-        read = max((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
-        batch = self._frames_per_block(self.pixels, read)  # frames the model's convolutions take at once
+        # frames the model's convolutions take at once
+        batch = self._frames_per_block(self.pixels, max(tile.read_pixels for tile in tiles))
         # per frame (a video-wide stain restores each frame from its own neighbours too): blocks carry
         # the neighbours the model reads, and memory follows the budget whatever the frame size
         per_frame = self.window is None or self.video_stain is not None
@@ -221,7 +225,7 @@ class Restorer:
             before, after, block = self.window, 0, self.window * max(1, batch // self.window)
         # the video's stain is rendered once per tile where the tiles read up to 8 budgets of pixels (its
         # blend: 16 bytes a pixel, 0.13 GB at the default budget), else again for each block
-        reads = sum((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
+        reads = sum(tile.read_pixels for tile in tiles)
         rendered = ([_crop(self.video_stain, tile) for tile in tiles]
                     if self.video_stain is not None and reads <= 8 * self.pixels else None)
         for window, first, count in _blocks(frames, before, after, block):
@@ -267,6 +271,7 @@ class Restorer:
                 original = _to_float(stained, strip, slice(None), self.device)
                 block = _with_restored(original, [patch for _, patch in window], area, strip)
                 if recursive and previous is not None:
+                    block = block.clone() if block is original else block
                     block[first - 1] = previous[:, strip].to(self.device)
                 out = self.smoother(block, original)[first : first + count]
                 smoothed[:, strip] = to_uint8(out)
@@ -283,13 +288,15 @@ def _within(inner: slice, outer: slice) -> slice:
 
 def _with_restored(original: torch.Tensor, patches: list[torch.Tensor | None], area: tuple[slice, slice],
                    strip: slice) -> torch.Tensor:
-    """A strip of rows of restored frames ``(T, 3, rows, W)``: the input's pixels (``original``), with the
-    restored ``patches`` (each ``area``'s pixels) where they meet the strip."""
+    """A strip of rows of restored frames ``(T, 3, rows, W)``: the input's pixels (``original``, itself
+    where no patch meets the strip: the smoothers read their inputs only), with the restored
+    ``patches`` (each ``area``'s pixels) where they meet the strip."""
     import torch
 
     top, bottom = max(strip.start, area[0].start), min(strip.stop, area[0].stop)
+    if top >= bottom:
+        return original
     block = original.clone()
-    if top < bottom:
-        block[:, :, top - strip.start : bottom - strip.start, area[1]] = torch.stack(
-            [patch[:, top - area[0].start : bottom - area[0].start] for patch in patches]).to(block.device)
+    block[:, :, top - strip.start : bottom - strip.start, area[1]] = torch.stack(
+        [patch[:, top - area[0].start : bottom - area[0].start] for patch in patches]).to(block.device)
     return block
