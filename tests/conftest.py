@@ -117,6 +117,16 @@ def only_line(text: str) -> str:
     return lines[0]
 
 
+def resume_checkpoint(line: str, folder: Path) -> Path:
+    """The checkpoint a stopped job's last line says to resume from, checked to be in ``folder`` and
+    there. Mid-epoch, the one saved as it stopped (``interrupted.ckpt``); between an epoch's training
+    and its validation, the epoch's start (``last.ckpt``): where the signal lands is the OS's choice."""
+    checkpoint = Path(line.rsplit("ckpt_path=", 1)[1])
+    assert checkpoint.parent == folder and checkpoint.name in ("interrupted.ckpt", "last.ckpt"), line
+    assert checkpoint.is_file(), line
+    return checkpoint
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (``make test``: two workers) each worker, and every process it starts, gets its
     share of the cores for torch's threads: two workers each running torch on every core oversubscribe

@@ -14,7 +14,18 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import EXTRACT, EXTRACTED, ROOT, copy_of, copy_of_index, extract, only_line, run_train, train
+from conftest import (
+    EXTRACT,
+    EXTRACTED,
+    ROOT,
+    copy_of,
+    copy_of_index,
+    extract,
+    only_line,
+    resume_checkpoint,
+    run_train,
+    train,
+)
 
 TRAIN_QUICK = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 
@@ -49,11 +60,10 @@ def test_training_stopped_by_a_signal_exits_non_zero_killed_and_resumes_the_same
     _wait_for(tmp_path / "run/checkpoints/last.ckpt", proc)  # an epoch is done: training is under way
     proc.send_signal(signum)
     proc.wait(timeout=300)
-    err = (tmp_path / "stderr.txt").read_text()
+    last_line = (tmp_path / "stderr.txt").read_text().strip().splitlines()[-1]
     assert proc.returncode == 128 + signum
-    assert err.strip().splitlines()[-1].startswith(f"stopped by {signal.Signals(signum).name}: resume with ckpt_path=")
-    checkpoint = tmp_path / "run/checkpoints/interrupted.ckpt"
-    assert checkpoint.is_file()
+    assert last_line.startswith(f"stopped by {signal.Signals(signum).name}: resume with ckpt_path=")
+    checkpoint = resume_checkpoint(last_line, tmp_path / "run/checkpoints")
     (run,) = _runs(tmp_path)
     assert run.info.status == "KILLED" and run.data.tags["vidlab.error"] == f"stopped by {signal.Signals(signum).name}"
 

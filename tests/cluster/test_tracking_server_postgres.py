@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import EXTRACT, ROOT, only_line, tiny_overrides
+from conftest import EXTRACT, ROOT, only_line, resume_checkpoint, tiny_overrides
 from services import PASSWORD, Postgres, TrackingServer, postgres  # noqa: F401 - postgres is a fixture
 from test_readme import documented_commands
 
@@ -77,16 +77,6 @@ def _one_run_finished_with_every_epoch(uri: str, experiment: str, run_id: str, e
     assert run.info.run_id == run_id and run.info.status == "FINISHED"
     history = MlflowClient(uri).get_metric_history(run_id, "val/raw/psnr")
     assert len({m.step for m in history}) == epochs, [m.step for m in history]
-
-
-def _checkpoint_in(line: str, root: Path) -> Path:
-    """The checkpoint a job's last line says to resume from: the run's, and there. Mid-epoch, the
-    one saved as it stopped; between an epoch's training and its validation, the epoch's start."""
-    checkpoint = Path(line.rsplit("ckpt_path=", 1)[1])
-    assert (checkpoint.parent == root / "outputs/run/checkpoints"
-            and checkpoint.name in ("interrupted.ckpt", "last.ckpt")), line
-    assert checkpoint.is_file(), line
-    return checkpoint
 
 
 def _training(root: Path, digits: Path, uri: str, experiment: str, *more: str) -> subprocess.Popen:
@@ -158,7 +148,7 @@ def test_a_server_that_does_not_come_back_ends_the_training_in_one_line_and_it_r
     assert line.startswith(
         f"error: the MLflow server at {server.uri} stopped answering (retried for 10 s, logger.server_patience): "
         "its run stays RUNNING there until resumed; once it answers, resume with ckpt_path="), err[-3000:]
-    checkpoint = _checkpoint_in(line, tmp_path)
+    checkpoint = resume_checkpoint(line, tmp_path / "outputs/run/checkpoints")
     assert _runs(server.uri, "gone")[0].info.status == "RUNNING"
     resumed = _training(tmp_path, digits, server.uri, "gone", f"trainer.max_epochs={epochs}", f"ckpt_path={checkpoint}")
     code, out, err = _finish(resumed)
@@ -182,7 +172,7 @@ def test_sigterm_stops_a_training_at_once_while_its_client_retries_a_lost_server
     assert code == 128 + signal.SIGTERM and took < 15, (code, took, err[-3000:])
     line = err.strip().splitlines()[-1]
     assert line.startswith("stopped by SIGTERM: resume with ckpt_path="), err[-3000:]
-    _checkpoint_in(line, tmp_path)
+    resume_checkpoint(line, tmp_path / "outputs/run/checkpoints")
 
 
 AUTH_SERVER = next(c for c in documented_commands() if "--app-name basic-auth" in c)
