@@ -32,17 +32,17 @@ from tqdm import tqdm
 from vidlab.choices import choice_names
 from vidlab.errors import EXIT_CONFIG, EXIT_INPUT, ConfigError, no_space_left, one_line
 from vidlab.files import write_text
-from vidlab.restoration.loading import DEFAULT_MODEL, load_module
+from vidlab.restoration.loading import DEFAULT_MODEL, load_restoration
 from vidlab.restoration.streaming import DEFAULT_MEGAPIXELS, Restorer, sample_runs
 from vidlab.video import WRITERS, FFV1Writer, H264Writer, VideoReadError, VideoWriter, check_video_suffix, iter_frames
 from vidlab.video.count import VideoInfo, video_info
 
-# torch and Lightning take seconds to import (about 8 s on a 2-core CPU): they are imported where
-# they are used, so mistakes in paths and formats are answered at once.
+# torch takes seconds to import: it is imported where it is used, so mistakes in paths and formats
+# are answered at once (and Lightning is not imported to restore from a checkpoint file)
 if TYPE_CHECKING:
     import torch
 
-    from vidlab.restoration.module import RestorationModule
+    from vidlab.restoration.loading import Restoration
     from vidlab.restoration.stain_model import StainEstimate
 
 
@@ -93,33 +93,33 @@ def _checked_inputs(input_path: str | Path, output_path: str | Path, side_by_sid
 
 
 def _load_model(checkpoint: str | Path, tracking_uri: str | None, device: str | None,
-                info: VideoInfo) -> RestorationModule:
+                info: VideoInfo) -> Restoration:
     """The model on its device, refused when the stain it finds cannot fit in the input's frames."""
     import torch
 
     torch_device = _device(device)
     # channels-last convolutions ran ~25% faster on the CPU here (oneDNN's NHWC kernels)
-    module = load_module(checkpoint, tracking_uri).to(torch_device, memory_format=torch.channels_last)
+    model = load_restoration(checkpoint, tracking_uri).to(torch_device, memory_format=torch.channels_last)
     try:
-        module.net.check_frame(info.height, info.width)
+        model.net.check_frame(info.height, info.width)
     except ValueError as err:
         raise ConfigError(f"model: {checkpoint} finds the stain it was trained on, and its {err}: restore a larger "
                           f"video, or train a model for smaller stains (corruption.radius)") from None
-    return module
+    return model
 
 
-def _plan(module: RestorationModule, smoothing: str | None, megapixels: float, chunk: int | None,
+def _plan(model: Restoration, smoothing: str | None, megapixels: float, chunk: int | None,
           input_path: str | Path, n_frames: int | None) -> tuple[Restorer, int]:
     """The restorer (a blind model's stain found first, from runs of frames), and how many frames that read."""
     from vidlab.restoration.smoothing import SMOOTHINGS
 
-    smoother = module.smoother if smoothing is None else SMOOTHINGS.build(SMOOTHINGS.from_conf(smoothing))
+    smoother = model.smoother if smoothing is None else SMOOTHINGS.build(SMOOTHINGS.from_conf(smoothing))
     sample = None
     # a blind model finds one stain for the video: first, runs of frames across it
-    if module.net.window is not None:
+    if model.net.window is not None:
         with contextlib.closing(iter_frames(input_path)) as frames:
-            sample = sample_runs(frames, n_frames or 0, module.net.window)
-    restorer = Restorer(module, smoother, megapixels, chunk, sample)
+            sample = sample_runs(frames, n_frames or 0, model.net.window)
+    restorer = Restorer(model, smoother, megapixels, chunk, sample)
     return restorer, 0 if sample is None else len(sample)  # the sample is dropped here: not kept while restoring
 
 
@@ -150,8 +150,8 @@ def restore_video(checkpoint: str | Path, input_path: str | Path, output_path: s
     outputs, info = _checked_inputs(input_path, output_path, side_by_side_path, report_path)
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(_writer(path, info.fps or 24.0, codec)) for path in outputs]
-        module = _load_model(checkpoint, tracking_uri, device, info)
-        restorer, read = _plan(module, smoothing, megapixels, chunk, input_path, info.n_frames)
+        model = _load_model(checkpoint, tracking_uri, device, info)
+        restorer, read = _plan(model, smoothing, megapixels, chunk, input_path, info.n_frames)
         _trim_heap()  # what finding the stain freed is not kept for restoring
         _write_frames(restorer, input_path, writers, info.n_frames, progress)
         frames = writers[0].frames

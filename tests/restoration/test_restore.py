@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -26,12 +27,12 @@ from torch.utils.data import DataLoader
 from vidlab import restore
 from vidlab.choices import choice_values
 from vidlab.errors import ConfigError
-from vidlab.restoration.loading import DEFAULT_MODEL, load_module
+from vidlab.restoration.loading import DEFAULT_MODEL, load_module, load_restoration
 from vidlab.restoration.models.unet import UNet
-from vidlab.restoration.module import RestorationModule, to_uint8
+from vidlab.restoration.module import RestorationModule
 from vidlab.restoration.smoothing import SMOOTHINGS
 from vidlab.restoration.stains import apply_stain, circular_stain_mask
-from vidlab.restoration.streaming import Restorer, covered, plan_tiles
+from vidlab.restoration.streaming import Restorer, covered, plan_tiles, to_uint8
 from vidlab.video import VideoReadError, count_frames, iter_frames, write_video
 from vidlab.video.count import video_info
 
@@ -322,16 +323,18 @@ def test_the_memory_benchmark_measures_each_step_beside_the_floor(tmp_path: Path
     assert row.startswith("| 160x120 |") and 0.1 < floor < loaded < 3 and 0.1 < finding < 3 and 0.1 < restoring < 3
 
 
-def test_restoring_from_a_checkpoint_file_imports_no_mlflow(checkpoint: Path, video: Path, tmp_path: Path):
+def test_restoring_from_a_checkpoint_file_imports_neither_lightning_nor_mlflow(checkpoint: Path, video: Path,
+                                                                                tmp_path: Path):
     """A fresh ``python -m vidlab.restore`` process (its imports are the point), with a checkpoint file
-    and ``--side-by-side``: MLflow, which only ``runs:/`` and ``models:/`` references need, is never
-    imported (about 0.1 GB and seconds; restore's peak memory is docs/benchmarks.md's)."""
+    and ``--side-by-side``: MLflow, which only ``runs:/`` and ``models:/`` references need, and
+    Lightning, which only training needs, are never imported (0.1 GB and 0.28 GB, and seconds;
+    restore's peak memory is docs/benchmarks.md's)."""
     outputs = [str(tmp_path / "restored.mkv"), "--codec", "ffv1", "--side-by-side", str(tmp_path / "pair.mkv")]
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "vidlab.restore", str(checkpoint), str(video),
                            *outputs], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    assert "torch" in imported and not {name for name in imported if name.split(".")[0] == "mlflow"}
+    assert "torch" in imported and not {name for name in imported if name.split(".")[0] in ("mlflow", "lightning")}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -370,7 +373,11 @@ def bad_checkpoints(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) 
     return folder
 
 
-def test_other_checkpoint_kinds_are_refused(tmp_path: Path):
+LOADERS = [load_module, load_restoration]  # the training's module; the net and smoothing restore reads
+
+
+@pytest.mark.parametrize("load", LOADERS)
+def test_other_checkpoint_kinds_are_refused(tmp_path: Path, load: Callable[[Path], object]):
     # weights_only refuses pickled code, even in an otherwise well-formed checkpoint
     torch.save({"state_dict": {}, "hyper_parameters": {"model": functools.partial(print), "smoothing": {}}},
                tmp_path / "pickled_code.ckpt")
@@ -381,7 +388,7 @@ def test_other_checkpoint_kinds_are_refused(tmp_path: Path):
     for name, match in [("pickled_code", "not a train.py checkpoint.*weights only: UnpicklingError"),
                         ("other_module", "not a train.py checkpoint"), ("mask_model", "needs the stain mask")]:
         with pytest.raises(ConfigError, match=match):
-            load_module(tmp_path / f"{name}.ckpt")
+            load(tmp_path / f"{name}.ckpt")
 
 
 def _assert_refused(proc: subprocess.CompletedProcess | Outcome, code: int, match: str) -> None:
@@ -534,6 +541,8 @@ def test_checkpoints_of_0_2_restore_as_0_2_did(name: str):
     clip = expected["stained"].permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         restored = load_module(OLD / f"{name}.ckpt").restore_clip(clip)
+        lean = load_restoration(OLD / f"{name}.ckpt")  # what python -m vidlab.restore loads
+        torch.testing.assert_close(lean.net.restore(clip, np.arange(len(clip)), 16), restored, rtol=0, atol=0)
     torch.testing.assert_close(restored, expected[name])
     assert (restored - clip).abs().mean() > 0.01  # the clip was changed, so the comparison says something
 
@@ -547,8 +556,9 @@ def test_checkpoints_of_0_2_restore_as_0_2_did(name: str):
         torch.testing.assert_close(today.eval().restore_clip(clip), restored)
 
 
+@pytest.mark.parametrize("load", LOADERS)
 def test_checkpoints_of_a_newer_vidlab_or_broken_ones_of_0_2_are_refused_in_one_line_naming_the_version(
-        blend_checkpoint: Path, tmp_path: Path):
+        blend_checkpoint: Path, tmp_path: Path, load: Callable[[Path], object]):
     """One of a newer vidlab, or a 0.2 one whose weights do not fit, is refused in one line that names
     the versions."""
     from vidlab import __version__
@@ -558,10 +568,10 @@ def test_checkpoints_of_a_newer_vidlab_or_broken_ones_of_0_2_are_refused_in_one_
     torch.save({**saved, "vidlab_version": "9.1.0"}, tmp_path / "v9.ckpt")
     with pytest.raises(ConfigError,
                        match=rf"^model: .*v9.ckpt was written by vidlab 9.1.0, newer than this vidlab {__version__}"):
-        load_module(tmp_path / "v9.ckpt")
+        load(tmp_path / "v9.ckpt")
     old = torch.load(OLD / "blend_unet_learned.ckpt", weights_only=True)
     torch.save({**old, "state_dict": {k: v for k, v in old["state_dict"].items() if "estimator" not in k}},
                tmp_path / "broken.ckpt")
     with pytest.raises(ConfigError, match=rf"not a train.py checkpoint .*\(written by vidlab 0.2 or older; "
                                           rf"this is vidlab {__version__}\): Error\(s\) in loading state_dict"):
-        load_module(tmp_path / "broken.ckpt")
+        load(tmp_path / "broken.ckpt")

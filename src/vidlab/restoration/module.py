@@ -26,17 +26,13 @@ from vidlab.restoration.config import VARIANTS, LossConfig
 from vidlab.restoration.metrics import clip_metrics, per_frame_curves, ssim_map
 from vidlab.restoration.nets import MODELS, RestorationNet
 from vidlab.restoration.smoothing import SMOOTHINGS, Smoother
+from vidlab.restoration.streaming import to_uint8
 
 LOSS_WEIGHTS = {"mask_bce": "mask_weight", "inverse_l1": "inverse_weight"}  # the config key weighing each stain loss
 
 
 def _as_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.float() / 255.0
-
-
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """``(T, 3, H, W)`` in [0, 1] -> uint8 ``(T, H, W, 3)``."""
-    return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def aggregate(records: list[dict[str, Any]], prefix: str) -> dict[str, float]:

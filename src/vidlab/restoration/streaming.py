@@ -19,6 +19,7 @@ from vidlab.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from vidlab.restoration.loading import Restoration
     from vidlab.restoration.module import RestorationModule
     from vidlab.restoration.smoothing import Smoother
 
@@ -141,6 +142,11 @@ def _to_float(frames: list[np.ndarray], rows: slice, cols: slice, device: torch.
     return torch.from_numpy(region).permute(0, 3, 1, 2).to(device).float() / 255
 
 
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(T, 3, H, W)`` in [0, 1] -> uint8 ``(T, H, W, 3)``."""
+    return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
 def _crop(stains: Any, tile: Tile) -> dict | torch.Tensor | None:
     """What a model found on whole frames (per segment, or the video's), rendered on a tile's pixels."""
     if isinstance(stains, dict):
@@ -149,8 +155,9 @@ def _crop(stains: Any, tile: Tile) -> dict | torch.Tensor | None:
 
 
 class Restorer:
-    """Streams frames through the model and the smoothing in blocks of at most ``megapixels``
-    million pixels (and at most ``chunk`` frames, if given), on the module's device.
+    """Streams frames through the model (a :class:`~vidlab.restoration.loading.Restoration`, or the
+    training's module: their ``net`` on their ``device``) and the smoothing in blocks of at most
+    ``megapixels`` million pixels (and at most ``chunk`` frames, if given).
 
     Once a video's stain is found, only the rows and columns it covers go through the model: a pixel
     the stain does not reach is its own restoration (opacity 0: the inverse blend is the identity and
@@ -158,19 +165,19 @@ class Restorer:
     and a clean video passes through without the model."""
 
     def __init__(
-        self, module: RestorationModule, smoother: Smoother, megapixels: float = DEFAULT_MEGAPIXELS,
+        self, model: Restoration | RestorationModule, smoother: Smoother, megapixels: float = DEFAULT_MEGAPIXELS,
         chunk: int | None = None, stain_sample: np.ndarray | list[np.ndarray] | None = None,
     ):
-        self.module, self.smoother, self.device = module, smoother, module.device
+        self.net, self.smoother, self.device = model.net, smoother, model.device
         self.pixels, self.chunk = round(megapixels * 1e6), chunk
         # Tiles overlap by the model's receptive field (``halo``); a model that is not tileable (a norm
         # pooling over the whole frame) gets whole frames, and the budget then bounds the batch only.
-        self.multiple, self.halo = module.net.size_multiple, module.net.halo
-        self.window = module.net.window
+        self.multiple, self.halo = self.net.size_multiple, self.net.halo
+        self.window = self.net.window
         # one stain for the whole video, from runs of frames across it (:func:`sample_runs`), when given
         found = stain_sample is not None and len(stain_sample) and self.window is not None
-        self.video_stain = module.net.find_video_stain(stain_sample, self.window, module.device) if found else None
-        self.tileable = module.net.tileable
+        self.video_stain = self.net.find_video_stain(stain_sample, self.window, self.device) if found else None
+        self.tileable = self.net.tileable
         smallest = (self.multiple + 2 * self.halo) ** 2
         if self.pixels < smallest:
             raise ConfigError(f"--megapixels {megapixels} is below this model's smallest tile "
@@ -217,7 +224,7 @@ class Restorer:
         # the neighbours the model reads, and memory follows the budget whatever the frame size
         per_frame = self.window is None or self.video_stain is not None
         if per_frame:  # whole frames held: as many as the budget's pixels (a small stain's tile batches more)
-            radius = self.module.net.context_frames // 2
+            radius = self.net.context_frames // 2
             before, after, block = radius, radius, min(batch, self._frames_per_block(self.pixels, frame_pixels))
         else:  # one stain estimate per aligned segment; a short last one reads the window before it. The
             # segment's frames are held as pixels, but refined ``batch`` at a time: refining a whole
@@ -231,16 +238,17 @@ class Restorer:
         for window, first, count in _blocks(frames, before, after, block):
             # a window model reads the frames before the block only for a short last segment: the
             # others stay uint8 (at 720p, 16 float frames are 0.18 GB)
-            low = 0 if per_frame else min(self.module.net.segment(c, len(window))[0]
+            low = 0 if per_frame else min(self.net.segment(c, len(window))[0]
                                           for c in range(first, first + count))
             stains = (self.video_stain if self.video_stain is not None else
-                      self.module.net.find_stains(window[low:], range(first - low, first - low + count), self.device))
+                      self.net.find_stains(window[low:], range(first - low, first - low + count), self.device))
             restored = torch.empty(count, 3, rows.stop - rows.start, cols.stop - cols.start)
             for index, tile in enumerate(tiles):
                 clip = _to_float(window[low:], *tile.read, self.device)
                 found = rendered[index] if rendered is not None else _crop(stains, tile)
-                out = self.module.restore_clip(clip, batch=batch, centres=range(first - low, first - low + count),
-                                               stains=found).cpu()
+                with torch.no_grad():
+                    out = self.net.restore(clip, np.arange(first - low, first - low + count), batch,
+                                           stains=found).cpu()
                 core = _within(tile.core[0], rows), _within(tile.core[1], cols)
                 restored[(..., *core)] = out[(..., *tile.inner)]
             yield from zip(window[first : first + count], restored)
@@ -253,8 +261,6 @@ class Restorer:
         but in ``area``, where the model restored it; a recursive smoother gets its last output as the
         frame before."""
         import torch
-
-        from vidlab.restoration.module import to_uint8
 
         before, after, recursive = self.smoother.context()
         # A smoother computes its context frames too, and drops them: blocks hold up to 8 budgets of
