@@ -24,6 +24,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,8 +152,8 @@ def restore_video(checkpoint: str | Path, input_path: str | Path, output_path: s
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(_writer(path, info.fps or 24.0, codec)) for path in outputs]
         model = _load_model(checkpoint, tracking_uri, device, info)
-        restorer, read = _plan(model, smoothing, megapixels, chunk, input_path, info.n_frames)
-        _trim_heap()  # what finding the stain freed is not kept for restoring
+        with _finding_the_stain_heap():
+            restorer, read = _plan(model, smoothing, megapixels, chunk, input_path, info.n_frames)
         _write_frames(restorer, input_path, writers, info.n_frames, progress)
         frames = writers[0].frames
     if restorer.video_stain is not None:  # the video is complete: now what the model found
@@ -176,6 +177,16 @@ def stain_report(estimate: StainEstimate, frames_read: int, height: int, width: 
 
 TRIM_THRESHOLD = 2**31 - 1  # bytes of free heap top kept for reuse: all of it (peak RSS is what bounds memory)
 TOP_PAD = 256 << 20  # bytes the heap grows by at once beyond a request (fewer brk calls and first-touch runs)
+MMAP_THRESHOLD = 4 << 20  # restoring: blocks from this size up are mapped, and handed back when freed
+FINDING_MMAP_THRESHOLD = 64 << 20  # finding the stain: its thousands of 4-64 MB temporaries reused instead
+_mmap_threshold_fixed: list[bool] = []  # by _return_freed_memory: the command's process, not a library caller's
+
+
+def _mallopt(parameter: int, value: int) -> bool:
+    """glibc's ``mallopt``; False where it is not glibc (nothing to tune)."""
+    with contextlib.suppress(OSError, AttributeError):
+        return bool(ctypes.CDLL("libc.so.6").mallopt(parameter, value))
+    return False
 
 
 def _return_freed_memory() -> None:
@@ -185,18 +196,28 @@ def _return_freed_memory() -> None:
     trim threshold at 128 KB, and every decoded frame freed at the heap's top was then given back to the
     OS and faulted in again for the next one; the heap keeps up to ``TRIM_THRESHOLD`` free instead
     (docs/benchmarks.md, "Restore at native size: decoded frames freed as they go")."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD, in bytes
-        libc.mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
-        libc.mallopt(-2, TOP_PAD)  # M_TOP_PAD
+    if _mallopt(-3, MMAP_THRESHOLD):  # M_MMAP_THRESHOLD, in bytes
+        _mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
+        _mallopt(-2, TOP_PAD)  # M_TOP_PAD
+        _mmap_threshold_fixed[:] = [True]
 
 
-def _trim_heap() -> None:
-    """Hand the heap's free memory back to the OS (glibc's ``malloc_trim``): the heap keeps what it
-    frees (``TRIM_THRESHOLD``), and finding the stain leaves 0.1-1 GB of it free but resident (docs/benchmarks.md)."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+@contextlib.contextmanager
+def _finding_the_stain_heap() -> Iterator[None]:
+    """While the stain is found, blocks up to ``FINDING_MMAP_THRESHOLD`` come from the heap: the
+    estimate makes thousands of 4-64 MB temporaries, and each one mapped afresh was faulted in page by
+    page (a 4K video's stain took 77 s, 70 of them in the kernel; 30 s so, at the same peak). Then
+    the heap's free memory goes back to the OS (``malloc_trim``: finding the stain leaves 0.1-1 GB of
+    it free but resident) and restoring maps its feature maps again (``MMAP_THRESHOLD``)."""
+    if _mmap_threshold_fixed:
+        _mallopt(-3, FINDING_MMAP_THRESHOLD)
+    try:
+        yield
+    finally:
+        if _mmap_threshold_fixed:
+            _mallopt(-3, MMAP_THRESHOLD)
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _terminate(signum: int, frame: object) -> None:
