@@ -124,6 +124,8 @@ def resume_checkpoint(line: str, folder: Path) -> Path:
     checkpoint = Path(line.rsplit("ckpt_path=", 1)[1])
     assert checkpoint.parent == folder and checkpoint.name in ("interrupted.ckpt", "last.ckpt"), line
     assert checkpoint.is_file(), line
+    # at the epoch's end no interrupted.ckpt is written: resuming from it would skip the validation
+    assert (folder / "interrupted.ckpt").exists() == (checkpoint.name == "interrupted.ckpt"), line
     return checkpoint
 
 

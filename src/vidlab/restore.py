@@ -208,9 +208,10 @@ def _finding_the_stain_heap() -> Iterator[None]:
     estimate makes thousands of 4-64 MB temporaries, and each one mapped afresh was faulted in page by
     page (a 4K video's stain took 77 s, 70 of them in the kernel; 30 s so, at the same peak). Then
     the heap's free memory goes back to the OS (``malloc_trim``: finding the stain leaves 0.1-1 GB of
-    it free but resident) and restoring maps its feature maps again (``MMAP_THRESHOLD``)."""
+    it free but resident) and restoring maps its feature maps again (``MMAP_THRESHOLD``). A glibc
+    older than 2.35 refuses a threshold above 32 MB: that one then."""
     if _mmap_threshold_fixed:
-        _mallopt(-3, FINDING_MMAP_THRESHOLD)
+        _mallopt(-3, FINDING_MMAP_THRESHOLD) or _mallopt(-3, 32 << 20)
     try:
         yield
     finally:

@@ -126,14 +126,14 @@ def evaluate(videos: list[str | Path], models: list[str], size: tuple[int, int] 
     """Rows of every video (see the module docstring), stained by the ``stain`` family with ``changes``
     (a circular stain's radius, opacity, hardness, tint); ``max_stains`` overrides a blind blend model's
     (its opt-in elliptical hypothesis); refuses bad arguments before decoding a frame."""
-    from vidlab.restoration.loading import DEFAULT_MODEL, load_module
+    from vidlab.restoration.loading import DEFAULT_MODEL, load_restoration
     from vidlab.restoration.streaming import Restorer, sample_runs
 
     if frames < 1:
         raise ConfigError(f"--frames must be >= 1 (got {frames})")
     corruption = stain_family(stain, **changes)
     found = find_videos(videos)
-    modules = {model: load_module(DEFAULT_MODEL if model == DEFAULT_LABEL else model)
+    modules = {model: load_restoration(DEFAULT_MODEL if model == DEFAULT_LABEL else model)
                .to(memory_format=torch.channels_last) for model in models}  # as vidlab.restore
     for module in modules.values():
         if max_stains is not None:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from vidlab.errors import ConfigError, one_line
 
 if TYPE_CHECKING:
-    import torch
 
     from vidlab.restoration.module import RestorationModule
     from vidlab.restoration.nets import RestorationNet
@@ -56,18 +55,21 @@ class Restoration:
     (what :class:`~vidlab.restoration.streaming.Restorer` takes, as it takes the training's module)."""
 
     def __init__(self, net: RestorationNet, smoother: Smoother):
-        self.net, self.smoother = net.eval(), smoother
-
-    @property
-    def device(self) -> torch.device:
         import torch
 
-        held = next(itertools.chain(self.net.parameters(), self.net.buffers()), None)
-        return torch.device("cpu") if held is None else held.device
+        self.net, self.smoother = net.eval(), smoother
+        held = next(itertools.chain(net.parameters(), net.buffers()), None)
+        self.device = torch.device("cpu") if held is None else held.device
 
     def to(self, *args: Any, **kwargs: Any) -> Restoration:
-        """The net moved as ``torch.nn.Module.to`` moves it (device, memory format)."""
+        """The net moved as ``torch.nn.Module.to`` moves it (device, memory format); the device kept,
+        as a LightningModule keeps it, for a net that holds no tensor too."""
+        import torch
+
         self.net.to(*args, **kwargs)
+        device = kwargs.get("device", next((a for a in args if isinstance(a, str | torch.device)), None))
+        if device is not None:
+            self.device = torch.device(device)
         return self
 
 
@@ -82,7 +84,9 @@ def load_module(reference: str | Path, tracking_uri: str | None = None) -> Resto
 
 def load_restoration(reference: str | Path, tracking_uri: str | None = None) -> Restoration:
     """:func:`load_module`'s model as restoring reads it; a checkpoint's net built from its
-    hyperparameters and weights without Lightning (an MLflow model is a pickled module: that needs it)."""
+    hyperparameters and weights without Lightning (an MLflow model is a pickled module: that needs it).
+    Only the checkpoint's ``model`` and ``smoothing`` are read: its training settings (``loss``) are
+    not checked, as restoring does not use them."""
     loaded = _load(reference, tracking_uri, _restoration_of_checkpoint)
     return loaded if isinstance(loaded, Restoration) else Restoration(loaded.net, loaded.smoother)
 
