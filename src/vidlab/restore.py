@@ -182,10 +182,11 @@ FINDING_MMAP_THRESHOLD = 64 << 20  # finding the stain: its thousands of 4-64 MB
 _mmap_threshold_fixed: list[bool] = []  # by _return_freed_memory: the command's process, not a library caller's
 
 
-def _mallopt(parameter: int, value: int) -> bool:
-    """glibc's ``mallopt``; False where it is not glibc (nothing to tune)."""
+def _glibc(function: str, *args: int) -> bool:
+    """glibc's ``function(*args)`` (``mallopt``, ``malloc_trim``), true where it did something; False
+    where the C library is not glibc (nothing to tune)."""
     with contextlib.suppress(OSError, AttributeError):
-        return bool(ctypes.CDLL("libc.so.6").mallopt(parameter, value))
+        return bool(getattr(ctypes.CDLL("libc.so.6"), function)(*args))
     return False
 
 
@@ -196,9 +197,9 @@ def _return_freed_memory() -> None:
     trim threshold at 128 KB, and every decoded frame freed at the heap's top was then given back to the
     OS and faulted in again for the next one; the heap keeps up to ``TRIM_THRESHOLD`` free instead
     (docs/benchmarks.md, "Restore at native size: decoded frames freed as they go")."""
-    if _mallopt(-3, MMAP_THRESHOLD):  # M_MMAP_THRESHOLD, in bytes
-        _mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
-        _mallopt(-2, TOP_PAD)  # M_TOP_PAD
+    if _glibc("mallopt", -3, MMAP_THRESHOLD):  # M_MMAP_THRESHOLD, in bytes
+        _glibc("mallopt", -1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
+        _glibc("mallopt", -2, TOP_PAD)  # M_TOP_PAD
         _mmap_threshold_fixed[:] = [True]
 
 
@@ -211,14 +212,13 @@ def _finding_the_stain_heap() -> Iterator[None]:
     it free but resident) and restoring maps its feature maps again (``MMAP_THRESHOLD``). A glibc
     older than 2.35 refuses a threshold above 32 MB: that one then."""
     if _mmap_threshold_fixed:
-        _mallopt(-3, FINDING_MMAP_THRESHOLD) or _mallopt(-3, 32 << 20)
+        _glibc("mallopt", -3, FINDING_MMAP_THRESHOLD) or _glibc("mallopt", -3, 32 << 20)
     try:
         yield
     finally:
         if _mmap_threshold_fixed:
-            _mallopt(-3, MMAP_THRESHOLD)
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            _glibc("mallopt", -3, MMAP_THRESHOLD)
+        _glibc("malloc_trim", 0)
 
 
 def _terminate(signum: int, frame: object) -> None:

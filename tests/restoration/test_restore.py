@@ -30,6 +30,7 @@ from vidlab.errors import ConfigError
 from vidlab.restoration.loading import DEFAULT_MODEL, load_module, load_restoration
 from vidlab.restoration.models.unet import UNet
 from vidlab.restoration.module import RestorationModule
+from vidlab.restoration.nets import MODELS
 from vidlab.restoration.smoothing import SMOOTHINGS
 from vidlab.restoration.stains import apply_stain, circular_stain_mask
 from vidlab.restoration.streaming import Restorer, covered, plan_tiles, to_uint8
@@ -209,6 +210,26 @@ def test_result_does_not_depend_on_the_budget(checkpoint: Path, blend_checkpoint
         differ = got != whole
         # identical up to float rounding of different batch shapes: a rare 1-level step in uint8
         assert np.abs(got.astype(int) - whole).max() <= 1 and differ.mean() < 1e-3, (megapixels, chunk, differ.sum())
+
+
+@pytest.mark.parametrize("model", [*MODELS.names(), "blend_unet_fitted"])
+def test_restore_loads_every_model_as_training_does(tmp_path: Path, model: str):
+    """Every registered model (and the blend model that fits its stain), from a real checkpoint:
+    :func:`load_restoration` (restore's, without Lightning) gives the training module's net and
+    smoothing, the same restoration bit for bit of a stained clip and of a clean one."""
+    settings = ({"blend_unet": BLEND, "blend_unet_fitted": FITTED}.get(model)  # the stain learned, fitted
+                or {**choice_values("model", model), "depth": 2, "base_channels": 4})
+    checkpoint = save_checkpoint(tmp_path / "model.ckpt", settings)
+    module, lean = load_module(checkpoint), load_restoration(checkpoint)
+    assert type(lean.net) is type(module.net) and type(lean.smoother) is type(module.smoother)
+    torch.testing.assert_close(vars(lean.smoother), vars(module.smoother), rtol=0, atol=0)
+    clean = moving_square_frames(8, 40, 56)
+    stained = apply_stain(clean, circular_stain_mask(40, 56, (28, 20), 12))
+    for frames in (stained, clean):
+        clip = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            expected = module.restore_clip(clip)
+            torch.testing.assert_close(lean.net.restore(clip, np.arange(len(clip)), 16), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("smoothing", ["none", "masked"])
