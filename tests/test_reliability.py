@@ -12,7 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from mlflow.tracking import MlflowClient
+
+from vidlab import stops
+from vidlab.sweeps import MlflowSweepCallback
 
 from conftest import (
     EXTRACT,
@@ -74,6 +78,40 @@ def test_training_stopped_by_a_signal_exits_non_zero_killed_and_resumes_the_same
     (resumed,) = _runs(tmp_path)  # the same run, continued to its end
     assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
     assert "test/raw/psnr" in resumed.data.metrics
+
+
+@pytest.mark.parametrize("handler, stop", [(stops.handle, stops.Stopped), (MlflowSweepCallback()._stop, SystemExit)],
+                         ids=["job", "sweep"])
+def test_a_signal_inside_a_store_call_stops_once_the_call_returns(tmp_path: Path, handler, stop: type):
+    """A real SIGTERM landing between a SQLite SELECT and its rows (where CI once lost a sweep's end
+    status): raised there, the unfinished statement kept the store's read lock and every later write
+    of the process (ending its runs) failed "database is locked" after 20 s. The job's and the sweep's
+    handlers stop once the call has returned, and the runs end at once."""
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    run_id = client.create_run(client.create_experiment("stops")).info.run_id
+    selects = []
+
+    def signal_after_a_select(conn, cursor, statement: str, *args) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and not selects:
+            selects.append(statement)
+            signal.raise_signal(signal.SIGTERM)
+
+    stops.reset()
+    previous = signal.signal(signal.SIGTERM, handler)
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "after_cursor_execute", signal_after_a_select)
+    returned = None
+    try:
+        with pytest.raises(stop):
+            returned = client.get_run(run_id)
+            time.sleep(5)
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "after_cursor_execute", signal_after_a_select)
+        signal.signal(signal.SIGTERM, previous)
+        stops.reset()
+    assert selects and returned is not None and returned.info.run_id == run_id
+    started = time.monotonic()
+    client.set_terminated(run_id, "KILLED")
+    assert time.monotonic() - started < 5 and client.get_run(run_id).info.status == "KILLED"
 
 
 @pytest.mark.parametrize("override,message", [

@@ -1,12 +1,15 @@
 """How a job stops on SIGTERM or SIGINT: the signal is recorded, then raised as :class:`Stopped` at
-once outside Lightning's loops (and while waiting on a tracking server), or at the next batch boundary
-inside them (:class:`vidlab.trainer.StopOnSignal`); and what the user is told to resume.
-:func:`vidlab.jobs.run_job` installs :func:`handle` and turns a stop into its exit code."""
+once outside Lightning's loops (and while waiting on a tracking server), as soon as a database call
+returns, or at the next batch boundary inside the loops (:class:`vidlab.trainer.StopOnSignal`); and
+what the user is told to resume. :func:`vidlab.jobs.run_job` installs :func:`handle` and turns a stop
+into its exit code."""
 
 from __future__ import annotations
 
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -61,28 +64,60 @@ def tracking_call(name: str, *args: object) -> object:
 
 
 NETWORK_MODULES = ("/requests/", "/urllib3/", "/http/client.py", "/socket.py")
+# an exception raised in these can leave a SQLite statement unfinished, its read lock held by the
+# traceback's frames: every later write of the process (ending its runs) then fails "database is locked"
+DATABASE_MODULES = ("/sqlalchemy/", "/sqlite3/", "/alembic/", "/mlflow/store/")
 
 
-def _waiting_on_network(frame: FrameType | None) -> bool:
-    """Whether the main thread is inside an HTTP request (MLflow's client retrying a server that went
-    away waits there for minutes): nothing half-written is cut by stopping it there."""
+def _inside(frame: FrameType | None, modules: tuple[str, ...]) -> bool:
+    """Whether ``frame`` or one of its callers runs code of ``modules`` (parts of file paths)."""
     while frame is not None:
-        if any(part in frame.f_code.co_filename for part in NETWORK_MODULES):
+        if any(part in frame.f_code.co_filename for part in modules):
             return True
         frame = frame.f_back
     return False
 
 
+def _in_database_call(frame: FrameType | None) -> bool:
+    """Inside a database call, and not waiting on a tracking server (MLflow's REST store), where
+    stopping at once cuts nothing."""
+    return _inside(frame, DATABASE_MODULES) and not _inside(frame, NETWORK_MODULES)
+
+
+def deferred_for_database(signum: int, frame: FrameType | None) -> bool:
+    """Whether a signal handler that stops at once must wait, because ``signum`` landed inside a
+    database call: then a thread watches the main thread leave the call and sends it ``signum`` again
+    (a real signal, which wakes a blocking wait; not once no Python handler is left), for the handler
+    installed then to decide again."""
+    if not _in_database_call(frame):
+        return False
+    main = threading.main_thread()
+
+    def deliver_when_out() -> None:
+        while main.is_alive():
+            now = sys._current_frames().get(main.ident)
+            if now is None or not _in_database_call(now):
+                if callable(signal.getsignal(signum)):
+                    signal.pthread_kill(main.ident, signum)
+                return
+            time.sleep(0.005)
+
+    threading.Thread(target=deliver_when_out, name="vidlab-stop-after-database", daemon=True).start()
+    return True
+
+
 def handle(signum: int, frame: FrameType | None) -> None:
-    """Outside Lightning's loops, stop at once (Python's own Ctrl-C); inside them, at the next batch
-    boundary (:class:`vidlab.trainer.StopOnSignal`): an exception raised at an arbitrary point can be swallowed
-    (in a fork handler) or cut a checkpoint or a row of embeddings in half. A job waiting on its tracking
-    server stops at once too, and sends the server nothing more."""
-    received.append(signum)
-    if _waiting_on_network(frame):
+    """Outside Lightning's loops, stop at once (Python's own Ctrl-C), or when a database call returns;
+    inside them, at the next batch boundary (:class:`vidlab.trainer.StopOnSignal`): an exception raised
+    at an arbitrary point can be swallowed (in a fork handler), cut a checkpoint or a row of embeddings in
+    half, or hold the store's lock. A job waiting on its tracking server stops at once too, and sends the
+    server nothing more."""
+    if signum not in received:  # delivered again after a database call: the same stop
+        received.append(signum)
+    if _inside(frame, NETWORK_MODULES):
         tracking_call("fail_fast")
         raise Stopped(signum)
-    if not _in_loop:
+    if not _in_loop and not deferred_for_database(signum, frame):
         raise Stopped(signum)
 
 

@@ -17,7 +17,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
-from vidlab import jobs
+from vidlab import jobs, stops
 from vidlab.cluster import JOB_TAG, how_slurm_ended
 from vidlab.errors import EXIT_INPUT, one_line
 from vidlab.registry import build_node
@@ -145,8 +145,9 @@ class MlflowSweepCallback(HydraCallback):
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT outside a job (a job's own handler stops the job): the sweep exits with
-        128 + N, as a stopped job does; once the parent is being ended, that is let finish."""
-        if not self._ending:
+        128 + N, as a stopped job does, once out of a database call; once the parent is being ended,
+        that is let finish."""
+        if not self._ending and not stops.deferred_for_database(signum, frame):
             self._signal = signum
             print(f"stopped by {signal.Signals(signum).name}", file=sys.stderr)
             raise SystemExit(128 + signum)
