@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -63,65 +62,85 @@ def tracking_call(name: str, *args: object) -> object:
     return getattr(tracking, name)(*args) if tracking is not None else None
 
 
-NETWORK_MODULES = ("/requests/", "/urllib3/", "/http/client.py", "/socket.py")
-# an exception raised in these can leave a SQLite statement unfinished, its read lock held by the
-# traceback's frames: every later write of the process (ending its runs) then fails "database is locked"
-DATABASE_MODULES = ("/sqlalchemy/", "/sqlite3/", "/alembic/", "/mlflow/store/")
+# where the main thread waits on a tracking server (MLflow's REST store): stopping there cuts nothing
+NETWORK_PACKAGES = ("requests", "urllib3", "http.client")
+# an exception raised inside these can leave a query unfinished, its lock held by the traceback's frames
+# (Python 3.11's sqlite3 keeps a statement open across a rollback): every later write of the process,
+# ending its runs, then fails "database is locked" (SQLite) or waits on the row (PostgreSQL)
+DATABASE_PACKAGES = ("sqlalchemy", "sqlite3", "alembic", "mlflow.store.db", "mlflow.store.tracking",
+                     "mlflow.store.model_registry")
+_deferred: list[bool] = []  # a stop waiting for the database call the main thread is in
 
 
-def _inside(frame: FrameType | None, modules: tuple[str, ...]) -> bool:
-    """Whether ``frame`` or one of its callers runs code of ``modules`` (parts of file paths)."""
+def _runs_in(frame: FrameType, packages: tuple[str, ...]) -> bool:
+    name = frame.f_globals.get("__name__") or ""
+    return any(name == package or name.startswith(package + ".") for package in packages)
+
+
+def _waiting_on_network(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or a caller is inside an HTTP request (MLflow's client retrying a server
+    that went away waits there for minutes)."""
     while frame is not None:
-        if any(part in frame.f_code.co_filename for part in modules):
+        if _runs_in(frame, NETWORK_PACKAGES):
             return True
         frame = frame.f_back
     return False
 
 
-def _in_database_call(frame: FrameType | None) -> bool:
-    """Inside a database call, and not waiting on a tracking server (MLflow's REST store), where
-    stopping at once cuts nothing."""
-    return _inside(frame, DATABASE_MODULES) and not _inside(frame, NETWORK_MODULES)
+def _database_call(frame: FrameType | None) -> FrameType | None:
+    """The frame of the outermost database call ``frame`` is inside (its caller runs no database code),
+    or None: not inside one, or waiting on a tracking server over HTTP."""
+    outermost = None
+    while frame is not None:
+        if _runs_in(frame, NETWORK_PACKAGES):
+            return None
+        if _runs_in(frame, DATABASE_PACKAGES):
+            outermost = frame
+        frame = frame.f_back
+    return outermost
 
 
-def deferred_for_database(signum: int, frame: FrameType | None) -> bool:
-    """Whether a signal handler that stops at once must wait, because ``signum`` landed inside a
-    database call: then a thread watches the main thread leave the call and sends it ``signum`` again
-    (a real signal, which wakes a blocking wait; not once no Python handler is left), for the handler
-    installed then to decide again."""
-    if not _in_database_call(frame):
-        return False
-    main = threading.main_thread()
+def stop_outside_database(frame: FrameType | None, stop: Callable[[], None]) -> None:
+    """A signal handler's ``stop()`` (which raises): now, or, when the signal landed inside a database
+    call, the moment that call returns. A profile hook on the main thread (``sys.setprofile``: this
+    thread only, while the call ends) sees the call's frame return and stops there, in its caller:
+    nothing of the call is cut, and no later call can put the stop off."""
+    call = _database_call(frame)
+    if call is None:
+        stop()
+        return
+    if _deferred:  # a second signal inside the same call: the first one's stop is on its way
+        return
+    previous = sys.getprofile()
 
-    def deliver_when_out() -> None:
-        while main.is_alive():
-            now = sys._current_frames().get(main.ident)
-            if now is None or not _in_database_call(now):
-                if callable(signal.getsignal(signum)):
-                    signal.pthread_kill(main.ident, signum)
-                return
-            time.sleep(0.005)
+    def on_return(returning: FrameType, event: str, arg: object) -> None:
+        if event == "return" and returning is call:
+            sys.setprofile(previous)
+            _deferred.clear()
+            stop()
 
-    threading.Thread(target=deliver_when_out, name="vidlab-stop-after-database", daemon=True).start()
-    return True
+    _deferred.append(True)
+    sys.setprofile(on_return)
 
 
 def handle(signum: int, frame: FrameType | None) -> None:
-    """Outside Lightning's loops, stop at once (Python's own Ctrl-C), or when a database call returns;
+    """Outside Lightning's loops, stop at once (Python's own Ctrl-C), or as a database call returns;
     inside them, at the next batch boundary (:class:`vidlab.trainer.StopOnSignal`): an exception raised
     at an arbitrary point can be swallowed (in a fork handler), cut a checkpoint or a row of embeddings in
-    half, or hold the store's lock. A job waiting on its tracking server stops at once too, and sends the
-    server nothing more."""
-    if signum not in received:  # delivered again after a database call: the same stop
-        received.append(signum)
-    if _inside(frame, NETWORK_MODULES):
+    half, or keep the store locked. A job waiting on its tracking server stops at once too, and sends
+    the server nothing more."""
+    received.append(signum)
+    if _waiting_on_network(frame):
         tracking_call("fail_fast")
         raise Stopped(signum)
-    if not _in_loop and not deferred_for_database(signum, frame):
-        raise Stopped(signum)
+    if not _in_loop:
+        def stop() -> None:
+            raise Stopped(signum)
+
+        stop_outside_database(frame, stop)
 
 
 def reset() -> None:
     """A new job: no signal received, no loop entered, nothing to resume from."""
-    for state in (received, _in_loop, resume_hint, resume_path):
+    for state in (received, _in_loop, resume_hint, resume_path, _deferred):
         state.clear()

@@ -145,12 +145,15 @@ class MlflowSweepCallback(HydraCallback):
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT outside a job (a job's own handler stops the job): the sweep exits with
-        128 + N, as a stopped job does, once out of a database call; once the parent is being ended,
-        that is let finish."""
-        if not self._ending and not stops.deferred_for_database(signum, frame):
-            self._signal = signum
-            print(f"stopped by {signal.Signals(signum).name}", file=sys.stderr)
-            raise SystemExit(128 + signum)
+        128 + N, as a stopped job does (as the store call it is in returns); once the parent is being
+        ended, that is let finish."""
+        if not self._ending:
+            stops.stop_outside_database(frame, lambda: self._exit(signum))
+
+    def _exit(self, signum: int) -> None:
+        self._signal = signum
+        print(f"stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        raise SystemExit(128 + signum)
 
     def _end_early(self) -> None:
         """At exit, a sweep that never reached ``on_multirun_end``: a failed or stopped job, or a sweeper error."""
