@@ -442,7 +442,7 @@ def _concrete(command: str, sandbox: Sandbox) -> str:
 @pytest.mark.parametrize("command", ORDER)
 def test_readme_command(sandbox: Sandbox, command: str):
     """One documented command, run as written. Those over 60 s on 2 cores, and why they must be: the joblib
-    sweep (90-115 s: four jobs, each a process paying its ~9 s of imports beside the others) and the
+    sweep (90-120 s: four jobs, each a process paying its ~9 s of imports beside the others) and the
     real-footage evaluation (~70 s: the ten real videos, each stained and restored by every method of
     the table) - a user's command, shrunk only by epochs and batches."""
     spec = COMMANDS[command]
