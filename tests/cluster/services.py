@@ -12,11 +12,12 @@ import pwd
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -291,13 +292,18 @@ def slurm() -> Iterator[Slurm]:
                        check=True, capture_output=True, timeout=60)
         # its config beside SLURM_CONF
         daemons.append(subprocess.Popen([_program("slurmdbd"), "-D"], env=cluster.env(), **quiet))
-        _wait_for(lambda: (folder / "slurmdbd.pid").exists(), 60, "slurmdbd did not start")
+        # listening, not only started: its pid file comes before it has made its database (the first
+        # time, seconds), and a slurmctld that cannot reach it with no state files exits at once
+        _wait_for(lambda: _listening(ports["dbd_port"]), 120, "slurmdbd did not start listening")
         for daemon in ("slurmctld", "slurmd"):
             daemons.append(subprocess.Popen([_program(daemon), "-D"], env=cluster.env(), **quiet))
+        # slurmctld exits where it cannot start: then the message quotes both daemons' logs
         _wait_for(lambda: subprocess.run([_program("sinfo"), "-h", "-o", "%t"], env=cluster.env(), capture_output=True,
-                                         text=True).stdout.strip() == "idle", 60,
-                  "the node did not come up: "
-                  f"{(folder / 'slurmctld.log').read_text()[-2000:] if (folder / 'slurmctld.log').exists() else ''}")
+                                         text=True).stdout.strip() == "idle", 120,
+                  lambda: "the node did not come up: " + "".join(
+                      f"\n{name} (exit {process.poll()}): {(folder / name).read_text()[-1500:]}"
+                      for name, process in zip(("slurmctld.log", "slurmd.log"), daemons[-2:])
+                      if (folder / name).exists()))
         yield cluster
     finally:
         with contextlib.suppress(Exception):
@@ -311,8 +317,16 @@ def slurm() -> Iterator[Slurm]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _wait_for(ready, seconds: float, message: str) -> None:
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def _wait_for(ready: Callable[[], bool], seconds: float, message: str | Callable[[], str]) -> None:
+    """Wait until ``ready()``; past ``seconds``, fail with ``message`` (a callable: made then, when the
+    logs it quotes are written)."""
     deadline = time.time() + seconds
     while not ready():
-        assert time.time() < deadline, message
+        assert time.time() < deadline, message() if callable(message) else message
         time.sleep(0.5)
