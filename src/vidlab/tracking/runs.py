@@ -105,7 +105,10 @@ def _stop_monitor(monitor: SystemMetricsMonitor) -> None:
     the daemon thread ends with the process."""
     if not failing_fast():
         monitor.finish()
-    elif hasattr(monitor, "_shutdown_event"):  # MLflow's SystemMetricsMonitor has no stop that does not join
+        return
+    # the job's one line about the server is its last: the thread's own warnings about it would follow
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.CRITICAL)
+    if hasattr(monitor, "_shutdown_event"):  # MLflow's SystemMetricsMonitor has no stop that does not join
         monitor._shutdown_event.set()
 
 
