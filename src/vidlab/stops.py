@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -77,27 +77,25 @@ def _runs_in(frame: FrameType, packages: tuple[str, ...]) -> bool:
     return any(name == package or name.startswith(package + ".") for package in packages)
 
 
+def _callers(frame: FrameType | None) -> Iterator[FrameType]:
+    """``frame``, then its caller, and so on to the outermost frame."""
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
 def _waiting_on_network(frame: FrameType | None) -> bool:
     """Whether ``frame`` or a caller is inside an HTTP request (MLflow's client retrying a server
     that went away waits there for minutes)."""
-    while frame is not None:
-        if _runs_in(frame, NETWORK_PACKAGES):
-            return True
-        frame = frame.f_back
-    return False
+    return any(_runs_in(caller, NETWORK_PACKAGES) for caller in _callers(frame))
 
 
 def _database_call(frame: FrameType | None) -> FrameType | None:
     """The frame of the outermost database call ``frame`` is inside (its caller runs no database code),
     or None: not inside one, or waiting on a tracking server over HTTP."""
-    outermost = None
-    while frame is not None:
-        if _runs_in(frame, NETWORK_PACKAGES):
-            return None
-        if _runs_in(frame, DATABASE_PACKAGES):
-            outermost = frame
-        frame = frame.f_back
-    return outermost
+    if _waiting_on_network(frame):
+        return None
+    return next((caller for caller in reversed(list(_callers(frame))) if _runs_in(caller, DATABASE_PACKAGES)), None)
 
 
 def stop_outside_database(frame: FrameType | None, stop: Callable[[], None]) -> None:
